@@ -1,0 +1,152 @@
+//! The one error type of every domain operation. The gRPC edge maps each variant to a status
+//! code with google.rpc details; the variants carry what a person needs to fix the problem and
+//! never a secret.
+
+use std::time::Duration;
+
+/// Result of a domain operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Machine-readable reason for a FAILED_PRECONDITION, ABORTED, RESOURCE_EXHAUSTED or
+/// UNAVAILABLE error, carried as `google.rpc.ErrorInfo.reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorReason {
+    /// The object changed since the client read it (optimistic concurrency).
+    EtagMismatch,
+    /// The caller's account no longer exists.
+    AccountNotFound,
+    /// The database or another dependency is not reachable.
+    DependencyUnavailable,
+}
+
+impl ErrorReason {
+    /// The UPPER_SNAKE_CASE reason string clients match on.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::EtagMismatch => "ETAG_MISMATCH",
+            Self::AccountNotFound => "ACCOUNT_NOT_FOUND",
+            Self::DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
+        }
+    }
+}
+
+/// One invalid field of a request: the path names the field as the client sent it
+/// (e.g. `preferences.timezone`), the description says what is wrong and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Dotted path of the offending field in the request.
+    pub field: String,
+    /// What is wrong with the value, for humans.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field` described by `description`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// A value that failed domain validation, before the edge knows which request field held it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+impl InvalidValue {
+    /// Attaches the request field path, turning the problem into a [`FieldViolation`].
+    #[must_use]
+    pub fn at(self, field: impl Into<String>) -> FieldViolation {
+        FieldViolation::new(field, self.0)
+    }
+}
+
+/// Why a domain operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; every offending field is listed.
+    #[error("invalid argument: {}", describe(violations))]
+    InvalidArgument {
+        /// The offending fields, at least one.
+        violations: Vec<FieldViolation>,
+    },
+    /// The caller is not authenticated; the message says why without revealing secrets.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The object does not exist, or belongs to someone else (the two are indistinguishable).
+    #[error("{resource} {id} not found")]
+    NotFound {
+        /// Kind of object, e.g. "chat session".
+        resource: &'static str,
+        /// The id the caller asked for.
+        id: String,
+    },
+    /// The system is not in a state that allows the operation; the user must act first.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// Machine-readable reason.
+        reason: ErrorReason,
+        /// What to do, for humans.
+        message: String,
+    },
+    /// A concurrency conflict; re-read and retry.
+    #[error("{message}")]
+    Aborted {
+        /// Machine-readable reason.
+        reason: ErrorReason,
+        /// What happened, for humans.
+        message: String,
+    },
+    /// A dependency is temporarily unavailable; retrying later may succeed.
+    #[error("{message}")]
+    Unavailable {
+        /// Machine-readable reason.
+        reason: ErrorReason,
+        /// What is unavailable, for humans.
+        message: String,
+        /// How long the client should wait before retrying, if known.
+        retry_after: Option<Duration>,
+    },
+    /// A bug or an unexpected failure. The cause is logged, never shown to the client.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// An INVALID_ARGUMENT error for a single field.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            violations: vec![FieldViolation::new(field, description)],
+        }
+    }
+
+    /// An internal error wrapping `cause`, which is logged but never shown.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self::Internal(cause.into())
+    }
+}
+
+impl From<FieldViolation> for Error {
+    fn from(violation: FieldViolation) -> Self {
+        Self::InvalidArgument {
+            violations: vec![violation],
+        }
+    }
+}
+
+impl From<Vec<FieldViolation>> for Error {
+    fn from(violations: Vec<FieldViolation>) -> Self {
+        Self::InvalidArgument { violations }
+    }
+}

@@ -1,0 +1,14 @@
+//! The domain of assistd, free of any transport and storage: typed ids, the error every
+//! operation returns, and the preferences model with its validation.
+//!
+//! The gRPC edge (the root `assistd` crate) converts protobuf messages into these types and
+//! [`Error`] into `tonic::Status`; the store persists them. Nothing here knows about either.
+
+mod clock;
+mod error;
+mod id;
+pub mod preferences;
+
+pub use clock::{Clock, SystemClock};
+pub use error::{Error, ErrorReason, FieldViolation, InvalidValue, Result};
+pub use id::UserId;

@@ -1,0 +1,5 @@
+//! SeaORM entities, one module per table. Only the store's repositories use them; the rest of
+//! assistd sees domain types.
+
+pub(crate) mod preferences;
+pub(crate) mod users;

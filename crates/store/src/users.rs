@@ -1,0 +1,93 @@
+//! User accounts.
+
+use assistd_domain::{Error, Result, UserId};
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+
+use crate::{Store, db_error, entity::users};
+
+/// A user account as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// The account's id, the `sub` of its access tokens.
+    pub id: UserId,
+    /// Name shown in clients.
+    pub display_name: Option<String>,
+    /// Email address from the identity provider, if known.
+    pub email: Option<String>,
+    /// When the account was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What is needed to create an account.
+#[derive(Clone, Debug, Default)]
+pub struct NewUser {
+    /// Name shown in clients.
+    pub display_name: Option<String>,
+    /// Email address from the identity provider.
+    pub email: Option<String>,
+}
+
+/// Reads and writes user accounts.
+#[derive(Clone, Debug)]
+pub struct UserRepository {
+    store: Store,
+}
+
+impl Store {
+    /// The user account repository.
+    #[must_use]
+    pub fn users(&self) -> UserRepository {
+        UserRepository {
+            store: self.clone(),
+        }
+    }
+}
+
+impl From<users::Model> for User {
+    fn from(row: users::Model) -> Self {
+        Self {
+            id: UserId::from_uuid(row.id),
+            display_name: row.display_name,
+            email: row.email,
+            created_at: row.created_at,
+        }
+    }
+}
+
+impl UserRepository {
+    /// Creates an account with a new id.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn create(&self, new_user: NewUser) -> Result<User> {
+        let now = Utc::now();
+        let row = users::ActiveModel {
+            id: Set(UserId::new().as_uuid()),
+            display_name: Set(new_user.display_name),
+            email: Set(new_user.email),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(self.store.connection())
+        .await
+        .map_err(db_error)?;
+        Ok(row.into())
+    }
+
+    /// The account with this id.
+    ///
+    /// # Errors
+    /// NOT_FOUND when there is no such account; the database failed.
+    pub async fn get(&self, id: UserId) -> Result<User> {
+        users::Entity::find_by_id(id.as_uuid())
+            .one(self.store.connection())
+            .await
+            .map_err(db_error)?
+            .map(User::from)
+            .ok_or_else(|| Error::NotFound {
+                resource: "user",
+                id: id.to_string(),
+            })
+    }
+}

@@ -1,0 +1,17 @@
+//! Database migrations of assistd. Every migration runs on SQLite and PostgreSQL; where the
+//! dialects differ the migration asks `manager.get_database_backend()`. Migrations are named
+//! by timestamp and never edited once merged: a change is a new migration.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_users_and_preferences;
+
+/// Applies assistd's migrations in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_users_and_preferences::Migration)]
+    }
+}

@@ -1,1 +1,7 @@
-//! placeholder
+//! assistd's services: the domain operations behind every RPC, free of any transport. The gRPC
+//! edge authenticates the caller, converts the request into domain types and calls one method
+//! here with the caller's [`assistd_domain::UserId`].
+
+mod preferences;
+
+pub use preferences::{PreferencesService, PreferencesWatch};

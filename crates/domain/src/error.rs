@@ -13,6 +13,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum ErrorReason {
     /// The object changed since the client read it (optimistic concurrency).
     EtagMismatch,
+    /// No access token was presented.
+    AccessTokenMissing,
+    /// The access token expired; refresh it.
+    AccessTokenExpired,
+    /// The access token is not acceptable (malformed, forged, foreign, wrong kind).
+    AccessTokenInvalid,
     /// The caller's account no longer exists.
     AccountNotFound,
     /// The database or another dependency is not reachable.
@@ -25,6 +31,9 @@ impl ErrorReason {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::EtagMismatch => "ETAG_MISMATCH",
+            Self::AccessTokenMissing => "ACCESS_TOKEN_MISSING",
+            Self::AccessTokenExpired => "ACCESS_TOKEN_EXPIRED",
+            Self::AccessTokenInvalid => "ACCESS_TOKEN_INVALID",
             Self::AccountNotFound => "ACCOUNT_NOT_FOUND",
             Self::DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
         }
@@ -74,8 +83,13 @@ pub enum Error {
         violations: Vec<FieldViolation>,
     },
     /// The caller is not authenticated; the message says why without revealing secrets.
-    #[error("unauthenticated: {0}")]
-    Unauthenticated(String),
+    #[error("unauthenticated: {message}")]
+    Unauthenticated {
+        /// Machine-readable reason, e.g. whether refreshing the token helps.
+        reason: ErrorReason,
+        /// What is wrong, for humans.
+        message: String,
+    },
     /// The object does not exist, or belongs to someone else (the two are indistinguishable).
     #[error("{resource} {id} not found")]
     NotFound {

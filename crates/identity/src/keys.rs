@@ -23,6 +23,9 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
+    /// The bytes or text are not a PKCS#8 Ed25519 private key.
+    #[error("not a PKCS#8 Ed25519 private key")]
+    NotEd25519Pkcs8,
     /// The file is not a PKCS#8 PEM Ed25519 private key.
     #[error("signing key file {path} is not a PKCS#8 PEM Ed25519 private key")]
     Malformed {
@@ -35,6 +38,7 @@ pub enum KeyError {
 /// `Debug`-printing its material; the PKCS#8 bytes are zeroized on drop.
 pub struct SigningKey {
     kid: String,
+    public_key: Vec<u8>,
     pkcs8: Zeroizing<Vec<u8>>,
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -64,14 +68,15 @@ impl SigningKey {
     ///
     /// # Errors
     /// The bytes are not an Ed25519 PKCS#8 key.
-    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, ()> {
-        let pair = Ed25519KeyPair::from_pkcs8(der).map_err(|_| ())?;
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
+        let pair = Ed25519KeyPair::from_pkcs8(der).map_err(|_| KeyError::NotEd25519Pkcs8)?;
         let public = pair.public_key().as_ref();
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public);
         // The key id is derived from the public key, so it names the key without any state.
         let kid = URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12]);
         Ok(Self {
             kid,
+            public_key: public.to_vec(),
             pkcs8: Zeroizing::new(der.to_vec()),
             encoding: EncodingKey::from_ed_der(der),
             decoding: DecodingKey::from_ed_der(public),
@@ -82,7 +87,7 @@ impl SigningKey {
     ///
     /// # Errors
     /// The text is not a PEM-armoured Ed25519 PKCS#8 key.
-    pub fn from_pem(pem: &str) -> Result<Self, ()> {
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
         let body: Zeroizing<String> = Zeroizing::new(
             pem.lines()
                 .map(str::trim)
@@ -91,7 +96,11 @@ impl SigningKey {
                 .take_while(|line| *line != format!("-----END {PEM_LABEL}-----"))
                 .collect(),
         );
-        let der = Zeroizing::new(STANDARD.decode(body.as_bytes()).map_err(|_| ())?);
+        let der = Zeroizing::new(
+            STANDARD
+                .decode(body.as_bytes())
+                .map_err(|_| KeyError::NotEd25519Pkcs8)?,
+        );
         Self::from_pkcs8_der(&der)
     }
 
@@ -120,7 +129,7 @@ impl SigningKey {
                     source,
                 })?,
             );
-        Self::from_pem(&text).map_err(|()| KeyError::Malformed {
+        Self::from_pem(&text).map_err(|_| KeyError::Malformed {
             path: path.display().to_string(),
         })
     }
@@ -167,6 +176,12 @@ impl SigningKey {
     #[must_use]
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// The raw 32-byte Ed25519 public key (as published in a JWKS `x`).
+    #[must_use]
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
     }
 
     pub(crate) fn encoding_key(&self) -> &EncodingKey {

@@ -124,10 +124,10 @@ impl Store {
     /// The URL is unsupported, or the database cannot be reached.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self> {
         let backend = settings.backend()?;
-        if backend == Backend::Sqlite {
-            if let Some(path) = settings.sqlite_path() {
-                create_private_file(&path).map_err(Error::internal)?;
-            }
+        if backend == Backend::Sqlite
+            && let Some(path) = settings.sqlite_path()
+        {
+            create_private_file(&path).map_err(Error::internal)?;
         }
         let mut options = ConnectOptions::new(settings.url.clone());
         options

@@ -31,9 +31,10 @@ impl Store {
 }
 
 fn account_gone() -> Error {
-    Error::Unauthenticated(
-        "the account this access token belongs to no longer exists; sign in again".into(),
-    )
+    Error::Unauthenticated {
+        reason: ErrorReason::AccountNotFound,
+        message: "the account this access token belongs to no longer exists; sign in again".into(),
+    }
 }
 
 fn etag_mismatch() -> Error {

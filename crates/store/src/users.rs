@@ -90,4 +90,22 @@ impl UserRepository {
                 id: id.to_string(),
             })
     }
+
+    /// Deletes the account and, through foreign keys, every row that belongs to it.
+    ///
+    /// # Errors
+    /// NOT_FOUND when there is no such account; the database failed.
+    pub async fn delete(&self, id: UserId) -> Result<()> {
+        let deleted = users::Entity::delete_by_id(id.as_uuid())
+            .exec(self.store.connection())
+            .await
+            .map_err(db_error)?;
+        if deleted.rows_affected == 0 {
+            return Err(Error::NotFound {
+                resource: "user",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
 }

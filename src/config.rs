@@ -1,0 +1,358 @@
+//! Configuration: defaults in code, then an optional TOML file (`--config`), then
+//! `DATABASE_URL`, then `ASSISTD_*` environment variables (nested keys joined by `__`, e.g.
+//! `ASSISTD_SERVER__LISTEN=0.0.0.0:50051`). `assistd.example.toml` documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything `assistd` can be configured with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory for the SQLite database and generated keys; created with mode 0700.
+    pub data_dir: PathBuf,
+    /// The network listener and its limits.
+    pub server: ServerConfig,
+    /// Where data is stored.
+    pub database: DatabaseConfig,
+    /// Our own access tokens.
+    pub auth: AuthConfig,
+    /// Log output.
+    pub log: LogConfig,
+}
+
+/// The gRPC / grpc-web listener.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Largest accepted request message, in bytes, after decompression.
+    pub max_decoding_message_size: usize,
+    /// Largest response message, in bytes.
+    pub max_encoding_message_size: usize,
+    /// Most concurrent HTTP/2 streams (calls) on one connection.
+    pub max_concurrent_streams: u32,
+    /// Longest a unary call (or the start of a stream) may take before DEADLINE_EXCEEDED;
+    /// a shorter `grpc-timeout` from the client wins.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Interval of HTTP/2 keepalive pings to idle clients.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// How long to wait for a keepalive ping's answer before closing the connection.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+    /// On SIGINT/SIGTERM, how long in-flight calls may take to finish before the server
+    /// exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Browser origins allowed to call through grpc-web (CORS), e.g. `https://app.example`.
+    /// Empty (the default) sends no CORS headers, so browsers on other origins are refused.
+    /// `*` is not accepted.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// The database.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite://PATH`. Empty means `sqlite://<data_dir>/assistd.db`.
+    /// `DATABASE_URL` sets it too.
+    pub url: String,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// How long a call waits for a pooled connection.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a writer waits for another writer.
+    #[serde(with = "humantime_serde")]
+    pub sqlite_busy_timeout: Duration,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &assistd_store::redact_url_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("sqlite_busy_timeout", &self.sqlite_busy_timeout)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+/// Our access tokens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The `iss` claim of our tokens.
+    pub issuer: String,
+    /// The `aud` claim of our tokens.
+    pub audience: String,
+    /// Access token lifetime, at most 15 minutes.
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    /// PKCS#8 PEM Ed25519 key that signs access tokens. Empty means
+    /// `<data_dir>/keys/access-token.pem`, generated on first start.
+    pub signing_key_file: PathBuf,
+    /// Earlier signing keys whose tokens are still accepted until they expire.
+    pub previous_signing_key_files: Vec<PathBuf>,
+}
+
+/// Log output. `RUST_LOG`, when set, overrides `filter`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directives, e.g. `info,assistd=debug`.
+    pub filter: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            max_decoding_message_size: 4 * 1024 * 1024,
+            max_encoding_message_size: 16 * 1024 * 1024,
+            max_concurrent_streams: 200,
+            request_timeout: Duration::from_secs(30),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(20),
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout: Duration::from_secs(5),
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "assistd".into(),
+            audience: "assistd".into(),
+            access_token_ttl: Duration::from_secs(10 * 60),
+            signing_key_file: PathBuf::new(),
+            previous_signing_key_files: Vec::new(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration from the defaults, `file` (if given), `DATABASE_URL` and
+    /// `ASSISTD_*` variables, and validates it.
+    ///
+    /// # Errors
+    /// The file is unreadable or malformed, a key is unknown, or a value is out of range.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(Env::prefixed("ASSISTD_").split("__"))
+            .extract()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text on top of the defaults (no environment), and validates it.
+    ///
+    /// # Errors
+    /// The text is malformed or a value is out of range.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that types alone do not constrain.
+    ///
+    /// # Errors
+    /// The first value out of range, named by its key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let ttl = self.auth.access_token_ttl;
+        if ttl.is_zero() || ttl > assistd_identity::MAX_ACCESS_TOKEN_TTL {
+            bail!("auth.access_token_ttl must be between 1s and 15m, got {ttl:?}");
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            bail!("auth.issuer and auth.audience must not be empty");
+        }
+        for origin in &self.server.cors_allowed_origins {
+            if origin == "*" {
+                bail!("server.cors_allowed_origins must list origins; \"*\" is not accepted");
+            }
+            let parsed = http::HeaderValue::from_str(origin).ok().filter(|_| {
+                (origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.ends_with('/')
+            });
+            if parsed.is_none() {
+                bail!(
+                    "server.cors_allowed_origins: {origin:?} is not an origin like https://app.example"
+                );
+            }
+        }
+        if self.server.max_decoding_message_size < 1024 {
+            bail!("server.max_decoding_message_size must be at least 1024 bytes");
+        }
+        if self.server.max_concurrent_streams == 0 {
+            bail!("server.max_concurrent_streams must be at least 1");
+        }
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections must be at least 1");
+        }
+        if self.server.request_timeout.is_zero() {
+            bail!("server.request_timeout must be positive");
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect: the configured one, or the SQLite file in the data dir.
+    #[must_use]
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("assistd.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The signing key file in effect.
+    #[must_use]
+    pub fn signing_key_file(&self) -> PathBuf {
+        if self.auth.signing_key_file.as_os_str().is_empty() {
+            self.data_dir.join("keys").join("access-token.pem")
+        } else {
+            self.auth.signing_key_file.clone()
+        }
+    }
+
+    /// Database settings for the store.
+    #[must_use]
+    pub fn database_settings(&self) -> assistd_store::DatabaseSettings {
+        assistd_store::DatabaseSettings {
+            url: self.database_url(),
+            max_connections: self.database.max_connections,
+            acquire_timeout: self.database.acquire_timeout,
+            sqlite_busy_timeout: self.database.sqlite_busy_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_loopback_and_keep_data_local() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert!(config.server.listen.ip().is_loopback());
+        assert_eq!(config.database_url(), "sqlite://./data/assistd.db");
+        assert!(config.server.cors_allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn the_annotated_example_parses_and_matches_the_defaults_it_documents() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assistd.example.toml"))
+                .unwrap();
+        let example = Config::from_toml(&text).unwrap();
+        let defaults = Config::default();
+        assert_eq!(example.server.listen, defaults.server.listen);
+        assert_eq!(
+            example.server.request_timeout,
+            defaults.server.request_timeout
+        );
+        assert_eq!(
+            example.auth.access_token_ttl,
+            defaults.auth.access_token_ttl
+        );
+        assert_eq!(
+            example.database.max_connections,
+            defaults.database.max_connections
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::from_toml("[auth]\naccess_token_ttl = \"1h\"").unwrap_err();
+        assert!(format!("{err:#}").contains("access_token_ttl"), "{err:#}");
+        let err = Config::from_toml("[server]\ncors_allowed_origins = [\"*\"]").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cors_allowed_origins"),
+            "{err:#}"
+        );
+        let err = Config::from_toml("[server]\nlisten_port = 1").unwrap_err();
+        assert!(format!("{err:#}").contains("listen_port"), "{err:#}");
+    }
+
+    #[test]
+    fn credentials_in_the_database_url_are_not_printed() {
+        let config = Config::from_toml("[database]\nurl = \"postgres://u:hunter2@db/x\"").unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,325 @@
+//! Assembling and running the server: one TCP port for native gRPC (HTTP/2), grpc-web
+//! (HTTP/1.1, binary and text), server reflection (v1 and v1alpha) and grpc.health.v1.
+//!
+//! Layers, outermost first: CORS (only for configured origins) → grpc-web translation →
+//! request id → request tracing → authentication → planned-service answers → routes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use assistd_core::PreferencesService;
+use assistd_domain::SystemClock;
+use assistd_identity::{AccessTokenSettings, AccessTokens, SigningKey};
+use assistd_store::Store;
+use http::{HeaderName, HeaderValue, Method};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::AuthLayer;
+use crate::config::Config;
+use crate::proto::preferences::v1::preferences_service_server::PreferencesServiceServer;
+use crate::services::planned::{PLANNED_SERVICES, PlannedLayer};
+use crate::services::preferences::PreferencesApi;
+
+/// How often the health service re-checks the database.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A server bound to its port, ready to run.
+pub struct Application {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    grace: Duration,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    store: Store,
+    tokens: AccessTokens,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates the data directory with mode 0700 if it is missing.
+fn create_data_dir(config: &Config) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))
+}
+
+/// Opens the database configured in `config` (creating the data directory first).
+///
+/// # Errors
+/// The data directory cannot be created or the database cannot be reached.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    create_data_dir(config)?;
+    Store::connect(&config.database_settings())
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to {}",
+                assistd_store::redact_url_password(&config.database_url())
+            )
+        })
+}
+
+/// Loads (or on first start generates) the access-token keys configured in `config`.
+///
+/// # Errors
+/// A key file is unreadable or malformed.
+pub fn access_tokens(config: &Config) -> anyhow::Result<AccessTokens> {
+    create_data_dir(config)?;
+    let current = SigningKey::load_or_generate(&config.signing_key_file())?;
+    let previous = config
+        .auth
+        .previous_signing_key_files
+        .iter()
+        .map(|path| SigningKey::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AccessTokens::new(
+        AccessTokenSettings {
+            issuer: config.auth.issuer.clone(),
+            audience: config.auth.audience.clone(),
+            ttl: config.auth.access_token_ttl,
+        },
+        current,
+        previous,
+        Arc::new(SystemClock),
+    ))
+}
+
+fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let origins = origins
+        .iter()
+        .map(|origin| {
+            HeaderValue::from_str(origin).with_context(|| format!("CORS origin {origin:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let header = HeaderName::from_static;
+    Ok(CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            http::header::CONTENT_TYPE,
+            http::header::AUTHORIZATION,
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+            header("x-request-id"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+            header("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(24 * 60 * 60)))
+}
+
+impl Application {
+    /// Connects to the database, applies migrations (unless disabled), loads keys, binds the
+    /// listener and starts serving. The server runs until [`Application::shutdown`] fires.
+    ///
+    /// # Errors
+    /// Any step of the start-up failed; the message names which.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        if config.database.migrate_on_start {
+            store
+                .migrate()
+                .await
+                .context("applying database migrations")?;
+        }
+        let tokens = access_tokens(&config)?;
+        let shutdown = CancellationToken::new();
+
+        let preferences = PreferencesService::new(&store);
+        preferences
+            .follow_other_replicas(&store, shutdown.child_token())
+            .await
+            .context("listening for preferences changes of other replicas")?;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        spawn_health_probe(health, store.clone(), shutdown.child_token());
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let server_config = &config.server;
+        let preferences_server =
+            PreferencesServiceServer::new(PreferencesApi::new(preferences, shutdown.child_token()))
+                .max_decoding_message_size(server_config.max_decoding_message_size)
+                .max_encoding_message_size(server_config.max_encoding_message_size);
+
+        let layers = tower::ServiceBuilder::new()
+            .layer(cors_layer(&server_config.cors_allowed_origins)?)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(
+                TraceLayer::new_for_grpc()
+                    .make_span_with(crate::telemetry::make_rpc_span)
+                    .on_request(())
+                    .on_response(crate::telemetry::on_rpc_response)
+                    .on_eos(crate::telemetry::on_rpc_eos)
+                    .on_failure(()),
+            )
+            .layer(AuthLayer::new(tokens.clone()))
+            .layer(PlannedLayer)
+            .into_inner();
+
+        let router = Server::builder()
+            .accept_http1(true)
+            .timeout(server_config.request_timeout)
+            .max_concurrent_streams(server_config.max_concurrent_streams)
+            .http2_keepalive_interval(Some(server_config.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(server_config.http2_keepalive_timeout))
+            .tcp_nodelay(true)
+            .layer(layers)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(preferences_server);
+
+        let listener = TcpListener::bind(server_config.listen)
+            .await
+            .with_context(|| format!("binding {}", server_config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+        });
+        tracing::info!(%local_addr, database = ?store.backend(), "assistd is serving gRPC and grpc-web");
+        Ok(Self {
+            local_addr,
+            shutdown,
+            grace: server_config.shutdown_grace,
+            server,
+            store,
+            tokens,
+        })
+    }
+
+    /// The address the server listens on (with the real port when port 0 was configured).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The token that stops the server when cancelled.
+    #[must_use]
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The store the server uses (tests inspect rows through it).
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The access-token issuer the server verifies against.
+    #[must_use]
+    pub fn tokens(&self) -> &AccessTokens {
+        &self.tokens
+    }
+
+    /// Runs until shutdown is requested, then gives in-flight calls up to the configured grace
+    /// period to finish.
+    ///
+    /// # Errors
+    /// The server failed, or in-flight calls outlived the grace period.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            shutdown,
+            grace,
+            mut server,
+            store,
+            ..
+        } = self;
+        let result = tokio::select! {
+            joined = &mut server => Some(joined),
+            () = shutdown.cancelled() => None,
+        };
+        let joined = match result {
+            Some(joined) => joined,
+            None => {
+                tracing::info!(grace = ?grace, "shutting down: finishing in-flight calls");
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(joined) => joined,
+                    Err(_) => {
+                        server.abort();
+                        store.close().await;
+                        anyhow::bail!(
+                            "in-flight calls did not finish within {grace:?}; stopped anyway"
+                        );
+                    }
+                }
+            }
+        };
+        shutdown.cancel();
+        store.close().await;
+        joined
+            .context("server task panicked")?
+            .context("server failed")?;
+        tracing::info!("assistd stopped");
+        Ok(())
+    }
+}
+
+/// Keeps grpc.health.v1 statuses current: the overall status ("") and PreferencesService follow
+/// the database; planned services report NOT_SERVING until they ship.
+fn spawn_health_probe(health: HealthReporter, store: Store, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        for (service, _) in PLANNED_SERVICES {
+            health
+                .set_service_status(*service, ServingStatus::NotServing)
+                .await;
+        }
+        let mut last = None;
+        loop {
+            let status = match store.ping().await {
+                Ok(()) => ServingStatus::Serving,
+                Err(err) => {
+                    tracing::warn!(error = %err, "database health probe failed");
+                    ServingStatus::NotServing
+                }
+            };
+            if last != Some(status) {
+                health.set_service_status("", status).await;
+                health
+                    .set_service_status("assistd.preferences.v1.PreferencesService", status)
+                    .await;
+                last = Some(status);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(HEALTH_PROBE_INTERVAL) => {}
+            }
+        }
+    });
+}

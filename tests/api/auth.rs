@@ -1,0 +1,305 @@
+//! The authentication layer: every way a token can be wrong is UNAUTHENTICATED, and a rejected
+//! call changes nothing.
+
+use assistd::proto::preferences::v1::{self as pb, Theme};
+use assistd_domain::UserId;
+use assistd_identity::SigningKey;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use tonic::Code;
+use tonic_types::StatusExt as _;
+
+use crate::helpers::{TestApp, authed, spawn_app};
+
+/// Signs `claims` with the server's own key, under `header`.
+fn sign_with_server_key(app: &TestApp, header: &Header, claims: &serde_json::Value) -> String {
+    let key = SigningKey::load(&app.data_dir.join("keys/access-token.pem")).unwrap();
+    let encoding = EncodingKey::from_ed_pem(key.expose_pkcs8_pem().as_bytes()).unwrap();
+    jsonwebtoken::encode(header, claims, &encoding).unwrap()
+}
+
+fn server_header(app: &TestApp) -> Header {
+    let key = SigningKey::load(&app.data_dir.join("keys/access-token.pem")).unwrap();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(key.kid().to_owned());
+    header
+}
+
+fn claims(user: UserId, overrides: serde_json::Value) -> serde_json::Value {
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = json!({
+        "iss": "assistd",
+        "aud": "assistd",
+        "sub": user.to_string(),
+        "iat": now,
+        "exp": now + 600,
+        "jti": "test",
+        "typ": "access",
+    });
+    for (key, value) in overrides.as_object().unwrap() {
+        claims[key] = value.clone();
+    }
+    claims
+}
+
+/// Each hostile token, named.
+fn hostile_tokens(app: &TestApp, user: UserId) -> Vec<(&'static str, Option<String>)> {
+    let valid = app.token_for(user);
+    let (signed_part, signature) = valid.rsplit_once('.').unwrap();
+    let mut flipped = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    flipped[0] ^= 0x01;
+    let tampered_signature = format!("{signed_part}.{}", URL_SAFE_NO_PAD.encode(flipped));
+
+    // The payload changed to another user, the original signature kept.
+    let (header_part, _) = signed_part.split_once('.').unwrap();
+    let other_payload = URL_SAFE_NO_PAD.encode(claims(UserId::new(), json!({})).to_string());
+    let tampered_payload = format!("{header_part}.{other_payload}.{signature}");
+
+    let kid = server_header(app).kid.unwrap();
+    let none_header =
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": kid}).to_string());
+    let none_payload = URL_SAFE_NO_PAD.encode(claims(user, json!({})).to_string());
+    let alg_none = format!("{none_header}.{none_payload}.");
+
+    // HS256 keyed with the server's public key: the classic algorithm-confusion forgery.
+    let mut hs_header = Header::new(Algorithm::HS256);
+    hs_header.kid = Some(kid);
+    let key = SigningKey::load(&app.data_dir.join("keys/access-token.pem")).unwrap();
+    let hs256 = jsonwebtoken::encode(
+        &hs_header,
+        &claims(user, json!({})),
+        &EncodingKey::from_secret(key.public_key()),
+    )
+    .unwrap();
+
+    let expired = app
+        .tokens
+        .issue_at(user, chrono::Utc::now() - chrono::Duration::hours(1))
+        .token;
+    let foreign_key = {
+        let stranger = SigningKey::generate();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(stranger.kid().to_owned());
+        jsonwebtoken::encode(
+            &header,
+            &claims(user, json!({})),
+            &EncodingKey::from_ed_pem(stranger.expose_pkcs8_pem().as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let header = server_header(app);
+    vec![
+        ("no token", None),
+        ("empty bearer", Some(String::new())),
+        ("not a JWT", Some("garbage".into())),
+        ("expired", Some(expired)),
+        ("tampered signature", Some(tampered_signature)),
+        ("tampered payload", Some(tampered_payload)),
+        ("alg none", Some(alg_none)),
+        ("HS256 with the public key id", Some(hs256)),
+        ("unknown signing key", Some(foreign_key)),
+        (
+            "wrong audience",
+            Some(sign_with_server_key(
+                app,
+                &header,
+                &claims(user, json!({"aud": "another-api"})),
+            )),
+        ),
+        (
+            "wrong issuer",
+            Some(sign_with_server_key(
+                app,
+                &header,
+                &claims(user, json!({"iss": "https://evil.example"})),
+            )),
+        ),
+        (
+            "wrong token type",
+            Some(sign_with_server_key(
+                app,
+                &header,
+                &claims(user, json!({"typ": "refresh"})),
+            )),
+        ),
+        (
+            "missing type",
+            Some(sign_with_server_key(
+                app,
+                &header,
+                &claims(user, json!({"typ": null})),
+            )),
+        ),
+        (
+            "lifetime too long",
+            Some(sign_with_server_key(
+                app,
+                &header,
+                &claims(
+                    user,
+                    json!({"exp": chrono::Utc::now().timestamp() + 86_400}),
+                ),
+            )),
+        ),
+        (
+            "no key id",
+            Some(sign_with_server_key(
+                app,
+                &Header::new(Algorithm::EdDSA),
+                &claims(user, json!({})),
+            )),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_bad_token_is_unauthenticated_and_changes_nothing() {
+    let app = spawn_app().await;
+    let user = app.create_user().await;
+    let mut client = app.preferences().await;
+    for (name, token) in hostile_tokens(&app, user) {
+        let request = pb::UpdatePreferencesRequest {
+            preferences: Some(pb::Preferences {
+                theme: Theme::Dark.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["theme".into()],
+            }),
+            etag: String::new(),
+        };
+        let request = match &token {
+            Some(token) => authed(request, token),
+            None => tonic::Request::new(request),
+        };
+        let status = client.update_preferences(request).await.expect_err(name);
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+        let reason = status
+            .get_error_details()
+            .error_info()
+            .unwrap()
+            .reason
+            .clone();
+        let expected = match name {
+            "no token" => "ACCESS_TOKEN_MISSING",
+            "expired" => "ACCESS_TOKEN_EXPIRED",
+            _ => "ACCESS_TOKEN_INVALID",
+        };
+        assert_eq!(reason, expected, "{name}");
+        if let Some(token) = token.filter(|t| t.len() > 8) {
+            assert!(
+                !status.message().contains(&token),
+                "{name}: the token was echoed"
+            );
+        }
+    }
+    let stored = app.store.preferences().get(user).await.unwrap();
+    assert_eq!(stored.version, 0, "a rejected call wrote to the database");
+    assert_eq!(stored.theme, assistd_domain::preferences::Theme::System);
+
+    // The control: the same call with a valid token goes through.
+    let ok = client
+        .update_preferences(authed(
+            pb::UpdatePreferencesRequest {
+                preferences: Some(pb::Preferences {
+                    theme: Theme::Dark.into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["theme".into()],
+                }),
+                etag: String::new(),
+            },
+            &app.token_for(user),
+        ))
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_over_grpc_web_too() {
+    let app = spawn_app().await;
+    let user = app.create_user().await;
+    let expired = app
+        .tokens
+        .issue_at(user, chrono::Utc::now() - chrono::Duration::hours(1))
+        .token;
+    let status = app
+        .preferences_web()
+        .get_preferences(authed(pb::GetPreferencesRequest {}, &expired))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(
+        status.get_error_details().error_info().unwrap().reason,
+        "ACCESS_TOKEN_EXPIRED"
+    );
+}
+
+#[tokio::test]
+async fn a_token_of_a_deleted_account_is_unauthenticated() {
+    let app = spawn_app().await;
+    let user = app.create_user().await;
+    let token = app.token_for(user);
+    app.store.users().delete(user).await.unwrap();
+    let mut client = app.preferences().await;
+    let status = client
+        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(
+        status.get_error_details().error_info().unwrap().reason,
+        "ACCOUNT_NOT_FOUND"
+    );
+    let status = client
+        .update_preferences(authed(
+            pb::UpdatePreferencesRequest {
+                preferences: Some(pb::Preferences {
+                    theme: Theme::Dark.into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["theme".into()],
+                }),
+                etag: String::new(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn tokens_of_a_previous_signing_key_still_verify() {
+    let old_dir = tempfile::tempdir().unwrap();
+    let old_key_file = old_dir.path().join("old.pem");
+    let old_key = SigningKey::load_or_generate(&old_key_file).unwrap();
+    let app = spawn_app_with_previous_key(&old_key_file).await;
+    let user = app.create_user().await;
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(old_key.kid().to_owned());
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims(user, json!({})),
+        &EncodingKey::from_ed_pem(old_key.expose_pkcs8_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let ok = app
+        .preferences()
+        .await
+        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+async fn spawn_app_with_previous_key(path: &std::path::Path) -> TestApp {
+    let path = path.to_owned();
+    crate::helpers::spawn_app_with(move |config| {
+        config.auth.previous_signing_key_files = vec![path];
+    })
+    .await
+}

@@ -1,0 +1,201 @@
+//! The test harness: a real server on 127.0.0.1:0 with a fresh database per test — an SQLite
+//! file in a temporary directory by default, or a new PostgreSQL database when
+//! `ASSISTD_TEST_DATABASE_URL` points at a server. Logs are printed only when `TEST_LOG` is
+//! set.
+
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use assistd::config::Config;
+use assistd::proto::preferences::v1::preferences_service_client::PreferencesServiceClient;
+use assistd::server::Application;
+use assistd_domain::UserId;
+use assistd_identity::AccessTokens;
+use assistd_store::{NewUser, Store};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sea_orm::ConnectionTrait;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_web::{GrpcWebClientLayer, GrpcWebClientService};
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        assistd::telemetry::init(&assistd::config::LogConfig {
+            filter: "debug".into(),
+            format: assistd::config::LogFormat::Text,
+        });
+    }
+});
+
+/// A grpc-web client transport: HTTP/1.1 through tonic-web's client layer.
+pub(crate) type GrpcWebTransport =
+    GrpcWebClientService<HyperClient<HttpConnector, tonic_web::GrpcWebCall<tonic::body::Body>>>;
+
+/// A running server and what a test needs to talk to it.
+pub(crate) struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub(crate) address: String,
+    /// The server's store, for inspecting rows directly.
+    pub(crate) store: Store,
+    /// The server's token issuer.
+    pub(crate) tokens: AccessTokens,
+    /// The configuration the server was built from (reused by [`TestApp::restart`]).
+    pub(crate) config: Config,
+    /// Keeps the data directory alive for the test's duration.
+    pub(crate) data_dir: PathBuf,
+    _data_dir_guard: std::sync::Arc<TempDir>,
+    shutdown: tokio_util::sync::CancellationToken,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A fresh database URL: a new PostgreSQL database when `ASSISTD_TEST_DATABASE_URL` is set,
+/// else empty (SQLite in the data directory).
+async fn fresh_database_url() -> String {
+    let Ok(admin_url) = std::env::var("ASSISTD_TEST_DATABASE_URL") else {
+        return String::new();
+    };
+    let name = format!("assistd_test_{}", uuid::Uuid::now_v7().simple());
+    let admin = sea_orm::Database::connect(&admin_url)
+        .await
+        .expect("connect to ASSISTD_TEST_DATABASE_URL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    let (base, _db) = admin_url
+        .rsplit_once('/')
+        .expect("ASSISTD_TEST_DATABASE_URL must end with /DATABASE");
+    format!("{base}/{name}")
+}
+
+/// Starts a server with the default test configuration.
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server after `adjust` has changed the test configuration.
+pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    LazyLock::force(&TRACING);
+    let dir = TempDir::new().expect("temporary data directory");
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.database.url = fresh_database_url().await;
+    config.server.shutdown_grace = std::time::Duration::from_secs(5);
+    adjust(&mut config);
+    start(config, std::sync::Arc::new(dir)).await
+}
+
+async fn start(config: Config, dir: std::sync::Arc<TempDir>) -> TestApp {
+    let app = Application::build(config.clone())
+        .await
+        .expect("the server starts");
+    let address = format!("http://{}", app.local_addr());
+    let store = app.store().clone();
+    let tokens = app.tokens().clone();
+    let shutdown = app.shutdown();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        store,
+        tokens,
+        data_dir: config.data_dir.clone(),
+        config,
+        _data_dir_guard: dir,
+        shutdown,
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// Creates a user account directly in the store.
+    pub(crate) async fn create_user(&self) -> UserId {
+        self.store
+            .users()
+            .create(NewUser {
+                display_name: Some("Test User".into()),
+                email: None,
+            })
+            .await
+            .expect("create user")
+            .id
+    }
+
+    /// A valid access token for `user`.
+    pub(crate) fn token_for(&self, user: UserId) -> String {
+        self.tokens.issue(user).token
+    }
+
+    /// A new native gRPC (HTTP/2) connection.
+    pub(crate) async fn channel(&self) -> Channel {
+        Channel::from_shared(self.address.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect over HTTP/2")
+    }
+
+    /// A PreferencesService client over its own native gRPC connection.
+    pub(crate) async fn preferences(&self) -> PreferencesServiceClient<Channel> {
+        PreferencesServiceClient::new(self.channel().await)
+    }
+
+    /// A grpc-web (HTTP/1.1) transport to the server.
+    pub(crate) fn grpc_web(&self) -> GrpcWebTransport {
+        let client = HyperClient::builder(TokioExecutor::new()).build_http();
+        tower::ServiceBuilder::new()
+            .layer(GrpcWebClientLayer::new())
+            .service(client)
+    }
+
+    /// A PreferencesService client speaking grpc-web.
+    pub(crate) fn preferences_web(&self) -> PreferencesServiceClient<GrpcWebTransport> {
+        PreferencesServiceClient::with_origin(self.grpc_web(), self.address.parse().unwrap())
+    }
+
+    /// Another server sharing this one's database and keys, as a second replica would.
+    pub(crate) async fn replica(&self) -> TestApp {
+        let mut config = self.config.clone();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        start(config, self._data_dir_guard.clone()).await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub(crate) async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.server.take() {
+            Some(server) => server.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory and database.
+    pub(crate) async fn restart(mut self) -> TestApp {
+        self.stop().await.expect("graceful stop");
+        let mut config = self.config.clone();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        start(config, self._data_dir_guard.clone()).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// `message` with `authorization: Bearer <token>` metadata.
+pub(crate) fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ASCII token"),
+    );
+    request
+}

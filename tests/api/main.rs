@@ -1,0 +1,8 @@
+//! End-to-end tests: the real server on an ephemeral port, real clients over native gRPC and
+//! grpc-web, a fresh database per test (SQLite, or PostgreSQL with
+//! `ASSISTD_TEST_DATABASE_URL`).
+
+mod auth;
+mod helpers;
+mod preferences;
+mod server;

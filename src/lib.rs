@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod request_context;
 pub mod server;
 pub mod services;
 pub mod status;

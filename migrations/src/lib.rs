@@ -5,6 +5,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_users_and_preferences;
+mod m20261125_000002_secrets_and_audit;
 
 /// Applies assistd's migrations in order.
 pub struct Migrator;
@@ -12,6 +13,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_users_and_preferences::Migration)]
+        vec![
+            Box::new(m20261125_000001_users_and_preferences::Migration),
+            Box::new(m20261125_000002_secrets_and_audit::Migration),
+        ]
     }
 }

@@ -4,10 +4,12 @@
 //! The gRPC edge (the root `assistd` crate) converts protobuf messages into these types and
 //! [`Error`] into `tonic::Status`; the store persists them. Nothing here knows about either.
 
+pub mod audit;
 mod clock;
 mod error;
 mod id;
 pub mod preferences;
+pub mod secret_file;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{Error, ErrorReason, FieldViolation, InvalidValue, Result};

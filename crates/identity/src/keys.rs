@@ -140,36 +140,30 @@ impl SigningKey {
     /// # Errors
     /// The file exists but is unreadable or malformed, or cannot be written.
     pub fn load_or_generate(path: &Path) -> Result<Self, KeyError> {
-        if path.exists() {
-            return Self::load(path);
-        }
-        let io_error = |source| KeyError::Io {
+        let mut generated = None;
+        let (pem, created) = assistd_domain::secret_file::read_or_create(path, || {
+            let key = Self::generate();
+            let pem = Zeroizing::new(key.expose_pkcs8_pem().as_bytes().to_vec());
+            generated = Some(key);
+            pem
+        })
+        .map_err(|source| KeyError::Io {
             path: path.display().to_string(),
             source,
+        })?;
+        let key = match generated.filter(|_| created) {
+            Some(key) => key,
+            None => std::str::from_utf8(&pem)
+                .ok()
+                .and_then(|pem| Self::from_pem(pem).ok())
+                .ok_or_else(|| KeyError::Malformed {
+                    path: path.display().to_string(),
+                })?,
         };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(parent).map_err(io_error)?;
+        if created {
+            tracing::info!(path = %path.display(), kid = %key.kid, "generated a new access-token signing key");
         }
-        let key = Self::generate();
-        let mut options = std::fs::OpenOptions::new();
-        // create_new: two processes starting at once must not overwrite each other's key.
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(path) {
-            Ok(mut file) => {
-                std::io::Write::write_all(&mut file, key.expose_pkcs8_pem().as_bytes())
-                    .map_err(io_error)?;
-                tracing::info!(path = %path.display(), kid = %key.kid, "generated a new access-token signing key");
-                Ok(key)
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
-            Err(err) => Err(io_error(err)),
-        }
+        Ok(key)
     }
 
     /// The key id put into the `kid` header of tokens this key signs.

@@ -3,7 +3,10 @@
 //! query they run is filtered by the user id they were handed, which comes from a verified
 //! access token, so one user can never read or change another's rows.
 
+pub mod audit;
 mod connect;
+// Entity macros generate `pub` items; the module itself is private to the store.
+#[allow(unreachable_pub)]
 mod entity;
 mod notify;
 mod preferences;

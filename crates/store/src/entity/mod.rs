@@ -1,5 +1,7 @@
 //! SeaORM entities, one module per table. Only the store's repositories use them; the rest of
 //! assistd sees domain types.
 
+pub(crate) mod audit_chain_head;
+pub(crate) mod audit_events;
 pub(crate) mod preferences;
 pub(crate) mod users;

@@ -1,0 +1,128 @@
+//! What the audit log records: who did what to which object, with what outcome, from where.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::UserId;
+
+/// Where a request came from, taken from transport metadata at the edge.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The request id (the client's `x-request-id`, or one the server generated).
+    pub request_id: String,
+    /// The client's address: the peer address, or the `x-forwarded-for` entry added by a
+    /// configured trusted proxy.
+    pub client_ip: Option<IpAddr>,
+    /// The client's `user-agent`, truncated.
+    pub user_agent: Option<String>,
+}
+
+/// A security-relevant action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// A sign-in completed.
+    LoginSucceeded,
+    /// A sign-in was refused.
+    LoginFailed,
+    /// A refresh token was exchanged for new tokens.
+    TokenRefreshed,
+    /// A used refresh token was presented again; its family was revoked.
+    RefreshTokenReuseDetected,
+    /// The user signed out of a session.
+    SignedOut,
+    /// A device session was revoked.
+    SessionRevoked,
+    /// The user changed their profile.
+    ProfileUpdated,
+    /// The user stored an API key.
+    ApiKeySet,
+    /// A stored API key was checked with its provider.
+    ApiKeyValidated,
+    /// The user deleted an API key.
+    ApiKeyDeleted,
+    /// The server decrypted an API key to call the provider for the user.
+    ApiKeyRevealed,
+    /// The user deleted their account.
+    AccountDeleted,
+}
+
+impl AuditAction {
+    /// Every action, for parsing.
+    pub const ALL: [AuditAction; 12] = [
+        Self::LoginSucceeded,
+        Self::LoginFailed,
+        Self::TokenRefreshed,
+        Self::RefreshTokenReuseDetected,
+        Self::SignedOut,
+        Self::SessionRevoked,
+        Self::ProfileUpdated,
+        Self::ApiKeySet,
+        Self::ApiKeyValidated,
+        Self::ApiKeyDeleted,
+        Self::ApiKeyRevealed,
+        Self::AccountDeleted,
+    ];
+
+    /// The stable name stored in the log.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::LoginSucceeded => "login_succeeded",
+            Self::LoginFailed => "login_failed",
+            Self::TokenRefreshed => "token_refreshed",
+            Self::RefreshTokenReuseDetected => "refresh_token_reuse_detected",
+            Self::SignedOut => "signed_out",
+            Self::SessionRevoked => "session_revoked",
+            Self::ProfileUpdated => "profile_updated",
+            Self::ApiKeySet => "api_key_set",
+            Self::ApiKeyValidated => "api_key_validated",
+            Self::ApiKeyDeleted => "api_key_deleted",
+            Self::ApiKeyRevealed => "api_key_revealed",
+            Self::AccountDeleted => "account_deleted",
+        }
+    }
+
+    /// The action stored under `name`.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|action| action.as_str() == name)
+    }
+}
+
+/// Whether the audited action succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditOutcome {
+    /// It happened.
+    Success,
+    /// It was attempted and refused or failed.
+    Failure,
+}
+
+impl AuditOutcome {
+    /// The stable name stored in the log.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+/// One event to append. `metadata` must never hold a secret: callers put identifiers, hints
+/// and counts there, never key material, tokens or message content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// The user who acted, if known.
+    pub actor: Option<UserId>,
+    /// What was done.
+    pub action: AuditAction,
+    /// The object acted on, e.g. `api_key/gemini`.
+    pub target: String,
+    /// Whether it worked.
+    pub outcome: AuditOutcome,
+    /// Where the request came from.
+    pub context: RequestContext,
+    /// Extra non-secret facts.
+    pub metadata: BTreeMap<String, String>,
+}

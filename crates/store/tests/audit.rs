@@ -1,0 +1,271 @@
+//! The audit chain on a real database (SQLite file, or PostgreSQL when
+//! `ASSISTD_TEST_DATABASE_URL` is set): appends, concurrency, and every kind of tampering.
+
+use std::collections::BTreeMap;
+
+use assistd_domain::UserId;
+use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome, RequestContext};
+use assistd_store::audit::{AuditChainKey, AuditFilter, AuditLog, ChainBreak};
+use assistd_store::{DatabaseSettings, NewUser, Store};
+use sea_orm::{ConnectionTrait, DatabaseBackend, TransactionTrait};
+
+/// The chain key every test uses; tests of forgery compute MACs without it.
+fn chain_key() -> AuditChainKey {
+    AuditChainKey::from_bytes(&[7u8; 32]).unwrap()
+}
+
+fn audit(store: &Store) -> AuditLog {
+    AuditLog::new(store, chain_key())
+}
+
+/// A migrated store on a fresh database, and the directory keeping an SQLite file alive.
+async fn fresh_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = match std::env::var("ASSISTD_TEST_DATABASE_URL") {
+        Ok(admin_url) => {
+            let name = format!("assistd_test_{}", uuid::Uuid::now_v7().simple());
+            let admin = sea_orm::Database::connect(&admin_url).await.unwrap();
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            admin.close().await.ok();
+            let (base, _) = admin_url.rsplit_once('/').unwrap();
+            DatabaseSettings::from_url(format!("{base}/{name}"))
+        }
+        Err(_) => DatabaseSettings::sqlite(&dir.path().join("audit.db")),
+    };
+    let store = Store::connect(&settings).await.unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}
+
+fn event(actor: UserId, action: AuditAction, n: usize) -> AuditEvent {
+    AuditEvent {
+        actor: Some(actor),
+        action,
+        target: format!("api_key/gemini#{n}"),
+        outcome: AuditOutcome::Success,
+        context: RequestContext {
+            request_id: format!("req-{n}"),
+            client_ip: Some("203.0.113.7".parse().unwrap()),
+            user_agent: Some("test-agent/1.0".into()),
+        },
+        metadata: BTreeMap::from([("hint".to_owned(), "…abcd".to_owned())]),
+    }
+}
+
+async fn append(store: &Store, event: &AuditEvent) {
+    let txn = store.connection().begin().await.unwrap();
+    audit(store).append(&txn, event).await.unwrap();
+    txn.commit().await.unwrap();
+}
+
+/// A log of `n` events by one user.
+async fn log_of(n: usize) -> (Store, tempfile::TempDir, UserId) {
+    let (store, dir) = fresh_store().await;
+    let user = store.users().create(NewUser::default()).await.unwrap().id;
+    for i in 0..n {
+        append(&store, &event(user, AuditAction::ApiKeySet, i)).await;
+    }
+    (store, dir, user)
+}
+
+/// What an attacker with DDL rights does first: remove the append-only triggers.
+async fn drop_append_only_guard(store: &Store) {
+    let sql = match store.connection().get_database_backend() {
+        DatabaseBackend::Postgres => "DROP TRIGGER audit_events_append_only ON audit_events",
+        _ => "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete;",
+    };
+    store.connection().execute_unprepared(sql).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_untouched_log_verifies() {
+    let (store, _dir, user) = log_of(5).await;
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(report.rows, 5);
+    assert_eq!(report.first_break, None);
+
+    let listed = audit(&store)
+        .list_for_user(user, None, 10, &AuditFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [5, 4, 3, 2, 1]
+    );
+    assert_eq!(listed[0].metadata["hint"], "…abcd");
+    assert_eq!(listed[0].client_ip.as_deref(), Some("203.0.113.7"));
+    let older = audit(&store)
+        .list_for_user(user, Some(3), 10, &AuditFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(older.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 1]);
+}
+
+#[tokio::test]
+async fn the_database_refuses_updates_and_deletes() {
+    let (store, _dir, _) = log_of(2).await;
+    let db = store.connection();
+    assert!(
+        db.execute_unprepared("UPDATE audit_events SET target = 'x'")
+            .await
+            .is_err()
+    );
+    assert!(
+        db.execute_unprepared("DELETE FROM audit_events")
+            .await
+            .is_err()
+    );
+    assert_eq!(audit(&store).verify().await.unwrap().first_break, None);
+}
+
+#[tokio::test]
+async fn an_edited_row_is_named() {
+    let (store, _dir, _) = log_of(5).await;
+    drop_append_only_guard(&store).await;
+    store
+        .connection()
+        .execute_unprepared("UPDATE audit_events SET outcome = 'failure' WHERE seq = 3")
+        .await
+        .unwrap();
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(report.first_break, Some(ChainBreak::Forged { seq: 3 }));
+}
+
+#[tokio::test]
+async fn a_deleted_row_is_named() {
+    let (store, _dir, _) = log_of(5).await;
+    drop_append_only_guard(&store).await;
+    store
+        .connection()
+        .execute_unprepared("DELETE FROM audit_events WHERE seq = 2")
+        .await
+        .unwrap();
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(
+        report.first_break,
+        Some(ChainBreak::Missing {
+            expected_seq: 2,
+            found_seq: 3
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_tail_is_noticed() {
+    let (store, _dir, _) = log_of(5).await;
+    drop_append_only_guard(&store).await;
+    store
+        .connection()
+        .execute_unprepared("DELETE FROM audit_events WHERE seq >= 4")
+        .await
+        .unwrap();
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(
+        report.first_break,
+        Some(ChainBreak::HeadMismatch {
+            head_seq: 5,
+            last_seq: 3
+        })
+    );
+}
+
+#[tokio::test]
+async fn an_inserted_row_is_named() {
+    let (store, _dir, _) = log_of(4).await;
+    drop_append_only_guard(&store).await;
+    // The attacker appends a row that links to the newest one and moves the head along, as
+    // the real code would, but MACs it with a key of their own.
+    let forger = AuditLog::new(&store, AuditChainKey::from_bytes(&[9u8; 32]).unwrap());
+    let txn = store.connection().begin().await.unwrap();
+    let user = UserId::new();
+    forger
+        .append(&txn, &event(user, AuditAction::ApiKeyDeleted, 99))
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(report.first_break, Some(ChainBreak::Forged { seq: 5 }));
+}
+
+#[tokio::test]
+async fn a_row_inserted_in_the_middle_is_named() {
+    let (store, _dir, _) = log_of(4).await;
+    drop_append_only_guard(&store).await;
+    // Make room after row 2 by renumbering, then put a copy of row 2 into the gap.
+    let db = store.connection();
+    db.execute_unprepared("UPDATE audit_events SET seq = seq + 100 WHERE seq >= 3")
+        .await
+        .unwrap();
+    db.execute_unprepared("UPDATE audit_events SET seq = seq - 99 WHERE seq >= 103")
+        .await
+        .unwrap();
+    let new_id = match db.get_database_backend() {
+        DatabaseBackend::Postgres => "gen_random_uuid()",
+        _ => "randomblob(16)",
+    };
+    db.execute_unprepared(&format!(
+        "INSERT INTO audit_events (seq, id, occurred_at, actor_user_id, action, target, outcome, request_id, client_ip, user_agent, metadata, prev_hash, hash)
+         SELECT 3, {new_id}, occurred_at, actor_user_id, 'api_key_deleted', target, outcome, request_id, client_ip, user_agent, metadata, hash, hash
+         FROM audit_events WHERE seq = 2"
+    ))
+    .await
+    .unwrap();
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(report.first_break, Some(ChainBreak::Forged { seq: 3 }));
+}
+
+#[tokio::test]
+async fn reordered_rows_are_named() {
+    let (store, _dir, _) = log_of(4).await;
+    drop_append_only_guard(&store).await;
+    let db = store.connection();
+    db.execute_unprepared("UPDATE audit_events SET seq = 100 WHERE seq = 2")
+        .await
+        .unwrap();
+    db.execute_unprepared("UPDATE audit_events SET seq = 2 WHERE seq = 3")
+        .await
+        .unwrap();
+    db.execute_unprepared("UPDATE audit_events SET seq = 3 WHERE seq = 100")
+        .await
+        .unwrap();
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(report.first_break, Some(ChainBreak::Forged { seq: 2 }));
+}
+
+#[tokio::test]
+async fn concurrent_appends_form_one_chain() {
+    let (store, _dir) = fresh_store().await;
+    let user = store.users().create(NewUser::default()).await.unwrap().id;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            append(&store, &event(user, AuditAction::ApiKeyValidated, i)).await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(report.rows, 24);
+    assert_eq!(report.first_break, None);
+}
+
+#[tokio::test]
+async fn an_append_rolled_back_with_its_change_leaves_no_trace() {
+    let (store, _dir, user) = log_of(2).await;
+    let txn = store.connection().begin().await.unwrap();
+    audit(&store)
+        .append(&txn, &event(user, AuditAction::ApiKeyDeleted, 9))
+        .await
+        .unwrap();
+    txn.rollback().await.unwrap();
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(report.rows, 2);
+    assert_eq!(report.first_break, None);
+    append(&store, &event(user, AuditAction::ApiKeyDeleted, 10)).await;
+    assert_eq!(audit(&store).verify().await.unwrap().first_break, None);
+}

@@ -1,0 +1,306 @@
+//! A Gemini API server on 127.0.0.1 for tests.
+//!
+//! It speaks the `v1beta` REST shapes of the peer description (`peers/gemini/README.md`):
+//!
+//! | call | answer |
+//! | --- | --- |
+//! | `GET /v1beta/models?pageSize=&pageToken=` | the catalogue, paginated with Google-style page tokens |
+//! | `GET /v1beta/models/{model}` | one model, or the 404 body |
+//! | `POST /v1beta/models/{model}:generateContent` | the next [`ScriptedReply`] |
+//! | `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` | the same, one SSE event per piece, framed by `\r\n\r\n` |
+//!
+//! The key is read from `x-goog-api-key` (or `?key=`, which Google also accepts): none gets
+//! the 403 body, one not [allowed](GeminiServer::allow_key) gets the 400 `API_KEY_INVALID`
+//! body, byte for byte as in the examples. Tests can [inject faults](GeminiServer::inject)
+//! (every error body, a raw body, a stall, a dropped connection), add latency, and read every
+//! request back with keys replaced by [markers](key_marker).
+
+mod api;
+pub mod bodies;
+mod fault;
+mod record;
+mod reply;
+
+use std::collections::{HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use fault::{ErrorBody, Fault, FaultRule};
+pub use record::{RecordedRequest, key_marker};
+pub use reply::ScriptedReply;
+
+/// The header the Gemini API reads the key from.
+pub const API_KEY_HEADER: &str = "x-goog-api-key";
+
+/// A running Gemini API server. Dropping it stops it and closes its connections.
+pub struct GeminiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for GeminiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeminiServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GeminiServer {
+    /// Starts a server on 127.0.0.1 and an ephemeral port. It accepts no key until told
+    /// ([`GeminiServer::allow_key`]) and lists the two models of the peer example
+    /// (`models/gemini-2.5-flash`, `models/text-embedding-004`).
+    ///
+    /// # Panics
+    /// No port can be bound on 127.0.0.1.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind 127.0.0.1:0 for the Gemini test server");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let shared = Arc::new(Shared::default());
+        let task = tokio::spawn(accept(listener, Arc::clone(&shared)));
+        Self { addr, shared, task }
+    }
+
+    /// The socket address the server listens on.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to configure a client with, e.g. `http://127.0.0.1:41234` (no version).
+    #[must_use]
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Accepts `key` from now on.
+    pub fn allow_key(&self, key: impl Into<String>) {
+        self.shared.lock().keys.insert(key.into());
+    }
+
+    /// Stops accepting `key` (it gets the `API_KEY_INVALID` body), as when a user deletes it
+    /// in Google AI Studio. It is still redacted in recordings.
+    pub fn revoke_key(&self, key: &str) {
+        let mut state = self.shared.lock();
+        if state.keys.remove(key) {
+            state.revoked.insert(key.to_owned());
+        }
+    }
+
+    /// Appends a model (a `Model` JSON object, see [`example_model`]) to the catalogue.
+    pub fn add_model(&self, model: Value) {
+        self.shared.lock().models.push(model);
+    }
+
+    /// Replaces the catalogue.
+    pub fn set_models(&self, models: Vec<Value>) {
+        self.shared.lock().models = models;
+    }
+
+    /// The catalogue, in listing order.
+    #[must_use]
+    pub fn models(&self) -> Vec<Value> {
+        self.shared.lock().models.clone()
+    }
+
+    /// Queues the answer to a future generate call; calls take replies in order and fall
+    /// back to [`ScriptedReply::default`] (the peer example's text) when none is queued.
+    pub fn push_reply(&self, reply: ScriptedReply) {
+        self.shared.lock().replies.push_back(reply);
+    }
+
+    /// Adds a fault rule. Rules are tried in the order added; the first that matches a
+    /// request applies (and counts down if limited). Faults come after the latency and before
+    /// the key check, as when Google's front end fails.
+    pub fn inject(&self, rule: FaultRule) {
+        self.shared.lock().faults.push(rule);
+    }
+
+    /// The next `n` requests (any key) get `fault`.
+    pub fn fail_next(&self, n: usize, fault: impl Into<Fault>) {
+        self.inject(FaultRule::next(n, fault));
+    }
+
+    /// Every request gets `fault` until [`GeminiServer::clear_faults`].
+    pub fn fail_always(&self, fault: impl Into<Fault>) {
+        self.inject(FaultRule::always(fault));
+    }
+
+    /// Every request carrying `key` gets `fault` until [`GeminiServer::clear_faults`].
+    pub fn fail_key(&self, key: impl Into<String>, fault: impl Into<Fault>) {
+        self.inject(FaultRule::always(fault).for_key(key));
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// Delays every answer (and fault) by `latency`; zero turns it off.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().latency = latency;
+    }
+
+    /// Every request received so far, in arrival order, keys replaced by markers.
+    #[must_use]
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// How many requests arrived so far.
+    #[must_use]
+    pub fn request_count(&self) -> usize {
+        self.shared.lock().requests.len()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+}
+
+impl Drop for GeminiServer {
+    fn drop(&mut self) {
+        // Dropping the accept task drops its JoinSet, which aborts every connection.
+        self.task.abort();
+    }
+}
+
+/// A `Model` object shaped like the peer example's `gemini-2.5-flash`, named `models/{id}`,
+/// serving generateContent and countTokens.
+#[must_use]
+pub fn example_model(id: &str) -> Value {
+    json!({
+        "name": format!("models/{id}"),
+        "baseModelId": id,
+        "version": "001",
+        "displayName": id,
+        "description": format!("{id}, a model of the assistd test server."),
+        "inputTokenLimit": 1_048_576,
+        "outputTokenLimit": 65_536,
+        "supportedGenerationMethods": ["generateContent", "countTokens"],
+        "temperature": 1,
+        "topP": 0.95,
+        "topK": 64,
+        "maxTemperature": 2,
+        "thinking": true
+    })
+}
+
+/// State shared by the handle and the connections.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("Gemini test server state poisoned")
+    }
+}
+
+struct State {
+    keys: HashSet<String>,
+    /// Keys once accepted, still redacted from recordings.
+    revoked: HashSet<String>,
+    models: Vec<Value>,
+    replies: VecDeque<ScriptedReply>,
+    faults: Vec<FaultRule>,
+    latency: Duration,
+    requests: Vec<RecordedRequest>,
+    /// Generate calls answered, for response ids.
+    responses: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        let example: Value =
+            serde_json::from_str(bodies::MODELS_LIST).expect("the models example is JSON");
+        let models = example["models"]
+            .as_array()
+            .cloned()
+            .expect("the models example lists models");
+        Self {
+            keys: HashSet::new(),
+            revoked: HashSet::new(),
+            models,
+            replies: VecDeque::new(),
+            faults: Vec::new(),
+            latency: Duration::ZERO,
+            requests: Vec::new(),
+            responses: 0,
+        }
+    }
+}
+
+impl State {
+    /// Records a request, replacing `extra_secrets` and every known key by its marker.
+    fn record(&mut self, parts: &http::request::Parts, body: &[u8], extra_secrets: &[String]) {
+        let mut secrets: Vec<String> = self.keys.iter().chain(&self.revoked).cloned().collect();
+        secrets.extend_from_slice(extra_secrets);
+        self.requests
+            .push(RecordedRequest::new(parts, body, &secrets));
+    }
+
+    /// The fault for a request carrying `key`, counting down a limited rule.
+    fn take_fault(&mut self, key: Option<&str>) -> Option<Fault> {
+        let index = self.faults.iter().position(|rule| rule.matches(key))?;
+        let rule = &mut self.faults[index];
+        let fault = rule.fault.clone();
+        if let Some(remaining) = &mut rule.remaining {
+            *remaining -= 1;
+            if *remaining == 0 {
+                self.faults.remove(index);
+            }
+        }
+        Some(fault)
+    }
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve(stream, Arc::clone(&shared)));
+                }
+                // E.g. out of file descriptors: wait instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Serves one HTTP/1.1 connection until it ends or a handler asks to drop it.
+async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let hangup = Arc::new(Notify::new());
+    let service = {
+        let hangup = Arc::clone(&hangup);
+        hyper::service::service_fn(move |request| {
+            api::handle(Arc::clone(&shared), Arc::clone(&hangup), request)
+        })
+    };
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = connection => {}
+        // Dropping the connection closes the socket with the request unanswered.
+        () = hangup.notified() => {}
+    }
+}

@@ -23,6 +23,18 @@ pub enum ErrorReason {
     AccountNotFound,
     /// The database or another dependency is not reachable.
     DependencyUnavailable,
+    /// The user has not stored an API key for the provider.
+    ApiKeyMissing,
+    /// The provider rejected the API key.
+    ApiKeyInvalid,
+    /// The provider (e.g. Gemini) could not be reached or failed.
+    ProviderUnavailable,
+    /// The provider answered that a quota or rate limit is exhausted.
+    ProviderRateLimited,
+    /// The key-encryption service (local master key or KMS) is unreachable or throttling.
+    KeyServiceUnavailable,
+    /// The key-encryption service refused: key disabled, pending deletion, access denied.
+    KeyServiceRejected,
 }
 
 impl ErrorReason {
@@ -36,6 +48,12 @@ impl ErrorReason {
             Self::AccessTokenInvalid => "ACCESS_TOKEN_INVALID",
             Self::AccountNotFound => "ACCOUNT_NOT_FOUND",
             Self::DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
+            Self::ApiKeyMissing => "API_KEY_MISSING",
+            Self::ApiKeyInvalid => "API_KEY_INVALID",
+            Self::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
+            Self::ProviderRateLimited => "PROVIDER_RATE_LIMITED",
+            Self::KeyServiceUnavailable => "KEY_SERVICE_UNAVAILABLE",
+            Self::KeyServiceRejected => "KEY_SERVICE_REJECTED",
         }
     }
 }
@@ -113,6 +131,16 @@ pub enum Error {
         reason: ErrorReason,
         /// What happened, for humans.
         message: String,
+    },
+    /// A quota or rate limit is exhausted; retry after the given delay.
+    #[error("{message}")]
+    ResourceExhausted {
+        /// Machine-readable reason.
+        reason: ErrorReason,
+        /// Which limit, for humans.
+        message: String,
+        /// How long the client should wait before retrying, if known.
+        retry_after: Option<Duration>,
     },
     /// A dependency is temporarily unavailable; retrying later may succeed.
     #[error("{message}")]

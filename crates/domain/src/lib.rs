@@ -4,6 +4,7 @@
 //! The gRPC edge (the root `assistd` crate) converts protobuf messages into these types and
 //! [`Error`] into `tonic::Status`; the store persists them. Nothing here knows about either.
 
+pub mod apikey;
 pub mod audit;
 mod clock;
 mod error;

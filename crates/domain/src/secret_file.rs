@@ -34,16 +34,27 @@ pub fn read_or_create(
         create_private_dir(parent)?;
     }
     let contents = generate();
+    // Write a complete private temporary file, then link it into place: a second process
+    // starting at the same moment either links first (and we read its key) or finds ours
+    // complete; nobody ever reads a half-written key.
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+        std::process::id()
+    ));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(&contents)?;
-            file.sync_all()?;
-            Ok((contents, true))
-        }
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(&contents)?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok((contents, true)),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
             Ok((Zeroizing::new(std::fs::read(path)?), false))
         }

@@ -25,6 +25,112 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Log output.
     pub log: LogConfig,
+    /// Key-encryption keys and the data key cache.
+    pub keys: KeysConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+    /// The Gemini API.
+    pub gemini: assistd_gemini::GeminiConfig,
+}
+
+/// Envelope encryption: which key-encryption key (KEK) wraps users' data keys.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// The KEK that wraps new data keys (and re-wraps old ones in `admin rotate-kek`).
+    pub kek: KekConfig,
+    /// Earlier KEKs, still needed to unwrap data keys they wrapped until `admin rotate-kek`
+    /// has moved every key to `kek`.
+    pub previous: Vec<KekConfig>,
+    /// Longest time an unwrapped data key stays in memory.
+    #[serde(with = "humantime_serde")]
+    pub cache_max_age: Duration,
+    /// Most uses of one unwrapped data key before the KEK is asked again.
+    pub cache_max_uses: u64,
+}
+
+/// Which kind of key-encryption key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KekProvider {
+    /// A 256-bit master key in a local file or the environment.
+    Local,
+    /// A symmetric AWS KMS key.
+    Kms,
+}
+
+/// One key-encryption key.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KekConfig {
+    /// `local` or `kms`.
+    pub provider: KekProvider,
+    /// Local: base64 of a 256-bit master key. Wins over `master_key_file`. A secret: prefer
+    /// the environment (`ASSISTD_KEYS__KEK__MASTER_KEY`) to a file in version control.
+    pub master_key: String,
+    /// Local: file holding the master key; "" means `<data_dir>/keys/master.key`, generated
+    /// on first start.
+    pub master_key_file: PathBuf,
+    /// KMS: key id, ARN or alias.
+    pub kms_key_id: String,
+    /// KMS: region; "" uses the AWS default chain (`AWS_REGION`, profile).
+    pub kms_region: String,
+    /// KMS: endpoint URL override (e.g. a VPC endpoint); "" uses the default.
+    pub kms_endpoint: String,
+}
+
+impl std::fmt::Debug for KekConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KekConfig")
+            .field("provider", &self.provider)
+            .field(
+                "master_key",
+                &if self.master_key.is_empty() {
+                    ""
+                } else {
+                    "[redacted]"
+                },
+            )
+            .field("master_key_file", &self.master_key_file)
+            .field("kms_key_id", &self.kms_key_id)
+            .field("kms_region", &self.kms_region)
+            .field("kms_endpoint", &self.kms_endpoint)
+            .finish()
+    }
+}
+
+impl Default for KekConfig {
+    fn default() -> Self {
+        Self {
+            provider: KekProvider::Local,
+            master_key: String::new(),
+            master_key_file: PathBuf::new(),
+            kms_key_id: String::new(),
+            kms_region: String::new(),
+            kms_endpoint: String::new(),
+        }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            kek: KekConfig::default(),
+            previous: Vec::new(),
+            cache_max_age: Duration::from_secs(5 * 60),
+            cache_max_uses: 10_000,
+        }
+    }
+}
+
+/// The audit log.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// File with the base64 key that MACs the audit chain; "" means
+    /// `<data_dir>/keys/audit-chain.key`, generated on first start. Every replica needs the
+    /// same key, and `admin verify-audit` needs it too.
+    pub chain_key_file: PathBuf,
 }
 
 /// The gRPC / grpc-web listener.
@@ -57,6 +163,9 @@ pub struct ServerConfig {
     /// Empty (the default) sends no CORS headers, so browsers on other origins are refused.
     /// `*` is not accepted.
     pub cors_allowed_origins: Vec<String>,
+    /// Addresses or networks (CIDR) of reverse proxies whose `x-forwarded-for` is believed
+    /// when recording the client address in the audit log. Empty: the peer address is used.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The database.
@@ -136,6 +245,9 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            keys: KeysConfig::default(),
+            audit: AuditConfig::default(),
+            gemini: assistd_gemini::GeminiConfig::default(),
         }
     }
 }
@@ -152,6 +264,7 @@ impl Default for ServerConfig {
             http2_keepalive_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
             cors_allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -264,6 +377,26 @@ impl Config {
         if self.database.max_connections == 0 {
             bail!("database.max_connections must be at least 1");
         }
+        for (index, kek) in std::iter::once(&self.keys.kek)
+            .chain(&self.keys.previous)
+            .enumerate()
+        {
+            let name = if index == 0 {
+                "keys.kek".to_owned()
+            } else {
+                format!("keys.previous[{}]", index - 1)
+            };
+            if kek.provider == KekProvider::Kms && kek.kms_key_id.is_empty() {
+                bail!("{name}.kms_key_id is required when provider = \"kms\"");
+            }
+            if index > 0
+                && kek.provider == KekProvider::Local
+                && kek.master_key.is_empty()
+                && kek.master_key_file.as_os_str().is_empty()
+            {
+                bail!("{name} needs master_key or master_key_file");
+            }
+        }
         if self.server.request_timeout.is_zero() {
             bail!("server.request_timeout must be positive");
         }
@@ -287,6 +420,26 @@ impl Config {
             self.data_dir.join("keys").join("access-token.pem")
         } else {
             self.auth.signing_key_file.clone()
+        }
+    }
+
+    /// The audit chain key file in effect.
+    #[must_use]
+    pub fn audit_chain_key_file(&self) -> PathBuf {
+        if self.audit.chain_key_file.as_os_str().is_empty() {
+            self.data_dir.join("keys").join("audit-chain.key")
+        } else {
+            self.audit.chain_key_file.clone()
+        }
+    }
+
+    /// The local master key file of `kek` in effect.
+    #[must_use]
+    pub fn master_key_file(&self, kek: &KekConfig) -> PathBuf {
+        if kek.master_key_file.as_os_str().is_empty() {
+            self.data_dir.join("keys").join("master.key")
+        } else {
+            kek.master_key_file.clone()
         }
     }
 
@@ -348,6 +501,15 @@ mod tests {
         );
         let err = Config::from_toml("[server]\nlisten_port = 1").unwrap_err();
         assert!(format!("{err:#}").contains("listen_port"), "{err:#}");
+    }
+
+    #[test]
+    fn kek_settings_are_checked_and_the_master_key_masked() {
+        let err = Config::from_toml("[keys.kek]\nprovider = \"kms\"").unwrap_err();
+        assert!(format!("{err:#}").contains("kms_key_id"), "{err:#}");
+        let config =
+            Config::from_toml("[keys.kek]\nmaster_key = \"c2VjcmV0LW1hc3Rlci1rZXk=\"").unwrap();
+        assert!(!format!("{config:?}").contains("c2VjcmV0"));
     }
 
     #[test]

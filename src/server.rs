@@ -9,10 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use assistd_core::PreferencesService;
+use assistd_core::{ApiKeyVault, PreferencesService, SecretSealer};
+use assistd_crypto::{
+    CachePolicy, DataKeyCache, KeyEncryptionKey, Keyring, KmsKek, KmsSettings, LocalKek,
+};
 use assistd_domain::SystemClock;
 use assistd_identity::{AccessTokenSettings, AccessTokens, SigningKey};
 use assistd_store::Store;
+use assistd_store::audit::{AuditChainKey, AuditLog};
 use http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,10 +29,19 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::AuthLayer;
-use crate::config::Config;
+use crate::config::{Config, KekConfig, KekProvider};
+use crate::proto::apikey::v1::user_api_key_service_server::UserApiKeyServiceServer;
 use crate::proto::preferences::v1::preferences_service_server::PreferencesServiceServer;
+use crate::request_context::ClientAddressPolicy;
+use crate::services::apikey::ApiKeyApi;
 use crate::services::planned::{PLANNED_SERVICES, PlannedLayer};
 use crate::services::preferences::PreferencesApi;
+
+/// Services that are implemented; their health follows the database.
+const SERVED_SERVICES: [&str; 2] = [
+    "assistd.preferences.v1.PreferencesService",
+    "assistd.apikey.v1.UserApiKeyService",
+];
 
 /// How often the health service re-checks the database.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
@@ -41,6 +54,9 @@ pub struct Application {
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     store: Store,
     tokens: AccessTokens,
+    vault: ApiKeyVault,
+    sealer: SecretSealer,
+    audit: AuditLog,
 }
 
 impl std::fmt::Debug for Application {
@@ -103,6 +119,70 @@ pub fn access_tokens(config: &Config) -> anyhow::Result<AccessTokens> {
     ))
 }
 
+/// The key-encryption key `kek` describes.
+async fn key_encryption_key(
+    config: &Config,
+    kek: &KekConfig,
+) -> anyhow::Result<Arc<dyn KeyEncryptionKey>> {
+    Ok(match kek.provider {
+        KekProvider::Local if !kek.master_key.is_empty() => {
+            Arc::new(LocalKek::from_base64(&kek.master_key).context("keys: master_key")?)
+        }
+        KekProvider::Local => {
+            let path = config.master_key_file(kek);
+            Arc::new(
+                LocalKek::load_or_generate(&path)
+                    .with_context(|| format!("keys: master key file {}", path.display()))?,
+            )
+        }
+        KekProvider::Kms => {
+            let mut settings = KmsSettings::new(kek.kms_key_id.clone());
+            settings.region = Some(kek.kms_region.clone()).filter(|r| !r.is_empty());
+            settings.endpoint_url = Some(kek.kms_endpoint.clone()).filter(|e| !e.is_empty());
+            Arc::new(KmsKek::connect(settings).await)
+        }
+    })
+}
+
+/// The keyring configured in `config`: the current KEK and every previous one.
+///
+/// # Errors
+/// A key file is unreadable or a key malformed.
+pub async fn keyring(config: &Config) -> anyhow::Result<Keyring> {
+    create_data_dir(config)?;
+    let mut keyring = Keyring::new(key_encryption_key(config, &config.keys.kek).await?);
+    for previous in &config.keys.previous {
+        keyring = keyring.with_previous(key_encryption_key(config, previous).await?);
+    }
+    Ok(keyring)
+}
+
+/// The audit log of `store`, keyed with the configured chain key.
+///
+/// # Errors
+/// The chain key file is unreadable or malformed.
+pub fn audit_log(config: &Config, store: &Store) -> anyhow::Result<AuditLog> {
+    create_data_dir(config)?;
+    let key = AuditChainKey::load_or_generate(&config.audit_chain_key_file())?;
+    Ok(AuditLog::new(store, key))
+}
+
+/// The secret sealer: keyring, data key cache and store.
+///
+/// # Errors
+/// The keyring cannot be built.
+pub async fn secret_sealer(config: &Config, store: &Store) -> anyhow::Result<SecretSealer> {
+    let keyring = Arc::new(keyring(config).await?);
+    let cache = Arc::new(DataKeyCache::new(
+        keyring.clone(),
+        CachePolicy {
+            max_age: config.keys.cache_max_age,
+            max_uses: config.keys.cache_max_uses,
+        },
+    ));
+    Ok(SecretSealer::new(store, keyring, cache))
+}
+
 fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
     let origins = origins
         .iter()
@@ -154,6 +234,13 @@ impl Application {
             .await
             .context("listening for preferences changes of other replicas")?;
 
+        let sealer = secret_sealer(&config, &store).await?;
+        let audit = audit_log(&config, &store)?;
+        let gemini =
+            assistd_gemini::GeminiClient::new(&config.gemini).context("gemini settings")?;
+        let vault = ApiKeyVault::new(&store, sealer.clone(), audit.clone(), gemini);
+        let addresses = ClientAddressPolicy::new(config.server.trusted_proxies.clone());
+
         let (health, health_service) = tonic_health::server::health_reporter();
         spawn_health_probe(health, store.clone(), shutdown.child_token());
 
@@ -176,6 +263,14 @@ impl Application {
             PreferencesServiceServer::new(PreferencesApi::new(preferences, shutdown.child_token()))
                 .max_decoding_message_size(server_config.max_decoding_message_size)
                 .max_encoding_message_size(server_config.max_encoding_message_size);
+
+        let api_key_server = UserApiKeyServiceServer::new(ApiKeyApi::new(
+            vault.clone(),
+            audit.clone(),
+            addresses.clone(),
+        ))
+        .max_decoding_message_size(server_config.max_decoding_message_size)
+        .max_encoding_message_size(server_config.max_encoding_message_size);
 
         let layers = tower::ServiceBuilder::new()
             .layer(cors_layer(&server_config.cors_allowed_origins)?)
@@ -205,7 +300,8 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(preferences_server);
+            .add_service(preferences_server)
+            .add_service(api_key_server);
 
         let listener = TcpListener::bind(server_config.listen)
             .await
@@ -226,6 +322,9 @@ impl Application {
             server,
             store,
             tokens,
+            vault,
+            sealer,
+            audit,
         })
     }
 
@@ -245,6 +344,24 @@ impl Application {
     #[must_use]
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The API key vault (tests reveal keys through it, as chat will).
+    #[must_use]
+    pub fn vault(&self) -> &ApiKeyVault {
+        &self.vault
+    }
+
+    /// The secret sealer (tests inspect its data key cache).
+    #[must_use]
+    pub fn sealer(&self) -> &SecretSealer {
+        &self.sealer
+    }
+
+    /// The audit log.
+    #[must_use]
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// The access-token issuer the server verifies against.
@@ -296,8 +413,8 @@ impl Application {
     }
 }
 
-/// Keeps grpc.health.v1 statuses current: the overall status ("") and PreferencesService follow
-/// the database; planned services report NOT_SERVING until they ship.
+/// Keeps grpc.health.v1 statuses current: the overall status ("") and the implemented services
+/// follow the database; planned services report NOT_SERVING until they ship.
 fn spawn_health_probe(health: HealthReporter, store: Store, shutdown: CancellationToken) {
     tokio::spawn(async move {
         for (service, _) in PLANNED_SERVICES {
@@ -316,9 +433,9 @@ fn spawn_health_probe(health: HealthReporter, store: Store, shutdown: Cancellati
             };
             if last != Some(status) {
                 health.set_service_status("", status).await;
-                health
-                    .set_service_status("assistd.preferences.v1.PreferencesService", status)
-                    .await;
+                for service in SERVED_SERVICES {
+                    health.set_service_status(service, status).await;
+                }
                 last = Some(status);
             }
             tokio::select! {

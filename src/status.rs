@@ -14,12 +14,15 @@ pub const ERROR_DOMAIN: &str = "assistd";
 /// Converts a domain error into the status the client sees.
 pub fn status(err: Error) -> Status {
     match err {
-        Error::InvalidArgument { violations } => {
+        Error::InvalidArgument { violations, reason } => {
             let message = match violations.as_slice() {
                 [one] => format!("invalid {}: {}", one.field, one.description),
                 many => format!("{} invalid fields; see the BadRequest details", many.len()),
             };
             let mut details = ErrorDetails::new();
+            if let Some(reason) = reason {
+                details.set_error_info(reason.as_str(), ERROR_DOMAIN, []);
+            }
             for violation in violations {
                 details.add_bad_request_violation(violation.field, violation.description);
             }
@@ -41,23 +44,34 @@ pub fn status(err: Error) -> Status {
             with_reason(Code::FailedPrecondition, message, reason)
         }
         Error::Aborted { reason, message } => with_reason(Code::Aborted, message, reason),
+        Error::ResourceExhausted {
+            reason,
+            message,
+            retry_after,
+        } => with_retry(Code::ResourceExhausted, message, reason, retry_after),
         Error::Unavailable {
             reason,
             message,
             retry_after,
-        } => {
-            let mut details = ErrorDetails::new();
-            details.set_error_info(reason.as_str(), ERROR_DOMAIN, []);
-            if let Some(delay) = retry_after {
-                details.set_retry_info(Some(delay));
-            }
-            Status::with_error_details(Code::Unavailable, message, details)
-        }
+        } => with_retry(Code::Unavailable, message, reason, retry_after),
         Error::Internal(cause) => {
             tracing::error!(error = %cause, cause = ?cause, "internal error");
             Status::internal("internal error; it has been logged, please retry later")
         }
     }
+}
+
+fn with_retry(
+    code: Code,
+    message: String,
+    reason: ErrorReason,
+    retry_after: Option<std::time::Duration>,
+) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, []);
+    if let Some(delay) = retry_after {
+        details.set_retry_info(Some(delay));
+    }
+    Status::with_error_details(code, message, details)
 }
 
 fn with_reason(code: Code, message: String, reason: ErrorReason) -> Status {
@@ -82,6 +96,7 @@ mod tests {
     fn field_violations_travel_as_bad_request_details() {
         let status = status(Error::InvalidArgument {
             violations: vec![FieldViolation::new("preferences.timezone", "unknown")],
+            reason: None,
         });
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
@@ -95,6 +110,66 @@ mod tests {
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("pw"));
         assert!(status.details().is_empty());
+    }
+
+    #[test]
+    fn every_kind_maps_to_its_code() {
+        let cases = [
+            (
+                Error::Unauthenticated {
+                    reason: ErrorReason::AccessTokenExpired,
+                    message: "expired".into(),
+                },
+                Code::Unauthenticated,
+            ),
+            (
+                Error::NotFound {
+                    resource: "chat session",
+                    id: "x".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                Error::FailedPrecondition {
+                    reason: ErrorReason::ApiKeyMissing,
+                    message: "set a key".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                Error::ResourceExhausted {
+                    reason: ErrorReason::ProviderRateLimited,
+                    message: "slow down".into(),
+                    retry_after: Some(std::time::Duration::from_secs(33)),
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::Unavailable {
+                    reason: ErrorReason::ProviderUnavailable,
+                    message: "down".into(),
+                    retry_after: None,
+                },
+                Code::Unavailable,
+            ),
+        ];
+        for (err, code) in cases {
+            let status = status(err);
+            assert_eq!(status.code(), code);
+            let details = status.get_error_details();
+            if code == Code::NotFound {
+                assert_eq!(
+                    details.resource_info().unwrap().resource_type,
+                    "chat session"
+                );
+            } else {
+                assert!(!details.error_info().unwrap().reason.is_empty());
+            }
+            if code == Code::ResourceExhausted {
+                let delay = details.retry_info().unwrap().retry_delay.unwrap();
+                assert_eq!(delay, std::time::Duration::from_secs(33));
+            }
+        }
     }
 
     #[test]

@@ -15,10 +15,6 @@ pub const PLANNED_SERVICES: &[(&str, &str)] = &[
         "Google sign-in (OpenID Connect login, refresh tokens, device sessions, account deletion)",
     ),
     (
-        "assistd.apikey.v1.UserApiKeyService",
-        "storing and validating your Gemini API key, usage and the audit trail",
-    ),
-    (
         "assistd.chat.v1.ChatService",
         "chat with Gemini (sessions, messages, streaming replies, tools, search, memories)",
     ),

@@ -55,10 +55,7 @@ fn to_proto(preferences: &Preferences) -> pb::Preferences {
         timezone: preferences.timezone.name().to_owned(),
         default_model: preferences.default_model.clone().unwrap_or_default(),
         etag: preferences.etag(),
-        update_time: preferences.updated_at.map(|at| prost_types::Timestamp {
-            seconds: at.timestamp(),
-            nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-        }),
+        update_time: preferences.updated_at.map(super::timestamp),
     }
 }
 

@@ -12,6 +12,7 @@ use assistd::server::Application;
 use assistd_domain::UserId;
 use assistd_identity::AccessTokens;
 use assistd_store::{NewUser, Store};
+use assistd_testkit::GeminiServer;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -46,6 +47,14 @@ pub(crate) struct TestApp {
     pub(crate) config: Config,
     /// Keeps the data directory alive for the test's duration.
     pub(crate) data_dir: PathBuf,
+    /// The Gemini API peer this server talks to.
+    pub(crate) gemini: std::sync::Arc<GeminiServer>,
+    /// The server's API key vault.
+    pub(crate) vault: assistd_core::ApiKeyVault,
+    /// The server's secret sealer.
+    pub(crate) sealer: assistd_core::SecretSealer,
+    /// The server's audit log.
+    pub(crate) audit: assistd_store::audit::AuditLog,
     _data_dir_guard: std::sync::Arc<TempDir>,
     shutdown: tokio_util::sync::CancellationToken,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -53,7 +62,7 @@ pub(crate) struct TestApp {
 
 /// A fresh database URL: a new PostgreSQL database when `ASSISTD_TEST_DATABASE_URL` is set,
 /// else empty (SQLite in the data directory).
-async fn fresh_database_url() -> String {
+pub(crate) async fn fresh_database_url() -> String {
     let Ok(admin_url) = std::env::var("ASSISTD_TEST_DATABASE_URL") else {
         return String::new();
     };
@@ -88,17 +97,27 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.database.url = fresh_database_url().await;
     config.server.shutdown_grace = std::time::Duration::from_secs(5);
+    let gemini = std::sync::Arc::new(GeminiServer::start().await);
+    config.gemini.base_url = gemini.base_url();
+    config.gemini.request_timeout = std::time::Duration::from_secs(2);
     adjust(&mut config);
-    start(config, std::sync::Arc::new(dir)).await
+    start(config, std::sync::Arc::new(dir), gemini).await
 }
 
-async fn start(config: Config, dir: std::sync::Arc<TempDir>) -> TestApp {
+async fn start(
+    config: Config,
+    dir: std::sync::Arc<TempDir>,
+    gemini: std::sync::Arc<GeminiServer>,
+) -> TestApp {
     let app = Application::build(config.clone())
         .await
         .expect("the server starts");
     let address = format!("http://{}", app.local_addr());
     let store = app.store().clone();
     let tokens = app.tokens().clone();
+    let vault = app.vault().clone();
+    let sealer = app.sealer().clone();
+    let audit = app.audit().clone();
     let shutdown = app.shutdown();
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -106,6 +125,10 @@ async fn start(config: Config, dir: std::sync::Arc<TempDir>) -> TestApp {
         store,
         tokens,
         data_dir: config.data_dir.clone(),
+        gemini,
+        vault,
+        sealer,
+        audit,
         config,
         _data_dir_guard: dir,
         shutdown,
@@ -163,7 +186,7 @@ impl TestApp {
     pub(crate) async fn replica(&self) -> TestApp {
         let mut config = self.config.clone();
         config.server.listen = "127.0.0.1:0".parse().unwrap();
-        start(config, self._data_dir_guard.clone()).await
+        start(config, self._data_dir_guard.clone(), self.gemini.clone()).await
     }
 
     /// Stops the server gracefully and waits for it.
@@ -180,7 +203,7 @@ impl TestApp {
         self.stop().await.expect("graceful stop");
         let mut config = self.config.clone();
         config.server.listen = "127.0.0.1:0".parse().unwrap();
-        start(config, self._data_dir_guard.clone()).await
+        start(config, self._data_dir_guard.clone(), self.gemini.clone()).await
     }
 }
 

@@ -2,7 +2,9 @@
 //! grpc-web, a fresh database per test (SQLite, or PostgreSQL with
 //! `ASSISTD_TEST_DATABASE_URL`).
 
+mod apikey;
 mod auth;
 mod helpers;
 mod preferences;
+mod secrets;
 mod server;

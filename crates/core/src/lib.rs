@@ -2,6 +2,10 @@
 //! edge authenticates the caller, converts the request into domain types and calls one method
 //! here with the caller's [`assistd_domain::UserId`].
 
+mod api_keys;
 mod preferences;
+mod secrets;
 
+pub use api_keys::ApiKeyVault;
 pub use preferences::{PreferencesService, PreferencesWatch};
+pub use secrets::{SecretSealer, UserDataKey};

@@ -103,7 +103,9 @@ pub const MIN_API_KEY_LEN: usize = 16;
 /// The key is empty, too short, too long, or contains other characters.
 pub fn check_api_key_format(key: &str) -> Result<(), InvalidValue> {
     if key.is_empty() {
-        return Err(InvalidValue("the API key is empty; paste the key from Google AI Studio".into()));
+        return Err(InvalidValue(
+            "the API key is empty; paste the key from Google AI Studio".into(),
+        ));
     }
     if !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(InvalidValue(
@@ -127,7 +129,14 @@ pub fn check_api_key_format(key: &str) -> Result<(), InvalidValue> {
 /// The part of a key that may be shown: `…` and its last four characters.
 #[must_use]
 pub fn key_hint(key: &str) -> String {
-    let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     format!("…{tail}")
 }
 
@@ -138,9 +147,17 @@ mod tests {
     #[test]
     fn key_format_rules() {
         assert!(check_api_key_format("AIzaSyD-0123456789abcdefghijklmnopqrstu").is_ok());
-        for bad in ["", "abc123", "AIza key with spaces 0123456789", "AIzaSyD-012345678\u{e9}abcdefghij"] {
+        for bad in [
+            "",
+            "abc123",
+            "AIza key with spaces 0123456789",
+            "AIzaSyD-012345678\u{e9}abcdefghij",
+        ] {
             let err = check_api_key_format(bad).unwrap_err();
-            assert!(bad.is_empty() || !err.0.contains(bad), "the description echoes the key");
+            assert!(
+                bad.is_empty() || !err.0.contains(bad),
+                "the description echoes the key"
+            );
         }
         assert!(check_api_key_format(&"a".repeat(10 * 1024)).is_err());
     }

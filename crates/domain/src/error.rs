@@ -99,6 +99,9 @@ pub enum Error {
     InvalidArgument {
         /// The offending fields, at least one.
         violations: Vec<FieldViolation>,
+        /// A machine-readable reason when the value is well-formed but refused (e.g. a
+        /// provider rejected an API key), carried as ErrorInfo beside the violations.
+        reason: Option<ErrorReason>,
     },
     /// The caller is not authenticated; the message says why without revealing secrets.
     #[error("unauthenticated: {message}")]
@@ -170,6 +173,7 @@ impl Error {
     pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self::InvalidArgument {
             violations: vec![FieldViolation::new(field, description)],
+            reason: None,
         }
     }
 
@@ -183,12 +187,16 @@ impl From<FieldViolation> for Error {
     fn from(violation: FieldViolation) -> Self {
         Self::InvalidArgument {
             violations: vec![violation],
+            reason: None,
         }
     }
 }
 
 impl From<Vec<FieldViolation>> for Error {
     fn from(violations: Vec<FieldViolation>) -> Self {
-        Self::InvalidArgument { violations }
+        Self::InvalidArgument {
+            violations,
+            reason: None,
+        }
     }
 }

@@ -37,7 +37,10 @@ pub fn read_or_create(
     // Write a complete private temporary file, then link it into place: a second process
     // starting at the same moment either links first (and we read its key) or finds ours
     // complete; nobody ever reads a half-written key.
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let temporary = dir.join(format!(
         ".{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The public Gemini API.
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
@@ -10,7 +10,7 @@ pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
 /// Settings of a [`GeminiClient`](crate::GeminiClient). Holds no credential: keys come with
 /// each call. Deserializes from the `[gemini]` table of the configuration (durations in
 /// humantime form, e.g. `"30s"`); every field has a default.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeminiConfig {
     /// Scheme, host, port and optional path prefix of the API, without the version

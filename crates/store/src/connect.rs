@@ -167,6 +167,24 @@ impl Store {
         Ok(())
     }
 
+    /// Starts a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes queues behind other
+    /// writers (busy timeout) instead of failing when a concurrent commit makes its snapshot
+    /// stale. On PostgreSQL it is a plain `BEGIN`.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction> {
+        use sea_orm::TransactionTrait as _;
+        self.db
+            .begin_with_options(sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+            .map_err(db_error)
+    }
+
     /// The engine behind this store.
     #[must_use]
     pub fn backend(&self) -> Backend {

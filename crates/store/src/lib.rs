@@ -3,8 +3,10 @@
 //! query they run is filtered by the user id they were handed, which comes from a verified
 //! access token, so one user can never read or change another's rows.
 
+mod api_keys;
 pub mod audit;
 mod connect;
+mod data_keys;
 // Entity macros generate `pub` items; the module itself is private to the store.
 #[allow(unreachable_pub)]
 mod entity;
@@ -12,12 +14,16 @@ mod notify;
 mod preferences;
 mod users;
 
+pub use api_keys::{ApiKeyRepository, NewApiKey, StoredApiKey};
 pub use connect::{Backend, DatabaseSettings, Store, redact_url_password};
+pub use data_keys::{DataKeyRepository, InsertOutcome, StoredDataKey};
 pub use notify::{PreferencesChange, PreferencesChangeFeed};
 pub use preferences::PreferencesRepository;
+/// A database transaction, committed with `commit().await` or rolled back when dropped.
+pub use sea_orm::{ConnectionTrait, DatabaseTransaction};
 pub use users::{NewUser, User, UserRepository};
 
 /// Turns a database error into the domain's internal error (the cause is logged, not shown).
-pub(crate) fn db_error(err: sea_orm::DbErr) -> assistd_domain::Error {
+pub fn db_error(err: sea_orm::DbErr) -> assistd_domain::Error {
     assistd_domain::Error::internal(err)
 }

@@ -9,10 +9,10 @@ use assistd_crypto::{
     KmsKek, KmsSettings, SealContext, WrappedDataKey, seal,
 };
 use assistd_domain::UserId;
+use assistd_testkit::kms::{Fault, KmsProxy, MotoKms, sdk_config};
 use base64::Engine as _;
 
-use crate::support::kms_proxy::{Fault, KmsProxy};
-use crate::support::{create_key, kms_kek, moto, sdk_config, test_settings};
+use crate::support::{kms_kek, test_settings};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Expect {
@@ -314,9 +314,9 @@ async fn malformed_answers_fail_closed_without_echoing_key_material() {
 
 #[tokio::test]
 async fn reveals_fail_closed_while_kms_refuses_and_recover_after() {
-    let endpoint = moto::endpoint();
-    let key_id = create_key(endpoint).await;
-    let proxy = KmsProxy::start(Some(endpoint)).await;
+    let moto = MotoKms::shared().await;
+    let key_id = moto.create_key().await;
+    let proxy = KmsProxy::start(Some(moto.endpoint())).await;
     let kek: Arc<dyn KeyEncryptionKey> = Arc::new(kms_kek(proxy.endpoint(), &key_id).await);
     let owner = UserId::new();
     let ctx = SealContext {

@@ -8,8 +8,9 @@ use assistd_crypto::{
 };
 use assistd_domain::UserId;
 
-use crate::support::kms_proxy::KmsProxy;
-use crate::support::{create_key, flipped, kms_kek, moto};
+use assistd_testkit::kms::{KmsProxy, MotoKms};
+
+use crate::support::{flipped, kms_kek};
 
 fn ctx(owner: UserId) -> SealContext<'static> {
     SealContext {
@@ -29,9 +30,9 @@ fn expect_err(result: Result<DataKey, CryptoError>, what: &str) -> CryptoError {
 
 #[tokio::test]
 async fn generate_decrypt_and_wrap_round_trip() {
-    let endpoint = moto::endpoint();
-    let key_id = create_key(endpoint).await;
-    let kek = kms_kek(endpoint, &key_id).await;
+    let moto = MotoKms::shared().await;
+    let key_id = moto.create_key().await;
+    let kek = kms_kek(moto.endpoint(), &key_id).await;
     assert_eq!(kek.id(), format!("kms:{key_id}"));
     let owner = UserId::new();
 
@@ -55,8 +56,8 @@ async fn generate_decrypt_and_wrap_round_trip() {
 
 #[tokio::test]
 async fn another_owners_encryption_context_fails() {
-    let endpoint = moto::endpoint();
-    let kek = kms_kek(endpoint, &create_key(endpoint).await).await;
+    let moto = MotoKms::shared().await;
+    let kek = kms_kek(moto.endpoint(), &moto.create_key().await).await;
     let (alice, bob) = (UserId::new(), UserId::new());
     let (_, wrapped) = kek.generate_data_key(alice).await.unwrap();
     // KMS itself refuses: the ciphertext is bound to {"user_id": alice}.
@@ -67,8 +68,8 @@ async fn another_owners_encryption_context_fails() {
 
 #[tokio::test]
 async fn flipping_any_byte_of_a_kms_wrapped_key_fails_to_unwrap() {
-    let endpoint = moto::endpoint();
-    let kek = kms_kek(endpoint, &create_key(endpoint).await).await;
+    let moto = MotoKms::shared().await;
+    let kek = kms_kek(moto.endpoint(), &moto.create_key().await).await;
     let owner = UserId::new();
     let (_, wrapped) = kek.generate_data_key(owner).await.unwrap();
     let bytes = wrapped.ciphertext();
@@ -87,10 +88,10 @@ async fn flipping_any_byte_of_a_kms_wrapped_key_fails_to_unwrap() {
 
 #[tokio::test]
 async fn rotation_from_a_local_master_key_to_kms_and_back() {
-    let endpoint = moto::endpoint();
+    let moto = MotoKms::shared().await;
     let local: Arc<dyn KeyEncryptionKey> = Arc::new(LocalKek::generate());
     let kms: Arc<dyn KeyEncryptionKey> =
-        Arc::new(kms_kek(endpoint, &create_key(endpoint).await).await);
+        Arc::new(kms_kek(moto.endpoint(), &moto.create_key().await).await);
     let owner = UserId::new();
     let (key, under_local) = local.generate_data_key(owner).await.unwrap();
     let sealed = seal(&key, &ctx(owner), b"sealed under local");
@@ -112,10 +113,10 @@ async fn rotation_from_a_local_master_key_to_kms_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_reveals_with_a_warm_cache_make_at_most_one_kms_decrypt() {
-    let endpoint = moto::endpoint();
-    let key_id = create_key(endpoint).await;
+    let moto = MotoKms::shared().await;
+    let key_id = moto.create_key().await;
     // The counting endpoint forwards to moto and counts every KMS request by operation.
-    let proxy = KmsProxy::start(Some(endpoint)).await;
+    let proxy = KmsProxy::start(Some(moto.endpoint())).await;
     let kek = Arc::new(kms_kek(proxy.endpoint(), &key_id).await);
     let owner = UserId::new();
     let (key, wrapped) = kek.generate_data_key(owner).await.unwrap();

@@ -3,9 +3,10 @@
 //!
 //! KMS is played by moto's server (real AWS protocol, enforces the encryption context) and,
 //! for what moto does not enforce (disabled keys, key state, access denied, throttling, 5xx),
-//! by a fault-injecting KMS endpoint in `support::kms_proxy` that forwards everything else to
-//! moto. `ASSISTD_TEST_KMS_ENDPOINT` names a running moto; without it the tests start
-//! `moto_server` from PATH, and fail with instructions when there is none.
+//! by the fault-injecting KMS endpoint `assistd_testkit::kms::KmsProxy`, which forwards
+//! everything else to moto. Both come from `assistd_testkit::kms`: `ASSISTD_TEST_KMS_ENDPOINT`
+//! names a running moto; without it the tests start `moto_server` from PATH, and fail with
+//! instructions when there is none.
 
 mod cache;
 mod keyring;

@@ -1,7 +1,5 @@
-//! Peers and helpers shared by the tests.
-
-pub(crate) mod kms_proxy;
-pub(crate) mod moto;
+//! Helpers shared by the tests; the KMS peers (moto, the fault-injecting endpoint) come from
+//! `assistd_testkit::kms`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +7,7 @@ use std::time::Duration;
 
 use assistd_crypto::{CryptoError, DataKey, KeyEncryptionKey, KmsKek, KmsSettings, WrappedDataKey};
 use assistd_domain::UserId;
+use assistd_testkit::kms::sdk_config;
 
 /// A KEK that counts `unwrap` calls of the KEK it wraps and can make each one slow, so tests
 /// can see how many times the cache really asked.
@@ -55,19 +54,6 @@ impl KeyEncryptionKey for CountingKek {
     }
 }
 
-/// AWS configuration for a local KMS: static test credentials, us-east-1, the given endpoint.
-/// Nothing is read from the environment, so the tests do not depend on how they are started.
-pub(crate) async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kms::config::Credentials::new(
-            "testing", "testing", None, None, "tests",
-        ))
-        .endpoint_url(endpoint)
-        .load()
-        .await
-}
-
 /// Settings for tests: one attempt (no retry delays) and short timeouts.
 pub(crate) fn test_settings(key_id: &str) -> KmsSettings {
     KmsSettings {
@@ -78,25 +64,10 @@ pub(crate) fn test_settings(key_id: &str) -> KmsSettings {
     }
 }
 
-/// A KMS KEK for `key_id` talking to `endpoint`.
+/// A KMS KEK for `key_id` talking to `endpoint` (moto or a `KmsProxy`), with the testkit's
+/// SDK config and [`test_settings`].
 pub(crate) async fn kms_kek(endpoint: &str, key_id: &str) -> KmsKek {
     KmsKek::from_sdk_config(&sdk_config(endpoint).await, &test_settings(key_id))
-}
-
-/// Creates a fresh symmetric key in the KMS at `endpoint` and returns its id.
-pub(crate) async fn create_key(endpoint: &str) -> String {
-    let client = aws_sdk_kms::Client::new(&sdk_config(endpoint).await);
-    let created = client
-        .create_key()
-        .description("assistd-crypto test key")
-        .send()
-        .await
-        .expect("CreateKey on the test KMS");
-    created
-        .key_metadata()
-        .expect("CreateKey returns metadata")
-        .key_id()
-        .to_owned()
 }
 
 /// `bytes` with byte `index` XORed with `mask`.

@@ -1,0 +1,379 @@
+//! Users' own provider API keys: validated with the provider before they are stored, sealed
+//! under the user's data key, never shown again (only a hint), revealed inside the server when
+//! chat or Gmail calls the provider for the user. Every change is audited in the same
+//! transaction.
+
+use std::collections::BTreeMap;
+
+use assistd_crypto::Secret;
+use assistd_domain::apikey::{ApiKeyInfo, ApiKeyStatus, Provider, key_hint};
+use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome, RequestContext};
+use assistd_domain::{Error, ErrorReason, FieldViolation, Result, UserId};
+use assistd_gemini::GeminiClient;
+use assistd_store::audit::AuditLog;
+use assistd_store::{NewApiKey, Store, db_error};
+use chrono::Utc;
+
+use crate::secrets::SecretSealer;
+
+/// How often at most `last_used` is written when a key is revealed repeatedly.
+const LAST_USED_RESOLUTION: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+/// What the provider said about a key.
+enum Verdict {
+    /// It works.
+    Valid,
+    /// The provider rejected it; the detail says why, in the provider's words.
+    Rejected(String),
+    /// The provider could not be asked; the error says why.
+    Unreachable(Error),
+}
+
+/// Stores, checks, reveals and deletes users' API keys.
+#[derive(Clone, Debug)]
+pub struct ApiKeyVault {
+    store: Store,
+    sealer: SecretSealer,
+    audit: AuditLog,
+    gemini: GeminiClient,
+}
+
+fn missing(provider: Provider) -> Error {
+    Error::FailedPrecondition {
+        reason: ErrorReason::ApiKeyMissing,
+        message: format!(
+            "no {} API key is stored; add yours with SetApiKey",
+            provider_name(provider)
+        ),
+    }
+}
+
+fn provider_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Gemini => "Gemini",
+    }
+}
+
+fn not_found(provider: Provider) -> Error {
+    Error::NotFound {
+        resource: "API key",
+        id: provider.as_str().to_owned(),
+    }
+}
+
+impl ApiKeyVault {
+    /// A vault storing keys in `store`, sealed by `sealer`, audited to `audit`, checked with
+    /// `gemini`.
+    #[must_use]
+    pub fn new(store: &Store, sealer: SecretSealer, audit: AuditLog, gemini: GeminiClient) -> Self {
+        Self {
+            store: store.clone(),
+            sealer,
+            audit,
+            gemini,
+        }
+    }
+
+    /// Asks the provider whether `key` works, with its free model listing.
+    async fn verdict(&self, provider: Provider, key: &str) -> Verdict {
+        match provider {
+            Provider::Gemini => {
+                let key = match assistd_gemini::ApiKey::new(key.to_owned()) {
+                    Ok(key) => key,
+                    Err(err) => return Verdict::Rejected(err.to_string()),
+                };
+                match self.gemini.list_models(&key, Some(1), None).await {
+                    Ok(_) => Verdict::Valid,
+                    Err(err) if err.rejects_key() => Verdict::Rejected(err.to_string()),
+                    Err(err) => Verdict::Unreachable(provider_error(err)),
+                }
+            }
+        }
+    }
+
+    /// Validates and stores the user's key for `provider`, replacing any earlier one.
+    /// Returns what may be shown of it and whether a key was replaced.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT (`API_KEY_INVALID`) when the provider rejects it, and nothing is
+    /// stored; UNAVAILABLE or RESOURCE_EXHAUSTED when the provider cannot be asked, unless
+    /// `allow_unverified`, in which case it is stored as UNVERIFIED; key-service and database
+    /// failures.
+    pub async fn set(
+        &self,
+        user: UserId,
+        context: &RequestContext,
+        provider: Provider,
+        key: Secret,
+        allow_unverified: bool,
+    ) -> Result<(ApiKeyInfo, bool)> {
+        let text = key
+            .expose_secret_str()
+            .map_err(|_| Error::invalid_field("api_key", "the API key must be ASCII text"))?;
+        let (status, detail, validated_at) = match self.verdict(provider, text).await {
+            Verdict::Valid => (ApiKeyStatus::Valid, None, Some(Utc::now())),
+            Verdict::Rejected(detail) => return Err(rejected(provider, &detail)),
+            Verdict::Unreachable(_) if allow_unverified => (
+                ApiKeyStatus::Unverified,
+                Some(format!(
+                    "{} could not be reached to check the key",
+                    provider_name(provider)
+                )),
+                None,
+            ),
+            Verdict::Unreachable(err) => return Err(err),
+        };
+        let data_key = self.sealer.data_key(user).await?;
+        let txn = self.store.begin_write().await?;
+        let repository = self.store.api_keys();
+        let existing = repository.get(&txn, user, provider).await?;
+        let id = existing.as_ref().map_or_else(uuid::Uuid::now_v7, |e| e.id);
+        let sealed = self
+            .sealer
+            .seal(
+                &data_key,
+                provider.seal_purpose(),
+                &id.to_string(),
+                key.expose_secret(),
+            )
+            .await?;
+        let hint = key_hint(text);
+        let (stored, replaced) = repository
+            .put(
+                &txn,
+                user,
+                NewApiKey {
+                    id,
+                    provider,
+                    sealed,
+                    hint: hint.clone(),
+                    status,
+                    status_detail: detail,
+                    validated_at,
+                },
+            )
+            .await?;
+        self.audit
+            .append(
+                &txn,
+                &AuditEvent {
+                    actor: Some(user),
+                    action: AuditAction::ApiKeySet,
+                    target: format!("api_key/{}", provider.as_str()),
+                    outcome: AuditOutcome::Success,
+                    context: context.clone(),
+                    metadata: BTreeMap::from([
+                        ("hint".to_owned(), hint),
+                        ("status".to_owned(), status.as_str().to_owned()),
+                        ("replaced".to_owned(), replaced.to_string()),
+                    ]),
+                },
+            )
+            .await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok((stored.info, replaced))
+    }
+
+    /// What may be shown of the user's key for `provider`.
+    ///
+    /// # Errors
+    /// NOT_FOUND when none is stored; the database failed.
+    pub async fn get(&self, user: UserId, provider: Provider) -> Result<ApiKeyInfo> {
+        self.store
+            .api_keys()
+            .get(self.store.connection(), user, provider)
+            .await?
+            .map(|stored| stored.info)
+            .ok_or_else(|| not_found(provider))
+    }
+
+    /// What may be shown of each of the user's keys.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn list(&self, user: UserId) -> Result<Vec<ApiKeyInfo>> {
+        Ok(self
+            .store
+            .api_keys()
+            .list(user)
+            .await?
+            .into_iter()
+            .map(|stored| stored.info)
+            .collect())
+    }
+
+    /// Checks the stored key with the provider again and records the result.
+    ///
+    /// # Errors
+    /// NOT_FOUND when none is stored; UNAVAILABLE or RESOURCE_EXHAUSTED when the provider
+    /// cannot be asked (the stored status is left as it was); key-service and database
+    /// failures. A rejected key is not an error: the returned status says INVALID.
+    pub async fn validate(
+        &self,
+        user: UserId,
+        context: &RequestContext,
+        provider: Provider,
+    ) -> Result<ApiKeyInfo> {
+        let secret = self
+            .open(user, provider)
+            .await?
+            .ok_or_else(|| not_found(provider))?;
+        let text = secret
+            .expose_secret_str()
+            .map_err(|_| Error::internal("a stored API key is not UTF-8"))?;
+        let (status, detail) = match self.verdict(provider, text).await {
+            Verdict::Valid => (ApiKeyStatus::Valid, None),
+            Verdict::Rejected(detail) => (ApiKeyStatus::Invalid, Some(detail)),
+            Verdict::Unreachable(err) => return Err(err),
+        };
+        drop(secret);
+        let txn = self.store.begin_write().await?;
+        let stored = self
+            .store
+            .api_keys()
+            .set_status(&txn, user, provider, status, detail, Some(Utc::now()))
+            .await?
+            .ok_or_else(|| not_found(provider))?;
+        self.audit
+            .append(
+                &txn,
+                &AuditEvent {
+                    actor: Some(user),
+                    action: AuditAction::ApiKeyValidated,
+                    target: format!("api_key/{}", provider.as_str()),
+                    outcome: if status == ApiKeyStatus::Valid {
+                        AuditOutcome::Success
+                    } else {
+                        AuditOutcome::Failure
+                    },
+                    context: context.clone(),
+                    metadata: BTreeMap::from([("status".to_owned(), status.as_str().to_owned())]),
+                },
+            )
+            .await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(stored.info)
+    }
+
+    /// Deletes the user's key for `provider`.
+    ///
+    /// # Errors
+    /// NOT_FOUND when none is stored; the database failed.
+    pub async fn delete(
+        &self,
+        user: UserId,
+        context: &RequestContext,
+        provider: Provider,
+    ) -> Result<()> {
+        let txn = self.store.begin_write().await?;
+        if !self.store.api_keys().delete(&txn, user, provider).await? {
+            return Err(not_found(provider));
+        }
+        self.audit
+            .append(
+                &txn,
+                &AuditEvent {
+                    actor: Some(user),
+                    action: AuditAction::ApiKeyDeleted,
+                    target: format!("api_key/{}", provider.as_str()),
+                    outcome: AuditOutcome::Success,
+                    context: context.clone(),
+                    metadata: BTreeMap::new(),
+                },
+            )
+            .await?;
+        txn.commit().await.map_err(db_error)
+    }
+
+    /// The user's key for `provider`, in the clear, for calling the provider on their behalf;
+    /// stamps it as used. Only server code calls this; no RPC returns its result.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION (`API_KEY_MISSING`) when none is stored; key-service and database
+    /// failures.
+    pub async fn reveal(&self, user: UserId, provider: Provider) -> Result<Secret> {
+        let secret = self
+            .open(user, provider)
+            .await?
+            .ok_or_else(|| missing(provider))?;
+        self.store
+            .api_keys()
+            .touch_used(user, provider, Utc::now(), LAST_USED_RESOLUTION)
+            .await?;
+        Ok(secret)
+    }
+
+    /// Marks the stored key INVALID after the provider rejected it during use.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn mark_invalid(&self, user: UserId, provider: Provider, detail: &str) -> Result<()> {
+        self.store
+            .api_keys()
+            .set_status(
+                self.store.connection(),
+                user,
+                provider,
+                ApiKeyStatus::Invalid,
+                Some(detail.to_owned()),
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn open(&self, user: UserId, provider: Provider) -> Result<Option<Secret>> {
+        let Some(stored) = self
+            .store
+            .api_keys()
+            .get(self.store.connection(), user, provider)
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.sealer
+            .open(
+                user,
+                provider.seal_purpose(),
+                &stored.id.to_string(),
+                &stored.sealed,
+            )
+            .await
+            .map(Some)
+    }
+}
+
+/// The error for a key the provider rejected: INVALID_ARGUMENT on `api_key`, with the
+/// provider's words (which never contain the key).
+fn rejected(provider: Provider, detail: &str) -> Error {
+    Error::InvalidArgument {
+        violations: vec![FieldViolation::new(
+            "api_key",
+            format!(
+                "{} rejected this API key: {detail}",
+                provider_name(provider)
+            ),
+        )],
+        reason: Some(ErrorReason::ApiKeyInvalid),
+    }
+}
+
+/// Maps a provider failure that is not about the key.
+fn provider_error(err: assistd_gemini::Error) -> Error {
+    match err {
+        assistd_gemini::Error::RateLimited { retry_after, .. } => Error::ResourceExhausted {
+            reason: ErrorReason::ProviderRateLimited,
+            message: "Gemini answered that the quota of this key is exhausted; try again later"
+                .into(),
+            retry_after,
+        },
+        other => {
+            tracing::warn!(error = %other, "Gemini could not check an API key");
+            Error::Unavailable {
+                reason: ErrorReason::ProviderUnavailable,
+                message: "Gemini could not be reached to check the key; try again, or store it unverified with allow_unverified".into(),
+                retry_after: None,
+            }
+        }
+    }
+}

@@ -322,7 +322,14 @@ impl Config {
                     .only(&["DATABASE_URL"])
                     .map(|_| "database.url".into()),
             )
-            .merge(Env::prefixed("ASSISTD_").split("__"))
+            .merge(
+                Env::prefixed("ASSISTD_")
+                    .filter(|key| {
+                        let key = key.as_str().to_ascii_lowercase();
+                        !key.starts_with("test_") && key != "config"
+                    })
+                    .split("__"),
+            )
             .extract()
             .context("invalid configuration")?;
         config.validate()?;

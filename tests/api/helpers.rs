@@ -81,6 +81,25 @@ pub(crate) async fn fresh_database_url() -> String {
     format!("{base}/{name}")
 }
 
+/// With `ASSISTD_TEST_KEK=kms` every test server wraps data keys with a fresh key in moto's
+/// KMS (started once per test binary, or `ASSISTD_TEST_KMS_ENDPOINT`). The server finds its
+/// credentials through the standard AWS chain, so the `AWS_*` variables must be set (as
+/// `.ci/run` does).
+pub(crate) async fn kms_kek() -> assistd::config::KekConfig {
+    assert!(
+        std::env::var_os("AWS_ACCESS_KEY_ID").is_some(),
+        "ASSISTD_TEST_KEK=kms needs AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true"
+    );
+    let moto = assistd_testkit::kms::MotoKms::shared().await;
+    assistd::config::KekConfig {
+        provider: assistd::config::KekProvider::Kms,
+        kms_key_id: moto.create_key().await,
+        kms_region: assistd_testkit::kms::REGION.to_owned(),
+        kms_endpoint: moto.endpoint().to_owned(),
+        ..assistd::config::KekConfig::default()
+    }
+}
+
 /// Starts a server with the default test configuration.
 pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
@@ -97,6 +116,9 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.database.url = fresh_database_url().await;
     config.server.shutdown_grace = std::time::Duration::from_secs(5);
+    if std::env::var("ASSISTD_TEST_KEK").as_deref() == Ok("kms") {
+        config.keys.kek = kms_kek().await;
+    }
     let gemini = std::sync::Arc::new(GeminiServer::start().await);
     config.gemini.base_url = gemini.base_url();
     config.gemini.request_timeout = std::time::Duration::from_secs(2);

@@ -359,3 +359,68 @@ async fn altered_ciphertext_or_wrapped_data_key_does_not_open() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_thousand_reveals_with_a_warm_cache_make_at_most_one_kms_decrypt() {
+    use std::sync::Arc;
+
+    use assistd_core::{ApiKeyVault, SecretSealer};
+    use assistd_crypto::{CachePolicy, DataKeyCache, Keyring, KmsKek, KmsSettings};
+    use assistd_testkit::kms::{KmsProxy, MotoKms};
+
+    let app = spawn_app().await;
+    app.gemini.allow_key(GOOD_KEY);
+    let moto = MotoKms::shared().await;
+    let key_id = moto.create_key().await;
+    // A counting endpoint in front of moto sees every KMS request the vault makes.
+    let proxy = KmsProxy::start(Some(moto.endpoint())).await;
+    let sdk = assistd_testkit::kms::sdk_config(proxy.endpoint()).await;
+    let mut settings = KmsSettings::new(key_id);
+    settings.endpoint_url = Some(proxy.endpoint().to_owned());
+    let kms = Arc::new(KmsKek::from_sdk_config(&sdk, &settings));
+    let keyring = Arc::new(Keyring::new(kms));
+    let cache = Arc::new(DataKeyCache::new(keyring.clone(), CachePolicy::default()));
+    let sealer = SecretSealer::new(&app.store, keyring, cache);
+    let gemini = assistd_gemini::GeminiClient::new(&app.config.gemini).unwrap();
+    let vault = ApiKeyVault::new(&app.store, sealer.clone(), app.audit.clone(), gemini);
+    let user = app.create_user().await;
+    let context = assistd_domain::audit::RequestContext::default();
+    vault
+        .set(
+            user,
+            &context,
+            DomainProvider::Gemini,
+            assistd_crypto::Secret::from(GOOD_KEY.to_owned()),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(proxy.count("GenerateDataKey"), 1);
+    // Cold start: forget the key made when it was stored, then reveal 1,000 times at once.
+    sealer.cache().clear();
+    let reveals: Vec<_> = (0..1000)
+        .map(|_| {
+            let vault = vault.clone();
+            tokio::spawn(async move { vault.reveal(user, DomainProvider::Gemini).await })
+        })
+        .collect();
+    for reveal in reveals {
+        assert_eq!(
+            reveal.await.unwrap().unwrap().expose_secret_str().unwrap(),
+            GOOD_KEY
+        );
+    }
+    assert_eq!(
+        proxy.count("Decrypt"),
+        1,
+        "1,000 concurrent reveals, one KMS Decrypt"
+    );
+    for _ in 0..1000 {
+        vault.reveal(user, DomainProvider::Gemini).await.unwrap();
+    }
+    assert_eq!(
+        proxy.count("Decrypt"),
+        1,
+        "1,000 more with a warm cache, no further Decrypt"
+    );
+}

@@ -19,6 +19,9 @@ pub const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// Clock skew tolerated when checking `exp` and `iat`.
 const LEEWAY_SECONDS: i64 = 30;
 
+/// Most verified tokens remembered; the memory is emptied when it fills up.
+const VERIFIED_CACHE_CAPACITY: usize = 100_000;
+
 /// Who issues tokens, for whom, and for how long.
 #[derive(Clone, Debug)]
 pub struct AccessTokenSettings {
@@ -112,7 +115,6 @@ pub struct AccessTokens {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     settings: AccessTokenSettings,
     /// The key that signs; also verifies.
@@ -121,6 +123,28 @@ struct Inner {
     previous: Vec<SigningKey>,
     validation: Validation,
     clock: Arc<dyn Clock>,
+    /// Tokens whose signature and claims were verified, by their exact text. A client sends
+    /// the same token with every call for up to 15 minutes; remembering the outcome saves an
+    /// Ed25519 verification per call. Expiry is still checked on every use.
+    verified: std::sync::Mutex<std::collections::HashMap<Box<str>, AccessClaims>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the remembered tokens: they are bearer credentials.
+        f.debug_struct("AccessTokens")
+            .field("settings", &self.settings)
+            .field("current_kid", &self.current.kid())
+            .field(
+                "previous_kids",
+                &self
+                    .previous
+                    .iter()
+                    .map(SigningKey::kid)
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl AccessTokens {
@@ -154,6 +178,7 @@ impl AccessTokens {
                 previous,
                 validation,
                 clock,
+                verified: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -201,6 +226,36 @@ impl AccessTokens {
     /// # Errors
     /// The reason the token is not acceptable.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let now = self.inner.clock.now().timestamp();
+        let remembered = self.verified().get(token).cloned();
+        if let Some(claims) = remembered {
+            if claims.expires_at.timestamp() <= now - LEEWAY_SECONDS {
+                self.verified().remove(token);
+                return Err(TokenError::Expired);
+            }
+            return Ok(claims);
+        }
+        let claims = self.verify_uncached(token)?;
+        let mut verified = self.verified();
+        if verified.len() >= VERIFIED_CACHE_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(token.into(), claims.clone());
+        Ok(claims)
+    }
+
+    fn verified(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Box<str>, AccessClaims>> {
+        // A panic while holding the lock cannot leave the map inconsistent: keep using it.
+        self.inner
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The full verification, without the memory of earlier results.
+    fn verify_uncached(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::UnsupportedAlgorithm);
@@ -309,6 +364,37 @@ mod tests {
         let stranger = tokens(SigningKey::generate(), vec![]);
         assert_eq!(stranger.verify(&token), Err(TokenError::UnknownKey));
         assert_eq!(stranger.verify("not.a.jwt"), Err(TokenError::Malformed));
+    }
+
+    #[derive(Debug)]
+    struct TestClock(std::sync::Mutex<DateTime<Utc>>);
+
+    impl Clock for TestClock {
+        fn now(&self) -> DateTime<Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_are_never_printed() {
+        let clock = Arc::new(TestClock(std::sync::Mutex::new(Utc::now())));
+        let tokens = AccessTokens::new(settings(), SigningKey::generate(), vec![], clock.clone());
+        let issued = tokens.issue(UserId::new());
+        assert!(tokens.verify(&issued.token).is_ok());
+        assert!(
+            tokens.verify(&issued.token).is_ok(),
+            "the remembered outcome"
+        );
+        assert!(!format!("{tokens:?}").contains(&issued.token));
+        *clock.0.lock().unwrap() += chrono::Duration::minutes(11);
+        assert_eq!(tokens.verify(&issued.token), Err(TokenError::Expired));
+        assert_eq!(tokens.verify(&issued.token), Err(TokenError::Expired));
+        // A token differing in one character is verified on its own, not by memory.
+        *clock.0.lock().unwrap() -= chrono::Duration::minutes(11);
+        let mut forged = issued.token.clone();
+        forged.pop();
+        forged.push('A');
+        assert!(tokens.verify(&forged).is_err() || forged == issued.token);
     }
 
     trait NanosZero {

@@ -430,3 +430,34 @@ async fn shutdown_ends_watches_and_finishes() {
         other => panic!("the watch should end with UNAVAILABLE, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_call_finish() {
+    use assistd::proto::apikey::v1::user_api_key_service_client::UserApiKeyServiceClient;
+    use assistd::proto::apikey::v1::{Provider, SetApiKeyRequest};
+
+    let mut app = spawn_app().await;
+    let key = "AIzaSyD-inflight-0123456789abcdefghijk";
+    app.gemini.allow_key(key);
+    let token = app.token_for(app.create_user().await);
+    // Gemini answers the validation after 800 ms; shutdown starts while the call waits.
+    app.gemini.set_latency(Duration::from_millis(800));
+    let mut client = UserApiKeyServiceClient::new(app.channel().await);
+    let call = tokio::spawn(async move {
+        client
+            .set_api_key(authed(
+                SetApiKeyRequest {
+                    provider: Provider::Gemini.into(),
+                    api_key: key.into(),
+                    allow_unverified: false,
+                },
+                &token,
+            ))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "graceful stop: {stopped:?}");
+    let answer = call.await.unwrap();
+    assert!(answer.is_ok(), "the in-flight call finished: {answer:?}");
+}

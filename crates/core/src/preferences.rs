@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use assistd_domain::preferences::{Preferences, PreferencesUpdate};
 use assistd_domain::{Result, UserId};
@@ -13,11 +14,63 @@ use tokio_util::sync::CancellationToken;
 /// How many unread changes a slow watcher may fall behind before it re-reads the latest state.
 const WATCH_BUFFER: usize = 16;
 
+/// Longest time a cached read is served without asking the database again. Changes made
+/// through any replica invalidate the cache at once (in memory, or by LISTEN/NOTIFY on
+/// PostgreSQL); this bound only limits the damage of a notification that never arrives.
+const READ_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Most users whose preferences are cached; the cache is emptied when it fills up.
+const READ_CACHE_CAPACITY: usize = 100_000;
+
+/// Recently read preferences, so the hot read path (every client start, every device) does not
+/// go to the database. Entries only move forward in version, so a slow read that started
+/// before an update can never replace the update's result.
+#[derive(Debug, Default)]
+struct ReadCache {
+    entries: Mutex<HashMap<UserId, (Preferences, Instant)>>,
+}
+
+impl ReadCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, (Preferences, Instant)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, user: UserId) -> Option<Preferences> {
+        let entries = self.lock();
+        let (preferences, stored_at) = entries.get(&user)?;
+        (stored_at.elapsed() < READ_CACHE_TTL).then(|| preferences.clone())
+    }
+
+    fn offer(&self, user: UserId, preferences: &Preferences) {
+        let mut entries = self.lock();
+        if entries.len() >= READ_CACHE_CAPACITY {
+            entries.clear();
+        }
+        let newer = entries
+            .get(&user)
+            .is_none_or(|(cached, _)| preferences.version >= cached.version);
+        if newer {
+            entries.insert(user, (preferences.clone(), Instant::now()));
+        }
+    }
+
+    fn forget(&self, user: UserId) {
+        self.lock().remove(&user);
+    }
+
+    fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
 /// Reads, updates and watches users' preferences.
 #[derive(Clone, Debug)]
 pub struct PreferencesService {
     repository: PreferencesRepository,
     hub: Arc<Hub>,
+    cache: Arc<ReadCache>,
 }
 
 /// Fan-out of new preferences to the watchers of each user in this process.
@@ -41,6 +94,13 @@ impl Hub {
             // An error only means every watcher left since; nothing to deliver.
             let _ = sender.send(Arc::new(preferences));
         }
+    }
+
+    fn is_watched(&self, user: UserId) -> bool {
+        self.channels
+            .lock()
+            .expect("hub lock poisoned")
+            .contains_key(&user)
     }
 
     fn watched_users(&self) -> Vec<UserId> {
@@ -72,6 +132,7 @@ impl PreferencesService {
         Self {
             repository: store.preferences(),
             hub: Arc::new(Hub::default()),
+            cache: Arc::new(ReadCache::default()),
         }
     }
 
@@ -96,22 +157,23 @@ impl PreferencesService {
                     change = feed.next() => change,
                 };
                 let users = match change {
-                    PreferencesChange::User(user) => vec![user],
-                    PreferencesChange::Resync => service.hub.watched_users(),
+                    PreferencesChange::User(user) => {
+                        service.cache.forget(user);
+                        vec![user]
+                    }
+                    PreferencesChange::Resync => {
+                        service.cache.clear();
+                        service.hub.watched_users()
+                    }
                 };
-                for user in users {
-                    if service
-                        .hub
-                        .channels
-                        .lock()
-                        .expect("hub lock poisoned")
-                        .contains_key(&user)
-                    {
-                        match service.repository.get(user).await {
-                            Ok(preferences) => service.hub.publish(user, preferences),
-                            Err(err) => {
-                                tracing::warn!(%user, error = %err, "re-reading changed preferences failed")
-                            }
+                for user in users
+                    .into_iter()
+                    .filter(|user| service.hub.is_watched(*user))
+                {
+                    match service.get(user).await {
+                        Ok(preferences) => service.hub.publish(user, preferences),
+                        Err(err) => {
+                            tracing::warn!(%user, error = %err, "re-reading changed preferences failed");
                         }
                     }
                 }
@@ -125,7 +187,18 @@ impl PreferencesService {
     /// # Errors
     /// UNAUTHENTICATED when the account is gone; the database failed.
     pub async fn get(&self, user: UserId) -> Result<Preferences> {
-        self.repository.get(user).await
+        if let Some(cached) = self.cache.get(user) {
+            return Ok(cached);
+        }
+        let preferences = self.repository.get(user).await?;
+        self.cache.offer(user, &preferences);
+        Ok(preferences)
+    }
+
+    /// Drops whatever this process remembers of the user's preferences (after the account
+    /// was deleted, or its rows changed behind the service's back).
+    pub fn forget(&self, user: UserId) {
+        self.cache.forget(user);
     }
 
     /// Applies `update`, only if the stored version still equals `expected_version` when one
@@ -144,6 +217,7 @@ impl PreferencesService {
             .repository
             .update(user, update, expected_version)
             .await?;
+        self.cache.offer(user, &updated);
         self.hub.publish(user, updated.clone());
         Ok(updated)
     }

@@ -1,10 +1,14 @@
 //! The `assistd` command line: `serve`, `migrate` and `admin` tasks.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use assistd::config::Config;
-use assistd::server::{Application, access_tokens, open_store};
+use assistd::config::{Config, KekConfig, KekProvider};
+use assistd::server::{Application, access_tokens, audit_log, keyring, open_store};
+use assistd_core::{RotationProgress, rotate_data_keys};
 use assistd_domain::UserId;
 use clap::{Parser, Subcommand};
 
@@ -52,10 +56,22 @@ enum AdminCommand {
         #[arg(long)]
         user_id: UserId,
     },
+    /// Re-wrap every user's data key under the current key-encryption key ([keys.kek]),
+    /// unwrapping each with the KEK that wrapped it ([keys.kek] or one of [[keys.previous]]).
+    /// Sealed secrets are not touched. Safe to interrupt and to run again: a second run
+    /// re-wraps only what is left. Configure every server with both KEKs before running it.
+    RotateKek {
+        /// Data keys read per database query.
+        #[arg(long, default_value_t = 500, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+        batch_size: u64,
+    },
+    /// Walk the audit log's hash chain. Exits 0 when it is intact, 2 naming the first row
+    /// that was edited, deleted, inserted or reordered.
+    VerifyAudit,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref())?;
     assistd::telemetry::init(&config.log);
@@ -70,7 +86,8 @@ async fn main() -> anyhow::Result<()> {
                 wait_for_signal().await;
                 shutdown.cancel();
             });
-            app.run_until_stopped().await
+            app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
             let store = open_store(&config).await?;
@@ -80,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
                 .context("applying database migrations")?;
             store.close().await;
             println!("migrations applied");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Admin(AdminCommand::CreateUser {
             display_name,
@@ -100,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             store.close().await;
             println!("{}", user.id);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Admin(AdminCommand::IssueToken { user_id }) => {
             let store = open_store(&config).await?;
@@ -108,7 +125,164 @@ async fn main() -> anyhow::Result<()> {
             store.close().await;
             let issued = access_tokens(&config)?.issue(user.id);
             println!("{}", issued.token);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(AdminCommand::RotateKek { batch_size }) => {
+            rotate_kek(&config, batch_size).await
+        }
+        Command::Admin(AdminCommand::VerifyAudit) => verify_audit(&config).await,
+    }
+}
+
+/// `admin rotate-kek`: re-wraps every data key under `[keys.kek]` and prints the count.
+async fn rotate_kek(config: &Config, batch_size: u64) -> anyhow::Result<ExitCode> {
+    ensure_master_key_exists(config, "keys.kek", &config.keys.kek)?;
+    for (index, kek) in config.keys.previous.iter().enumerate() {
+        ensure_master_key_exists(config, &format!("keys.previous[{index}]"), kek)?;
+    }
+    let keyring = keyring(config).await?;
+    let store = open_store(config).await?;
+    let mut display = ProgressDisplay::new(keyring.current().id());
+    let result = rotate_data_keys(&store, &keyring, batch_size, |progress| {
+        display.update(progress);
+    })
+    .await;
+    display.finish(result.is_ok());
+    store.close().await;
+    let report = result?;
+    println!(
+        "re-wrapped {} data keys in {:.1} s ({} already under {})",
+        report.rewrapped,
+        report.elapsed.as_secs_f64(),
+        report.already_current,
+        report.kek_id
+    );
+    if report.changed_meanwhile > 0 {
+        eprintln!(
+            "{} data keys changed while being re-wrapped (another run, or shredded) and were left as they were",
+            report.changed_meanwhile
+        );
+    }
+    if report.remaining > 0 {
+        eprintln!(
+            "warning: {} data keys were created under another key-encryption key during the run; once every server has [keys.kek] = {}, run rotate-kek again",
+            report.remaining, report.kek_id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses to start when a local master key file is missing, rather than letting the keyring
+/// generate one: a new current KEK that no server knows would make every re-wrapped key
+/// unreadable to them, and a new "previous" KEK opens nothing.
+fn ensure_master_key_exists(config: &Config, name: &str, kek: &KekConfig) -> anyhow::Result<()> {
+    if kek.provider != KekProvider::Local || !kek.master_key.is_empty() {
+        return Ok(());
+    }
+    let path = config.master_key_file(kek);
+    anyhow::ensure!(
+        path.exists(),
+        "{name}: the master key file {} does not exist; rotate-kek does not generate keys: configure the servers with the new key-encryption key (as [keys.kek] or [[keys.previous]]) and start them first, or point {name}.master_key_file at the existing key",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Shows rotation progress on stderr: a progress bar on a terminal, a plain line every few
+/// seconds otherwise (logs, CI).
+struct ProgressDisplay {
+    kek_id: String,
+    bar: Option<indicatif::ProgressBar>,
+    terminal: bool,
+    last_line: Option<Instant>,
+}
+
+/// How often the plain progress line is printed when stderr is not a terminal.
+const PROGRESS_LINE_INTERVAL: Duration = Duration::from_secs(2);
+
+impl ProgressDisplay {
+    fn new(kek_id: &str) -> Self {
+        Self {
+            kek_id: kek_id.to_owned(),
+            bar: None,
+            terminal: std::io::stderr().is_terminal(),
+            last_line: None,
+        }
+    }
+
+    fn update(&mut self, progress: RotationProgress) {
+        let RotationProgress { done, total } = progress;
+        if self.last_line.is_none() {
+            eprintln!(
+                "rotate-kek: {total} data keys to re-wrap under {}",
+                self.kek_id
+            );
+            self.last_line = Some(Instant::now());
+            if self.terminal {
+                let bar = indicatif::ProgressBar::new(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{wide_bar} {pos}/{len} data keys ({rate}/s, {eta} left)",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .with_key(
+                        "rate",
+                        |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                            let _ = write!(out, "{:.0}", state.per_sec());
+                        },
+                    ),
+                );
+                self.bar = Some(bar);
+            }
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_length(total.max(done));
+            bar.set_position(done);
+        } else if done > 0
+            && self
+                .last_line
+                .is_some_and(|last| last.elapsed() >= PROGRESS_LINE_INTERVAL)
+        {
+            eprintln!("rotate-kek: {done}/{total} data keys re-wrapped");
+            self.last_line = Some(Instant::now());
+        }
+    }
+
+    /// Clears the bar after success (the count follows on stdout); leaves it where it stopped
+    /// after a failure.
+    fn finish(&self, succeeded: bool) {
+        if let Some(bar) = &self.bar {
+            if succeeded {
+                bar.finish_and_clear();
+            } else {
+                bar.abandon();
+            }
+        }
+    }
+}
+
+/// `admin verify-audit`: exit 0 with the row count when the chain is intact, 2 with the first
+/// break otherwise.
+async fn verify_audit(config: &Config) -> anyhow::Result<ExitCode> {
+    let key_file = config.audit_chain_key_file();
+    // Loading the key would otherwise generate a new one, and every row would look forged.
+    anyhow::ensure!(
+        key_file.exists(),
+        "the audit chain key file {} does not exist: point [audit] chain_key_file (or data_dir) at the key the servers use",
+        key_file.display()
+    );
+    let store = open_store(config).await?;
+    let report = audit_log(config, &store)?.verify().await;
+    store.close().await;
+    let report = report.context("reading the audit log")?;
+    match report.first_break {
+        None => {
+            println!("audit log intact: {} rows", report.rows);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(first_break) => {
+            println!("audit log broken: {first_break}");
+            Ok(ExitCode::from(2))
         }
     }
 }

@@ -2,6 +2,7 @@
 //! grpc-web, a fresh database per test (SQLite, or PostgreSQL with
 //! `ASSISTD_TEST_DATABASE_URL`).
 
+mod admin;
 mod apikey;
 mod auth;
 mod helpers;

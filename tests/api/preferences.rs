@@ -691,27 +691,43 @@ async fn watch_crosses_replicas_on_postgresql_only() {
         // user nobody watches.
         let other = app.token_for(app.create_user().await);
         let mut here = app.preferences().await;
-        let before = here.get_preferences(authed(pb::GetPreferencesRequest {}, &other)).await.unwrap();
+        let before = here
+            .get_preferences(authed(pb::GetPreferencesRequest {}, &other))
+            .await
+            .unwrap();
         assert_eq!(before.into_inner().preferences.unwrap().timezone, "UTC");
         replica
             .preferences()
             .await
             .update_preferences(authed(
-                update(&["timezone"], pb::Preferences { timezone: "Asia/Seoul".into(), ..Default::default() }, ""),
+                update(
+                    &["timezone"],
+                    pb::Preferences {
+                        timezone: "Asia/Seoul".into(),
+                        ..Default::default()
+                    },
+                    "",
+                ),
                 &other,
             ))
             .await
             .unwrap();
         let mut seen = String::new();
         for _ in 0..100 {
-            let now = here.get_preferences(authed(pb::GetPreferencesRequest {}, &other)).await.unwrap();
+            let now = here
+                .get_preferences(authed(pb::GetPreferencesRequest {}, &other))
+                .await
+                .unwrap();
             seen = now.into_inner().preferences.unwrap().timezone;
             if seen == "Asia/Seoul" {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(seen, "Asia/Seoul", "the cached read was not invalidated within 5 s");
+        assert_eq!(
+            seen, "Asia/Seoul",
+            "the cached read was not invalidated within 5 s"
+        );
     } else {
         // SQLite is the single-server deployment: two processes on one file do not notify
         // each other (README, "Replicas"). This pins that documented behaviour.

@@ -4,8 +4,10 @@
 
 mod api_keys;
 mod preferences;
+mod rotation;
 mod secrets;
 
 pub use api_keys::ApiKeyVault;
 pub use preferences::{PreferencesService, PreferencesWatch};
+pub use rotation::{RotationError, RotationProgress, RotationReport, rotate_data_keys};
 pub use secrets::{SecretSealer, UserDataKey};

@@ -242,7 +242,7 @@ impl Application {
         let addresses = ClientAddressPolicy::new(config.server.trusted_proxies.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        spawn_health_probe(health, store.clone(), shutdown.child_token());
+        start_health_probe(health, store.clone(), shutdown.child_token()).await;
 
         // Each reflection version also describes the other, so both list the same services.
         let reflection = || {
@@ -413,34 +413,47 @@ impl Application {
     }
 }
 
-/// Keeps grpc.health.v1 statuses current: the overall status ("") and the implemented services
-/// follow the database; planned services report NOT_SERVING until they ship.
-fn spawn_health_probe(health: HealthReporter, store: Store, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        for (service, _) in PLANNED_SERVICES {
-            health
-                .set_service_status(*service, ServingStatus::NotServing)
-                .await;
+/// The status the database's answer implies.
+async fn probe(store: &Store) -> ServingStatus {
+    match store.ping().await {
+        Ok(()) => ServingStatus::Serving,
+        Err(err) => {
+            tracing::warn!(error = %err, "database health probe failed");
+            ServingStatus::NotServing
         }
-        let mut last = None;
+    }
+}
+
+/// Sets the implemented services' statuses, then the overall one: a client that sees ""
+/// SERVING can rely on every service's status being set.
+async fn report(health: &HealthReporter, status: ServingStatus) {
+    for service in SERVED_SERVICES {
+        health.set_service_status(service, status).await;
+    }
+    health.set_service_status("", status).await;
+}
+
+/// Sets every status before the server accepts its first call, then keeps them current: the
+/// overall status ("") and the implemented services follow the database; planned services
+/// report NOT_SERVING until they ship.
+async fn start_health_probe(health: HealthReporter, store: Store, shutdown: CancellationToken) {
+    for (service, _) in PLANNED_SERVICES {
+        health
+            .set_service_status(*service, ServingStatus::NotServing)
+            .await;
+    }
+    let mut last = probe(&store).await;
+    report(&health, last).await;
+    tokio::spawn(async move {
         loop {
-            let status = match store.ping().await {
-                Ok(()) => ServingStatus::Serving,
-                Err(err) => {
-                    tracing::warn!(error = %err, "database health probe failed");
-                    ServingStatus::NotServing
-                }
-            };
-            if last != Some(status) {
-                health.set_service_status("", status).await;
-                for service in SERVED_SERVICES {
-                    health.set_service_status(service, status).await;
-                }
-                last = Some(status);
-            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(HEALTH_PROBE_INTERVAL) => {}
+            }
+            let status = probe(&store).await;
+            if status != last {
+                report(&health, status).await;
+                last = status;
             }
         }
     });

@@ -424,3 +424,66 @@ async fn a_thousand_reveals_with_a_warm_cache_make_at_most_one_kms_decrypt() {
         "1,000 more with a warm cache, no further Decrypt"
     );
 }
+
+#[tokio::test]
+async fn destroying_the_data_key_makes_every_secret_unreadable() {
+    let app = spawn_app().await;
+    app.gemini.allow_key(GOOD_KEY);
+    let user = app.create_user().await;
+    let bystander = app.create_user().await;
+    let mut keys = UserApiKeyServiceClient::new(app.channel().await);
+    for who in [user, bystander] {
+        keys.set_api_key(authed(
+            pb::SetApiKeyRequest {
+                provider: Provider::Gemini.into(),
+                api_key: GOOD_KEY.into(),
+                allow_unverified: false,
+            },
+            &app.token_for(who),
+        ))
+        .await
+        .unwrap();
+    }
+    // Warm the cache, then shred: the cached copy must go too.
+    app.vault
+        .reveal(user, DomainProvider::Gemini)
+        .await
+        .unwrap();
+    app.sealer
+        .shred(app.store.connection(), user)
+        .await
+        .unwrap();
+    assert!(
+        app.vault
+            .reveal(user, DomainProvider::Gemini)
+            .await
+            .is_err()
+    );
+    assert!(
+        app.store
+            .data_keys()
+            .get(app.store.connection(), user)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The ciphertext is still stored, and useless.
+    assert!(
+        app.store
+            .api_keys()
+            .get(app.store.connection(), user, DomainProvider::Gemini)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        app.vault
+            .reveal(bystander, DomainProvider::Gemini)
+            .await
+            .unwrap()
+            .expose_secret_str()
+            .unwrap(),
+        GOOD_KEY,
+        "other users are unaffected"
+    );
+}

@@ -69,12 +69,7 @@ impl std::fmt::Debug for Application {
 
 /// Creates the data directory with mode 0700 if it is missing.
 fn create_data_dir(config: &Config) -> anyhow::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(&config.data_dir)
+    assistd_domain::secret_file::create_private_dir(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))
 }
 

@@ -41,19 +41,24 @@ impl ApiKeyApi {
     }
 }
 
-/// The provider a request names.
-fn provider(value: i32) -> Result<Provider, Status> {
+/// The provider a request names, or the violation of field `provider`.
+fn parse_provider(value: i32) -> Result<Provider, FieldViolation> {
     match pb::Provider::try_from(value) {
         Ok(pb::Provider::Gemini) => Ok(Provider::Gemini),
-        Ok(pb::Provider::Unspecified) => Err(invalid_field(
+        Ok(pb::Provider::Unspecified) => Err(FieldViolation::new(
             "provider",
             "choose a provider, e.g. PROVIDER_GEMINI",
         )),
-        Err(_) => Err(invalid_field(
+        Err(_) => Err(FieldViolation::new(
             "provider",
             format!("unknown provider {value}; PROVIDER_GEMINI is supported"),
         )),
     }
+}
+
+/// The provider a request names, as a status on failure.
+fn provider(value: i32) -> Result<Provider, Status> {
+    parse_provider(value).map_err(|violation| status(violation.into()))
 }
 
 fn to_proto(info: ApiKeyInfo) -> pb::ApiKey {
@@ -136,13 +141,10 @@ impl pb::user_api_key_service_server::UserApiKeyService for ApiKeyApi {
         let request = request.into_inner();
         let key = Secret::from(request.api_key);
         let mut violations = Vec::new();
-        let provider = match provider(request.provider) {
+        let provider = match parse_provider(request.provider) {
             Ok(provider) => Some(provider),
-            Err(_) => {
-                violations.push(FieldViolation::new(
-                    "provider",
-                    "choose a provider, e.g. PROVIDER_GEMINI",
-                ));
+            Err(violation) => {
+                violations.push(violation);
                 None
             }
         };

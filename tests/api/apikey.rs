@@ -127,7 +127,11 @@ async fn set_get_list_validate_delete() {
         .api_key
         .unwrap();
     assert_eq!(validated.status(), ApiKeyStatus::Invalid);
-    assert!(validated.status_detail.contains("rejected") || !validated.status_detail.is_empty());
+    assert!(
+        validated.status_detail.contains("rejected"),
+        "{}",
+        validated.status_detail
+    );
 
     // Replacing keeps one key and says so.
     let second = "AIzaSyD-second-0123456789abcdefghijwxyz";

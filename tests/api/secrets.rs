@@ -444,15 +444,16 @@ async fn destroying_the_data_key_makes_every_secret_unreadable() {
         .await
         .unwrap();
     }
-    // Warm the cache, then shred: the cached copy must go too.
-    app.vault
-        .reveal(user, DomainProvider::Gemini)
-        .await
-        .unwrap();
+    // Warm the cache, then shred: the unwrapped copy is dropped from memory too.
+    for who in [user, bystander] {
+        app.vault.reveal(who, DomainProvider::Gemini).await.unwrap();
+    }
+    let cached_before = app.sealer.cache().stats().entries;
     app.sealer
         .shred(app.store.connection(), user)
         .await
         .unwrap();
+    assert_eq!(app.sealer.cache().stats().entries, cached_before - 1);
     assert!(
         app.vault
             .reveal(user, DomainProvider::Gemini)

@@ -110,9 +110,20 @@ impl ApiKeyVault {
         let text = key
             .expose_secret_str()
             .map_err(|_| Error::invalid_field("api_key", "the API key must be ASCII text"))?;
+        // A token can outlive its account; refuse before asking the key service for anything.
+        if let Err(Error::NotFound { .. }) = self.store.users().get(user).await {
+            return Err(Error::Unauthenticated {
+                reason: ErrorReason::AccountNotFound,
+                message: "the account this access token belongs to no longer exists; sign in again"
+                    .into(),
+            });
+        }
         let (status, detail, validated_at) = match self.verdict(provider, text).await {
             Verdict::Valid => (ApiKeyStatus::Valid, None, Some(Utc::now())),
-            Verdict::Rejected(detail) => return Err(rejected(provider, &detail)),
+            Verdict::Rejected(detail) => {
+                self.record_rejection(user, context, provider).await?;
+                return Err(rejected(provider, &detail));
+            }
             Verdict::Unreachable(_) if allow_unverified => (
                 ApiKeyStatus::Unverified,
                 Some(format!(
@@ -123,10 +134,14 @@ impl ApiKeyVault {
             ),
             Verdict::Unreachable(err) => return Err(err),
         };
+        // Seal before taking the write lock: unwrapping the data key may call KMS, and on
+        // SQLite no other writer should wait for that. The row id the ciphertext is bound to
+        // is the existing row's; `put` re-checks it inside the transaction.
         let data_key = self.sealer.data_key(user).await?;
-        let txn = self.store.begin_write().await?;
         let repository = self.store.api_keys();
-        let existing = repository.get(&txn, user, provider).await?;
+        let existing = repository
+            .get(self.store.connection(), user, provider)
+            .await?;
         let id = existing.as_ref().map_or_else(uuid::Uuid::now_v7, |e| e.id);
         let sealed = self
             .sealer
@@ -137,6 +152,7 @@ impl ApiKeyVault {
                 key.expose_secret(),
             )
             .await?;
+        let txn = self.store.begin_write().await?;
         let hint = key_hint(text);
         let (stored, replaced) = repository
             .put(
@@ -214,7 +230,7 @@ impl ApiKeyVault {
         context: &RequestContext,
         provider: Provider,
     ) -> Result<ApiKeyInfo> {
-        let secret = self
+        let (stored, secret) = self
             .open(user, provider)
             .await?
             .ok_or_else(|| not_found(provider))?;
@@ -223,17 +239,36 @@ impl ApiKeyVault {
             .map_err(|_| Error::internal("a stored API key is not UTF-8"))?;
         let (status, detail) = match self.verdict(provider, text).await {
             Verdict::Valid => (ApiKeyStatus::Valid, None),
-            Verdict::Rejected(detail) => (ApiKeyStatus::Invalid, Some(detail)),
+            Verdict::Rejected(detail) => (
+                ApiKeyStatus::Invalid,
+                Some(format!(
+                    "{} rejected this API key: {detail}",
+                    provider_name(provider)
+                )),
+            ),
             Verdict::Unreachable(err) => return Err(err),
         };
         drop(secret);
         let txn = self.store.begin_write().await?;
-        let stored = self
+        // Only the key that was checked gets the verdict: if it was replaced meanwhile, the new
+        // key keeps its own status and is returned as it stands.
+        let Some(updated) = self
             .store
             .api_keys()
-            .set_status(&txn, user, provider, status, detail, Some(Utc::now()))
+            .set_status(
+                &txn,
+                user,
+                provider,
+                &stored.sealed,
+                status,
+                detail,
+                Some(Utc::now()),
+            )
             .await?
-            .ok_or_else(|| not_found(provider))?;
+        else {
+            drop(txn);
+            return self.get(user, provider).await;
+        };
         self.audit
             .append(
                 &txn,
@@ -252,7 +287,7 @@ impl ApiKeyVault {
             )
             .await?;
         txn.commit().await.map_err(db_error)?;
-        Ok(stored.info)
+        Ok(updated.info)
     }
 
     /// Deletes the user's key for `provider`.
@@ -292,7 +327,7 @@ impl ApiKeyVault {
     /// FAILED_PRECONDITION (`API_KEY_MISSING`) when none is stored; key-service and database
     /// failures.
     pub async fn reveal(&self, user: UserId, provider: Provider) -> Result<Secret> {
-        let secret = self
+        let (_, secret) = self
             .open(user, provider)
             .await?
             .ok_or_else(|| missing(provider))?;
@@ -303,26 +338,37 @@ impl ApiKeyVault {
         Ok(secret)
     }
 
-    /// Marks the stored key INVALID after the provider rejected it during use.
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn mark_invalid(&self, user: UserId, provider: Provider, detail: &str) -> Result<()> {
-        self.store
-            .api_keys()
-            .set_status(
-                self.store.connection(),
-                user,
-                provider,
-                ApiKeyStatus::Invalid,
-                Some(detail.to_owned()),
-                None,
+    /// Records a refused attempt to store a key (the provider rejected it), in its own
+    /// transaction: nothing else is written.
+    async fn record_rejection(
+        &self,
+        user: UserId,
+        context: &RequestContext,
+        provider: Provider,
+    ) -> Result<()> {
+        let txn = self.store.begin_write().await?;
+        self.audit
+            .append(
+                &txn,
+                &AuditEvent {
+                    actor: Some(user),
+                    action: AuditAction::ApiKeySet,
+                    target: format!("api_key/{}", provider.as_str()),
+                    outcome: AuditOutcome::Failure,
+                    context: context.clone(),
+                    metadata: BTreeMap::from([("reason".to_owned(), "API_KEY_INVALID".to_owned())]),
+                },
             )
             .await?;
-        Ok(())
+        txn.commit().await.map_err(db_error)
     }
 
-    async fn open(&self, user: UserId, provider: Provider) -> Result<Option<Secret>> {
+    /// The stored key row and the key in the clear, if the user has one.
+    async fn open(
+        &self,
+        user: UserId,
+        provider: Provider,
+    ) -> Result<Option<(assistd_store::StoredApiKey, Secret)>> {
         let Some(stored) = self
             .store
             .api_keys()
@@ -331,15 +377,16 @@ impl ApiKeyVault {
         else {
             return Ok(None);
         };
-        self.sealer
+        let secret = self
+            .sealer
             .open(
                 user,
                 provider.seal_purpose(),
                 &stored.id.to_string(),
                 &stored.sealed,
             )
-            .await
-            .map(Some)
+            .await?;
+        Ok(Some((stored, secret)))
     }
 }
 

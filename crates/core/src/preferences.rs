@@ -24,10 +24,13 @@ const READ_CACHE_CAPACITY: usize = 100_000;
 
 /// Recently read preferences, so the hot read path (every client start, every device) does not
 /// go to the database. Entries only move forward in version, so a slow read that started
-/// before an update can never replace the update's result.
+/// before a local update can never replace the update's result; and a read that started
+/// before an invalidation (a change on another replica) is never stored, because every
+/// invalidation advances `epoch` and reads are offered with the epoch they started in.
 #[derive(Debug, Default)]
 struct ReadCache {
     entries: Mutex<HashMap<UserId, (Preferences, Instant)>>,
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl ReadCache {
@@ -43,8 +46,32 @@ impl ReadCache {
         (stored_at.elapsed() < READ_CACHE_TTL).then(|| preferences.clone())
     }
 
+    /// The invalidation epoch; pass it to [`ReadCache::offer_read`] with what was read.
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stores what a database read that started in `epoch` returned, unless something was
+    /// invalidated since.
+    fn offer_read(&self, epoch: u64, user: UserId, preferences: &Preferences) {
+        let entries = self.lock();
+        // Checked under the lock that invalidations also take, so none can slip between.
+        if self.epoch() == epoch {
+            self.store(entries, user, preferences);
+        }
+    }
+
+    /// Stores the result of a local write (newer than anything cached).
     fn offer(&self, user: UserId, preferences: &Preferences) {
-        let mut entries = self.lock();
+        self.store(self.lock(), user, preferences);
+    }
+
+    fn store(
+        &self,
+        mut entries: std::sync::MutexGuard<'_, HashMap<UserId, (Preferences, Instant)>>,
+        user: UserId,
+        preferences: &Preferences,
+    ) {
         if entries.len() >= READ_CACHE_CAPACITY {
             entries.clear();
         }
@@ -57,11 +84,15 @@ impl ReadCache {
     }
 
     fn forget(&self, user: UserId) {
-        self.lock().remove(&user);
+        let mut entries = self.lock();
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        entries.remove(&user);
     }
 
     fn clear(&self) {
-        self.lock().clear();
+        let mut entries = self.lock();
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        entries.clear();
     }
 }
 
@@ -190,8 +221,9 @@ impl PreferencesService {
         if let Some(cached) = self.cache.get(user) {
             return Ok(cached);
         }
+        let epoch = self.cache.epoch();
         let preferences = self.repository.get(user).await?;
-        self.cache.offer(user, &preferences);
+        self.cache.offer_read(epoch, user, &preferences);
         Ok(preferences)
     }
 

@@ -389,12 +389,15 @@ mod tests {
         *clock.0.lock().unwrap() += chrono::Duration::minutes(11);
         assert_eq!(tokens.verify(&issued.token), Err(TokenError::Expired));
         assert_eq!(tokens.verify(&issued.token), Err(TokenError::Expired));
-        // A token differing in one character is verified on its own, not by memory.
+        // A token differing in one signature character is verified on its own, not by memory.
         *clock.0.lock().unwrap() -= chrono::Duration::minutes(11);
-        let mut forged = issued.token.clone();
-        forged.pop();
-        forged.push('A');
-        assert!(tokens.verify(&forged).is_err() || forged == issued.token);
+        let (signed, signature) = issued.token.rsplit_once('.').unwrap();
+        let mut flipped: Vec<char> = signature.chars().collect();
+        flipped[10] = if flipped[10] == 'A' { 'B' } else { 'A' };
+        let forged = format!("{signed}.{}", flipped.into_iter().collect::<String>());
+        assert_ne!(forged, issued.token);
+        assert_eq!(tokens.verify(&forged), Err(TokenError::BadSignature));
+        assert!(tokens.verify(&issued.token).is_ok());
     }
 
     trait NanosZero {

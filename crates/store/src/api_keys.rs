@@ -140,7 +140,7 @@ impl ApiKeyRepository {
             sealed_key: Set(key.sealed),
             key_hint: Set(key.hint),
             status: Set(key.status.as_str().to_owned()),
-            status_detail: Set(key.status_detail),
+            status_detail: Set(key.status_detail.as_deref().map(clip)),
             created_at: Set(now),
             updated_at: Set(now),
             last_validated_at: Set(key.validated_at),
@@ -163,15 +163,18 @@ impl ApiKeyRepository {
         }
     }
 
-    /// Records the outcome of a validation.
+    /// Records the outcome of a validation of the key whose ciphertext is `checked`. Returns
+    /// `None` when the stored key is no longer that one (replaced or deleted meanwhile).
     ///
     /// # Errors
     /// The database failed.
+    #[allow(clippy::too_many_arguments)]
     pub async fn set_status<C: ConnectionTrait>(
         &self,
         db: &C,
         user: UserId,
         provider: Provider,
+        checked: &[u8],
         status: ApiKeyStatus,
         detail: Option<String>,
         validated_at: Option<DateTime<Utc>>,
@@ -179,10 +182,14 @@ impl ApiKeyRepository {
         let now = Utc::now();
         let mut update = api_keys::Entity::update_many()
             .col_expr(api_keys::Column::Status, Expr::value(status.as_str()))
-            .col_expr(api_keys::Column::StatusDetail, Expr::value(detail))
+            .col_expr(
+                api_keys::Column::StatusDetail,
+                Expr::value(detail.map(|d| clip(&d))),
+            )
             .col_expr(api_keys::Column::UpdatedAt, Expr::value(now))
             .filter(api_keys::Column::UserId.eq(user.as_uuid()))
-            .filter(api_keys::Column::Provider.eq(provider.as_str()));
+            .filter(api_keys::Column::Provider.eq(provider.as_str()))
+            .filter(api_keys::Column::SealedKey.eq(checked.to_vec()));
         if let Some(at) = validated_at {
             update = update.col_expr(api_keys::Column::LastValidatedAt, Expr::value(at));
         }
@@ -240,6 +247,13 @@ impl ApiKeyRepository {
             .map_err(db_error)?;
         Ok(result.rows_affected > 0)
     }
+}
+
+/// Longest status detail stored (the column's width).
+const MAX_STATUS_DETAIL: usize = 500;
+
+fn clip(detail: &str) -> String {
+    detail.chars().take(MAX_STATUS_DETAIL).collect()
 }
 
 fn concurrent_change() -> Error {

@@ -23,7 +23,21 @@ pub use preferences::PreferencesRepository;
 pub use sea_orm::{ConnectionTrait, DatabaseTransaction};
 pub use users::{NewUser, User, UserRepository};
 
-/// Turns a database error into the domain's internal error (the cause is logged, not shown).
+/// Turns a database error into the domain's error: UNAVAILABLE (retryable) when the database
+/// cannot be reached, no pooled connection freed up in time, or SQLite stayed locked past the
+/// busy timeout; INTERNAL otherwise. The cause is logged, never shown.
 pub fn db_error(err: sea_orm::DbErr) -> assistd_domain::Error {
+    let unavailable = matches!(
+        err,
+        sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)
+    ) || err.to_string().contains("database is locked");
+    if unavailable {
+        tracing::warn!(error = %err, "database unavailable");
+        return assistd_domain::Error::Unavailable {
+            reason: assistd_domain::ErrorReason::DependencyUnavailable,
+            message: "the database is busy or unreachable; retry shortly".into(),
+            retry_after: Some(std::time::Duration::from_secs(1)),
+        };
+    }
     assistd_domain::Error::internal(err)
 }

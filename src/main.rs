@@ -65,8 +65,11 @@ enum AdminCommand {
         #[arg(long, default_value_t = 500, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
         batch_size: u64,
     },
-    /// Walk the audit log's hash chain. Exits 0 when it is intact, 2 naming the first row
-    /// that was edited, deleted, inserted or reordered.
+    /// Walk the audit log's hash chain and check its head. Exits 0 when it is intact, printing
+    /// the row count and, on stderr, the head (sequence number and hash); 2 naming the first
+    /// row that was edited, deleted, inserted or reordered, or a rewritten head. Record the
+    /// head outside the database: rolling the log back to an earlier genuine head is only
+    /// noticed by comparing with such a record (that row must still carry that hash).
     VerifyAudit,
 }
 
@@ -262,7 +265,9 @@ impl ProgressDisplay {
 }
 
 /// `admin verify-audit`: exit 0 with the row count when the chain is intact, 2 with the first
-/// break otherwise.
+/// break otherwise. On success the head (sequence number and full hash) goes to stderr, so
+/// stdout keeps its one-line form; the operator records it outside the database, because a
+/// rollback to an earlier genuine head cannot be detected from inside it.
 async fn verify_audit(config: &Config) -> anyhow::Result<ExitCode> {
     let key_file = config.audit_chain_key_file();
     // Loading the key would otherwise generate a new one, and every row would look forged.
@@ -278,6 +283,10 @@ async fn verify_audit(config: &Config) -> anyhow::Result<ExitCode> {
     match report.first_break {
         None => {
             println!("audit log intact: {} rows", report.rows);
+            eprintln!(
+                "audit log head: {} {} (keep it outside the database to detect a later rollback)",
+                report.head_seq, report.head_hash
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(first_break) => {

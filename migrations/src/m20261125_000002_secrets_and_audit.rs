@@ -82,12 +82,17 @@ impl MigrationTrait for Migration {
             .await?;
 
         // The audit log keeps rows of deleted users (pseudonymously), so it has no foreign key.
+        // Sequence numbers start at 1; verification also flags any row below that.
         manager
             .create_table(
                 Table::create()
                     .table(AuditEvents::Table)
                     .if_not_exists()
-                    .col(big_integer(AuditEvents::Seq).primary_key())
+                    .col(
+                        big_integer(AuditEvents::Seq)
+                            .primary_key()
+                            .check(("ck_audit_events_seq", Expr::col(AuditEvents::Seq).gt(0))),
+                    )
                     .col(uuid_uniq(AuditEvents::Id))
                     .col(timestamp_with_time_zone(AuditEvents::OccurredAt))
                     .col(uuid_null(AuditEvents::ActorUserId))
@@ -114,9 +119,11 @@ impl MigrationTrait for Migration {
             )
             .await?;
 
-        // One row: the sequence number and hash of the newest audit row. Appenders lock it
-        // first, which serialises them on both engines and lets verification notice a
-        // truncated tail.
+        // One row: the sequence number and hash of the newest audit row, and an HMAC over both
+        // with the audit chain key. Appenders lock it first, which serialises them on both
+        // engines and lets verification notice a truncated tail. The key is not known here,
+        // so the genesis head (0, GENESIS_HASH) gets an empty MAC, which verification accepts
+        // for that state only.
         manager
             .create_table(
                 Table::create()
@@ -125,6 +132,7 @@ impl MigrationTrait for Migration {
                     .col(integer(AuditChainHead::Id).primary_key())
                     .col(big_integer(AuditChainHead::Seq))
                     .col(string_len(AuditChainHead::LastHash, 64))
+                    .col(string_len(AuditChainHead::HeadMac, 64))
                     .to_owned(),
             )
             .await?;
@@ -136,8 +144,9 @@ impl MigrationTrait for Migration {
                         AuditChainHead::Id,
                         AuditChainHead::Seq,
                         AuditChainHead::LastHash,
+                        AuditChainHead::HeadMac,
                     ])
-                    .values_panic([1.into(), 0i64.into(), GENESIS_HASH.into()])
+                    .values_panic([1.into(), 0i64.into(), GENESIS_HASH.into(), "".into()])
                     .to_owned(),
             )
             .await?;
@@ -248,4 +257,5 @@ enum AuditChainHead {
     Id,
     Seq,
     LastHash,
+    HeadMac,
 }

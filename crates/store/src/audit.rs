@@ -1,10 +1,24 @@
 //! The audit log: append-only, tamper-evident. Each row stores an HMAC-SHA256 over its own
 //! content and its predecessor's hash, keyed with a chain key kept outside the database, so
 //! someone who can write to the database but does not hold the key can neither edit, insert
-//! nor re-chain rows unnoticed. A single head row holds the newest sequence number and hash.
-//! Appending locks the head first, so appenders are serialised on both engines and the chain
-//! never forks. [`AuditLog::verify`] walks the chain and names the first row that was edited,
-//! deleted, inserted or reordered.
+//! nor re-chain rows unnoticed. A single head row holds the newest sequence number and hash,
+//! with an HMAC of its own, so the newest rows cannot be deleted by moving the head back to a
+//! state it never had. Appending locks the head first, inside the caller's transaction, so
+//! appenders are serialised on both engines and the chain never forks. [`AuditLog::verify`]
+//! walks the chain and names the first row that was edited, deleted, inserted or reordered.
+//!
+//! # What stays undetectable from inside the database
+//!
+//! Someone with write access who kept a copy of an earlier head row (sequence number, hash
+//! and its genuine MAC) can delete every row after it and put that head back: the chain then
+//! verifies as intact, only shorter, and later appends continue from there. The empty log's
+//! head needs no copy (sequence 0, [`GENESIS_HASH`], empty MAC), so deleting every row and
+//! resetting the head to it goes unnoticed alike. Only a record kept outside the database
+//! exposes this: `assistd admin verify-audit` prints the head (sequence number and full hash)
+//! of an intact chain, and an operator who stores it elsewhere can later check that the row
+//! with that sequence number still carries that hash (or that the head is still the same when
+//! nothing was appended since). As each row's MAC covers its predecessor's hash, that one row
+//! vouches for every row before it.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +28,7 @@ use aws_lc_rs::hmac;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
 
@@ -30,7 +44,8 @@ const VERIFY_BATCH: u64 = 1000;
 /// One stored audit row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord {
-    /// Position in the chain, from 1.
+    /// Position in the chain, from 1 (a row below 1 is a forgery: see
+    /// [`ChainBreak::BeforeStart`]).
     pub seq: i64,
     /// Public id of the event.
     pub id: uuid::Uuid,
@@ -76,6 +91,20 @@ pub enum ChainBreak {
         /// The row whose `prev_hash` does not match its predecessor.
         seq: i64,
     },
+    /// A row numbered below 1, where the chain starts: it was inserted by someone writing to
+    /// the database directly, and would otherwise be listed without ever being verified.
+    BeforeStart {
+        /// The row's sequence number.
+        seq: i64,
+    },
+    /// The head row's sequence number and hash do not match its MAC: it was rewritten by
+    /// someone without the chain key, typically to hide rows deleted from the end. Once an
+    /// appender finds the head forged it keeps the head's MAC empty, so the break stays
+    /// visible after later appends instead of being laundered by them.
+    HeadForged {
+        /// Newest sequence number according to the head.
+        head_seq: i64,
+    },
     /// The head records a different newest row than the table holds: rows were deleted from
     /// the end, or appended without going through the head.
     HeadMismatch {
@@ -107,6 +136,14 @@ impl std::fmt::Display for ChainBreak {
                 "row {seq} does not follow row {}: a row was inserted, replaced or reordered there",
                 seq - 1
             ),
+            Self::BeforeStart { seq } => write!(
+                f,
+                "row {seq} precedes row 1, where the chain starts: it was inserted"
+            ),
+            Self::HeadForged { head_seq } => write!(
+                f,
+                "the chain head (row {head_seq}) does not match its MAC: it was rewritten, e.g. to hide rows deleted from the end"
+            ),
             Self::HeadMismatch { head_seq, last_seq } => write!(
                 f,
                 "the newest row is {last_seq} but the chain head records {head_seq}: rows were deleted from or appended to the end"
@@ -122,6 +159,12 @@ pub struct ChainReport {
     pub rows: u64,
     /// The first break, or `None` when the whole chain is intact.
     pub first_break: Option<ChainBreak>,
+    /// The head's sequence number as read (0 for an empty log). Of an intact chain, record it
+    /// with [`Self::head_hash`] outside the database: rolling the head back to a state it
+    /// really had, with its genuine MAC, can only be noticed by comparing with such a record.
+    pub head_seq: i64,
+    /// The head's hash as read: the hash of row [`Self::head_seq`], or [`GENESIS_HASH`].
+    pub head_hash: String,
 }
 
 /// The secret that keys the chain's HMACs. Without it rows cannot be forged; with a lost key
@@ -207,6 +250,31 @@ fn chain_hash(key: &AuditChainKey, row: &audit_events::Model) -> String {
         row.prev_hash,
     ])
     .to_string();
+    sign_hex(key, &canonical)
+}
+
+/// The head's MAC over its sequence number and hash. The leading label keeps it apart from
+/// any row's MAC, whose encoding starts with a number.
+fn head_mac(key: &AuditChainKey, seq: i64, last_hash: &str) -> String {
+    let canonical = serde_json::json!(["audit_chain_head", seq, last_hash]).to_string();
+    sign_hex(key, &canonical)
+}
+
+/// Whether `mac` is the head's genuine MAC for (`seq`, `last_hash`). The head the migration
+/// inserts cannot be MACed there (the key is not known at migration time), so an empty MAC is
+/// accepted for exactly that state: sequence 0 and [`GENESIS_HASH`].
+fn head_mac_valid(key: &AuditChainKey, seq: i64, last_hash: &str, mac: &str) -> bool {
+    if mac.is_empty() {
+        return seq == 0 && last_hash == GENESIS_HASH;
+    }
+    aws_lc_rs::constant_time::verify_slices_are_equal(
+        head_mac(key, seq, last_hash).as_bytes(),
+        mac.as_bytes(),
+    )
+    .is_ok()
+}
+
+fn sign_hex(key: &AuditChainKey, canonical: &str) -> String {
     let tag = hmac::sign(&key.0, canonical.as_bytes());
     tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -220,24 +288,39 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 impl AuditLog {
-    /// Appends `event`. Call it on the transaction that makes the audited change, so both
-    /// commit or neither does; the head row lock it takes is held until that commit.
+    /// Appends `event` within `txn`, the transaction that makes the audited change, so both
+    /// commit or neither does. It takes a transaction, not any connection, because its three
+    /// statements (advance the head, insert the row, store the new hash) must commit together,
+    /// and the head row lock the first takes must be held until then so concurrent appends
+    /// cannot fork the chain.
+    ///
+    /// If the head found does not match its MAC (see [`ChainBreak::HeadForged`]), the event is
+    /// still appended, but the new head is left without a MAC: MACing it would launder the
+    /// forgery, and refusing would block every audited change.
     ///
     /// # Errors
     /// The database failed.
-    pub async fn append<C: ConnectionTrait>(&self, db: &C, event: &AuditEvent) -> Result<()> {
+    pub async fn append(&self, txn: &DatabaseTransaction, event: &AuditEvent) -> Result<()> {
         let head = audit_chain_head::Entity::update_many()
             .col_expr(
                 audit_chain_head::Column::Seq,
                 Expr::col(audit_chain_head::Column::Seq).add(1),
             )
             .filter(audit_chain_head::Column::Id.eq(HEAD_ID))
-            .exec_with_returning(db)
+            .exec_with_returning(txn)
             .await
             .map_err(db_error)?
             .into_iter()
             .next()
             .ok_or_else(|| Error::internal("the audit chain head row is missing"))?;
+        // The returned row has the new sequence number but still the previous hash and MAC.
+        let head_intact = head_mac_valid(&self.key, head.seq - 1, &head.last_hash, &head.head_mac);
+        if !head_intact {
+            tracing::error!(
+                head_seq = head.seq - 1,
+                "the audit chain head does not match its MAC: it was rewritten outside assistd; appending without a head MAC"
+            );
+        }
         let occurred_at = Utc::now()
             .duration_trunc(TimeDelta::microseconds(1))
             .map_err(Error::internal)?;
@@ -266,15 +349,21 @@ impl AuditLog {
             hash: String::new(),
         };
         row.hash = chain_hash(&self.key, &row);
+        let new_mac = if head_intact {
+            head_mac(&self.key, row.seq, &row.hash)
+        } else {
+            String::new()
+        };
         let hash = row.hash.clone();
         audit_events::ActiveModel::from(row)
-            .insert(db)
+            .insert(txn)
             .await
             .map_err(db_error)?;
         audit_chain_head::Entity::update_many()
             .col_expr(audit_chain_head::Column::LastHash, Expr::value(hash))
+            .col_expr(audit_chain_head::Column::HeadMac, Expr::value(new_mac))
             .filter(audit_chain_head::Column::Id.eq(HEAD_ID))
-            .exec(db)
+            .exec(txn)
             .await
             .map_err(db_error)?;
         Ok(())
@@ -314,64 +403,83 @@ impl AuditLog {
         Ok(rows.into_iter().map(record).collect())
     }
 
-    /// Walks the whole chain in sequence order and reports the first break.
+    /// Walks the whole chain in sequence order, every row whatever its sequence number, then
+    /// checks the head's MAC and that it points at the newest row, and reports the first
+    /// break.
+    ///
+    /// An intact report proves the chain was extended only with the key and lost nothing
+    /// before its head, but not that the head is the newest one there ever was: see the
+    /// module documentation, and record [`ChainReport::head_seq`] and
+    /// [`ChainReport::head_hash`] outside the database to notice a rollback.
     ///
     /// # Errors
     /// The database failed.
     pub async fn verify(&self) -> Result<ChainReport> {
         let db = self.store.connection();
-        let mut expected_seq = 1;
-        let mut expected_prev = GENESIS_HASH.to_owned();
-        let mut rows = 0;
-        let mut last_seq = 0;
-        loop {
-            let batch = audit_events::Entity::find()
-                .filter(audit_events::Column::Seq.gt(last_seq))
-                .order_by_asc(audit_events::Column::Seq)
-                .limit(VERIFY_BATCH)
-                .all(db)
-                .await
-                .map_err(db_error)?;
-            if batch.is_empty() {
-                break;
-            }
-            for row in batch {
-                rows += 1;
-                let found = |first_break| {
-                    Ok(ChainReport {
-                        rows,
-                        first_break: Some(first_break),
-                    })
-                };
-                if chain_hash(&self.key, &row) != row.hash {
-                    return found(ChainBreak::Forged { seq: row.seq });
-                }
-                if row.seq != expected_seq {
-                    return found(ChainBreak::Missing {
-                        expected_seq,
-                        found_seq: row.seq,
-                    });
-                }
-                if row.prev_hash != expected_prev {
-                    return found(ChainBreak::Unlinked { seq: row.seq });
-                }
-                expected_seq = row.seq + 1;
-                last_seq = row.seq;
-                expected_prev = row.hash;
-            }
-        }
         let head = audit_chain_head::Entity::find_by_id(HEAD_ID)
             .one(db)
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::internal("the audit chain head row is missing"))?;
-        let first_break = (head.seq != last_seq || head.last_hash != expected_prev).then_some(
-            ChainBreak::HeadMismatch {
-                head_seq: head.seq,
-                last_seq,
-            },
-        );
-        Ok(ChainReport { rows, first_break })
+        let mut report = ChainReport {
+            rows: 0,
+            first_break: None,
+            head_seq: head.seq,
+            head_hash: head.last_hash.clone(),
+        };
+        let mut expected_seq = 1;
+        let mut expected_prev = GENESIS_HASH.to_owned();
+        // No lower bound at first: a row numbered 0 or below must be examined too.
+        let mut after: Option<i64> = None;
+        loop {
+            let mut query = audit_events::Entity::find()
+                .order_by_asc(audit_events::Column::Seq)
+                .limit(VERIFY_BATCH);
+            if let Some(after) = after {
+                query = query.filter(audit_events::Column::Seq.gt(after));
+            }
+            let batch = query.all(db).await.map_err(db_error)?;
+            if batch.is_empty() {
+                break;
+            }
+            for row in batch {
+                report.rows += 1;
+                let first_break = if row.seq < expected_seq {
+                    Some(ChainBreak::BeforeStart { seq: row.seq })
+                } else if chain_hash(&self.key, &row) != row.hash {
+                    Some(ChainBreak::Forged { seq: row.seq })
+                } else if row.seq != expected_seq {
+                    Some(ChainBreak::Missing {
+                        expected_seq,
+                        found_seq: row.seq,
+                    })
+                } else if row.prev_hash != expected_prev {
+                    Some(ChainBreak::Unlinked { seq: row.seq })
+                } else {
+                    None
+                };
+                if first_break.is_some() {
+                    report.first_break = first_break;
+                    return Ok(report);
+                }
+                after = Some(row.seq);
+                expected_seq = row.seq + 1;
+                expected_prev = row.hash;
+            }
+        }
+        let last_seq = expected_seq - 1;
+        report.first_break =
+            if !head_mac_valid(&self.key, head.seq, &head.last_hash, &head.head_mac) {
+                Some(ChainBreak::HeadForged { head_seq: head.seq })
+            } else if head.seq != last_seq || head.last_hash != expected_prev {
+                Some(ChainBreak::HeadMismatch {
+                    head_seq: head.seq,
+                    last_seq,
+                })
+            } else {
+                None
+            };
+        Ok(report)
     }
 }
 

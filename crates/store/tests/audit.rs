@@ -1,11 +1,12 @@
 //! The audit chain on a real database (SQLite file, or PostgreSQL when
-//! `ASSISTD_TEST_DATABASE_URL` is set): appends, concurrency, and every kind of tampering.
+//! `ASSISTD_TEST_DATABASE_URL` is set): appends, concurrency, and every kind of tampering,
+//! including of the head row.
 
 use std::collections::BTreeMap;
 
 use assistd_domain::UserId;
 use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome, RequestContext};
-use assistd_store::audit::{AuditChainKey, AuditFilter, AuditLog, ChainBreak};
+use assistd_store::audit::{AuditChainKey, AuditFilter, AuditLog, ChainBreak, GENESIS_HASH};
 use assistd_store::{DatabaseSettings, NewUser, Store};
 use sea_orm::{ConnectionTrait, DatabaseBackend, TransactionTrait};
 
@@ -71,6 +72,49 @@ async fn log_of(n: usize) -> (Store, tempfile::TempDir, UserId) {
     (store, dir, user)
 }
 
+/// The stored hash of row `seq`.
+async fn hash_of(store: &Store, seq: i64) -> String {
+    let row = store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            store.connection().get_database_backend(),
+            format!("SELECT hash FROM audit_events WHERE seq = {seq}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get("", "hash").unwrap()
+}
+
+/// The head row as stored: sequence number, hash and MAC.
+async fn head_row(store: &Store) -> (i64, String, String) {
+    let row = store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            store.connection().get_database_backend(),
+            "SELECT seq, last_hash, head_mac FROM audit_chain_head WHERE id = 1",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        row.try_get("", "seq").unwrap(),
+        row.try_get("", "last_hash").unwrap(),
+        row.try_get("", "head_mac").unwrap(),
+    )
+}
+
+/// Overwrites the head row, as someone with write access to the database can.
+async fn set_head(store: &Store, seq: i64, last_hash: &str, head_mac: &str) {
+    store
+        .connection()
+        .execute_unprepared(&format!(
+            "UPDATE audit_chain_head SET seq = {seq}, last_hash = '{last_hash}', head_mac = '{head_mac}' WHERE id = 1"
+        ))
+        .await
+        .unwrap();
+}
+
 /// What an attacker with DDL rights does first: remove the append-only triggers.
 async fn drop_append_only_guard(store: &Store) {
     let sql = match store.connection().get_database_backend() {
@@ -86,6 +130,8 @@ async fn an_untouched_log_verifies() {
     let report = audit(&store).verify().await.unwrap();
     assert_eq!(report.rows, 5);
     assert_eq!(report.first_break, None);
+    assert_eq!(report.head_seq, 5);
+    assert_eq!(report.head_hash, hash_of(&store, 5).await);
 
     let listed = audit(&store)
         .list_for_user(user, None, 10, &AuditFilter::default())
@@ -268,4 +314,151 @@ async fn an_append_rolled_back_with_its_change_leaves_no_trace() {
     assert_eq!(report.first_break, None);
     append(&store, &event(user, AuditAction::ApiKeyDeleted, 10)).await;
     assert_eq!(audit(&store).verify().await.unwrap().first_break, None);
+}
+
+#[tokio::test]
+async fn an_empty_log_verifies_with_the_genesis_head() {
+    let (store, _dir) = fresh_store().await;
+    assert_eq!(
+        head_row(&store).await,
+        (0, GENESIS_HASH.to_owned(), String::new())
+    );
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(report.rows, 0);
+    assert_eq!(report.first_break, None);
+    assert_eq!(
+        (report.head_seq, report.head_hash.as_str()),
+        (0, GENESIS_HASH)
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_tail_hidden_by_rewriting_the_head_is_noticed() {
+    let (store, _dir, user) = log_of(5).await;
+    let (_, _, genuine_mac) = head_row(&store).await;
+    drop_append_only_guard(&store).await;
+    store
+        .connection()
+        .execute_unprepared("DELETE FROM audit_events WHERE seq >= 4")
+        .await
+        .unwrap();
+    let row_3 = hash_of(&store, 3).await;
+    // Without the key the head's MAC can only be left as it was (the MAC of head 5), emptied
+    // (the genesis head's form), or computed with another key.
+    let other_key_mac = {
+        let canonical = format!(r#"["audit_chain_head",3,"{row_3}"]"#);
+        let other = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &[9u8; 32]);
+        let tag = aws_lc_rs::hmac::sign(&other, canonical.as_bytes());
+        tag.as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    for forged_mac in [genuine_mac.as_str(), "", other_key_mac.as_str()] {
+        set_head(&store, 3, &row_3, forged_mac).await;
+        let report = audit(&store).verify().await.unwrap();
+        assert_eq!(report.rows, 3);
+        assert_eq!(
+            report.first_break,
+            Some(ChainBreak::HeadForged { head_seq: 3 }),
+            "head MAC {forged_mac:?}"
+        );
+    }
+
+    // Later genuine appends extend the chain but do not launder the forged head.
+    append(&store, &event(user, AuditAction::ApiKeySet, 6)).await;
+    append(&store, &event(user, AuditAction::ApiKeySet, 7)).await;
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(report.rows, 5);
+    assert_eq!(
+        report.first_break,
+        Some(ChainBreak::HeadForged { head_seq: 5 })
+    );
+}
+
+#[tokio::test]
+async fn a_head_rolled_back_to_a_genuine_earlier_state_shows_only_in_the_reported_head() {
+    let (store, _dir, user) = log_of(3).await;
+    let (seq, last_hash, mac) = head_row(&store).await;
+    append(&store, &event(user, AuditAction::ApiKeySet, 3)).await;
+    append(&store, &event(user, AuditAction::ApiKeySet, 4)).await;
+    let recorded = audit(&store).verify().await.unwrap();
+    assert_eq!(recorded.first_break, None);
+    assert_eq!(recorded.head_seq, 5);
+
+    drop_append_only_guard(&store).await;
+    store
+        .connection()
+        .execute_unprepared("DELETE FROM audit_events WHERE seq >= 4")
+        .await
+        .unwrap();
+    set_head(&store, seq, &last_hash, &mac).await;
+    // Undetectable from inside the database: the chain is intact, only shorter. The head it
+    // reports differs from the one recorded outside, whose row is gone.
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(report.first_break, None);
+    assert_eq!((report.head_seq, report.head_hash), (3, last_hash));
+    assert_ne!(report.head_seq, recorded.head_seq);
+}
+
+#[tokio::test]
+async fn a_row_numbered_below_one_is_refused_and_named() {
+    let (store, _dir, user) = log_of(3).await;
+    let db = store.connection();
+    let new_id = match db.get_database_backend() {
+        DatabaseBackend::Postgres => "gen_random_uuid()",
+        _ => "randomblob(16)",
+    };
+    let insert_copy_of_row_1 = |seq: i64| {
+        format!(
+            "INSERT INTO audit_events (seq, id, occurred_at, actor_user_id, action, target, outcome, request_id, client_ip, user_agent, metadata, prev_hash, hash)
+             SELECT {seq}, {new_id}, occurred_at, actor_user_id, 'api_key_deleted', target, outcome, request_id, client_ip, user_agent, metadata, prev_hash, hash
+             FROM audit_events WHERE seq = 1"
+        )
+    };
+    // The schema refuses it...
+    assert!(
+        db.execute_unprepared(&insert_copy_of_row_1(0))
+            .await
+            .is_err()
+    );
+    assert!(
+        db.execute_unprepared(&insert_copy_of_row_1(-7))
+            .await
+            .is_err()
+    );
+
+    // ...until someone with DDL rights removes the constraint.
+    match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            db.execute_unprepared("ALTER TABLE audit_events DROP CONSTRAINT ck_audit_events_seq")
+                .await
+                .unwrap();
+            db.execute_unprepared(&insert_copy_of_row_1(0))
+                .await
+                .unwrap();
+        }
+        _ => {
+            // One call runs on one pooled connection, where the pragma applies.
+            db.execute_unprepared(&format!(
+                "PRAGMA ignore_check_constraints = ON; {}; PRAGMA ignore_check_constraints = OFF;",
+                insert_copy_of_row_1(0)
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    // The user would see it...
+    let listed = audit(&store)
+        .list_for_user(user, None, 10, &AuditFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [3, 2, 1, 0]
+    );
+    // ...so verification must not skip it.
+    let report = audit(&store).verify().await.unwrap();
+    assert_eq!(report.rows, 1);
+    assert_eq!(report.first_break, Some(ChainBreak::BeforeStart { seq: 0 }));
 }

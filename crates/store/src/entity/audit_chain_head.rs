@@ -1,4 +1,5 @@
-//! The `audit_chain_head` table: one row with the newest audit row's sequence and hash.
+//! The `audit_chain_head` table: one row with the newest audit row's sequence and hash, and
+//! an HMAC-SHA256 over both (empty only for the genesis head the migration inserts).
 
 use sea_orm::entity::prelude::*;
 
@@ -9,6 +10,7 @@ pub struct Model {
     pub id: i32,
     pub seq: i64,
     pub last_hash: String,
+    pub head_mac: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum ErrorReason {
     /// The object changed since the client read it (optimistic concurrency).
     EtagMismatch,
+    /// Another request changed the same object at the same moment; retry.
+    ConcurrentChange,
     /// No access token was presented.
     AccessTokenMissing,
     /// The access token expired; refresh it.
@@ -43,6 +45,7 @@ impl ErrorReason {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::EtagMismatch => "ETAG_MISMATCH",
+            Self::ConcurrentChange => "CONCURRENT_CHANGE",
             Self::AccessTokenMissing => "ACCESS_TOKEN_MISSING",
             Self::AccessTokenExpired => "ACCESS_TOKEN_EXPIRED",
             Self::AccessTokenInvalid => "ACCESS_TOKEN_INVALID",

@@ -258,7 +258,7 @@ fn clip(detail: &str) -> String {
 
 fn concurrent_change() -> Error {
     Error::Aborted {
-        reason: ErrorReason::EtagMismatch,
+        reason: ErrorReason::ConcurrentChange,
         message: "another request changed this API key at the same moment; retry".into(),
     }
 }

@@ -3,10 +3,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use assistd::proto::preferences::v1::preferences_service_client::PreferencesServiceClient;
 use assistd::proto::preferences::v1::{self as pb, Theme};
 use prost_types::FieldMask;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
+use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
 use crate::helpers::{authed, spawn_app};
@@ -29,6 +31,35 @@ fn update(
     }
 }
 
+/// The caller's preferences, read through `client`.
+async fn current(client: &mut PreferencesServiceClient<Channel>, token: &str) -> pb::Preferences {
+    client
+        .get_preferences(authed(pb::GetPreferencesRequest {}, token))
+        .await
+        .unwrap()
+        .into_inner()
+        .preferences
+        .unwrap()
+}
+
+/// Sets the caller's timezone unconditionally through `client`.
+async fn set_timezone(client: &mut PreferencesServiceClient<Channel>, token: &str, timezone: &str) {
+    client
+        .update_preferences(authed(
+            update(
+                &["timezone"],
+                pb::Preferences {
+                    timezone: timezone.into(),
+                    ..Default::default()
+                },
+                "",
+            ),
+            token,
+        ))
+        .await
+        .unwrap();
+}
+
 /// The field paths of the BadRequest violations in `status`.
 fn violated_fields(status: &tonic::Status) -> Vec<String> {
     status
@@ -48,15 +79,7 @@ async fn a_new_user_gets_the_defaults() {
     let app = spawn_app().await;
     let user = app.create_user().await;
     let token = app.token_for(user);
-    let prefs = app
-        .preferences()
-        .await
-        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
-        .await
-        .unwrap()
-        .into_inner()
-        .preferences
-        .unwrap();
+    let prefs = current(&mut app.preferences().await, &token).await;
     assert_eq!(prefs.theme(), Theme::System);
     assert_eq!(prefs.language, "en");
     assert_eq!(prefs.timezone, "UTC");
@@ -71,13 +94,7 @@ async fn update_changes_only_masked_fields_and_survives_a_restart() {
     let user = app.create_user().await;
     let token = app.token_for(user);
     let mut client = app.preferences().await;
-    let before = client
-        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
-        .await
-        .unwrap()
-        .into_inner()
-        .preferences
-        .unwrap();
+    let before = current(&mut client, &token).await;
 
     let updated = client
         .update_preferences(authed(
@@ -133,15 +150,7 @@ async fn update_changes_only_masked_fields_and_survives_a_restart() {
     assert_eq!(light.language, "pt-BR");
 
     let app = app.restart().await;
-    let after_restart = app
-        .preferences()
-        .await
-        .get_preferences(authed(pb::GetPreferencesRequest {}, &app.token_for(user)))
-        .await
-        .unwrap()
-        .into_inner()
-        .preferences
-        .unwrap();
+    let after_restart = current(&mut app.preferences().await, &app.token_for(user)).await;
     assert_eq!(
         after_restart, light,
         "preferences survive a restart unchanged"
@@ -530,20 +539,7 @@ async fn watch_sees_the_current_state_then_changes_from_other_connections() {
     // Another connection (its own HTTP/2 channel) changes the timezone twice.
     let mut other = app.preferences().await;
     for timezone in ["Asia/Tokyo", "America/New_York"] {
-        other
-            .update_preferences(authed(
-                update(
-                    &["timezone"],
-                    pb::Preferences {
-                        timezone: timezone.into(),
-                        ..Default::default()
-                    },
-                    "",
-                ),
-                &token,
-            ))
-            .await
-            .unwrap();
+        set_timezone(&mut other, &token, timezone).await;
         let seen = tokio::time::timeout(Duration::from_secs(5), stream.next())
             .await
             .expect("the watch delivers the change")
@@ -661,22 +657,7 @@ async fn watch_crosses_replicas_on_postgresql_only() {
         .unwrap()
         .into_inner();
     watch.next().await.unwrap().unwrap();
-    replica
-        .preferences()
-        .await
-        .update_preferences(authed(
-            update(
-                &["timezone"],
-                pb::Preferences {
-                    timezone: "Africa/Nairobi".into(),
-                    ..Default::default()
-                },
-                "",
-            ),
-            &token,
-        ))
-        .await
-        .unwrap();
+    set_timezone(&mut replica.preferences().await, &token, "Africa/Nairobi").await;
     let delivered = tokio::time::timeout(Duration::from_secs(5), watch.next()).await;
     if app.config.database.url.starts_with("postgres") {
         let seen = delivered
@@ -691,34 +672,11 @@ async fn watch_crosses_replicas_on_postgresql_only() {
         // user nobody watches.
         let other = app.token_for(app.create_user().await);
         let mut here = app.preferences().await;
-        let before = here
-            .get_preferences(authed(pb::GetPreferencesRequest {}, &other))
-            .await
-            .unwrap();
-        assert_eq!(before.into_inner().preferences.unwrap().timezone, "UTC");
-        replica
-            .preferences()
-            .await
-            .update_preferences(authed(
-                update(
-                    &["timezone"],
-                    pb::Preferences {
-                        timezone: "Asia/Seoul".into(),
-                        ..Default::default()
-                    },
-                    "",
-                ),
-                &other,
-            ))
-            .await
-            .unwrap();
+        assert_eq!(current(&mut here, &other).await.timezone, "UTC");
+        set_timezone(&mut replica.preferences().await, &other, "Asia/Seoul").await;
         let mut seen = String::new();
         for _ in 0..100 {
-            let now = here
-                .get_preferences(authed(pb::GetPreferencesRequest {}, &other))
-                .await
-                .unwrap();
-            seen = now.into_inner().preferences.unwrap().timezone;
+            seen = current(&mut here, &other).await.timezone;
             if seen == "Asia/Seoul" {
                 break;
             }

@@ -135,47 +135,24 @@ impl LocalKek {
     /// # Errors
     /// The file exists but is unreadable or malformed, or cannot be written.
     pub fn load_or_generate(path: &Path) -> Result<Self, CryptoError> {
-        if path.exists() {
-            return Self::load(path);
-        }
-        let io_error = |source| CryptoError::MasterKeyFile {
+        let mut generated = None;
+        let (_, created) = assistd_domain::secret_file::read_or_create(path, || {
+            let kek = Self::generate();
+            let text = Zeroizing::new(kek.file_text().as_bytes().to_vec());
+            generated = Some(kek);
+            text
+        })
+        .map_err(|source| CryptoError::MasterKeyFile {
             path: path.display().to_string(),
             source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(parent).map_err(io_error)?;
-        }
-        let kek = Self::generate();
-        let mut suffix = [0u8; 8];
-        fill_random(&mut suffix);
-        let file_name = path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let staging = path.with_file_name(format!(".{file_name}.{}.tmp", hex(&suffix)));
-        let written = (|| {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&staging)?;
-            std::io::Write::write_all(&mut file, kek.file_text().as_bytes())?;
-            file.sync_all()?;
-            std::fs::hard_link(&staging, path)
-        })();
-        // The staging name is gone either way; the key lives on under `path` or not at all.
-        let _ = std::fs::remove_file(&staging);
-        match written {
-            Ok(()) => {
+        })?;
+        match generated.filter(|_| created) {
+            Some(kek) => {
                 tracing::info!(path = %path.display(), kek_id = %kek.id, "generated a new local master key");
                 Ok(kek)
             }
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
-            Err(err) => Err(io_error(err)),
+            // Another process (or an earlier run) wrote the file: use its key.
+            None => Self::load(path),
         }
     }
 

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_users_and_preferences;
 mod m20261125_000002_secrets_and_audit;
+mod m20261126_000003_chat;
 
 /// Applies assistd's migrations in order.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_users_and_preferences::Migration),
             Box::new(m20261125_000002_secrets_and_audit::Migration),
+            Box::new(m20261126_000003_chat::Migration),
         ]
     }
 }

@@ -44,11 +44,15 @@ pub enum AuditAction {
     ApiKeyRevealed,
     /// The user deleted their account.
     AccountDeleted,
+    /// The user set or changed their monthly token budget.
+    TokenBudgetSet,
+    /// The user cleared their monthly token budget.
+    TokenBudgetCleared,
 }
 
 impl AuditAction {
     /// Every action, for parsing.
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 14] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::TokenRefreshed,
@@ -61,6 +65,8 @@ impl AuditAction {
         Self::ApiKeyDeleted,
         Self::ApiKeyRevealed,
         Self::AccountDeleted,
+        Self::TokenBudgetSet,
+        Self::TokenBudgetCleared,
     ];
 
     /// The stable name stored in the log.
@@ -79,6 +85,8 @@ impl AuditAction {
             Self::ApiKeyDeleted => "api_key_deleted",
             Self::ApiKeyRevealed => "api_key_revealed",
             Self::AccountDeleted => "account_deleted",
+            Self::TokenBudgetSet => "token_budget_set",
+            Self::TokenBudgetCleared => "token_budget_cleared",
         }
     }
 

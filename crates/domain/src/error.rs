@@ -37,6 +37,16 @@ pub enum ErrorReason {
     KeyServiceUnavailable,
     /// The key-encryption service refused: key disabled, pending deletion, access denied.
     KeyServiceRejected,
+    /// A client message id was used before for another session or text.
+    ClientMessageIdConflict,
+    /// The provider does not serve the requested model.
+    ModelNotFound,
+    /// The user's monthly token budget is spent.
+    TokenBudgetExhausted,
+    /// An earlier send with the same client message id is still running.
+    MessageInProgress,
+    /// The provider's stream broke off after part of the reply had arrived.
+    ProviderStreamInterrupted,
 }
 
 impl ErrorReason {
@@ -57,6 +67,11 @@ impl ErrorReason {
             Self::ProviderRateLimited => "PROVIDER_RATE_LIMITED",
             Self::KeyServiceUnavailable => "KEY_SERVICE_UNAVAILABLE",
             Self::KeyServiceRejected => "KEY_SERVICE_REJECTED",
+            Self::ClientMessageIdConflict => "CLIENT_MESSAGE_ID_CONFLICT",
+            Self::ModelNotFound => "MODEL_NOT_FOUND",
+            Self::TokenBudgetExhausted => "TOKEN_BUDGET_EXHAUSTED",
+            Self::MessageInProgress => "MESSAGE_IN_PROGRESS",
+            Self::ProviderStreamInterrupted => "PROVIDER_STREAM_INTERRUPTED",
         }
     }
 }

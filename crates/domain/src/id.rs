@@ -57,6 +57,8 @@ macro_rules! new_uuid {
     };
 }
 
+pub(crate) use new_uuid;
+
 new_uuid!(
     /// Identifies a user account. It is the `sub` of our access tokens.
     UserId

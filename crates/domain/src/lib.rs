@@ -6,6 +6,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod chat;
 mod clock;
 mod error;
 mod id;

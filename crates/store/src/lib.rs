@@ -5,6 +5,7 @@
 
 mod api_keys;
 pub mod audit;
+mod chat;
 mod connect;
 mod data_keys;
 // Entity macros generate `pub` items; the module itself is private to the store.
@@ -15,6 +16,7 @@ mod preferences;
 mod users;
 
 pub use api_keys::{ApiKeyRepository, NewApiKey, StoredApiKey};
+pub use chat::{ChatRepository, UsageDelta};
 pub use connect::{Backend, DatabaseSettings, Store, redact_url_password};
 pub use data_keys::{DataKeyRepository, InsertOutcome, StoredDataKey};
 pub use notify::{PreferencesChange, PreferencesChangeFeed};

@@ -1,0 +1,634 @@
+//! Chat: sessions, their messages, the facts the assistant remembers, model usage and the
+//! user's token budget, with the validation of every field a client sends.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
+
+use crate::InvalidValue;
+
+crate::id::new_uuid!(
+    /// Identifies a chat session.
+    SessionId
+);
+crate::id::new_uuid!(
+    /// Identifies a message of a chat session.
+    MessageId
+);
+crate::id::new_uuid!(
+    /// Identifies a remembered fact.
+    MemoryId
+);
+
+/// Longest session title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest system instruction, in characters.
+pub const MAX_SYSTEM_INSTRUCTION_CHARS: usize = 20_000;
+/// Longest model name, in characters.
+pub const MAX_MODEL_CHARS: usize = 64;
+/// Longest user message, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 100_000;
+/// Longest client message id, in characters.
+pub const MAX_CLIENT_MESSAGE_ID_CHARS: usize = 64;
+/// Longest remembered fact, in characters.
+pub const MAX_MEMORY_CHARS: usize = 1_000;
+/// Longest search query, in characters.
+pub const MAX_QUERY_CHARS: usize = 256;
+
+/// Who or what a message comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageRole {
+    /// Text the user sent.
+    User,
+    /// Text the model wrote.
+    Model,
+    /// A tool call the model asked for.
+    FunctionCall,
+    /// What a tool returned.
+    FunctionResult,
+    /// A notice written by the server.
+    System,
+}
+
+impl MessageRole {
+    /// The stable name stored in the database.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Model => "model",
+            Self::FunctionCall => "function_call",
+            Self::FunctionResult => "function_result",
+            Self::System => "system",
+        }
+    }
+
+    /// Parses a stored name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::User,
+            Self::Model,
+            Self::FunctionCall,
+            Self::FunctionResult,
+            Self::System,
+        ]
+        .into_iter()
+        .find(|role| role.as_str() == s)
+    }
+}
+
+/// Why the model stopped writing a MODEL message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FinishReason {
+    /// Finished normally.
+    Stop,
+    /// Hit the maximum output length.
+    MaxTokens,
+    /// Blocked by safety filters (prompt or answer).
+    Safety,
+    /// Blocked for recitation.
+    Recitation,
+    /// The model produced a function call that could not be parsed.
+    MalformedFunctionCall,
+    /// The model kept calling tools past the maximum depth.
+    ToolLimit,
+    /// The client cancelled; the text is what had arrived.
+    Cancelled,
+    /// The stream broke off after text had arrived.
+    Incomplete,
+    /// The exchange failed before a reply was written.
+    Error,
+    /// Another reason.
+    Other,
+}
+
+impl FinishReason {
+    /// The stable name stored in the database.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::MaxTokens => "max_tokens",
+            Self::Safety => "safety",
+            Self::Recitation => "recitation",
+            Self::MalformedFunctionCall => "malformed_function_call",
+            Self::ToolLimit => "tool_limit",
+            Self::Cancelled => "cancelled",
+            Self::Incomplete => "incomplete",
+            Self::Error => "error",
+            Self::Other => "other",
+        }
+    }
+
+    /// Parses a stored name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Stop,
+            Self::MaxTokens,
+            Self::Safety,
+            Self::Recitation,
+            Self::MalformedFunctionCall,
+            Self::ToolLimit,
+            Self::Cancelled,
+            Self::Incomplete,
+            Self::Error,
+            Self::Other,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == s)
+    }
+
+    /// Maps Gemini's `finishReason` (or a prompt's `blockReason`) to ours. The safety family
+    /// (SAFETY, BLOCKLIST, PROHIBITED_CONTENT, SPII, IMAGE_SAFETY) is one reason for clients.
+    #[must_use]
+    pub fn from_gemini(reason: &str) -> Self {
+        match reason {
+            "STOP" => Self::Stop,
+            "MAX_TOKENS" => Self::MaxTokens,
+            "SAFETY" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => Self::Safety,
+            "RECITATION" => Self::Recitation,
+            "MALFORMED_FUNCTION_CALL" => Self::MalformedFunctionCall,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// One of the user's chat sessions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatSession {
+    /// Id.
+    pub id: SessionId,
+    /// Title; empty until given or generated.
+    pub title: String,
+    /// Whether the title was generated by the model.
+    pub title_generated: bool,
+    /// System instruction; empty for none.
+    pub system_instruction: String,
+    /// Model name; empty for the user's default.
+    pub model: String,
+    /// Pinned flag.
+    pub pinned: bool,
+    /// Archived flag.
+    pub archived: bool,
+    /// Number of messages.
+    pub message_count: i64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change of a field.
+    pub updated_at: DateTime<Utc>,
+    /// Commit time of the latest message, or creation time.
+    pub last_activity_at: DateTime<Utc>,
+}
+
+/// The fields of a new session, validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewSession {
+    /// Title; empty means generate one.
+    pub title: String,
+    /// System instruction; empty for none.
+    pub system_instruction: String,
+    /// Model name; empty for the user's default.
+    pub model: String,
+}
+
+/// Changes to a session; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionPatch {
+    /// New title (marks it as not generated).
+    pub title: Option<String>,
+    /// New pinned flag.
+    pub pinned: Option<bool>,
+    /// New archived flag.
+    pub archived: Option<bool>,
+    /// New system instruction.
+    pub system_instruction: Option<String>,
+    /// New model.
+    pub model: Option<String>,
+}
+
+/// Which sessions a list shows by their archived flag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ArchivedFilter {
+    /// Only sessions that are not archived.
+    #[default]
+    Exclude,
+    /// Only archived sessions.
+    Only,
+    /// Both.
+    Include,
+}
+
+/// Filters of a session list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// By archived flag.
+    pub archived: ArchivedFilter,
+    /// When set, only sessions whose pinned flag equals it.
+    pub pinned: Option<bool>,
+}
+
+/// Why an exchange failed, as recorded in the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageError {
+    /// The ErrorInfo reason the RPC answered with.
+    pub reason: String,
+    /// What went wrong and how to fix it; never a secret.
+    pub message: String,
+}
+
+/// How a model-written message was produced. Stored for MODEL and FUNCTION_CALL messages (the
+/// Gemini call that produced them); clients see it on MODEL messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelCallMetadata {
+    /// Model as Gemini reported it.
+    pub model: String,
+    /// Input tokens of the call.
+    pub prompt_tokens: i64,
+    /// Output tokens (response plus thinking) of the call.
+    pub output_tokens: i64,
+    /// All tokens of the call.
+    pub total_tokens: i64,
+    /// Why the model stopped; set on MODEL messages.
+    pub finish_reason: Option<FinishReason>,
+    /// Request to completion, in milliseconds.
+    pub latency_ms: Option<i64>,
+    /// Request to first text, in milliseconds.
+    pub first_token_ms: Option<i64>,
+    /// What went wrong, for ERROR and INCOMPLETE replies.
+    pub error: Option<MessageError>,
+}
+
+/// The body of a message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MessageContent {
+    /// Text of a USER, MODEL or SYSTEM message.
+    Text(String),
+    /// A tool call.
+    FunctionCall {
+        /// Pairs the call with its result.
+        call_id: String,
+        /// Tool name.
+        name: String,
+        /// Arguments, a JSON object.
+        args: Value,
+    },
+    /// A tool result.
+    FunctionResult {
+        /// The call it answers.
+        call_id: String,
+        /// Tool name.
+        name: String,
+        /// The result, a JSON object.
+        response: Value,
+        /// Whether the tool failed.
+        failed: bool,
+    },
+}
+
+impl MessageContent {
+    /// The text of a text message.
+    #[must_use]
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Self::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// A committed message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatMessage {
+    /// Id.
+    pub id: MessageId,
+    /// Session.
+    pub session_id: SessionId,
+    /// Position in the session, from 1.
+    pub sequence: i64,
+    /// Role.
+    pub role: MessageRole,
+    /// Body.
+    pub content: MessageContent,
+    /// The send's client id, for USER messages.
+    pub client_message_id: Option<String>,
+    /// The USER message whose exchange produced this message (itself for a USER message).
+    pub exchange_id: Option<MessageId>,
+    /// The message's parts exactly as Gemini sent them (with `thoughtSignature`), to be sent
+    /// back verbatim in later turns; `None` for messages not written by the model.
+    pub parts: Option<Value>,
+    /// How a model-written message was produced.
+    pub metadata: Option<ModelCallMetadata>,
+    /// Commit time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A message to commit; the store assigns id, sequence and time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewMessage {
+    /// Role.
+    pub role: MessageRole,
+    /// Body.
+    pub content: MessageContent,
+    /// The USER message whose exchange produced it.
+    pub exchange_id: Option<MessageId>,
+    /// Gemini's parts, verbatim.
+    pub parts: Option<Value>,
+    /// How it was produced.
+    pub metadata: Option<ModelCallMetadata>,
+}
+
+/// Where a send stands, recorded on its USER message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeState {
+    /// A server is working on it until the lease expires (after which another may take over).
+    Running {
+        /// End of the lease.
+        lease_until: DateTime<Utc>,
+    },
+    /// The exchange ended with a reply (complete, cut off, cancelled or incomplete).
+    Done,
+    /// The exchange failed before a reply; a resend calls the model again.
+    Failed,
+}
+
+/// What starting a send found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExchangeStart {
+    /// A new send: the USER message was just committed.
+    Started(ChatMessage),
+    /// A resend of a finished send: its USER message and what the exchange committed.
+    Finished {
+        /// The USER message.
+        user_message: ChatMessage,
+        /// The messages of the exchange after it, in sequence order.
+        messages: Vec<ChatMessage>,
+    },
+    /// A resend of a send that failed (or whose server stopped): the lease is taken again and
+    /// the model is to be called again for the stored USER message.
+    Resumed {
+        /// The USER message.
+        user_message: ChatMessage,
+        /// The messages the earlier attempts committed, in sequence order.
+        messages: Vec<ChatMessage>,
+    },
+    /// Another request is working on this send right now.
+    InProgress,
+    /// The client message id was used for another session or text.
+    Conflict,
+}
+
+/// A fact the assistant remembers about a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Memory {
+    /// Id.
+    pub id: MemoryId,
+    /// The fact.
+    pub content: String,
+    /// When it was remembered.
+    pub created_at: DateTime<Utc>,
+    /// Session it was remembered in, unless deleted since.
+    pub source_session_id: Option<SessionId>,
+}
+
+/// A piece of a search snippet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnippetSegment {
+    /// Text.
+    pub text: String,
+    /// Whether it matched the query.
+    pub highlighted: bool,
+}
+
+/// A message that matched a search.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchHit {
+    /// The message.
+    pub message: ChatMessage,
+    /// Title of its session.
+    pub session_title: String,
+    /// Excerpt around the match, in runs.
+    pub snippet: Vec<SnippetSegment>,
+}
+
+/// A parsed search query: words and quoted phrases, every one of which must match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// Each term is a word or a phrase of several words (lowercase, no punctuation).
+    pub terms: Vec<Vec<String>>,
+}
+
+impl FromStr for SearchQuery {
+    type Err = InvalidValue;
+
+    /// Splits the query into words and `"quoted phrases"`. Words are runs of letters and
+    /// digits; everything else separates them. An unterminated quote quotes to the end.
+    fn from_str(query: &str) -> Result<Self, Self::Err> {
+        let chars = query.chars().count();
+        if query.trim().is_empty() {
+            return Err(InvalidValue("must not be empty".into()));
+        }
+        if chars > MAX_QUERY_CHARS {
+            return Err(InvalidValue(format!(
+                "must be at most {MAX_QUERY_CHARS} characters, not {chars}"
+            )));
+        }
+        let words = |text: &str| -> Vec<String> {
+            text.split(|c: char| !c.is_alphanumeric())
+                .filter(|word| !word.is_empty())
+                .map(str::to_lowercase)
+                .collect()
+        };
+        let mut terms = Vec::new();
+        for (index, piece) in query.split('"').enumerate() {
+            if index % 2 == 1 {
+                let phrase = words(piece);
+                if !phrase.is_empty() {
+                    terms.push(phrase);
+                }
+            } else {
+                terms.extend(words(piece).into_iter().map(|word| vec![word]));
+            }
+        }
+        if terms.is_empty() {
+            return Err(InvalidValue(
+                "must contain at least one letter or digit".into(),
+            ));
+        }
+        Ok(Self { terms })
+    }
+}
+
+/// One model's usage on one UTC day.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// The UTC day.
+    pub day: NaiveDate,
+    /// Model name as sent to the provider.
+    pub model: String,
+    /// Model calls.
+    pub request_count: i64,
+    /// Input tokens.
+    pub prompt_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// All tokens as the provider counts them.
+    pub total_tokens: i64,
+}
+
+/// The user's monthly token budget setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenBudgetSetting {
+    /// Tokens per UTC month; `None` for no budget.
+    pub monthly_limit: Option<i64>,
+    /// When it was last set or cleared.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Largest monthly budget accepted.
+pub const MAX_MONTHLY_TOKEN_LIMIT: i64 = 1_000_000_000_000;
+
+fn check_len(value: &str, max: usize) -> Result<(), InvalidValue> {
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(InvalidValue(format!(
+            "must be at most {max} characters, not {chars}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a session title.
+///
+/// # Errors
+/// Longer than [`MAX_TITLE_CHARS`] or containing a line break or control character.
+pub fn validate_title(title: &str) -> Result<(), InvalidValue> {
+    check_len(title, MAX_TITLE_CHARS)?;
+    if title.chars().any(char::is_control) {
+        return Err(InvalidValue(
+            "must be one line without control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a system instruction.
+///
+/// # Errors
+/// Longer than [`MAX_SYSTEM_INSTRUCTION_CHARS`].
+pub fn validate_system_instruction(text: &str) -> Result<(), InvalidValue> {
+    check_len(text, MAX_SYSTEM_INSTRUCTION_CHARS)
+}
+
+/// Checks a model name (empty allowed: the default model).
+///
+/// # Errors
+/// Not lowercase letters, digits, `.`, `-` and `_`, or longer than [`MAX_MODEL_CHARS`].
+pub fn validate_model(model: &str) -> Result<(), InvalidValue> {
+    check_len(model, MAX_MODEL_CHARS)?;
+    if !model
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(InvalidValue(format!(
+            "{model:?} is not a model name: use lowercase letters, digits, '.', '-' and '_' \
+             without the \"models/\" prefix, e.g. \"gemini-2.5-flash\""
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a client message id.
+///
+/// # Errors
+/// Empty, longer than [`MAX_CLIENT_MESSAGE_ID_CHARS`], or other than `A-Z a-z 0-9 - _`.
+pub fn validate_client_message_id(id: &str) -> Result<(), InvalidValue> {
+    if id.is_empty() {
+        return Err(InvalidValue(
+            "is required: a client-chosen id of this send, such as a fresh UUID".into(),
+        ));
+    }
+    check_len(id, MAX_CLIENT_MESSAGE_ID_CHARS)?;
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    {
+        return Err(InvalidValue(
+            "may only contain A-Z, a-z, 0-9, '-' and '_'".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the text of a user message.
+///
+/// # Errors
+/// Empty, only whitespace, or longer than [`MAX_MESSAGE_CHARS`].
+pub fn validate_message_text(text: &str) -> Result<(), InvalidValue> {
+    if text.trim().is_empty() {
+        return Err(InvalidValue("must not be empty or only whitespace".into()));
+    }
+    check_len(text, MAX_MESSAGE_CHARS)
+}
+
+/// Checks a fact to remember.
+///
+/// # Errors
+/// Empty or longer than [`MAX_MEMORY_CHARS`].
+pub fn validate_memory(content: &str) -> Result<(), InvalidValue> {
+    if content.trim().is_empty() {
+        return Err(InvalidValue("must not be empty".into()));
+    }
+    check_len(content, MAX_MEMORY_CHARS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_split_into_words_and_phrases() {
+        let query: SearchQuery = "Rust \"borrow checker\" lifetimes!".parse().unwrap();
+        assert_eq!(
+            query.terms,
+            vec![
+                vec!["rust".to_owned()],
+                vec!["borrow".to_owned(), "checker".to_owned()],
+                vec!["lifetimes".to_owned()],
+            ]
+        );
+        assert!("  ".parse::<SearchQuery>().is_err());
+        assert!("\"!!\" ?".parse::<SearchQuery>().is_err());
+        assert!("x".repeat(257).parse::<SearchQuery>().is_err());
+    }
+
+    #[test]
+    fn names_and_ids_are_checked() {
+        assert!(validate_model("gemini-2.5-flash").is_ok());
+        assert!(validate_model("").is_ok());
+        assert!(validate_model("models/gemini").is_err());
+        assert!(validate_model("Gemini").is_err());
+        assert!(validate_client_message_id("a1-B_2").is_ok());
+        assert!(validate_client_message_id("").is_err());
+        assert!(validate_client_message_id("a b").is_err());
+        assert!(validate_client_message_id(&"a".repeat(65)).is_err());
+        assert!(validate_message_text(" \n ").is_err());
+        assert!(validate_title("two\nlines").is_err());
+    }
+
+    #[test]
+    fn gemini_finish_reasons_map_to_ours() {
+        assert_eq!(FinishReason::from_gemini("STOP"), FinishReason::Stop);
+        assert_eq!(FinishReason::from_gemini("SPII"), FinishReason::Safety);
+        assert_eq!(FinishReason::from_gemini("LANGUAGE"), FinishReason::Other);
+        for reason in [FinishReason::ToolLimit, FinishReason::Cancelled] {
+            assert_eq!(FinishReason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(
+            MessageRole::parse("function_call"),
+            Some(MessageRole::FunctionCall)
+        );
+    }
+}

@@ -2,14 +2,16 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use crate::config::{ConfigError, GeminiConfig};
 use crate::error::Error;
+use crate::generate::{GenerateContentRequest, GenerateContentResponse};
 use crate::key::ApiKey;
 use crate::model::{ListModelsResponse, Model, ModelPage};
+use crate::stream::ContentStream;
 
 /// The API version every path starts with.
 pub const API_VERSION: &str = "v1beta";
@@ -19,6 +21,16 @@ const API_KEY_HEADER: &str = "x-goog-api-key";
 
 /// Most bytes of an error body read; Google's are around a kilobyte.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// What `request_timeout` bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Budget {
+    /// The whole call, to the last byte of the answer (unary calls).
+    WholeCall,
+    /// The answer's headers and, for a failure, its error body: a stream then runs as long
+    /// as it keeps sending (`stream_idle_timeout` watches it).
+    UntilHeaders,
+}
 
 /// A client of the Gemini REST API. Cheap to clone (the connection pool is shared); holds no
 /// key — each call takes the user's [`ApiKey`] and sends it in the `x-goog-api-key` header.
@@ -30,6 +42,7 @@ pub struct GeminiClient {
     http: reqwest::Client,
     base_url: Url,
     request_timeout: Duration,
+    stream_idle_timeout: Duration,
 }
 
 impl GeminiClient {
@@ -53,6 +66,7 @@ impl GeminiClient {
         for (field, timeout) in [
             ("connect_timeout", config.connect_timeout),
             ("request_timeout", config.request_timeout),
+            ("stream_idle_timeout", config.stream_idle_timeout),
         ] {
             if timeout.is_zero() {
                 return Err(ConfigError::ZeroTimeout { field });
@@ -69,9 +83,10 @@ impl GeminiClient {
         Ok(Self {
             http,
             base_url,
-            // Applied per request rather than to the whole client, so that streaming calls
-            // can use a different budget later.
+            // Applied per request rather than to the whole client: streaming calls bound
+            // only the wait for headers with it.
             request_timeout: config.request_timeout,
+            stream_idle_timeout: config.stream_idle_timeout,
         })
     }
 
@@ -112,7 +127,7 @@ impl GeminiClient {
                 }
             }
         }
-        let wire: ListModelsResponse = self.call_json(api_key, Method::GET, url).await?;
+        let wire: ListModelsResponse = self.call_json(api_key, Method::GET, url, None).await?;
         Ok(ModelPage::from(wire))
     }
 
@@ -125,7 +140,84 @@ impl GeminiClient {
     pub async fn get_model(&self, api_key: &ApiKey, name: &str) -> Result<Model, Error> {
         let id = model_id(name)?;
         let url = self.endpoint(&["models", id]);
-        self.call_json(api_key, Method::GET, url).await
+        self.call_json(api_key, Method::GET, url, None).await
+    }
+
+    /// The model's answer to `request` in one piece (`POST
+    /// /v1beta/models/{model}:generateContent`); `model` is an id (`gemini-2.5-flash`) or a
+    /// resource name (`models/gemini-2.5-flash`). The whole call is bounded by
+    /// `request_timeout`.
+    ///
+    /// A blocked prompt or an answer stopped for safety is an `Ok` answer: see
+    /// [`GenerateContentResponse::block_reason`] and
+    /// [`GenerateContentResponse::finish_reason`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] without a call when `model` is not a model name; otherwise
+    /// the classified answer ([`Error::InvalidArgument`] for a request Google refuses, e.g. a
+    /// function call without its thought signature, [`Error::NotFound`] for an unknown
+    /// model, [`Error::RateLimited`], [`Error::Unavailable`], …).
+    pub async fn generate_content(
+        &self,
+        api_key: &ApiKey,
+        model: &str,
+        request: &GenerateContentRequest,
+    ) -> Result<GenerateContentResponse, Error> {
+        let id = model_id(model)?;
+        let url = self.endpoint(&["models", &format!("{id}:generateContent")]);
+        let body = encode(request)?;
+        self.call_json(api_key, Method::POST, url, Some(body)).await
+    }
+
+    /// The model's answer to `request` as it is generated (`POST
+    /// /v1beta/models/{model}:streamGenerateContent?alt=sse`): one
+    /// [`GenerateContentResponse`] per server-sent event, each yielded as soon as it arrived.
+    ///
+    /// `request_timeout` bounds the wait for the answer's headers; after that the stream runs
+    /// as long as it keeps sending, and breaks off after `stream_idle_timeout` of silence.
+    /// An HTTP error is classified here, before any event; what can go wrong later is
+    /// described at [`ContentStream`].
+    ///
+    /// # Errors
+    /// As [`GeminiClient::generate_content`], and [`Error::Unexpected`] for a 2xx answer
+    /// that is not an event stream.
+    pub async fn stream_generate_content(
+        &self,
+        api_key: &ApiKey,
+        model: &str,
+        request: &GenerateContentRequest,
+    ) -> Result<ContentStream, Error> {
+        let id = model_id(model)?;
+        let mut url = self.endpoint(&["models", &format!("{id}:streamGenerateContent")]);
+        url.query_pairs_mut().append_pair("alt", "sse");
+        let body = encode(request)?;
+        let response = self
+            .send(api_key, Method::POST, url, Some(body), Budget::UntilHeaders)
+            .await?;
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| value.trim().to_ascii_lowercase());
+        match content_type {
+            Some(kind) if !kind.starts_with("text/event-stream") => {
+                let status = response.status().as_u16();
+                let body = self.read_limited(response).await;
+                Err(Error::Unexpected {
+                    status: Some(status),
+                    message: format!(
+                        "HTTP {status} with content type {kind:?} instead of an event stream: {:?}",
+                        crate::error::snippet(&body)
+                    ),
+                }
+                .scrub(api_key.expose_secret()))
+            }
+            _ => Ok(ContentStream::new(
+                response,
+                self.stream_idle_timeout,
+                api_key.expose_secret(),
+            )),
+        }
     }
 
     /// `{base}/v1beta/{segments…}`, each segment percent-encoded.
@@ -139,14 +231,17 @@ impl GeminiClient {
         url
     }
 
-    /// Sends a request with the key and decodes a successful JSON answer.
+    /// Sends a request with the key (and a JSON body) and decodes a successful JSON answer.
     async fn call_json<T: DeserializeOwned>(
         &self,
         api_key: &ApiKey,
         method: Method,
         url: Url,
+        body: Option<Vec<u8>>,
     ) -> Result<T, Error> {
-        let response = self.send(api_key, method, url).await?;
+        let response = self
+            .send(api_key, method, url, body, Budget::WholeCall)
+            .await?;
         let status = response.status().as_u16();
         let body = response
             .bytes()
@@ -157,22 +252,67 @@ impl GeminiClient {
         })
     }
 
-    /// Sends a request with the key in its header; answers other than 2xx become [`Error`]s.
-    async fn send(&self, api_key: &ApiKey, method: Method, url: Url) -> Result<Response, Error> {
+    /// Sends a request with the key in its header and `body` as JSON; answers other than
+    /// 2xx become [`Error`]s. `budget` says what `request_timeout` bounds.
+    async fn send(
+        &self,
+        api_key: &ApiKey,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        budget: Budget,
+    ) -> Result<Response, Error> {
+        let result = match budget {
+            Budget::WholeCall => self.exchange(api_key, method, url, body, budget).await,
+            Budget::UntilHeaders => {
+                let path = url.path().to_owned();
+                let exchange = self.exchange(api_key, method.clone(), url, body, budget);
+                match tokio::time::timeout(self.request_timeout, exchange).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        let error = Error::Unavailable {
+                            status: None,
+                            message: format!("no answer within {:?}", self.request_timeout),
+                            source: None,
+                        };
+                        tracing::debug!(%method, %path, %error, "Gemini API call failed");
+                        Err(error)
+                    }
+                }
+            }
+        };
+        result.map_err(|error| error.scrub(api_key.expose_secret()))
+    }
+
+    /// The request and, for a failure, its error body.
+    async fn exchange(
+        &self,
+        api_key: &ApiKey,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        budget: Budget,
+    ) -> Result<Response, Error> {
         let mut key_header = HeaderValue::from_str(api_key.expose_secret())
             .expect("ApiKey::new admits only visible ASCII");
         // Keeps the value out of the Debug output of requests (and thus of any log of them).
         key_header.set_sensitive(true);
         let path = url.path().to_owned();
-        let started = Instant::now();
-        let result = self
+        let mut request = self
             .http
             .request(method.clone(), url)
-            .header(API_KEY_HEADER, key_header)
-            .timeout(self.request_timeout)
-            .send()
-            .await;
-        let response = match result {
+            .header(API_KEY_HEADER, key_header);
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body);
+        }
+        // reqwest's timeout runs to the end of the body: never for a stream.
+        if budget == Budget::WholeCall {
+            request = request.timeout(self.request_timeout);
+        }
+        let started = Instant::now();
+        let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
                 let error = Error::transport(error, self.request_timeout);
@@ -185,18 +325,21 @@ impl GeminiClient {
         if status.is_success() {
             return Ok(response);
         }
-        Err(self
-            .error_from(status, response)
-            .await
-            .scrub(api_key.expose_secret()))
+        Err(self.error_from(status, response).await)
     }
 
-    async fn error_from(&self, status: StatusCode, mut response: Response) -> Error {
+    async fn error_from(&self, status: StatusCode, response: Response) -> Error {
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
+        let body = self.read_limited(response).await;
+        Error::from_response(status.as_u16(), retry_after.as_deref(), &body)
+    }
+
+    /// At most [`MAX_ERROR_BODY`] bytes of the body; what arrived if it breaks off.
+    async fn read_limited(&self, mut response: Response) -> Vec<u8> {
         let mut body = Vec::new();
         loop {
             match response.chunk().await {
@@ -212,8 +355,15 @@ impl GeminiClient {
                 Err(_) => break,
             }
         }
-        Error::from_response(status.as_u16(), retry_after.as_deref(), &body)
+        body
     }
+}
+
+/// The JSON body of a request.
+fn encode(request: &GenerateContentRequest) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(request).map_err(|cause| Error::InvalidArgument {
+        message: format!("the request cannot be encoded as JSON: {cause}"),
+    })
 }
 
 /// The id of a model name, refusing anything that would change the request path.
@@ -262,6 +412,13 @@ mod tests {
                 .endpoint(&["models", "gemini-2.5-flash"])
                 .as_str(),
             "https://proxy.example/gemini/v1beta/models/gemini-2.5-flash"
+        );
+        // The method suffix stays as Google spells it, colon unescaped.
+        assert_eq!(
+            client("http://127.0.0.1:8080")
+                .endpoint(&["models", "gemini-2.5-flash:streamGenerateContent"])
+                .as_str(),
+            "http://127.0.0.1:8080/v1beta/models/gemini-2.5-flash:streamGenerateContent"
         );
     }
 

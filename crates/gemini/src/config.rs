@@ -20,8 +20,15 @@ pub struct GeminiConfig {
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Longest wait for a whole unary call, from connecting to the last byte of the answer.
+    /// For a streamed call, the longest wait for the answer's headers (and an error body):
+    /// a healthy stream may then run as long as it keeps sending.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Longest silence inside a streamed answer before it is given up as
+    /// [`Error::Unavailable`](crate::Error::Unavailable). Thinking models can pause for a
+    /// while before the first event.
+    #[serde(with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
     /// The `user-agent` header.
     pub user_agent: String,
 }
@@ -33,6 +40,7 @@ impl Default for GeminiConfig {
             connect_timeout: Duration::from_secs(5),
             // Generous because generateContent with thinking can take tens of seconds.
             request_timeout: Duration::from_secs(60),
+            stream_idle_timeout: Duration::from_secs(60),
             user_agent: concat!("assistd/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
@@ -50,7 +58,7 @@ pub enum ConfigError {
     /// A timeout is zero.
     #[error("gemini.{field} must be longer than zero")]
     ZeroTimeout {
-        /// `connect_timeout` or `request_timeout`.
+        /// `connect_timeout`, `request_timeout` or `stream_idle_timeout`.
         field: &'static str,
     },
     /// The user agent cannot be an HTTP header value.
@@ -68,11 +76,12 @@ mod tests {
     #[test]
     fn deserializes_humantime_durations_over_defaults() {
         let config: GeminiConfig = serde_json::from_str(
-            r#"{"base_url": "http://127.0.0.1:9", "request_timeout": "1500ms"}"#,
+            r#"{"base_url": "http://127.0.0.1:9", "request_timeout": "1500ms", "stream_idle_timeout": "2m"}"#,
         )
         .unwrap();
         assert_eq!(config.base_url, "http://127.0.0.1:9");
         assert_eq!(config.request_timeout, Duration::from_millis(1500));
+        assert_eq!(config.stream_idle_timeout, Duration::from_secs(120));
         assert_eq!(
             config.connect_timeout,
             GeminiConfig::default().connect_timeout

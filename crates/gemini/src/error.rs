@@ -44,7 +44,9 @@ pub enum Error {
         /// Google's message.
         message: String,
     },
-    /// Too many requests or a spent quota (HTTP 429, `RESOURCE_EXHAUSTED`).
+    /// Too many requests or a spent quota (HTTP 429, `RESOURCE_EXHAUSTED`). Not
+    /// [retryable](Error::is_retryable) by a caller's own loop: the user is told, with the
+    /// delay.
     #[error("the Gemini API rate limit or quota is exhausted: {message}")]
     RateLimited {
         /// When to try again: `RetryInfo.retryDelay`, else the `Retry-After` header.
@@ -63,7 +65,8 @@ pub enum Error {
         message: String,
     },
     /// The API is down, overloaded or too slow (HTTP 500, 502, 503, 504), or the connection
-    /// failed, timed out or was dropped. Retrying later may succeed.
+    /// failed, timed out or was dropped before the answer began; also a stream that went
+    /// silent for longer than `stream_idle_timeout`. Retrying later may succeed.
     #[error("the Gemini API is unavailable: {message}")]
     Unavailable {
         /// The HTTP status, when an answer arrived.
@@ -74,7 +77,18 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
-    /// Anything else: another status, a body that is not JSON or not the expected shape.
+    /// A streamed answer (`streamGenerateContent`) broke off after it began: the connection
+    /// failed mid-body, or the body ended before an event with a `finishReason` (or a
+    /// blocked prompt). The events received so far are all there is of the answer.
+    /// [Retryable](Error::is_retryable) like [`Error::Unavailable`], but distinct because
+    /// part of the answer may already have been shown: a retry starts the answer over.
+    #[error("the Gemini API stream broke off: {message}")]
+    StreamInterrupted {
+        /// What happened, with the transport failure if there was one (never a URL).
+        message: String,
+    },
+    /// Anything else: another status, a body that is not JSON or not the expected shape
+    /// (also a stream event that does not decode or exceeds the size limit).
     #[error("unexpected answer from the Gemini API: {message}")]
     Unexpected {
         /// The HTTP status, when an answer arrived.
@@ -85,10 +99,16 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether trying the same call again later may succeed (rate limits and outages).
+    /// Whether the same call may simply be sent again after a backoff: outages, 5xx,
+    /// timeouts, connection failures ([`Error::Unavailable`]) and broken-off streams
+    /// ([`Error::StreamInterrupted`]). Rate limits are not: they go to the user with their
+    /// `retry_after` instead of being hammered.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::RateLimited { .. } | Self::Unavailable { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::StreamInterrupted { .. }
+        )
     }
 
     /// Whether Google refused the key itself ([`Error::InvalidApiKey`] or
@@ -201,6 +221,7 @@ impl Error {
             | Self::RateLimited { message, .. }
             | Self::InvalidArgument { message }
             | Self::Unavailable { message, .. }
+            | Self::StreamInterrupted { message, .. }
             | Self::Unexpected { message, .. } => message,
         };
         if message.contains(secret) {
@@ -299,7 +320,7 @@ fn clip(text: &str) -> String {
     }
 }
 
-fn snippet(body: &[u8]) -> String {
+pub(crate) fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match collapsed.char_indices().nth(MAX_SNIPPET_CHARS) {
@@ -391,7 +412,8 @@ mod tests {
             Some("GenerateRequestsPerMinutePerProjectPerModel-FreeTier")
         );
         assert!(message.starts_with("You exceeded your current quota"));
-        assert!(error.is_retryable());
+        // Surfaced to the user with the delay, not retried in a loop.
+        assert!(!error.is_retryable());
     }
 
     #[test]

@@ -228,7 +228,8 @@ async fn a_rate_limit_carries_googles_retry_delay() {
         Some("GenerateRequestsPerMinutePerProjectPerModel-FreeTier")
     );
     assert!(message.starts_with("You exceeded your current quota"));
-    assert!(error.is_retryable());
+    // The user is told, with the delay; no retry loop hammers the quota.
+    assert!(!error.is_retryable());
     assert_no_key_in(&error);
 
     // Only the next request was limited.

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use assistd_gemini::{ApiKey, GeminiClient, GeminiConfig};
+use assistd_gemini::{ApiKey, Content, GeminiClient, GeminiConfig, GenerateContentRequest};
 use assistd_testkit::GeminiServer;
 use assistd_testkit::gemini::{ErrorBody, Fault};
 
@@ -51,6 +51,37 @@ async fn no_log_line_contains_the_key() {
 
     client.list_models(&key, Some(1), None).await.unwrap();
     client.get_model(&key, "gemini-2.5-flash").await.unwrap();
+    let request = GenerateContentRequest {
+        contents: vec![Content::user("Hello")],
+        ..GenerateContentRequest::default()
+    };
+    client
+        .generate_content(&key, "gemini-2.5-flash", &request)
+        .await
+        .unwrap();
+    let mut stream = client
+        .stream_generate_content(&key, "gemini-2.5-flash", &request)
+        .await
+        .unwrap();
+    while let Some(item) = stream.next().await {
+        item.unwrap();
+    }
+    server.fail_next(1, Fault::DisconnectAfter(1));
+    let mut stream = client
+        .stream_generate_content(&key, "gemini-2.5-flash", &request)
+        .await
+        .unwrap();
+    while let Some(item) = stream.next().await {
+        if let Err(error) = item {
+            tracing::error!(%error, ?error, "what a caller would log");
+        }
+    }
+    server.fail_next(1, ErrorBody::ResourceExhausted);
+    let error = client
+        .stream_generate_content(&key, "gemini-2.5-flash", &request)
+        .await
+        .unwrap_err();
+    tracing::error!(%error, ?error, "what a caller would log");
     client
         .list_models(&ApiKey::new(UNKNOWN_KEY).unwrap(), None, None)
         .await

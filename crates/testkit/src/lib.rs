@@ -3,7 +3,10 @@
 //! mocking assistd's own code.
 //!
 //! - [`gemini::GeminiServer`]: the Gemini REST API (`v1beta`): models, generateContent,
-//!   streamGenerateContent (SSE), Google's error bodies, and faults on demand.
+//!   streamGenerateContent (SSE, optionally split into many writes and paced), scripted or
+//!   computed replies with function calls and Gemini 3's thought-signature check, blocked
+//!   prompts, Google's error bodies, faults on demand (also mid-stream), and a log of each
+//!   stream: when every event was written and when the client went away.
 //! - [`kms::MotoKms`]: AWS KMS as played by moto's server, one per test binary (or the one
 //!   named by `ASSISTD_TEST_KMS_ENDPOINT`), with SDK configs, fresh keys and the environment a
 //!   spawned server needs.

@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::fault::{ErrorBody, Fault};
-use super::reply::prompt_tokens;
-use super::{API_KEY_HEADER, Shared};
+use super::reply::{Render, prompt_tokens};
+use super::signature::{missing_signature_message, unsigned_call};
+use super::stream::{Cut, sse_body};
+use super::{API_KEY_HEADER, ScriptedReply, Shared};
 
 const JSON: &str = "application/json; charset=UTF-8";
 /// `models.list` page size when none (or 0) is asked for, and the most it returns.
@@ -87,18 +89,26 @@ pub(super) async fn handle(
     // Like Google, accept the key from the query too, so a client that sends it there still
     // works here and the recording is what catches it.
     let key = header_key.clone().or_else(|| query_key.clone());
+    let route = Route::of(&parts.method, parts.uri.path());
+    let sse = query
+        .iter()
+        .any(|(name, value)| name == "alt" && value == "sse");
+    let streams_events = sse && matches!(route, Some(Route::Generate { stream: true, .. }));
 
-    let (latency, fault) = {
+    let (latency, fault, index) = {
         let mut state = shared.lock();
         let secrets: Vec<String> = header_key.into_iter().chain(query_key).collect();
-        state.record(&parts, &body, &secrets);
-        (state.latency, state.take_fault(key.as_deref()))
+        let index = state.record(&parts, &body, &secrets);
+        (state.latency, state.take_fault(key.as_deref()), index)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let mut cut = None;
     match fault {
         None => {}
+        Some(Fault::DisconnectAfter(n)) if streams_events => cut = Some(Cut::Disconnect(n)),
+        Some(Fault::StallAfter(n)) if streams_events => cut = Some(Cut::Stall(n)),
         Some(Fault::Error(error)) => return Ok(error_body(error)),
         Some(Fault::Raw {
             status,
@@ -111,14 +121,16 @@ pub(super) async fn handle(
                 .body(Body::from(body))
                 .expect("a valid raw response"));
         }
-        Some(Fault::Stall) => match std::future::pending::<Infallible>().await {},
-        Some(Fault::DropConnection) => {
+        Some(Fault::Stall | Fault::StallAfter(_)) => {
+            match std::future::pending::<Infallible>().await {}
+        }
+        Some(Fault::DropConnection | Fault::DisconnectAfter(_)) => {
             hangup.notify_one();
             match std::future::pending::<Infallible>().await {}
         }
     }
 
-    let Some(route) = Route::of(&parts.method, parts.uri.path()) else {
+    let Some(route) = route else {
         return Ok(unknown_path());
     };
     let Some(key) = key else {
@@ -131,10 +143,14 @@ pub(super) async fn handle(
         Route::ListModels => list_models(&shared, &query),
         Route::GetModel(id) => get_model(&shared, &id),
         Route::Generate { model, stream } => {
-            let sse = query
-                .iter()
-                .any(|(name, value)| name == "alt" && value == "sse");
-            generate(&shared, &model, stream, sse, &body)
+            let call = Call {
+                model: &model,
+                stream,
+                sse,
+                request: index,
+                cut,
+            };
+            generate(&shared, &call, &body)
         }
     })
 }
@@ -200,8 +216,19 @@ fn get_model(shared: &Shared, id: &str) -> Response<Body> {
     }
 }
 
-fn generate(shared: &Shared, id: &str, stream: bool, sse: bool, body: &Bytes) -> Response<Body> {
-    let name = format!("models/{id}");
+/// A generate call as routed.
+struct Call<'a> {
+    model: &'a str,
+    stream: bool,
+    sse: bool,
+    /// Its index among the recorded requests.
+    request: usize,
+    /// Where a mid-stream fault cuts the answer.
+    cut: Option<Cut>,
+}
+
+fn generate(shared: &Arc<Shared>, call: &Call<'_>, body: &Bytes) -> Response<Body> {
+    let name = format!("models/{}", call.model);
     let known = shared.lock().models.iter().any(|model| {
         model["name"].as_str() == Some(name.as_str())
             && model["supportedGenerationMethods"]
@@ -209,7 +236,7 @@ fn generate(shared: &Shared, id: &str, stream: bool, sse: bool, body: &Bytes) ->
                 .is_some_and(|methods| methods.iter().any(|m| m == "generateContent"))
     });
     if !known {
-        let method = if stream {
+        let method = if call.stream {
             "streamGenerateContent"
         } else {
             "generateContent"
@@ -222,28 +249,55 @@ fn generate(shared: &Shared, id: &str, stream: bool, sse: bool, body: &Bytes) ->
     if request["contents"].as_array().is_none_or(Vec::is_empty) {
         return error_body(ErrorBody::InvalidArgument);
     }
-    let prompt = prompt_tokens(&request);
-    let (reply, response_id) = {
+    let (queued, responder) = {
+        let mut state = shared.lock();
+        if state.require_signatures
+            && let Some((function, position)) = unsigned_call(&request, &state.issued)
+        {
+            return google_error(
+                400,
+                "INVALID_ARGUMENT",
+                &missing_signature_message(&function, position),
+            );
+        }
+        (state.replies.pop_front(), state.responder.clone())
+    };
+    // The responder runs without the lock: it may take its time.
+    let reply = match (queued, responder) {
+        (Some(reply), _) => reply,
+        (None, Some(responder)) => responder(&request),
+        (None, None) => ScriptedReply::default(),
+    };
+    let (tags, response_id, shape) = {
         let mut state = shared.lock();
         state.responses += 1;
         let id = format!("testkit{:016}", state.responses);
-        (state.replies.pop_front().unwrap_or_default(), id)
+        (state.issue_calls(&reply), id, state.shape)
     };
-    if !stream {
-        return json_response(200, &reply.response(prompt, id, &response_id));
+    let render = Render {
+        prompt_tokens: prompt_tokens(&request),
+        model: call.model,
+        response_id: &response_id,
+        calls: &tags,
+    };
+    if !call.stream {
+        return json_response(200, &reply.response(&render));
     }
-    let chunks = reply.stream_chunks(prompt, id, &response_id);
-    if !sse {
+    let chunks = reply.stream_chunks(&render);
+    if !call.sse {
         // Without alt=sse Google streams one JSON array; sent whole here.
         return json_response(200, &Value::Array(chunks));
     }
-    let events = chunks
-        .into_iter()
-        .map(|chunk| Ok::<_, Infallible>(Bytes::from(format!("data: {chunk}\r\n\r\n"))));
     Response::builder()
         .status(200)
         .header(CONTENT_TYPE, "text/event-stream")
-        .body(Body::from_stream(futures::stream::iter(events)))
+        .body(sse_body(
+            Arc::clone(shared),
+            call.request,
+            &chunks,
+            shape,
+            call.cut,
+        ))
         .expect("a valid SSE response")
 }
 

@@ -36,3 +36,19 @@ pub const GENERATE_CONTENT_RESPONSE: &str =
 /// A streamGenerateContent `alt=sse` answer: three events framed by `\r\n\r\n`.
 pub const STREAM_GENERATE_CONTENT_SSE: &str =
     include_str!("../../peers/gemini/stream_generate_content.sse");
+/// A generateContent answer that stopped at `MAX_TOKENS` mid-sentence.
+pub const MAX_TOKENS_RESPONSE: &str = include_str!("../../peers/gemini/max_tokens_response.json");
+/// A generateContent answer that calls a function: one `functionCall` part with a
+/// `thoughtSignature`, usage with `thoughtsTokenCount`.
+pub const FUNCTION_CALL_RESPONSE: &str =
+    include_str!("../../peers/gemini/function_call_response.json");
+/// The request after a function call: the model turn echoed with its `thoughtSignature`, then
+/// a `user` turn with the `functionResponse`.
+pub const FUNCTION_RESPONSE_FOLLOWUP_REQUEST: &str =
+    include_str!("../../peers/gemini/function_response_followup_request.json");
+/// A blocked prompt: `promptFeedback.blockReason` `SAFETY` and no candidates.
+pub const PROMPT_BLOCKED_RESPONSE: &str =
+    include_str!("../../peers/gemini/prompt_blocked_response.json");
+/// A candidate stopped for safety: `finishReason` `SAFETY`, `safetyRatings`, no content.
+pub const CANDIDATE_SAFETY_BLOCKED_RESPONSE: &str =
+    include_str!("../../peers/gemini/candidate_safety_blocked_response.json");

@@ -71,6 +71,14 @@ pub enum Fault {
     Stall,
     /// Read the request and close the connection without answering.
     DropConnection,
+    /// Stream the first `n` SSE events of the reply, then close the connection mid-body,
+    /// without the event that carries `finishReason` (the chunked body never ends). On any
+    /// other call it acts as [`Fault::DropConnection`].
+    DisconnectAfter(usize),
+    /// Stream the first `n` SSE events of the reply, then send nothing more until the client
+    /// goes away (which [`GeminiServer::streams`](super::GeminiServer::streams) records). On
+    /// any other call it acts as [`Fault::Stall`].
+    StallAfter(usize),
 }
 
 impl From<ErrorBody> for Fault {

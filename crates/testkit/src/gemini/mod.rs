@@ -6,25 +6,44 @@
 //! | --- | --- |
 //! | `GET /v1beta/models?pageSize=&pageToken=` | the catalogue, paginated with Google-style page tokens |
 //! | `GET /v1beta/models/{model}` | one model, or the 404 body |
-//! | `POST /v1beta/models/{model}:generateContent` | the next [`ScriptedReply`] |
-//! | `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` | the same, one SSE event per piece, framed by `\r\n\r\n` |
+//! | `POST /v1beta/models/{model}:generateContent` | the next [`ScriptedReply`]: text, thought summaries, function calls (with `id` and `thoughtSignature`), a finish reason with `safetyRatings`, or a blocked prompt |
+//! | `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` | the same, one SSE event per piece, framed by `\r\n\r\n`, optionally split into several writes and paced |
+//!
+//! Which reply a generate call gets: the next [queued](GeminiServer::push_reply) one, else
+//! what the [responder](GeminiServer::respond_with) makes of the request body, else
+//! [`ScriptedReply::default`]. A request whose model turns carry a function call without
+//! the `thoughtSignature` the server issued for it gets Gemini 3's 400 `INVALID_ARGUMENT`
+//! ([switchable](GeminiServer::require_thought_signatures)).
 //!
 //! The key is read from `x-goog-api-key` (or `?key=`, which Google also accepts): none gets
 //! the 403 body, one not [allowed](GeminiServer::allow_key) gets the 400 `API_KEY_INVALID`
 //! body, byte for byte as in the examples. Tests can [inject faults](GeminiServer::inject)
-//! (every error body, a raw body, a stall, a dropped connection), add latency, and read every
-//! request back with keys replaced by [markers](key_marker).
+//! (every error body, a raw body, a stall, a dropped connection, a stream cut or stalled
+//! after n events), add latency, and read back every request with keys replaced by
+//! [markers](key_marker) and every stream's [log](GeminiServer::streams): when each event
+//! was written and whether the client went away before the end.
+//!
+//! | tool | for |
+//! | --- | --- |
+//! | [`GeminiServer::push_reply`], [`GeminiServer::respond_with`] | what the model answers |
+//! | [`GeminiServer::inject`], [`Fault`], [`ErrorBody`] | errors, stalls, drops, [`Fault::DisconnectAfter`], [`Fault::StallAfter`] |
+//! | [`GeminiServer::split_stream_events`], [`GeminiServer::set_chunk_interval`] | SSE events in several TCP writes, paced |
+//! | [`GeminiServer::requests`], [`GeminiServer::generate_requests`] | what the client sent (bodies as JSON) |
+//! | [`GeminiServer::issued_calls`] | function calls made, with the signatures to echo |
+//! | [`GeminiServer::streams`], [`GeminiServer::wait_for_stream_disconnects`], [`GeminiServer::stream_write_times`] | client disconnects and per-event write instants |
 
 mod api;
 pub mod bodies;
 mod fault;
 mod record;
 mod reply;
+mod signature;
+mod stream;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
@@ -35,6 +54,11 @@ use tokio::task::{JoinHandle, JoinSet};
 pub use fault::{ErrorBody, Fault, FaultRule};
 pub use record::{RecordedRequest, key_marker};
 pub use reply::ScriptedReply;
+pub use signature::IssuedCall;
+pub use stream::{StreamEnd, StreamLog};
+
+/// What [`GeminiServer::respond_with`] takes: the request body in, the reply out.
+pub type Responder = dyn Fn(&Value) -> ScriptedReply + Send + Sync;
 
 /// The header the Gemini API reads the key from.
 pub const API_KEY_HEADER: &str = "x-goog-api-key";
@@ -116,9 +140,57 @@ impl GeminiServer {
     }
 
     /// Queues the answer to a future generate call; calls take replies in order and fall
-    /// back to [`ScriptedReply::default`] (the peer example's text) when none is queued.
+    /// back to the [responder](GeminiServer::respond_with), else to
+    /// [`ScriptedReply::default`] (the peer example's text), when none is queued.
     pub fn push_reply(&self, reply: ScriptedReply) {
         self.shared.lock().replies.push_back(reply);
+    }
+
+    /// Answers generate calls the queue has no reply for with `responder(request body)`,
+    /// e.g. a function call unless the last turn is a `functionResponse`. Replaces the
+    /// previous responder. It runs on the server's task, without the server's lock.
+    pub fn respond_with(
+        &self,
+        responder: impl Fn(&Value) -> ScriptedReply + Send + Sync + 'static,
+    ) {
+        self.shared.lock().responder = Some(Arc::new(responder));
+    }
+
+    /// Removes the responder: unqueued calls get [`ScriptedReply::default`] again.
+    pub fn clear_responder(&self) {
+        self.shared.lock().responder = None;
+    }
+
+    /// Whether a generate request whose model turns hold a `functionCall` part without the
+    /// `thoughtSignature` this server issued for that call (or, for a call it never made,
+    /// without any) is refused with Gemini 3's 400 `INVALID_ARGUMENT` ("Function call is
+    /// missing a thought_signature in functionCall parts. … function call
+    /// `default_api:NAME` , position N. …", N the 1-based index of the turn in `contents`).
+    /// On by default. Google's documented placeholders (`skip_thought_signature_validator`)
+    /// pass.
+    pub fn require_thought_signatures(&self, required: bool) {
+        self.shared.lock().require_signatures = required;
+    }
+
+    /// Every function call made so far, with the `id` and `thoughtSignature` issued for it.
+    #[must_use]
+    pub fn issued_calls(&self) -> Vec<IssuedCall> {
+        self.shared.lock().issued.clone()
+    }
+
+    /// Writes each SSE event in `pieces` TCP writes with `gap` between them (1: whole
+    /// events, the default). The last piece is the event's final `\n` alone, the others
+    /// cut anywhere, inside the JSON or a UTF-8 character.
+    pub fn split_stream_events(&self, pieces: usize, gap: Duration) {
+        let mut state = self.shared.lock();
+        state.shape.pieces = pieces.max(1);
+        state.shape.piece_gap = gap;
+    }
+
+    /// Pauses `interval` before every SSE event but the first (zero, the default, sends
+    /// them back to back).
+    pub fn set_chunk_interval(&self, interval: Duration) {
+        self.shared.lock().shape.interval = interval;
     }
 
     /// Adds a fault rule. Rules are tried in the order added; the first that matches a
@@ -165,9 +237,80 @@ impl GeminiServer {
         self.shared.lock().requests.len()
     }
 
-    /// Forgets the recorded requests.
+    /// Forgets the recorded requests (not the [stream logs](GeminiServer::streams)).
     pub fn clear_requests(&self) {
         self.shared.lock().requests.clear();
+    }
+
+    /// The JSON bodies of the generate calls (`generateContent`, `streamGenerateContent`)
+    /// received so far, keys replaced by markers: `contents`, `systemInstruction`, `tools`,
+    /// echoed `thoughtSignature`s.
+    #[must_use]
+    pub fn generate_requests(&self) -> Vec<Value> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|request| {
+                request.path.contains(":generateContent")
+                    || request.path.contains(":streamGenerateContent")
+            })
+            .filter_map(RecordedRequest::json)
+            .collect()
+    }
+
+    /// A log of every SSE stream answered so far, in order.
+    #[must_use]
+    pub fn streams(&self) -> Vec<StreamLog> {
+        self.shared.lock().streams.clone()
+    }
+
+    /// How many SSE streams lost their client before their end ([`StreamEnd::ClientGone`]).
+    #[must_use]
+    pub fn stream_disconnects(&self) -> usize {
+        self.shared
+            .lock()
+            .streams
+            .iter()
+            .filter(|log| matches!(log.end, StreamEnd::ClientGone { .. }))
+            .count()
+    }
+
+    /// Per SSE stream, when each event was written (see [`StreamLog::written`]).
+    #[must_use]
+    pub fn stream_write_times(&self) -> Vec<Vec<Instant>> {
+        self.shared
+            .lock()
+            .streams
+            .iter()
+            .map(|log| log.written.clone())
+            .collect()
+    }
+
+    /// Waits up to `within` until `n` SSE streams lost their client, and returns when the
+    /// server noticed the `n`th (in the order noticed); `None` if fewer did in time.
+    pub async fn wait_for_stream_disconnects(&self, n: usize, within: Duration) -> Option<Instant> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut gone: Vec<Instant> = self
+                .shared
+                .lock()
+                .streams
+                .iter()
+                .filter_map(|log| match log.end {
+                    StreamEnd::ClientGone { at } => Some(at),
+                    _ => None,
+                })
+                .collect();
+            gone.sort();
+            if n > 0 && gone.len() >= n {
+                return Some(gone[n - 1]);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 }
 
@@ -224,6 +367,12 @@ struct State {
     requests: Vec<RecordedRequest>,
     /// Generate calls answered, for response ids.
     responses: u64,
+    responder: Option<Arc<Responder>>,
+    require_signatures: bool,
+    signer: signature::Signer,
+    issued: Vec<IssuedCall>,
+    shape: stream::Shape,
+    streams: Vec<StreamLog>,
 }
 
 impl Default for State {
@@ -243,17 +392,48 @@ impl Default for State {
             latency: Duration::ZERO,
             requests: Vec::new(),
             responses: 0,
+            responder: None,
+            require_signatures: true,
+            signer: signature::Signer::default(),
+            issued: Vec::new(),
+            shape: stream::Shape::default(),
+            streams: Vec::new(),
         }
     }
 }
 
 impl State {
-    /// Records a request, replacing `extra_secrets` and every known key by its marker.
-    fn record(&mut self, parts: &http::request::Parts, body: &[u8], extra_secrets: &[String]) {
+    /// Records a request, replacing `extra_secrets` and every known key by its marker;
+    /// returns its index in `requests`.
+    fn record(
+        &mut self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        extra_secrets: &[String],
+    ) -> usize {
         let mut secrets: Vec<String> = self.keys.iter().chain(&self.revoked).cloned().collect();
         secrets.extend_from_slice(extra_secrets);
         self.requests
             .push(RecordedRequest::new(parts, body, &secrets));
+        self.requests.len() - 1
+    }
+
+    /// Issues an id and a signature for each function call of `reply`, and remembers them.
+    fn issue_calls(&mut self, reply: &ScriptedReply) -> Vec<reply::CallTag> {
+        reply
+            .function_calls()
+            .into_iter()
+            .map(|(name, args)| {
+                let tag = self.signer.issue();
+                self.issued.push(IssuedCall {
+                    id: tag.id.clone(),
+                    name: name.to_owned(),
+                    args: args.clone(),
+                    signature: tag.signature.clone(),
+                });
+                tag
+            })
+            .collect()
     }
 
     /// The fault for a request carrying `key`, counting down a limited rule.

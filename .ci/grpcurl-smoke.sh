@@ -69,7 +69,20 @@ if anon=$(grpcurl -plaintext "$addr" assistd.preferences.v1.PreferencesService/G
 fi
 grep -q "Unauthenticated" <<<"$anon" || fail "expected Unauthenticated: $anon"
 
-if planned=$(grpcurl -plaintext -H "authorization: Bearer $token" "$addr" assistd.chat.v1.ChatService/ListSessions 2>&1); then
+created=$(grpcurl -plaintext -H "authorization: Bearer $token" -d '{"title": "Smoke test"}' \
+  "$addr" assistd.chat.v1.ChatService/CreateSession) || fail "CreateSession"
+grep -q '"title": "Smoke test"' <<<"$created" || fail "session not created: $created"
+listed=$(grpcurl -plaintext -H "authorization: Bearer $token" "$addr" assistd.chat.v1.ChatService/ListSessions) \
+  || fail "ListSessions"
+grep -q '"title": "Smoke test"' <<<"$listed" || fail "session not listed: $listed"
+if nokey=$(grpcurl -plaintext -H "authorization: Bearer $token" \
+  -d "{\"session_id\": \"$(sed -n 's/.*"id": "\([^"]*\)".*/\1/p' <<<"$created" | head -1)\", \"client_message_id\": \"smoke-1\", \"text\": \"hi\"}" \
+  "$addr" assistd.chat.v1.ChatService/SendMessage 2>&1); then
+  fail "a send without an API key was accepted"
+fi
+grep -q "FailedPrecondition" <<<"$nokey" || fail "expected FailedPrecondition: $nokey"
+
+if planned=$(grpcurl -plaintext -H "authorization: Bearer $token" "$addr" assistd.gmail.v1.GmailService/GetConnection 2>&1); then
   fail "a planned service answered OK"
 fi
 grep -q "Unimplemented" <<<"$planned" || fail "expected Unimplemented: $planned"

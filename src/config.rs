@@ -31,6 +31,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The Gemini API.
     pub gemini: assistd_gemini::GeminiConfig,
+    /// Chat: default model, context budget, tool loop, retries.
+    pub chat: assistd_core::chat::ChatConfig,
 }
 
 /// Envelope encryption: which key-encryption key (KEK) wraps users' data keys.
@@ -248,6 +250,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             audit: AuditConfig::default(),
             gemini: assistd_gemini::GeminiConfig::default(),
+            chat: assistd_core::chat::ChatConfig::default(),
         }
     }
 }
@@ -259,7 +262,7 @@ impl Default for ServerConfig {
             max_decoding_message_size: 4 * 1024 * 1024,
             max_encoding_message_size: 16 * 1024 * 1024,
             max_concurrent_streams: 200,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(5 * 60),
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
@@ -495,6 +498,7 @@ mod tests {
             example.database.max_connections,
             defaults.database.max_connections
         );
+        assert_eq!(example.chat, defaults.chat);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use assistd_core::chat::{ChatService, ToolRegistry};
 use assistd_core::{ApiKeyVault, PreferencesService, SecretSealer};
 use assistd_crypto::{
     CachePolicy, DataKeyCache, KeyEncryptionKey, Keyring, KmsKek, KmsSettings, LocalKek,
@@ -31,16 +32,19 @@ use tower_http::trace::TraceLayer;
 use crate::auth::AuthLayer;
 use crate::config::{Config, KekConfig, KekProvider};
 use crate::proto::apikey::v1::user_api_key_service_server::UserApiKeyServiceServer;
+use crate::proto::chat::v1::chat_service_server::ChatServiceServer;
 use crate::proto::preferences::v1::preferences_service_server::PreferencesServiceServer;
 use crate::request_context::ClientAddressPolicy;
 use crate::services::apikey::ApiKeyApi;
+use crate::services::chat::ChatApi;
 use crate::services::planned::{PLANNED_SERVICES, PlannedLayer};
 use crate::services::preferences::PreferencesApi;
 
 /// Services that are implemented; their health follows the database.
-const SERVED_SERVICES: [&str; 2] = [
+const SERVED_SERVICES: [&str; 3] = [
     "assistd.preferences.v1.PreferencesService",
     "assistd.apikey.v1.UserApiKeyService",
+    "assistd.chat.v1.ChatService",
 ];
 
 /// How often the health service re-checks the database.
@@ -233,7 +237,16 @@ impl Application {
         let audit = audit_log(&config, &store)?;
         let gemini =
             assistd_gemini::GeminiClient::new(&config.gemini).context("gemini settings")?;
-        let vault = ApiKeyVault::new(&store, sealer.clone(), audit.clone(), gemini);
+        let vault = ApiKeyVault::new(&store, sealer.clone(), audit.clone(), gemini.clone());
+        let chat = ChatService::new(
+            &store,
+            vault.clone(),
+            preferences.clone(),
+            gemini,
+            audit.clone(),
+            config.chat.clone(),
+            ToolRegistry::standard(),
+        );
         let addresses = ClientAddressPolicy::new(config.server.trusted_proxies.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -259,8 +272,13 @@ impl Application {
                 .max_decoding_message_size(server_config.max_decoding_message_size)
                 .max_encoding_message_size(server_config.max_encoding_message_size);
 
+        let chat_server = ChatServiceServer::new(ChatApi::new(chat.clone(), addresses.clone()))
+            .max_decoding_message_size(server_config.max_decoding_message_size)
+            .max_encoding_message_size(server_config.max_encoding_message_size);
+
         let api_key_server = UserApiKeyServiceServer::new(ApiKeyApi::new(
             vault.clone(),
+            chat,
             audit.clone(),
             addresses.clone(),
         ))
@@ -296,7 +314,8 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(preferences_server)
-            .add_service(api_key_server);
+            .add_service(api_key_server)
+            .add_service(chat_server);
 
         let listener = TcpListener::bind(server_config.listen)
             .await

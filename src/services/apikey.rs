@@ -2,13 +2,16 @@
 //! `SetApiKeyRequest.api_key` and never leave the server again; responses carry a hint only.
 
 use assistd_core::ApiKeyVault;
+use assistd_core::chat::{ChatService, TokenBudget};
 use assistd_crypto::Secret;
 use assistd_domain::FieldViolation;
 use assistd_domain::apikey::{ApiKeyInfo, ApiKeyStatus, Provider, check_api_key_format};
 use assistd_domain::audit::AuditAction;
+use assistd_domain::chat::{MAX_MONTHLY_TOKEN_LIMIT, validate_model};
 use assistd_store::audit::{AuditFilter, AuditLog, AuditRecord};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{Datelike as _, NaiveDate};
 use tonic::{Request, Response, Status};
 
 use super::{from_timestamp, timestamp};
@@ -21,20 +24,30 @@ use crate::status::{invalid_field, status};
 const DEFAULT_AUDIT_PAGE: u64 = 50;
 const MAX_AUDIT_PAGE: u64 = 500;
 
-/// The gRPC face of [`ApiKeyVault`] and of the user's audit trail.
+/// Longest `GetUsage` range: `end_date` at most this many days after `start_date`.
+const MAX_USAGE_DAYS: i64 = 366;
+
+/// The gRPC face of [`ApiKeyVault`], of usage and budgets, and of the user's audit trail.
 #[derive(Clone, Debug)]
 pub struct ApiKeyApi {
     vault: ApiKeyVault,
+    chat: ChatService,
     audit: AuditLog,
     addresses: ClientAddressPolicy,
 }
 
 impl ApiKeyApi {
-    /// Serves `vault` and `audit`, recording client addresses per `addresses`.
+    /// Serves `vault`, `chat` (usage and budgets) and `audit`, recording client addresses per `addresses`.
     #[must_use]
-    pub fn new(vault: ApiKeyVault, audit: AuditLog, addresses: ClientAddressPolicy) -> Self {
+    pub fn new(
+        vault: ApiKeyVault,
+        chat: ChatService,
+        audit: AuditLog,
+        addresses: ClientAddressPolicy,
+    ) -> Self {
         Self {
             vault,
+            chat,
             audit,
             addresses,
         }
@@ -59,6 +72,17 @@ fn parse_provider(value: i32) -> Result<Provider, FieldViolation> {
 /// The provider a request names, as a status on failure.
 fn provider(value: i32) -> Result<Provider, Status> {
     parse_provider(value).map_err(|violation| status(violation.into()))
+}
+
+fn budget_to_proto(budget: &TokenBudget) -> pb::TokenBudget {
+    pb::TokenBudget {
+        monthly_token_limit: budget.monthly_limit.unwrap_or_default(),
+        used_token_count: budget.used,
+        period_start_time: Some(timestamp(budget.period_start)),
+        period_end_time: Some(timestamp(budget.period_end)),
+        exhausted: budget.exhausted(),
+        update_time: budget.updated_at.map(timestamp),
+    }
 }
 
 fn to_proto(info: ApiKeyInfo) -> pb::ApiKey {
@@ -95,6 +119,8 @@ fn action_to_proto(action: &str) -> pb::AuditAction {
         Some(AuditAction::ApiKeyValidated) => pb::AuditAction::ApiKeyValidated,
         Some(AuditAction::ApiKeyDeleted) => pb::AuditAction::ApiKeyDeleted,
         Some(AuditAction::ApiKeyRevealed) => pb::AuditAction::ApiKeyRevealed,
+        Some(AuditAction::TokenBudgetSet) => pb::AuditAction::TokenBudgetSet,
+        Some(AuditAction::TokenBudgetCleared) => pb::AuditAction::TokenBudgetCleared,
         Some(AuditAction::AccountDeleted) | None => pb::AuditAction::Unspecified,
     }
 }
@@ -122,12 +148,6 @@ fn event_to_proto(record: AuditRecord) -> pb::AuditEvent {
         user_agent: record.user_agent.unwrap_or_default(),
         metadata: record.metadata.into_iter().collect(),
     }
-}
-
-fn not_yet(method: &str) -> Status {
-    Status::unimplemented(format!(
-        "assistd.apikey.v1.UserApiKeyService/{method} is not available on this server yet: usage accounting and token budgets ship with chat"
-    ))
 }
 
 #[tonic::async_trait]
@@ -242,30 +262,130 @@ impl pb::user_api_key_service_server::UserApiKeyService for ApiKeyApi {
 
     async fn get_usage(
         &self,
-        _request: Request<pb::GetUsageRequest>,
+        request: Request<pb::GetUsageRequest>,
     ) -> Result<Response<pb::GetUsageResponse>, Status> {
-        Err(not_yet("GetUsage"))
+        let user = caller(&request)?;
+        let request = request.into_inner();
+        let today = chrono::Utc::now().date_naive();
+        let date =
+            |field: &str, value: &str, default: NaiveDate| -> Result<NaiveDate, FieldViolation> {
+                if value.is_empty() {
+                    return Ok(default);
+                }
+                NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
+                    FieldViolation::new(
+                        field,
+                        format!("{value:?} is not a date like \"2026-11-25\""),
+                    )
+                })
+            };
+        let month_start = today.with_day(1).unwrap_or(today);
+        let mut violations = Vec::new();
+        let start = date("start_date", &request.start_date, month_start)
+            .map_err(|v| violations.push(v))
+            .ok();
+        let end = date("end_date", &request.end_date, today)
+            .map_err(|v| violations.push(v))
+            .ok();
+        if let Err(err) = validate_model(&request.model) {
+            violations.push(err.at("model"));
+        }
+        if let (Some(start), Some(end)) = (start, end) {
+            if end < start {
+                violations.push(FieldViolation::new(
+                    "end_date",
+                    "must not be before start_date",
+                ));
+            } else if (end - start).num_days() > MAX_USAGE_DAYS {
+                violations.push(FieldViolation::new(
+                    "end_date",
+                    format!("must be at most {MAX_USAGE_DAYS} days after start_date"),
+                ));
+            }
+        }
+        let (Some(start), Some(end), true) = (start, end, violations.is_empty()) else {
+            return Err(status(violations.into()));
+        };
+        let records = self
+            .chat
+            .usage(
+                user,
+                start,
+                end,
+                (!request.model.is_empty()).then_some(request.model.as_str()),
+            )
+            .await
+            .map_err(status)?;
+        let mut response = pb::GetUsageResponse {
+            start_date: start.to_string(),
+            end_date: end.to_string(),
+            ..pb::GetUsageResponse::default()
+        };
+        for record in records {
+            response.total_request_count += record.request_count;
+            response.total_prompt_token_count += record.prompt_tokens;
+            response.total_output_token_count += record.output_tokens;
+            response.total_token_count += record.total_tokens;
+            response.records.push(pb::UsageRecord {
+                date: record.day.to_string(),
+                model: record.model,
+                request_count: record.request_count,
+                prompt_token_count: record.prompt_tokens,
+                output_token_count: record.output_tokens,
+                total_token_count: record.total_tokens,
+            });
+        }
+        Ok(Response::new(response))
     }
 
     async fn get_token_budget(
         &self,
-        _request: Request<pb::GetTokenBudgetRequest>,
+        request: Request<pb::GetTokenBudgetRequest>,
     ) -> Result<Response<pb::GetTokenBudgetResponse>, Status> {
-        Err(not_yet("GetTokenBudget"))
+        let user = caller(&request)?;
+        let budget = self.chat.token_budget(user).await.map_err(status)?;
+        Ok(Response::new(pb::GetTokenBudgetResponse {
+            budget: Some(budget_to_proto(&budget)),
+        }))
     }
 
     async fn set_token_budget(
         &self,
-        _request: Request<pb::SetTokenBudgetRequest>,
+        request: Request<pb::SetTokenBudgetRequest>,
     ) -> Result<Response<pb::SetTokenBudgetResponse>, Status> {
-        Err(not_yet("SetTokenBudget"))
+        let user = caller(&request)?;
+        let context = self.addresses.context(&request);
+        let limit = request.get_ref().monthly_token_limit;
+        if !(1..=MAX_MONTHLY_TOKEN_LIMIT).contains(&limit) {
+            return Err(invalid_field(
+                "monthly_token_limit",
+                format!("must be between 1 and {MAX_MONTHLY_TOKEN_LIMIT}, not {limit}"),
+            ));
+        }
+        let budget = self
+            .chat
+            .set_token_budget(user, &context, Some(limit))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SetTokenBudgetResponse {
+            budget: Some(budget_to_proto(&budget)),
+        }))
     }
 
     async fn clear_token_budget(
         &self,
-        _request: Request<pb::ClearTokenBudgetRequest>,
+        request: Request<pb::ClearTokenBudgetRequest>,
     ) -> Result<Response<pb::ClearTokenBudgetResponse>, Status> {
-        Err(not_yet("ClearTokenBudget"))
+        let user = caller(&request)?;
+        let context = self.addresses.context(&request);
+        let budget = self
+            .chat
+            .set_token_budget(user, &context, None)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ClearTokenBudgetResponse {
+            budget: Some(budget_to_proto(&budget)),
+        }))
     }
 
     async fn list_audit_events(

@@ -15,10 +15,6 @@ pub const PLANNED_SERVICES: &[(&str, &str)] = &[
         "Google sign-in (OpenID Connect login, refresh tokens, device sessions, account deletion)",
     ),
     (
-        "assistd.chat.v1.ChatService",
-        "chat with Gemini (sessions, messages, streaming replies, tools, search, memories)",
-    ),
-    (
         "assistd.gmail.v1.GmailService",
         "the Gmail connection (sync, search, summaries and triage)",
     ),
@@ -84,8 +80,8 @@ mod tests {
 
     #[test]
     fn planned_paths_are_recognised_by_service() {
-        assert!(planned("/assistd.chat.v1.ChatService/SendMessage").is_some());
+        assert!(planned("/assistd.gmail.v1.GmailService/ListMessages").is_some());
         assert!(planned("/assistd.preferences.v1.PreferencesService/GetPreferences").is_none());
-        assert!(planned("/assistd.chat.v1.ChatServiceX/SendMessage").is_none());
+        assert!(planned("/assistd.gmail.v1.GmailServiceX/ListMessages").is_none());
     }
 }

@@ -531,18 +531,106 @@ async fn audit_events_page_by_keyset() {
 }
 
 #[tokio::test]
-async fn usage_and_budgets_say_what_is_missing() {
+async fn usage_and_budgets_check_their_arguments() {
     let app = spawn_app().await;
     let token = app.token_for(app.create_user().await);
-    let status = client(&app)
-        .await
+    let mut keys = client(&app).await;
+    let usage = keys
         .get_usage(authed(pb::GetUsageRequest::default(), &token))
         .await
+        .unwrap()
+        .into_inner();
+    assert!(usage.records.is_empty());
+    assert_eq!(usage.total_token_count, 0);
+    assert!(usage.start_date.ends_with("-01"), "{}", usage.start_date);
+    for (request, field) in [
+        (
+            pb::GetUsageRequest {
+                start_date: "2026-13-01".into(),
+                ..Default::default()
+            },
+            "start_date",
+        ),
+        (
+            pb::GetUsageRequest {
+                start_date: "2026-05-02".into(),
+                end_date: "2026-05-01".into(),
+                ..Default::default()
+            },
+            "end_date",
+        ),
+        (
+            pb::GetUsageRequest {
+                start_date: "2024-01-01".into(),
+                end_date: "2026-01-01".into(),
+                ..Default::default()
+            },
+            "end_date",
+        ),
+        (
+            pb::GetUsageRequest {
+                model: "models/Gemini".into(),
+                ..Default::default()
+            },
+            "model",
+        ),
+    ] {
+        let status = keys.get_usage(authed(request, &token)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&status), [field]);
+    }
+    let budget = keys
+        .get_token_budget(authed(pb::GetTokenBudgetRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .budget
+        .unwrap();
+    assert_eq!(budget.monthly_token_limit, 0);
+    assert!(!budget.exhausted);
+    assert!(budget.update_time.is_none());
+    let status = keys
+        .set_token_budget(authed(
+            pb::SetTokenBudgetRequest {
+                monthly_token_limit: 1_000_000_000_001,
+            },
+            &token,
+        ))
+        .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(
-        status.message().contains("GetUsage") && status.message().contains("chat"),
-        "{}",
-        status.message()
+    assert_eq!(violated_fields(&status), ["monthly_token_limit"]);
+    let set = keys
+        .set_token_budget(authed(
+            pb::SetTokenBudgetRequest {
+                monthly_token_limit: 5_000,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .budget
+        .unwrap();
+    assert_eq!(set.monthly_token_limit, 5_000);
+    assert!(set.update_time.is_some());
+    // Both changes are in the user's audit trail.
+    keys.clear_token_budget(authed(pb::ClearTokenBudgetRequest {}, &token))
+        .await
+        .unwrap();
+    let actions: Vec<pb::AuditAction> = keys
+        .list_audit_events(authed(pb::ListAuditEventsRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .iter()
+        .map(pb::AuditEvent::action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            pb::AuditAction::TokenBudgetCleared,
+            pb::AuditAction::TokenBudgetSet
+        ]
     );
 }

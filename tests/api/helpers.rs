@@ -122,6 +122,10 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
     let gemini = std::sync::Arc::new(GeminiServer::start().await);
     config.gemini.base_url = gemini.base_url();
     config.gemini.request_timeout = std::time::Duration::from_secs(2);
+    // Titles are generated in the background with a model call of their own, which would
+    // take replies scripted for the next send; the title test turns it on.
+    config.chat.generate_titles = false;
+    config.chat.retry_backoff = std::time::Duration::from_millis(10);
     adjust(&mut config);
     start(config, std::sync::Arc::new(dir), gemini).await
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod apikey;
 mod auth;
+mod chat;
 mod helpers;
 mod preferences;
 mod secrets;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use assistd::proto::chat::v1::chat_service_client::ChatServiceClient;
+use assistd::proto::gmail::v1::gmail_service_client::GmailServiceClient;
 use assistd::proto::preferences::v1 as pb;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -122,7 +123,13 @@ async fn health_reports_a_status_per_service() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(chat.status(), ServingStatus::NotServing);
+    assert_eq!(chat.status(), ServingStatus::Serving);
+    let gmail = health
+        .check(status("assistd.gmail.v1.GmailService"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gmail.status(), ServingStatus::NotServing);
     let unknown = health.check(status("nope.Service")).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
 }
@@ -131,24 +138,30 @@ async fn health_reports_a_status_per_service() {
 async fn planned_services_answer_unimplemented_with_what_is_missing() {
     let app = spawn_app().await;
     let token = app.token_for(app.create_user().await);
-    let mut chat = ChatServiceClient::new(app.channel().await);
-    let status = chat
-        .list_sessions(authed(Default::default(), &token))
+    let mut gmail = GmailServiceClient::new(app.channel().await);
+    let status = gmail
+        .get_connection(authed(Default::default(), &token))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
     assert!(
-        status.message().contains("ChatService/ListSessions"),
+        status.message().contains("GmailService/GetConnection"),
         "{}",
         status.message()
     );
     assert!(
-        status.message().contains("chat with Gemini"),
+        status.message().contains("Gmail connection"),
         "{}",
         status.message()
     );
 
-    // Without a token, the authentication layer answers first.
+    // Without a token, the authentication layer answers first, on served services too.
+    let status = gmail
+        .get_connection(tonic::Request::new(Default::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut chat = ChatServiceClient::new(app.channel().await);
     let status = chat
         .list_sessions(tonic::Request::new(Default::default()))
         .await

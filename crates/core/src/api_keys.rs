@@ -48,6 +48,40 @@ fn missing(provider: Provider) -> Error {
     }
 }
 
+/// A key the provider refused, as the error of a call that needed it.
+fn key_invalid(provider: Provider) -> Error {
+    Error::FailedPrecondition {
+        reason: ErrorReason::ApiKeyInvalid,
+        message: format!(
+            "{name} rejected your API key; set a new one in settings (SetApiKey)",
+            name = provider_name(provider)
+        ),
+    }
+}
+
+/// A user's key in the clear for one call, with the stored ciphertext it came from.
+pub struct RevealedKey {
+    secret: Secret,
+    sealed: Vec<u8>,
+    provider: Provider,
+}
+
+impl RevealedKey {
+    /// The key itself. Only for the request header of a provider call.
+    #[must_use]
+    pub fn expose_secret(&self) -> &Secret {
+        &self.secret
+    }
+}
+
+impl std::fmt::Debug for RevealedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevealedKey")
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
 fn provider_name(provider: Provider) -> &'static str {
     match provider {
         Provider::Gemini => "Gemini",
@@ -336,6 +370,89 @@ impl ApiKeyVault {
             .touch_used(user, provider, Utc::now(), LAST_USED_RESOLUTION)
             .await?;
         Ok(secret)
+    }
+
+    /// The user's key for `provider` for a model call, refusing one already known to be
+    /// rejected; stamps it as used. The returned handle names the stored key, so that
+    /// [`ApiKeyVault::mark_rejected`] can mark exactly this key if the provider refuses it.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION `API_KEY_MISSING` when none is stored, `API_KEY_INVALID` when the
+    /// stored key is marked INVALID; key-service and database failures.
+    pub async fn reveal_usable(&self, user: UserId, provider: Provider) -> Result<RevealedKey> {
+        let (stored, secret) = self
+            .open(user, provider)
+            .await?
+            .ok_or_else(|| missing(provider))?;
+        if stored.info.status == ApiKeyStatus::Invalid {
+            return Err(key_invalid(provider));
+        }
+        self.store
+            .api_keys()
+            .touch_used(user, provider, Utc::now(), LAST_USED_RESOLUTION)
+            .await?;
+        Ok(RevealedKey {
+            secret,
+            sealed: stored.sealed,
+            provider,
+        })
+    }
+
+    /// Marks the key behind `key` INVALID because the provider refused it during use
+    /// (`detail` in the provider's words), audited in the same transaction. A key replaced
+    /// meanwhile keeps its own status. Returns the error to answer with: FAILED_PRECONDITION
+    /// `API_KEY_INVALID`.
+    ///
+    /// # Errors
+    /// The database failed (that error is returned instead).
+    pub async fn mark_rejected(
+        &self,
+        user: UserId,
+        context: &RequestContext,
+        key: &RevealedKey,
+        detail: &str,
+    ) -> Result<Error> {
+        let provider = key.provider;
+        let txn = self.store.begin_write().await?;
+        let updated = self
+            .store
+            .api_keys()
+            .set_status(
+                &txn,
+                user,
+                provider,
+                &key.sealed,
+                ApiKeyStatus::Invalid,
+                Some(format!(
+                    "{} rejected this API key: {detail}",
+                    provider_name(provider)
+                )),
+                Some(Utc::now()),
+            )
+            .await?;
+        if updated.is_some() {
+            self.audit
+                .append(
+                    &txn,
+                    &AuditEvent {
+                        actor: Some(user),
+                        action: AuditAction::ApiKeyValidated,
+                        target: format!("api_key/{}", provider.as_str()),
+                        outcome: AuditOutcome::Failure,
+                        context: context.clone(),
+                        metadata: BTreeMap::from([
+                            (
+                                "status".to_owned(),
+                                ApiKeyStatus::Invalid.as_str().to_owned(),
+                            ),
+                            ("during".to_owned(), "use".to_owned()),
+                        ]),
+                    },
+                )
+                .await?;
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(key_invalid(provider))
     }
 
     /// Records a refused attempt to store a key (the provider rejected it), in its own

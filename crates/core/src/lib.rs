@@ -3,11 +3,12 @@
 //! here with the caller's [`assistd_domain::UserId`].
 
 mod api_keys;
+pub mod chat;
 mod preferences;
 mod rotation;
 mod secrets;
 
-pub use api_keys::ApiKeyVault;
+pub use api_keys::{ApiKeyVault, RevealedKey};
 pub use preferences::{PreferencesService, PreferencesWatch};
 pub use rotation::{RotationError, RotationProgress, RotationReport, rotate_data_keys};
 pub use secrets::{SecretSealer, UserDataKey};

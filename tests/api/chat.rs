@@ -402,6 +402,21 @@ async fn a_fact_remembered_in_one_session_is_used_in_another() {
         "remember"
     );
 
+    // The next send in the same session rebuilds that turn from the database: the stored
+    // function-call part goes back with its signature (else the peer answers 400).
+    let again = user.send(&first.id, "r-1b", "Thanks!").await.unwrap();
+    assert_eq!(
+        text_of(again.reply.as_ref().unwrap()),
+        "You prefer metric units."
+    );
+    let from_history = generate_bodies(&app).pop().unwrap();
+    let signature = app.gemini.issued_calls()[0].signature.clone();
+    assert_eq!(
+        from_history["contents"][1]["parts"][0]["thoughtSignature"],
+        json!(signature)
+    );
+    assert_eq!(from_history["contents"].as_array().unwrap().len(), 5);
+
     let memories = user
         .chat
         .list_memories(user.req(pb::ListMemoriesRequest::default()))

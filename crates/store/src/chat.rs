@@ -1132,9 +1132,12 @@ impl ChatRepository {
         if !session_owned(db, user, session).await? {
             return Err(not_found(SESSION, session));
         }
+        // Ownership was checked above. The query names the session only: a `user_id`
+        // condition besides it lets PostgreSQL, before it has statistics for a freshly filled
+        // table, AND two bitmap scans and sort (tens of ms at 100,000 messages) instead of
+        // walking `(session_id, sequence)` (well under a millisecond).
         let mut query = chat_messages::Entity::find()
             .filter(Column::SessionId.eq(session.as_uuid()))
-            .filter(Column::UserId.eq(user.as_uuid()))
             .limit(limit);
         query = if forward {
             if let Some(start) = start {

@@ -469,6 +469,9 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
 
 /// Serves one HTTP/1.1 connection until it ends or a handler asks to drop it.
 async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    // Each SSE event goes out as soon as it is written, as Google's front ends send them;
+    // with Nagle's algorithm a small event could wait for the client's delayed ACK (~40 ms).
+    let _ = stream.set_nodelay(true);
     let hangup = Arc::new(Notify::new());
     let service = {
         let hangup = Arc::clone(&hangup);

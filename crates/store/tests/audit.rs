@@ -2,12 +2,15 @@
 //! `ASSISTD_TEST_DATABASE_URL` is set): appends, concurrency, and every kind of tampering,
 //! including of the head row.
 
+mod common;
+
+use common::fresh_store;
 use std::collections::BTreeMap;
 
 use assistd_domain::UserId;
 use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome, RequestContext};
 use assistd_store::audit::{AuditChainKey, AuditFilter, AuditLog, ChainBreak, GENESIS_HASH};
-use assistd_store::{DatabaseSettings, NewUser, Store};
+use assistd_store::{NewUser, Store};
 use sea_orm::{ConnectionTrait, DatabaseBackend, TransactionTrait};
 
 /// The chain key every test uses; tests of forgery compute MACs without it.
@@ -17,28 +20,6 @@ fn chain_key() -> AuditChainKey {
 
 fn audit(store: &Store) -> AuditLog {
     AuditLog::new(store, chain_key())
-}
-
-/// A migrated store on a fresh database, and the directory keeping an SQLite file alive.
-async fn fresh_store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = match std::env::var("ASSISTD_TEST_DATABASE_URL") {
-        Ok(admin_url) => {
-            let name = format!("assistd_test_{}", uuid::Uuid::now_v7().simple());
-            let admin = sea_orm::Database::connect(&admin_url).await.unwrap();
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .unwrap();
-            admin.close().await.ok();
-            let (base, _) = admin_url.rsplit_once('/').unwrap();
-            DatabaseSettings::from_url(format!("{base}/{name}"))
-        }
-        Err(_) => DatabaseSettings::sqlite(&dir.path().join("audit.db")),
-    };
-    let store = Store::connect(&settings).await.unwrap();
-    store.migrate().await.unwrap();
-    (store, dir)
 }
 
 fn event(actor: UserId, action: AuditAction, n: usize) -> AuditEvent {

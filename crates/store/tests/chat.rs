@@ -3,6 +3,9 @@
 //! idempotent sends, history pages, full-text search and its index, memories, usage and
 //! budgets, and that another user's ids behave like unknown ones everywhere.
 
+mod common;
+
+use common::fresh_store;
 use std::time::{Duration, Instant};
 
 use assistd_domain::chat::{
@@ -11,32 +14,10 @@ use assistd_domain::chat::{
     NewSession, SearchQuery, SessionFilter, SessionId, SessionPatch, UsageRecord,
 };
 use assistd_domain::{Error, UserId};
-use assistd_store::{ChatRepository, DatabaseSettings, NewUser, Store, UsageDelta};
+use assistd_store::{ChatRepository, NewUser, Store, UsageDelta};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 use serde_json::json;
-
-/// A migrated store on a fresh database, and the directory keeping an SQLite file alive.
-async fn fresh_store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = match std::env::var("ASSISTD_TEST_DATABASE_URL") {
-        Ok(admin_url) => {
-            let name = format!("assistd_test_{}", uuid::Uuid::now_v7().simple());
-            let admin = sea_orm::Database::connect(&admin_url).await.unwrap();
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .unwrap();
-            admin.close().await.ok();
-            let (base, _) = admin_url.rsplit_once('/').unwrap();
-            DatabaseSettings::from_url(format!("{base}/{name}"))
-        }
-        Err(_) => DatabaseSettings::sqlite(&dir.path().join("chat.db")),
-    };
-    let store = Store::connect(&settings).await.unwrap();
-    store.migrate().await.unwrap();
-    (store, dir)
-}
 
 fn is_sqlite(store: &Store) -> bool {
     store.connection().get_database_backend() == DatabaseBackend::Sqlite

@@ -85,6 +85,16 @@ fn decode_token(token: &str, kind: &str, rpc: &str, count: usize) -> Result<Vec<
     Ok(fields)
 }
 
+/// Cuts `items` (fetched with one more than `limit`) to the page and returns the token of the
+/// next page, made from the page's last item, or "" when this is the last page.
+fn next_page<T>(items: &mut Vec<T>, limit: u64, token: impl FnOnce(&T) -> String) -> String {
+    if items.len() as u64 <= limit {
+        return String::new();
+    }
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    items.last().map(token).unwrap_or_default()
+}
+
 fn micros(at: DateTime<Utc>) -> String {
     at.timestamp_micros().to_string()
 }
@@ -432,24 +442,16 @@ impl pb::chat_service_server::ChatService for ChatApi {
             .sessions(user, filter, after, limit + 1)
             .await
             .map_err(status)?;
-        let next_page_token = if sessions.len() as u64 > limit {
-            sessions.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            sessions
-                .last()
-                .map(|last| {
-                    encode_token(
-                        "sessions",
-                        &[
-                            micros(last.last_activity_at),
-                            last.id.to_string(),
-                            filter_key.clone(),
-                        ],
-                    )
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut sessions, limit, |last| {
+            encode_token(
+                "sessions",
+                &[
+                    micros(last.last_activity_at),
+                    last.id.to_string(),
+                    filter_key.clone(),
+                ],
+            )
+        });
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions.into_iter().map(session_to_proto).collect(),
             next_page_token,
@@ -741,23 +743,16 @@ impl pb::chat_service_server::ChatService for ChatApi {
             .search(user, &query, session, after, limit + 1)
             .await
             .map_err(status)?;
-        let next_page_token = if hits.len() as u64 > limit {
-            hits.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            hits.last()
-                .map(|last| {
-                    encode_token(
-                        "search",
-                        &[
-                            micros(last.message.created_at),
-                            last.message.id.to_string(),
-                            scope.clone(),
-                        ],
-                    )
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut hits, limit, |last| {
+            encode_token(
+                "search",
+                &[
+                    micros(last.message.created_at),
+                    last.message.id.to_string(),
+                    scope.clone(),
+                ],
+            )
+        });
         Ok(Response::new(pb::SearchMessagesResponse {
             hits: hits.into_iter().map(hit_to_proto).collect(),
             next_page_token,
@@ -791,17 +786,9 @@ impl pb::chat_service_server::ChatService for ChatApi {
             .memories(user, after, limit + 1)
             .await
             .map_err(status)?;
-        let next_page_token = if memories.len() as u64 > limit {
-            memories.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            memories
-                .last()
-                .map(|last| {
-                    encode_token("memories", &[micros(last.created_at), last.id.to_string()])
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut memories, limit, |last| {
+            encode_token("memories", &[micros(last.created_at), last.id.to_string()])
+        });
         Ok(Response::new(pb::ListMemoriesResponse {
             memories: memories.into_iter().map(memory_to_proto).collect(),
             next_page_token,

@@ -534,13 +534,25 @@ impl ChatService {
 
 impl Inner {
     async fn token_budget(&self, user: UserId, now: DateTime<Utc>) -> Result<TokenBudget> {
-        let chat = self.store.chat();
+        let setting = self.store.chat().budget(user).await?;
+        self.spend(user, setting, now).await
+    }
+
+    /// `setting` with the tokens used in the month of `now`.
+    async fn spend(
+        &self,
+        user: UserId,
+        setting: TokenBudgetSetting,
+        now: DateTime<Utc>,
+    ) -> Result<TokenBudget> {
         let TokenBudgetSetting {
             monthly_limit,
             updated_at,
-        } = chat.budget(user).await?;
+        } = setting;
         let (period_start, period_end) = month_of(now);
-        let used = chat
+        let used = self
+            .store
+            .chat()
             .tokens_between(
                 user,
                 period_start.date_naive(),
@@ -679,19 +691,23 @@ impl Exchange<'_> {
             .reveal_usable(self.user, Provider::Gemini)
             .await?;
         let api_key = api_key(&key)?;
-        let budget = self.inner.token_budget(self.user, now).await?;
-        if let (true, Some(limit)) = (budget.exhausted(), budget.monthly_limit) {
-            return Err(Error::ResourceExhausted {
-                reason: ErrorReason::TokenBudgetExhausted,
-                message: format!(
-                    "your monthly token budget of {limit} tokens is spent ({} used since {}); it \
-                     resets on {}, or raise or clear it with SetTokenBudget",
-                    budget.used,
-                    budget.period_start.date_naive(),
-                    budget.period_end.date_naive(),
-                ),
-                retry_after: (budget.period_end - now).to_std().ok(),
-            });
+        // Most users set no budget: the month's usage is only summed for those who do.
+        let setting = chat.budget(self.user).await?;
+        if let Some(limit) = setting.monthly_limit {
+            let budget = self.inner.spend(self.user, setting, now).await?;
+            if budget.exhausted() {
+                return Err(Error::ResourceExhausted {
+                    reason: ErrorReason::TokenBudgetExhausted,
+                    message: format!(
+                        "your monthly token budget of {limit} tokens is spent ({} used since {}); \
+                         it resets on {}, or raise or clear it with SetTokenBudget",
+                        budget.used,
+                        budget.period_start.date_naive(),
+                        budget.period_end.date_naive(),
+                    ),
+                    retry_after: (budget.period_end - now).to_std().ok(),
+                });
+            }
         }
         let lease_until = now
             + chrono::Duration::from_std(self.inner.config.exchange_lease)

@@ -104,10 +104,21 @@ impl DatabaseSettings {
 }
 
 /// A pool of database connections, and the repositories built on it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
     backend: Backend,
+    /// How this store connected, so migrations can open a connection of their own.
+    options: ConnectOptions,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the connect options: their URL may hold the database password.
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -143,8 +154,12 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(busy_timeout)
         });
-        let db = Database::connect(options).await.map_err(db_error)?;
-        Ok(Self { db, backend })
+        let db = Database::connect(options.clone()).await.map_err(db_error)?;
+        Ok(Self {
+            db,
+            backend,
+            options,
+        })
     }
 
     /// Applies every pending migration.
@@ -152,7 +167,18 @@ impl Store {
     /// # Errors
     /// A migration failed; the database is left at the last one that succeeded.
     pub async fn migrate(&self) -> Result<()> {
-        Migrator::up(&self.db, None).await.map_err(db_error)
+        if self.backend == Backend::Postgres {
+            return Migrator::up(&self.db, None).await.map_err(db_error);
+        }
+        // On SQLite the migrator runs each statement on whichever pooled connection is free,
+        // outside a transaction; a pooled connection that took part could afterwards answer
+        // "no such table" once. Migrating on a connection of its own keeps the pool out of it.
+        let mut options = self.options.clone();
+        options.max_connections(1).min_connections(1);
+        let db = Database::connect(options).await.map_err(db_error)?;
+        let result = Migrator::up(&db, None).await.map_err(db_error);
+        db.close().await.map_err(db_error)?;
+        result
     }
 
     /// Checks that the database answers.

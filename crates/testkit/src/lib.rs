@@ -12,11 +12,15 @@
 //!   spawned server needs.
 //! - [`kms::KmsProxy`]: a KMS endpoint that counts requests by operation, fails the
 //!   operations it is told to, and forwards the rest to moto.
+//! - [`oidc::OidcProvider`]: an OpenID Connect provider (discovery, JWKS, authorization code
+//!   flow with PKCE, refresh tokens) that signs a settable user in at once, with key rotation,
+//!   claim overrides, outages and forged ID tokens on demand.
 //!
 //! Test code only: failures to bind, lock or start a peer panic.
 
 pub mod gemini;
 pub mod kms;
+pub mod oidc;
 
 pub use gemini::GeminiServer;
 pub use kms::{KmsProxy, MotoKms};

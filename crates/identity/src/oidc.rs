@@ -1,0 +1,697 @@
+//! Signing in with Google (or any OpenID Connect provider) as a relying party.
+//!
+//! Two paths lead to a [`VerifiedIdentity`]:
+//! - the authorization code flow with PKCE, nonce and CSRF state
+//!   ([`OidcClient::authorization_url`], then [`OidcClient::exchange_code`]), which may also
+//!   obtain offline Gmail access;
+//! - an ID token a native or browser client obtained on its own ([`OidcClient::verify_id_token`],
+//!   Google's "SignInWithIdToken").
+//!
+//! Both run the ID token through one verification function (`OidcClient::verify`).
+//! `openidconnect` does discovery parsing, the authorization URL and the token endpoint
+//! requests, but not ID token verification: its confidential-client verifier also accepts HS256
+//! keyed with the client secret, it offers no JWKS cache (`Cache-Control`, rate-limited refetch
+//! on an unknown `kid`), no `accounts.google.com` issuer alias, no clock but the system's, and
+//! its typed claims reject Google's string-valued `email_verified`. Our verifier accepts only
+//! RS256/ES256 signatures by keys from the issuer's JWKS.
+//!
+//! Discovery is lazy: nothing touches the network until the first call; the document is kept
+//! for an hour, and a failed fetch is not remembered (the next call tries again, falling back
+//! to the stale document if there is one).
+
+mod discovery;
+mod id_token;
+mod jwks;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use assistd_domain::Clock;
+use chrono::{DateTime, Utc};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType};
+use openidconnect::{
+    AuthorizationCode, CsrfToken, LoginHint, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+};
+use zeroize::Zeroizing;
+
+use discovery::{DiscoveryCache, Provider};
+use id_token::{AudienceRule, ClaimRules};
+use jwks::JwksCache;
+
+/// Google's issuer identifier.
+pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+
+/// Clock skew tolerated for `exp` and `iat` unless configured otherwise.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Timeout of each request to the provider unless configured otherwise.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The scope that lets assistd read the user's mail.
+pub const GMAIL_READONLY_SCOPE: &str = "https://www.googleapis.com/auth/gmail.readonly";
+
+/// Scopes every sign-in asks for (`openid` is added by the authorization URL builder).
+const SIGN_IN_SCOPES: [&str; 2] = ["email", "profile"];
+
+/// The OAuth client secret issued by the provider. Not `Clone`, prints as `[redacted]`,
+/// zeroized on drop; read it only through [`ClientSecret::expose_secret`].
+pub struct ClientSecret(Zeroizing<String>);
+
+impl ClientSecret {
+    /// Wraps a secret.
+    #[must_use]
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(Zeroizing::new(secret.into()))
+    }
+
+    /// The secret itself. Never log it.
+    #[must_use]
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for ClientSecret {
+    fn from(secret: String) -> Self {
+        Self::new(secret)
+    }
+}
+
+impl std::fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Which provider, which client, and how lenient to be.
+#[derive(Debug)]
+pub struct OidcSettings {
+    /// The issuer identifier, e.g. [`GOOGLE_ISSUER`]; discovery reads
+    /// `{issuer}/.well-known/openid-configuration`. Must be `https`, or `http` on a loopback
+    /// address (tests).
+    pub issuer: String,
+    /// This server's OAuth client id.
+    pub client_id: String,
+    /// This server's OAuth client secret.
+    pub client_secret: ClientSecret,
+    /// Further client ids (Android, iOS, Google Identity Services on the web) whose ID tokens
+    /// [`OidcClient::verify_id_token`] accepts.
+    pub additional_audiences: Vec<String>,
+    /// Clock skew tolerated for `exp` and `iat`.
+    pub clock_skew: Duration,
+    /// Timeout of each HTTP request to the provider.
+    pub http_timeout: Duration,
+}
+
+impl OidcSettings {
+    /// Settings for Google with default skew and timeout and no additional audiences.
+    #[must_use]
+    pub fn google(client_id: impl Into<String>, client_secret: ClientSecret) -> Self {
+        Self {
+            issuer: GOOGLE_ISSUER.to_owned(),
+            client_id: client_id.into(),
+            client_secret,
+            additional_audiences: Vec::new(),
+            clock_skew: DEFAULT_CLOCK_SKEW,
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+        }
+    }
+}
+
+/// Why a sign-in step failed. Every message is safe to show to the client: none contains a
+/// token, code or secret.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OidcError {
+    /// Discovery, JWKS or token endpoint unreachable, timed out, failing, or answering
+    /// something unparsable. Worth retrying later.
+    #[error("the identity provider is unavailable: {0}")]
+    Unavailable(String),
+    /// The ID token failed a check (signature, issuer, audience, time, nonce, shape).
+    #[error("invalid ID token: {0}")]
+    InvalidIdToken(String),
+    /// The token endpoint refused the authorization code: unknown, expired or reused code,
+    /// wrong PKCE verifier or redirect URI.
+    #[error("the authorization code was rejected: {0}")]
+    CodeRejected(String),
+    /// The refresh token was revoked or has expired; the user must sign in again.
+    #[error("the refresh token is no longer valid")]
+    InvalidGrant,
+    /// The settings or the provider's answer show a configuration error (bad issuer URL,
+    /// unknown client, wrong secret, malformed request parameters).
+    #[error("OpenID Connect is misconfigured: {0}")]
+    Misconfigured(String),
+}
+
+/// What the authorization URL carries. The caller generates and remembers `state`, `nonce`
+/// and `pkce_verifier` (43-128 characters of `A-Z a-z 0-9 - . _ ~`).
+#[derive(Debug)]
+pub struct AuthorizationRequest {
+    /// Where the provider sends the user back; must be registered with the provider.
+    pub redirect_uri: String,
+    /// CSRF state, echoed back in the redirect.
+    pub state: String,
+    /// Nonce, to be found again in the ID token.
+    pub nonce: String,
+    /// PKCE verifier; the URL carries its S256 challenge.
+    pub pkce_verifier: String,
+    /// Also ask for read access to Gmail, offline (a refresh token), with fresh consent.
+    pub gmail_access: bool,
+    /// The account to preselect (an email address or `sub`).
+    pub login_hint: Option<String>,
+}
+
+/// The outcome of a successful code exchange.
+pub struct CodeExchange {
+    /// Who signed in.
+    pub identity: VerifiedIdentity,
+    /// OAuth access token for the granted scopes. A bearer credential: never log it.
+    pub access_token: String,
+    /// When the access token expires, if the provider said.
+    pub access_token_expires_at: Option<DateTime<Utc>>,
+    /// Refresh token, present when offline access was granted. Never log it.
+    pub refresh_token: Option<String>,
+    /// Scopes granted, as the provider listed them; empty if it did not list them.
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for CodeExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeExchange")
+            .field("identity", &self.identity)
+            .field("access_token", &"[redacted]")
+            .field("access_token_expires_at", &self.access_token_expires_at)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+/// A new access token obtained with a refresh token.
+pub struct RefreshedAccess {
+    /// OAuth access token. A bearer credential: never log it.
+    pub access_token: String,
+    /// When it expires, if the provider said.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// A replacement refresh token, if the provider rotated it (Google usually does not).
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for RefreshedAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshedAccess")
+            .field("access_token", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
+}
+
+/// The claims of an ID token that passed every check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedIdentity {
+    /// `iss`, as the token states it.
+    pub issuer: String,
+    /// `sub`: the provider's stable user id.
+    pub subject: String,
+    /// The accepted client id the token was issued to (one of `aud`).
+    pub audience: String,
+    /// `email`.
+    pub email: Option<String>,
+    /// `email_verified` (false when absent).
+    pub email_verified: bool,
+    /// `name`.
+    pub name: Option<String>,
+    /// `picture`.
+    pub picture: Option<String>,
+    /// `hd`: the Google Workspace domain.
+    pub hosted_domain: Option<String>,
+    /// `iat`.
+    pub issued_at: DateTime<Utc>,
+    /// `exp`.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The OpenID Connect relying party. Cheap to clone; clones share caches.
+#[derive(Clone, Debug)]
+pub struct OidcClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuer: String,
+    client_id: String,
+    client_secret: ClientSecret,
+    additional_audiences: Vec<String>,
+    clock_skew: Duration,
+    clock: Arc<dyn Clock>,
+    http: reqwest::Client,
+    discovery: DiscoveryCache,
+    jwks: JwksCache,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcClient")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("additional_audiences", &self.additional_audiences)
+            .field("clock_skew", &self.clock_skew)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which grant a token endpoint error belongs to: the same `invalid_grant` means different
+/// things for a code and for a refresh token.
+#[derive(Clone, Copy)]
+enum Grant {
+    AuthorizationCode,
+    RefreshToken,
+}
+
+impl OidcClient {
+    /// Checks the settings and builds the HTTP client. No network access: discovery happens
+    /// on first use.
+    ///
+    /// # Errors
+    /// [`OidcError::Misconfigured`] for an issuer that is not an `https` URL (or `http` on a
+    /// loopback address), an empty client id, or an HTTP client that cannot be built.
+    pub fn new(settings: OidcSettings, clock: Arc<dyn Clock>) -> Result<Self, OidcError> {
+        let issuer = discovery::normalize_issuer(&settings.issuer)?;
+        if settings.client_id.trim().is_empty() {
+            return Err(OidcError::Misconfigured("the client id is empty".into()));
+        }
+        let http = reqwest::Client::builder()
+            // Following redirects would let whoever controls a response steer our requests
+            // (SSRF); the openidconnect docs require it off.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.http_timeout)
+            .build()
+            .map_err(|e| OidcError::Misconfigured(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                issuer,
+                client_id: settings.client_id,
+                client_secret: settings.client_secret,
+                additional_audiences: settings.additional_audiences,
+                clock_skew: settings.clock_skew,
+                clock,
+                http,
+                discovery: DiscoveryCache::default(),
+                jwks: JwksCache::default(),
+            }),
+        })
+    }
+
+    /// The URL to send the user to: response type `code`, scopes `openid email profile`
+    /// (plus Gmail read-only, `access_type=offline`, `prompt=consent` and
+    /// `include_granted_scopes=true` when asked), the caller's state and nonce, the S256 PKCE
+    /// challenge of the caller's verifier, and the login hint if any.
+    ///
+    /// # Errors
+    /// [`OidcError::Unavailable`] when discovery fails; [`OidcError::Misconfigured`] for an
+    /// invalid redirect URI, empty state or nonce, or a verifier RFC 7636 does not allow.
+    pub async fn authorization_url(
+        &self,
+        request: &AuthorizationRequest,
+    ) -> Result<url::Url, OidcError> {
+        if request.state.is_empty() || request.nonce.is_empty() {
+            return Err(OidcError::Misconfigured(
+                "state and nonce must not be empty".into(),
+            ));
+        }
+        let verifier = checked_pkce_verifier(&request.pkce_verifier)?;
+        let redirect_uri = redirect_url(&request.redirect_uri)?;
+        let provider = self.provider().await?;
+
+        let state = request.state.clone();
+        let nonce = request.nonce.clone();
+        let mut builder = provider
+            .client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state),
+                move || Nonce::new(nonce),
+            )
+            .add_scopes(SIGN_IN_SCOPES.map(|s| Scope::new(s.to_owned())))
+            .set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(&verifier))
+            .set_redirect_uri(Cow::Owned(redirect_uri));
+        if request.gmail_access {
+            builder = builder
+                .add_scope(Scope::new(GMAIL_READONLY_SCOPE.to_owned()))
+                .add_extra_param("access_type", "offline")
+                .add_extra_param("include_granted_scopes", "true")
+                .add_prompt(CoreAuthPrompt::Consent);
+        }
+        if let Some(hint) = &request.login_hint {
+            builder = builder.set_login_hint(LoginHint::new(hint.clone()));
+        }
+        let (url, _, _) = builder.url();
+        Ok(url)
+    }
+
+    /// Redeems an authorization code (with the PKCE verifier and the redirect URI used in the
+    /// authorization URL) and verifies the ID token in the answer, which must carry
+    /// `expected_nonce` and be issued to this client id.
+    ///
+    /// # Errors
+    /// [`OidcError::CodeRejected`] when the provider refuses the code or verifier;
+    /// [`OidcError::InvalidIdToken`] when the ID token is missing or fails a check;
+    /// [`OidcError::Unavailable`] and [`OidcError::Misconfigured`] as their names say.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        pkce_verifier: &str,
+        expected_nonce: &str,
+    ) -> Result<CodeExchange, OidcError> {
+        if expected_nonce.is_empty() {
+            return Err(OidcError::Misconfigured(
+                "the expected nonce is empty".into(),
+            ));
+        }
+        let verifier = checked_pkce_verifier(pkce_verifier)?;
+        let redirect_uri = redirect_url(redirect_uri)?;
+        let provider = self.provider().await?;
+
+        let response = provider
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(verifier)
+            .set_redirect_uri(Cow::Owned(redirect_uri))
+            .request_async(&self.inner.http)
+            .await
+            .map_err(|e| self.token_endpoint_error(&e, Grant::AuthorizationCode))?;
+
+        let id_token = response.raw_id_token().ok_or_else(|| {
+            OidcError::InvalidIdToken("the token response carries no ID token".into())
+        })?;
+        let identity = self
+            .verify(
+                &provider,
+                id_token,
+                AudienceRule::ClientIdOnly,
+                Some(expected_nonce),
+            )
+            .await?;
+
+        let now = self.inner.clock.now();
+        Ok(CodeExchange {
+            identity,
+            access_token: response.access_token().secret().clone(),
+            access_token_expires_at: expires_at(now, response.expires_in()),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            scopes: response
+                .scopes()
+                .map(|scopes| scopes.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Verifies an ID token a client obtained by itself. `aud` may be this client id or one of
+    /// the additional audiences; when `expected_nonce` is given, the token's nonce must equal
+    /// it.
+    ///
+    /// # Errors
+    /// [`OidcError::InvalidIdToken`] when a check fails; [`OidcError::Unavailable`] when
+    /// discovery or the JWKS cannot be fetched.
+    pub async fn verify_id_token(
+        &self,
+        id_token: &str,
+        expected_nonce: Option<&str>,
+    ) -> Result<VerifiedIdentity, OidcError> {
+        let provider = self.provider().await?;
+        self.verify(
+            &provider,
+            id_token,
+            AudienceRule::AnyAccepted,
+            expected_nonce,
+        )
+        .await
+    }
+
+    /// Obtains a new access token with a refresh token. An ID token in the answer is ignored.
+    ///
+    /// # Errors
+    /// [`OidcError::InvalidGrant`] when the refresh token was revoked or has expired;
+    /// [`OidcError::Unavailable`] and [`OidcError::Misconfigured`] as their names say.
+    pub async fn refresh_access_token(
+        &self,
+        refresh_token: &str,
+    ) -> Result<RefreshedAccess, OidcError> {
+        let provider = self.provider().await?;
+        let refresh_token = RefreshToken::new(refresh_token.to_owned());
+        let response = provider
+            .client
+            .exchange_refresh_token(&refresh_token)
+            .request_async(&self.inner.http)
+            .await
+            .map_err(|e| self.token_endpoint_error(&e, Grant::RefreshToken))?;
+        let now = self.inner.clock.now();
+        Ok(RefreshedAccess {
+            access_token: response.access_token().secret().clone(),
+            expires_at: expires_at(now, response.expires_in()),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+        })
+    }
+
+    async fn provider(&self) -> Result<Arc<Provider>, OidcError> {
+        let inner = &self.inner;
+        inner
+            .discovery
+            .get(
+                &inner.http,
+                &inner.issuer,
+                &inner.client_id,
+                &inner.client_secret,
+                inner.clock.as_ref(),
+            )
+            .await
+    }
+
+    /// The one ID token verification both sign-in paths share.
+    async fn verify(
+        &self,
+        provider: &Provider,
+        token: &str,
+        audience: AudienceRule,
+        expected_nonce: Option<&str>,
+    ) -> Result<VerifiedIdentity, OidcError> {
+        let inner = &self.inner;
+        let header = id_token::peek_header(token)?;
+        let key = inner
+            .jwks
+            .key(
+                &inner.http,
+                &provider.jwks_uri,
+                &header.kid,
+                inner.clock.as_ref(),
+            )
+            .await?;
+        let claims = id_token::verify_signature(token, header.alg, &key)?;
+        id_token::check_claims(
+            claims,
+            &ClaimRules {
+                issuer: &provider.issuer,
+                client_id: &inner.client_id,
+                additional_audiences: &inner.additional_audiences,
+                audience,
+                expected_nonce,
+                clock_skew: inner.clock_skew,
+                now: inner.clock.now(),
+            },
+        )
+    }
+
+    fn token_endpoint_error<RE: std::error::Error>(
+        &self,
+        error: &RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
+        grant: Grant,
+    ) -> OidcError {
+        let error = classify_token_endpoint_error(error, grant);
+        if let OidcError::Unavailable(reason) = &error {
+            tracing::warn!(%reason, "OpenID token endpoint failed");
+            // The endpoint may have moved: read the discovery document again next time.
+            self.inner.discovery.mark_stale();
+        }
+        error
+    }
+}
+
+fn classify_token_endpoint_error<RE: std::error::Error>(
+    error: &RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
+    grant: Grant,
+) -> OidcError {
+    match error {
+        RequestTokenError::ServerResponse(response) => {
+            let code = response.error();
+            let described = match response.error_description() {
+                Some(description) => format!("{code}: {}", truncate(description, 200)),
+                None => code.to_string(),
+            };
+            match (code, grant) {
+                (
+                    CoreErrorResponseType::InvalidGrant | CoreErrorResponseType::InvalidRequest,
+                    Grant::AuthorizationCode,
+                ) => OidcError::CodeRejected(described),
+                (CoreErrorResponseType::InvalidGrant, Grant::RefreshToken) => {
+                    OidcError::InvalidGrant
+                }
+                (CoreErrorResponseType::Extension(_), _) => {
+                    OidcError::Unavailable(format!("the token endpoint answered {described}"))
+                }
+                _ => OidcError::Misconfigured(format!("the token endpoint answered {described}")),
+            }
+        }
+        RequestTokenError::Request(e) => {
+            OidcError::Unavailable(format!("token endpoint request failed: {}", error_chain(e)))
+        }
+        RequestTokenError::Parse(_, _) => {
+            OidcError::Unavailable("the token endpoint's answer is unparsable".into())
+        }
+        RequestTokenError::Other(reason) => {
+            OidcError::Unavailable(format!("token endpoint: {}", truncate(reason, 200)))
+        }
+    }
+}
+
+/// Checks a PKCE verifier against RFC 7636 (43-128 unreserved characters); openidconnect
+/// panics on a wrong length.
+fn checked_pkce_verifier(verifier: &str) -> Result<PkceCodeVerifier, OidcError> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if (43..=128).contains(&verifier.len()) && verifier.bytes().all(allowed) {
+        Ok(PkceCodeVerifier::new(verifier.to_owned()))
+    } else {
+        Err(OidcError::Misconfigured(
+            "the PKCE verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~".into(),
+        ))
+    }
+}
+
+fn redirect_url(uri: &str) -> Result<RedirectUrl, OidcError> {
+    RedirectUrl::new(uri.to_owned())
+        .map_err(|_| OidcError::Misconfigured("the redirect URI is not a valid URL".into()))
+}
+
+fn expires_at(now: DateTime<Utc>, expires_in: Option<Duration>) -> Option<DateTime<Utc>> {
+    let expires_in = chrono::Duration::from_std(expires_in?).ok()?;
+    now.checked_add_signed(expires_in)
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_secret_debug_is_redacted() {
+        let secret = ClientSecret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        let settings = OidcSettings::google("id", secret);
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        assert_eq!(settings.client_secret.expose_secret(), "hunter2");
+    }
+
+    #[test]
+    fn token_bearing_structs_redact_in_debug() {
+        let now = Utc::now();
+        let exchange = CodeExchange {
+            identity: VerifiedIdentity {
+                issuer: GOOGLE_ISSUER.into(),
+                subject: "1".into(),
+                audience: "a".into(),
+                email: None,
+                email_verified: false,
+                name: None,
+                picture: None,
+                hosted_domain: None,
+                issued_at: now,
+                expires_at: now,
+            },
+            access_token: "ya29.secret-access".into(),
+            access_token_expires_at: None,
+            refresh_token: Some("1//secret-refresh".into()),
+            scopes: vec![],
+        };
+        let printed = format!("{exchange:?}");
+        assert!(!printed.contains("secret-access") && !printed.contains("secret-refresh"));
+        let refreshed = RefreshedAccess {
+            access_token: "ya29.secret-access".into(),
+            expires_at: None,
+            refresh_token: Some("1//secret-refresh".into()),
+        };
+        let printed = format!("{refreshed:?}");
+        assert!(!printed.contains("secret-access") && !printed.contains("secret-refresh"));
+    }
+
+    #[test]
+    fn pkce_verifier_follows_rfc_7636() {
+        assert!(checked_pkce_verifier(&"a".repeat(43)).is_ok());
+        assert!(checked_pkce_verifier(&"a-._~Z9".repeat(19)[..128]).is_ok());
+        assert!(checked_pkce_verifier(&"a".repeat(42)).is_err());
+        assert!(checked_pkce_verifier(&"a".repeat(129)).is_err());
+        assert!(checked_pkce_verifier(&format!("{}+", "a".repeat(43))).is_err());
+    }
+
+    #[test]
+    fn new_rejects_bad_settings_without_network() {
+        let clock: Arc<dyn Clock> = Arc::new(assistd_domain::SystemClock);
+        let settings = |issuer: &str, client_id: &str| OidcSettings {
+            issuer: issuer.into(),
+            client_id: client_id.into(),
+            client_secret: ClientSecret::new("s"),
+            additional_audiences: vec![],
+            clock_skew: DEFAULT_CLOCK_SKEW,
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+        };
+        for issuer in [
+            "accounts.google.com",
+            "http://accounts.google.com",
+            "ftp://127.0.0.1",
+            "https://idp.example/?q=1",
+            "https://user:pw@idp.example",
+        ] {
+            assert!(
+                matches!(
+                    OidcClient::new(settings(issuer, "id"), clock.clone()),
+                    Err(OidcError::Misconfigured(_))
+                ),
+                "{issuer} accepted"
+            );
+        }
+        assert!(OidcClient::new(settings(GOOGLE_ISSUER, " "), clock.clone()).is_err());
+        assert!(OidcClient::new(settings(GOOGLE_ISSUER, "id"), clock.clone()).is_ok());
+        assert!(OidcClient::new(settings("http://127.0.0.1:8080/", "id"), clock).is_ok());
+    }
+
+    #[test]
+    fn expiry_is_relative_to_the_injected_now() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        assert_eq!(
+            expires_at(now, Some(Duration::from_secs(3599))),
+            DateTime::from_timestamp(1_700_003_599, 0)
+        );
+        assert_eq!(expires_at(now, None), None);
+    }
+}

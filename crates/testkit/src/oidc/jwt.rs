@@ -1,0 +1,85 @@
+//! Signing ID tokens, honest and hostile.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use super::keys::{Keyring, SigningKey};
+
+/// A token the provider's JWKS must not vouch for, for tests of a relying party's ID token
+/// checks. Each carries the claims given to [`super::OidcProvider::mint_hostile`] unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hostile {
+    /// Header `{"alg":"none"}` (with the current kid) and an empty signature: `h.p.`.
+    AlgNone,
+    /// HS256 whose HMAC secret is the current key's public key PEM (SubjectPublicKeyInfo,
+    /// as published), with the current kid: the classic RS/HS algorithm confusion.
+    Hs256WithPublicKey,
+    /// RS256 signed by a key the JWKS does not list, under a kid it does not list.
+    UnknownKid,
+    /// RS256 signed by a key the JWKS does not list, claiming the current kid.
+    ForeignKeySameKid,
+    /// A token [minted](super::OidcProvider::mint) honestly whose signature bytes were then
+    /// altered.
+    BadSignature,
+    /// RS256 without a `kid`, signed by a key the JWKS does not list: a relying party that
+    /// falls back to "the only key" when the kid is missing still has to reject it.
+    NoKid,
+}
+
+/// An RS256 JWT of `claims` signed by `key`, its header naming `kid`.
+pub(super) fn rs256(key: &SigningKey, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("JWT".to_owned());
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &key.encoding).expect("RS256-sign with a test key")
+}
+
+/// A hostile token of `claims`.
+pub(super) fn hostile(keys: &Keyring, claims: &Value, kind: Hostile) -> String {
+    let current = &keys.current;
+    match kind {
+        Hostile::AlgNone => {
+            let header = json!({ "alg": "none", "typ": "JWT", "kid": current.kid });
+            format!("{}.{}.", segment(&header), segment(claims))
+        }
+        Hostile::Hs256WithPublicKey => {
+            let mut header = Header::new(Algorithm::HS256);
+            header.typ = Some("JWT".to_owned());
+            header.kid = Some(current.kid.clone());
+            let secret = EncodingKey::from_secret(current.public_pem.as_bytes());
+            jsonwebtoken::encode(&header, claims, &secret).expect("HS256-sign a test token")
+        }
+        Hostile::UnknownKid => {
+            let kid = format!("unknown-{}", keys.foreign.kid);
+            rs256(&keys.foreign, Some(&kid), claims)
+        }
+        Hostile::ForeignKeySameKid => rs256(&keys.foreign, Some(&current.kid), claims),
+        Hostile::BadSignature => {
+            let token = rs256(current, Some(&current.kid), claims);
+            let (signed, signature) = token
+                .rsplit_once('.')
+                .expect("a JWS has a signature segment");
+            let mut signature = URL_SAFE_NO_PAD
+                .decode(signature)
+                .expect("a JWS signature is base64url");
+            let middle = signature.len() / 2;
+            signature[middle] ^= 0x01;
+            format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+        }
+        Hostile::NoKid => rs256(&keys.foreign, None, claims),
+    }
+}
+
+/// The `at_hash` of an access token for RS256: the left half of its SHA-256, base64url.
+pub(super) fn at_hash(access_token: &str) -> String {
+    let digest = Sha256::digest(access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+}
+
+/// A JSON value as a JWS segment.
+fn segment(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("JSON serialises"))
+}

@@ -3,11 +3,13 @@
 //! user id to handlers through the request extensions; handlers never read a user id from a
 //! request field.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use assistd_core::auth::SessionGate;
 use assistd_domain::{Error, ErrorReason, UserId};
-use assistd_identity::{AccessTokens, TokenError};
-use futures::future::{Either, Ready, ready};
+use assistd_identity::{AccessClaims, AccessTokens, TokenError};
+use futures::future::BoxFuture;
 use tonic::Status;
 use tower::{Layer, Service};
 
@@ -41,6 +43,8 @@ pub fn is_public(path: &str) -> bool {
 pub struct Caller {
     /// The user the access token was issued to.
     pub user: UserId,
+    /// The sign-in session of the token, if it was issued in one.
+    pub session: Option<uuid::Uuid>,
 }
 
 /// The caller of an authenticated RPC.
@@ -59,17 +63,35 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<UserId, Status> {
         })
 }
 
+/// The caller's sign-in session, if the token was issued in one.
+///
+/// # Errors
+/// INTERNAL when the authentication layer did not run, which is a wiring bug.
+pub fn caller_session<T>(request: &tonic::Request<T>) -> Result<Option<uuid::Uuid>, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map(|caller| caller.session)
+        .ok_or_else(|| {
+            status(Error::internal(
+                "authenticated RPC reached without a caller",
+            ))
+        })
+}
+
 /// Adds [`Authenticate`] around the routes.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
     tokens: AccessTokens,
+    sessions: Arc<SessionGate>,
 }
 
 impl AuthLayer {
-    /// A layer that verifies tokens with `tokens`.
+    /// A layer that verifies tokens with `tokens` and the sessions they name with
+    /// `sessions`.
     #[must_use]
-    pub fn new(tokens: AccessTokens) -> Self {
-        Self { tokens }
+    pub fn new(tokens: AccessTokens, sessions: Arc<SessionGate>) -> Self {
+        Self { tokens, sessions }
     }
 }
 
@@ -80,6 +102,7 @@ impl<S> Layer<S> for AuthLayer {
         Authenticate {
             inner,
             tokens: self.tokens.clone(),
+            sessions: Arc::clone(&self.sessions),
         }
     }
 }
@@ -90,16 +113,19 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Authenticate<S> {
     inner: S,
     tokens: AccessTokens,
+    sessions: Arc<SessionGate>,
 }
 
 impl<S, B, R> Service<http::Request<B>> for Authenticate<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>>,
-    R: Default,
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
 {
     type Response = http::Response<R>;
     type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<Self::Response, Self::Error>>>;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -107,23 +133,40 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         if is_public(request.uri().path()) {
-            return Either::Left(self.inner.call(request));
+            return Box::pin(self.inner.call(request));
         }
-        match authenticate(&self.tokens, request.headers()) {
-            Ok(user) => {
-                request.extensions_mut().insert(Caller { user });
-                Either::Left(self.inner.call(request))
+        // The service that was polled ready handles this call; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verified = authenticate(&self.tokens, request.headers());
+        let sessions = Arc::clone(&self.sessions);
+        Box::pin(async move {
+            let checked = match verified {
+                Ok(claims) => match claims.session {
+                    Some(session) => sessions.check(claims.user, session).await.map(|()| claims),
+                    None => Ok(claims),
+                },
+                Err(err) => Err(err),
+            };
+            match checked {
+                Ok(claims) => {
+                    request.extensions_mut().insert(Caller {
+                        user: claims.user,
+                        session: claims.session,
+                    });
+                    inner.call(request).await
+                }
+                Err(err) => {
+                    tracing::info!(method = request.uri().path(), error = %err, "rejected unauthenticated call");
+                    Ok(status(err).into_http())
+                }
             }
-            Err(err) => {
-                tracing::info!(method = request.uri().path(), error = %err, "rejected unauthenticated call");
-                Either::Right(ready(Ok(status(err).into_http())))
-            }
-        }
+        })
     }
 }
 
-/// The user of the bearer token in `headers`.
-fn authenticate(tokens: &AccessTokens, headers: &http::HeaderMap) -> Result<UserId, Error> {
+/// The verified claims of the bearer token in `headers`.
+fn authenticate(tokens: &AccessTokens, headers: &http::HeaderMap) -> Result<AccessClaims, Error> {
     let unauthenticated = |reason: ErrorReason, message: &str| Error::Unauthenticated {
         reason,
         message: message.to_owned(),
@@ -148,16 +191,13 @@ fn authenticate(tokens: &AccessTokens, headers: &http::HeaderMap) -> Result<User
                 "the authorization metadata must be `Bearer <access token>`",
             )
         })?;
-    tokens
-        .verify(token)
-        .map(|claims| claims.user)
-        .map_err(|err| {
-            let reason = match err {
-                TokenError::Expired => ErrorReason::AccessTokenExpired,
-                _ => ErrorReason::AccessTokenInvalid,
-            };
-            unauthenticated(reason, &err.to_string())
-        })
+    tokens.verify(token).map_err(|err| {
+        let reason = match err {
+            TokenError::Expired => ErrorReason::AccessTokenExpired,
+            _ => ErrorReason::AccessTokenInvalid,
+        };
+        unauthenticated(reason, &err.to_string())
+    })
 }
 
 #[cfg(test)]

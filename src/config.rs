@@ -33,6 +33,8 @@ pub struct Config {
     pub gemini: assistd_gemini::GeminiConfig,
     /// Chat: default model, context budget, tool loop, retries.
     pub chat: assistd_core::chat::ChatConfig,
+    /// Signing in with Google (OpenID Connect) and device sessions.
+    pub sign_in: assistd_core::auth::SignInConfig,
 }
 
 /// Envelope encryption: which key-encryption key (KEK) wraps users' data keys.
@@ -251,6 +253,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             gemini: assistd_gemini::GeminiConfig::default(),
             chat: assistd_core::chat::ChatConfig::default(),
+            sign_in: assistd_core::auth::SignInConfig::default(),
         }
     }
 }
@@ -384,6 +387,9 @@ impl Config {
         if self.server.max_concurrent_streams == 0 {
             bail!("server.max_concurrent_streams must be at least 1");
         }
+        self.sign_in
+            .validate()
+            .map_err(|message| anyhow::anyhow!(message))?;
         if self.database.max_connections == 0 {
             bail!("database.max_connections must be at least 1");
         }

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use assistd_core::auth::AuthService;
 use assistd_core::chat::{ChatService, ToolRegistry};
 use assistd_core::{ApiKeyVault, PreferencesService, SecretSealer};
 use assistd_crypto::{
     CachePolicy, DataKeyCache, KeyEncryptionKey, Keyring, KmsKek, KmsSettings, LocalKek,
 };
 use assistd_domain::SystemClock;
-use assistd_identity::{AccessTokenSettings, AccessTokens, SigningKey};
+use assistd_identity::{AccessTokenSettings, AccessTokens, DerivedSecrets, SigningKey};
 use assistd_store::Store;
 use assistd_store::audit::{AuditChainKey, AuditLog};
 use http::{HeaderName, HeaderValue, Method};
@@ -32,19 +33,22 @@ use tower_http::trace::TraceLayer;
 use crate::auth::AuthLayer;
 use crate::config::{Config, KekConfig, KekProvider};
 use crate::proto::apikey::v1::user_api_key_service_server::UserApiKeyServiceServer;
+use crate::proto::auth::v1::auth_service_server::AuthServiceServer;
 use crate::proto::chat::v1::chat_service_server::ChatServiceServer;
 use crate::proto::preferences::v1::preferences_service_server::PreferencesServiceServer;
 use crate::request_context::ClientAddressPolicy;
 use crate::services::apikey::ApiKeyApi;
+use crate::services::auth::AuthApi;
 use crate::services::chat::ChatApi;
 use crate::services::planned::{PLANNED_SERVICES, PlannedLayer};
 use crate::services::preferences::PreferencesApi;
 
 /// Services that are implemented; their health follows the database.
-const SERVED_SERVICES: [&str; 3] = [
+const SERVED_SERVICES: [&str; 4] = [
     "assistd.preferences.v1.PreferencesService",
     "assistd.apikey.v1.UserApiKeyService",
     "assistd.chat.v1.ChatService",
+    "assistd.auth.v1.AuthService",
 ];
 
 /// How often the health service re-checks the database.
@@ -116,6 +120,21 @@ pub fn access_tokens(config: &Config) -> anyhow::Result<AccessTokens> {
         previous,
         Arc::new(SystemClock),
     ))
+}
+
+/// The sign-in secrets derived from the access-token signing keys.
+///
+/// # Errors
+/// A key file is unreadable or malformed.
+pub fn derived_secrets(config: &Config) -> anyhow::Result<DerivedSecrets> {
+    let current = SigningKey::load_or_generate(&config.signing_key_file())?;
+    let previous = config
+        .auth
+        .previous_signing_key_files
+        .iter()
+        .map(|path| SigningKey::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DerivedSecrets::new(&current, &previous))
 }
 
 /// The key-encryption key `kek` describes.
@@ -248,6 +267,16 @@ impl Application {
             ToolRegistry::standard(),
         );
         let addresses = ClientAddressPolicy::new(config.server.trusted_proxies.clone());
+        let auth = AuthService::new(
+            store.clone(),
+            audit.clone(),
+            sealer.clone(),
+            tokens.clone(),
+            derived_secrets(&config)?,
+            Arc::new(SystemClock),
+            config.sign_in.clone(),
+        )
+        .map_err(|message| anyhow::anyhow!("sign_in: {message}"))?;
 
         let (health, health_service) = tonic_health::server::health_reporter();
         start_health_probe(health, store.clone(), shutdown.child_token()).await;
@@ -276,6 +305,10 @@ impl Application {
             .max_decoding_message_size(server_config.max_decoding_message_size)
             .max_encoding_message_size(server_config.max_encoding_message_size);
 
+        let auth_server = AuthServiceServer::new(AuthApi::new(auth.clone(), addresses.clone()))
+            .max_decoding_message_size(server_config.max_decoding_message_size)
+            .max_encoding_message_size(server_config.max_encoding_message_size);
+
         let api_key_server = UserApiKeyServiceServer::new(ApiKeyApi::new(
             vault.clone(),
             chat,
@@ -298,7 +331,7 @@ impl Application {
                     .on_eos(crate::telemetry::on_rpc_eos)
                     .on_failure(()),
             )
-            .layer(AuthLayer::new(tokens.clone()))
+            .layer(AuthLayer::new(tokens.clone(), auth.session_gate()))
             .layer(PlannedLayer)
             .into_inner();
 
@@ -315,7 +348,8 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(preferences_server)
             .add_service(api_key_server)
-            .add_service(chat_server);
+            .add_service(chat_server)
+            .add_service(auth_server);
 
         let listener = TcpListener::bind(server_config.listen)
             .await

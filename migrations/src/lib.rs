@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_users_and_preferences;
 mod m20261125_000002_secrets_and_audit;
 mod m20261126_000003_chat;
+mod m20261126_000004_auth;
 
 /// Applies assistd's migrations in order.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_users_and_preferences::Migration),
             Box::new(m20261125_000002_secrets_and_audit::Migration),
             Box::new(m20261126_000003_chat::Migration),
+            Box::new(m20261126_000004_auth::Migration),
         ]
     }
 }

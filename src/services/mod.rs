@@ -2,6 +2,7 @@
 //! `assistd-core`.
 
 pub mod apikey;
+pub mod auth;
 pub mod chat;
 pub mod planned;
 pub mod preferences;

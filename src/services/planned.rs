@@ -9,16 +9,10 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 /// Full gRPC service names not yet implemented, and what each lacks.
-pub const PLANNED_SERVICES: &[(&str, &str)] = &[
-    (
-        "assistd.auth.v1.AuthService",
-        "Google sign-in (OpenID Connect login, refresh tokens, device sessions, account deletion)",
-    ),
-    (
-        "assistd.gmail.v1.GmailService",
-        "the Gmail connection (sync, search, summaries and triage)",
-    ),
-];
+pub const PLANNED_SERVICES: &[(&str, &str)] = &[(
+    "assistd.gmail.v1.GmailService",
+    "the Gmail connection (sync, search, summaries and triage)",
+)];
 
 /// The planned service a gRPC path belongs to, with what it lacks.
 fn planned(path: &str) -> Option<(&'static str, &'static str)> {

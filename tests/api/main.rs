@@ -10,3 +10,4 @@ mod helpers;
 mod preferences;
 mod secrets;
 mod server;
+mod signin;

@@ -3,6 +3,7 @@
 //! here with the caller's [`assistd_domain::UserId`].
 
 mod api_keys;
+pub mod auth;
 pub mod chat;
 mod preferences;
 mod rotation;

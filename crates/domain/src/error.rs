@@ -47,6 +47,32 @@ pub enum ErrorReason {
     MessageInProgress,
     /// The provider's stream broke off after part of the reply had arrived.
     ProviderStreamInterrupted,
+    /// The redirect URI is not in the server's allowlist.
+    RedirectUriNotAllowed,
+    /// The login state is unknown, expired or already used.
+    LoginStateInvalid,
+    /// The identity provider rejected the authorization code or PKCE verifier.
+    AuthorizationCodeInvalid,
+    /// An ID token failed a check, or was presented a second time.
+    IdTokenInvalid,
+    /// The identity provider has not verified the account's email address.
+    EmailNotVerified,
+    /// The account's hosted domain is not allowed to sign in.
+    DomainNotAllowed,
+    /// The refresh token is unknown, malformed or expired.
+    RefreshTokenInvalid,
+    /// A used refresh token was presented again; the session was revoked.
+    RefreshTokenReused,
+    /// The session was signed out or revoked.
+    SessionRevoked,
+    /// The identity provider (discovery, keys or token endpoint) is unreachable or failing.
+    IdentityProviderUnavailable,
+    /// Too many requests from this client or for this account; retry later.
+    RateLimited,
+    /// A confirmation field does not match.
+    ConfirmationMismatch,
+    /// Google refused the stored refresh token: the user must sign in again with consent.
+    GoogleReauthRequired,
 }
 
 impl ErrorReason {
@@ -72,6 +98,19 @@ impl ErrorReason {
             Self::TokenBudgetExhausted => "TOKEN_BUDGET_EXHAUSTED",
             Self::MessageInProgress => "MESSAGE_IN_PROGRESS",
             Self::ProviderStreamInterrupted => "PROVIDER_STREAM_INTERRUPTED",
+            Self::RedirectUriNotAllowed => "REDIRECT_URI_NOT_ALLOWED",
+            Self::LoginStateInvalid => "LOGIN_STATE_INVALID",
+            Self::AuthorizationCodeInvalid => "AUTHORIZATION_CODE_INVALID",
+            Self::IdTokenInvalid => "ID_TOKEN_INVALID",
+            Self::EmailNotVerified => "EMAIL_NOT_VERIFIED",
+            Self::DomainNotAllowed => "DOMAIN_NOT_ALLOWED",
+            Self::RefreshTokenInvalid => "REFRESH_TOKEN_INVALID",
+            Self::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
+            Self::SessionRevoked => "SESSION_REVOKED",
+            Self::IdentityProviderUnavailable => "IDENTITY_PROVIDER_UNAVAILABLE",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::ConfirmationMismatch => "CONFIRMATION_MISMATCH",
+            Self::GoogleReauthRequired => "GOOGLE_REAUTH_REQUIRED",
         }
     }
 }

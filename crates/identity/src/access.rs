@@ -89,6 +89,9 @@ impl std::fmt::Debug for IssuedToken {
 pub struct AccessClaims {
     /// The authenticated user.
     pub user: UserId,
+    /// The sign-in session the token belongs to (`sid`); `None` for tokens minted outside a
+    /// session (the admin command, tests).
+    pub session: Option<uuid::Uuid>,
     /// The token's unique id (`jti`).
     pub token_id: String,
     /// When it was issued.
@@ -107,6 +110,8 @@ struct WireClaims {
     exp: i64,
     jti: String,
     typ: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
 }
 
 /// Issues and verifies access tokens.
@@ -201,6 +206,22 @@ impl AccessTokens {
     /// Signing failed, which only happens with a corrupt key.
     #[must_use]
     pub fn issue_at(&self, user: UserId, issued_at: DateTime<Utc>) -> IssuedToken {
+        self.issue_with(user, None, issued_at)
+    }
+
+    /// A token for `user` in the sign-in session `session`, valid from now: it stops working
+    /// when the session is revoked.
+    #[must_use]
+    pub fn issue_for_session(&self, user: UserId, session: uuid::Uuid) -> IssuedToken {
+        self.issue_with(user, Some(session), self.inner.clock.now())
+    }
+
+    fn issue_with(
+        &self,
+        user: UserId,
+        session: Option<uuid::Uuid>,
+        issued_at: DateTime<Utc>,
+    ) -> IssuedToken {
         let ttl = chrono::Duration::from_std(self.inner.settings.ttl).expect("ttl fits");
         let expires_at = issued_at + ttl;
         let claims = WireClaims {
@@ -211,6 +232,7 @@ impl AccessTokens {
             exp: expires_at.timestamp(),
             jti: uuid::Uuid::now_v7().simple().to_string(),
             typ: TOKEN_TYPE_ACCESS.to_owned(),
+            sid: session.map(|id| id.to_string()),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.inner.current.kid().to_owned());
@@ -300,8 +322,15 @@ impl AccessTokens {
                 .single()
                 .ok_or(TokenError::Malformed)
         };
+        let session = claims
+            .sid
+            .as_deref()
+            .map(str::parse::<uuid::Uuid>)
+            .transpose()
+            .map_err(|_| TokenError::Malformed)?;
         Ok(AccessClaims {
             user,
+            session,
             token_id: claims.jti,
             issued_at: timestamp(claims.iat)?,
             expires_at: timestamp(claims.exp)?,

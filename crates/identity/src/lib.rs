@@ -5,12 +5,23 @@
 //! of `access`, and the signing key's id in the header `kid`. Tokens live at most 15 minutes.
 //! Several keys can verify at once, so a new signing key can be introduced while tokens signed
 //! by the previous one expire naturally.
+//!
+//! [`OidcClient`] is the OpenID Connect relying party for signing in with Google: discovery,
+//! the PKCE authorization URL, code exchange, refresh, and one strict ID token verifier.
 
 mod access;
 mod keys;
+mod oidc;
+mod secrets;
 
 pub use access::{
     AccessClaims, AccessTokenSettings, AccessTokens, IssuedToken, MAX_ACCESS_TOKEN_TTL,
     TOKEN_TYPE_ACCESS, TokenError,
 };
 pub use keys::{KeyError, SigningKey};
+pub use oidc::{
+    AuthorizationRequest, ClientSecret, CodeExchange, DEFAULT_CLOCK_SKEW, DEFAULT_HTTP_TIMEOUT,
+    GMAIL_READONLY_SCOPE, GOOGLE_ISSUER, OidcClient, OidcError, OidcSettings, RefreshedAccess,
+    VerifiedIdentity,
+};
+pub use secrets::{DerivedSecrets, random_token, token_hash};

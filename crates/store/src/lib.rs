@@ -5,6 +5,7 @@
 
 mod api_keys;
 pub mod audit;
+mod auth;
 mod chat;
 mod connect;
 mod data_keys;
@@ -16,6 +17,10 @@ mod preferences;
 mod users;
 
 pub use api_keys::{ApiKeyRepository, NewApiKey, StoredApiKey};
+pub use auth::{
+    AuthRepository, AuthSession, GoogleLink, LoginAttempt, NewAuthSession, OidcProfile,
+    RefreshTokenRecord, SignInMethod,
+};
 pub use chat::{ChatRepository, UsageDelta};
 pub use connect::{Backend, DatabaseSettings, Store, redact_url_password};
 pub use data_keys::{DataKeyRepository, InsertOutcome, StoredDataKey};

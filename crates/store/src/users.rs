@@ -2,7 +2,10 @@
 
 use assistd_domain::{Error, Result, UserId};
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+};
 
 use crate::{Store, db_error, entity::users};
 
@@ -15,8 +18,16 @@ pub struct User {
     pub display_name: Option<String>,
     /// Email address from the identity provider, if known.
     pub email: Option<String>,
+    /// Whether the identity provider reported the email address as verified.
+    pub email_verified: bool,
+    /// URL of the profile picture the identity provider sent, if any.
+    pub picture_url: Option<String>,
     /// When the account was created.
     pub created_at: DateTime<Utc>,
+    /// When the profile last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When the user last signed in (a new session), if ever.
+    pub last_sign_in_at: Option<DateTime<Utc>>,
 }
 
 /// What is needed to create an account.
@@ -50,7 +61,11 @@ impl From<users::Model> for User {
             id: UserId::from_uuid(row.id),
             display_name: row.display_name,
             email: row.email,
+            email_verified: row.email_verified,
+            picture_url: row.picture_url,
             created_at: row.created_at,
+            updated_at: row.updated_at,
+            last_sign_in_at: row.last_sign_in_at,
         }
     }
 }
@@ -68,6 +83,7 @@ impl UserRepository {
             email: Set(new_user.email),
             created_at: Set(now),
             updated_at: Set(now),
+            ..Default::default()
         }
         .insert(self.store.connection())
         .await
@@ -98,6 +114,68 @@ impl UserRepository {
     pub async fn delete(&self, id: UserId) -> Result<()> {
         let deleted = users::Entity::delete_by_id(id.as_uuid())
             .exec(self.store.connection())
+            .await
+            .map_err(db_error)?;
+        if deleted.rows_affected == 0 {
+            return Err(Error::NotFound {
+                resource: "user",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Changes the display name; returns the account as it is now.
+    ///
+    /// # Errors
+    /// NOT_FOUND when there is no such account; the database failed.
+    pub async fn set_display_name<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        id: UserId,
+        display_name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<User> {
+        let updated = users::Entity::update_many()
+            .col_expr(users::Column::DisplayName, Expr::value(display_name))
+            .col_expr(users::Column::UpdatedAt, Expr::value(now))
+            .filter(users::Column::Id.eq(id.as_uuid()))
+            .exec(db)
+            .await
+            .map_err(db_error)?;
+        if updated.rows_affected == 0 {
+            return Err(Error::NotFound {
+                resource: "user",
+                id: id.to_string(),
+            });
+        }
+        self.get_in(db, id).await
+    }
+
+    /// The account with this id, read through `db` (e.g. inside a transaction).
+    ///
+    /// # Errors
+    /// NOT_FOUND when there is no such account; the database failed.
+    pub async fn get_in<C: ConnectionTrait>(&self, db: &C, id: UserId) -> Result<User> {
+        users::Entity::find_by_id(id.as_uuid())
+            .one(db)
+            .await
+            .map_err(db_error)?
+            .map(User::from)
+            .ok_or_else(|| Error::NotFound {
+                resource: "user",
+                id: id.to_string(),
+            })
+    }
+
+    /// Deletes the account inside `db`'s transaction; foreign keys remove every row that
+    /// belongs to it.
+    ///
+    /// # Errors
+    /// NOT_FOUND when there is no such account; the database failed.
+    pub async fn delete_in<C: ConnectionTrait>(&self, db: &C, id: UserId) -> Result<()> {
+        let deleted = users::Entity::delete_by_id(id.as_uuid())
+            .exec(db)
             .await
             .map_err(db_error)?;
         if deleted.rows_affected == 0 {

@@ -4,11 +4,16 @@
 pub(crate) mod api_keys;
 pub(crate) mod audit_chain_head;
 pub(crate) mod audit_events;
+pub(crate) mod auth_sessions;
 pub(crate) mod chat_memories;
 pub(crate) mod chat_messages;
 pub(crate) mod chat_sessions;
+pub(crate) mod google_links;
+pub(crate) mod login_attempts;
 pub(crate) mod preferences;
+pub(crate) mod refresh_tokens;
 pub(crate) mod token_budgets;
 pub(crate) mod usage_daily;
+pub(crate) mod used_id_tokens;
 pub(crate) mod user_data_keys;
 pub(crate) mod users;

@@ -11,6 +11,11 @@ pub struct Model {
     pub email: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    pub oidc_issuer: Option<String>,
+    pub oidc_subject: Option<String>,
+    pub email_verified: bool,
+    pub picture_url: Option<String>,
+    pub last_sign_in_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,534 @@
+//! Sign-in end to end against the in-tree OpenID provider: the redirect flow and ID tokens,
+//! rotating refresh tokens with reuse detection, sessions and account deletion.
+
+use std::sync::Arc;
+
+use assistd::proto::auth::v1 as pb;
+use assistd::proto::auth::v1::auth_service_client::AuthServiceClient;
+use assistd_testkit::oidc::{Hostile, OidcProvider};
+use sea_orm::ConnectionTrait;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+
+use crate::helpers::{TestApp, authed, spawn_app_with};
+
+const REDIRECT: &str = OidcProvider::REDIRECT_URI;
+
+async fn app_with_provider(grace_secs: u64) -> (TestApp, Arc<OidcProvider>) {
+    let provider = Arc::new(OidcProvider::start().await);
+    let issuer = provider.issuer();
+    let app = spawn_app_with(move |config| {
+        config.sign_in.issuer = issuer;
+        config.sign_in.client_id = OidcProvider::CLIENT_ID.into();
+        config.sign_in.client_secret = OidcProvider::CLIENT_SECRET.into();
+        config.sign_in.allowed_redirect_uris = vec![REDIRECT.into()];
+        config.sign_in.refresh_grace = std::time::Duration::from_secs(grace_secs);
+        config.sign_in.sign_in_per_ip_per_minute = 10_000;
+        config.sign_in.sign_in_per_user_per_minute = 10_000;
+    })
+    .await;
+    (app, provider)
+}
+
+async fn client(app: &TestApp) -> AuthServiceClient<Channel> {
+    AuthServiceClient::new(app.channel().await)
+}
+
+/// Follows the authorization URL like a browser, returning (state, code) from the redirect.
+async fn authorize(url: &str) -> (String, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 302, "authorize answered {response:?}");
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(REDIRECT), "{location}");
+    let mut state = String::new();
+    let mut code = String::new();
+    for (key, value) in reqwest::Url::parse(&location).unwrap().query_pairs() {
+        match key.as_ref() {
+            "state" => state = value.into_owned(),
+            "code" => code = value.into_owned(),
+            _ => {}
+        }
+    }
+    (state, code)
+}
+
+async fn sign_in(auth: &mut AuthServiceClient<Channel>, gmail: bool) -> pb::CompleteLoginResponse {
+    let begun = auth
+        .begin_login(pb::BeginLoginRequest {
+            redirect_uri: REDIRECT.into(),
+            request_gmail_access: gmail,
+            login_hint: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (state, code) = authorize(&begun.authorization_url).await;
+    assert_eq!(state, begun.state);
+    auth.complete_login(pb::CompleteLoginRequest {
+        state,
+        code,
+        device_name: "laptop".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let row = app
+        .store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.store.connection().get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+#[tokio::test]
+async fn the_redirect_flow_signs_in_refreshes_and_signs_out() {
+    let (app, provider) = app_with_provider(30).await;
+    let mut auth = client(&app).await;
+    let signed = sign_in(&mut auth, true).await;
+    assert!(signed.new_user);
+    assert!(signed.gmail_access_granted);
+    let user = signed.user.unwrap();
+    assert_eq!(user.email, "ada@example.com");
+    assert!(user.email_verified);
+    assert_eq!(user.display_name, "Ada Lovelace");
+    let tokens = signed.tokens.unwrap();
+    // The PKCE verifier went to the token endpoint and matched the challenge.
+    let exchange = provider
+        .token_requests()
+        .into_iter()
+        .find(|r| r.grant_type == "authorization_code")
+        .unwrap();
+    assert!(exchange.fields.contains_key("code_verifier"));
+
+    let me = auth
+        .get_current_user(authed(pb::GetCurrentUserRequest {}, &tokens.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(me.id, user.id);
+
+    // Signing in again finds the same account, by subject.
+    let again = sign_in(&mut auth, false).await;
+    assert!(!again.new_user);
+    assert_eq!(again.user.unwrap().id, user.id);
+
+    let refreshed = auth
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    assert_ne!(refreshed.refresh_token, tokens.refresh_token);
+    assert_eq!(refreshed.session_id, tokens.session_id);
+
+    let sessions = auth
+        .list_sessions(authed(
+            pb::ListSessionsRequest::default(),
+            &refreshed.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions.iter().filter(|s| s.current).count(), 1);
+    assert_eq!(
+        sessions.iter().find(|s| s.current).unwrap().id,
+        tokens.session_id
+    );
+
+    auth.sign_out(authed(pb::SignOutRequest {}, &refreshed.access_token))
+        .await
+        .unwrap();
+    let status = auth
+        .get_current_user(authed(
+            pb::GetCurrentUserRequest {},
+            &refreshed.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "SESSION_REVOKED");
+    let status = auth
+        .refresh(pb::RefreshRequest {
+            refresh_token: refreshed.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "SESSION_REVOKED");
+
+    // Google's tokens are stored sealed, never in the clear.
+    let google_refresh = provider.issued_refresh_tokens();
+    assert!(!google_refresh.is_empty());
+    assert_eq!(count(&app, "SELECT count(*) FROM google_links").await, 1);
+}
+
+#[tokio::test]
+async fn a_replayed_refresh_token_revokes_its_session_with_one_audit_row() {
+    let (app, _provider) = app_with_provider(0).await;
+    let mut auth = client(&app).await;
+    let tokens = sign_in(&mut auth, false).await.tokens.unwrap();
+    let first = auth
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let status = auth
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "REFRESH_TOKEN_REUSED");
+    // Both the replayed token and its successor are dead now, and so is the access token.
+    for token in [&tokens.refresh_token, &first.refresh_token] {
+        let status = auth
+            .refresh(pb::RefreshRequest {
+                refresh_token: token.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let status = auth
+        .get_current_user(authed(pb::GetCurrentUserRequest {}, &first.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "SESSION_REVOKED");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM audit_events WHERE action = 'refresh_token_reuse_detected'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn parallel_refreshes_and_a_lost_response_get_one_successor() {
+    let (app, _provider) = app_with_provider(30).await;
+    let mut auth = client(&app).await;
+    let tokens = sign_in(&mut auth, false).await.tokens.unwrap();
+    let calls = (0..50).map(|_| {
+        let mut auth = auth.clone();
+        let token = tokens.refresh_token.clone();
+        async move {
+            auth.refresh(pb::RefreshRequest {
+                refresh_token: token,
+            })
+            .await
+            .map(|r| r.into_inner().tokens.unwrap().refresh_token)
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let successors: std::collections::HashSet<String> =
+        results.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(successors.len(), 1, "every caller got the same successor");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM refresh_tokens WHERE used_at IS NULL"
+        )
+        .await,
+        1
+    );
+    // The lost-response retry, inside the grace window, gets it again; the successor works.
+    let successor = successors.into_iter().next().unwrap();
+    let retried = auth
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    assert_eq!(retried.refresh_token, successor);
+    auth.refresh(pb::RefreshRequest {
+        refresh_token: successor,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn hostile_id_tokens_are_refused_and_create_nothing() {
+    let (app, provider) = app_with_provider(30).await;
+    let mut auth = client(&app).await;
+    let good = provider.default_claims(OidcProvider::CLIENT_ID, None);
+    let mut cases: Vec<(&str, String)> = vec![
+        (
+            "bad signature",
+            provider.mint_hostile(&good, Hostile::BadSignature),
+        ),
+        ("alg none", provider.mint_hostile(&good, Hostile::AlgNone)),
+        (
+            "HS256 with the public key",
+            provider.mint_hostile(&good, Hostile::Hs256WithPublicKey),
+        ),
+        (
+            "unknown kid",
+            provider.mint_hostile(&good, Hostile::UnknownKid),
+        ),
+    ];
+    let now = chrono::Utc::now().timestamp();
+    let with = |patch: serde_json::Value| {
+        let mut claims = good.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        provider.mint(&claims)
+    };
+    cases.push((
+        "wrong iss",
+        with(serde_json::json!({"iss": "https://evil.example"})),
+    ));
+    cases.push((
+        "wrong aud",
+        with(serde_json::json!({"aud": "someone-else"})),
+    ));
+    cases.push((
+        "several audiences without azp",
+        with(serde_json::json!({"aud": [OidcProvider::CLIENT_ID, "other"], "azp": null})),
+    ));
+    cases.push((
+        "expired",
+        with(serde_json::json!({"exp": now - 3600, "iat": now - 7200})),
+    ));
+    cases.push((
+        "iat in the future",
+        with(serde_json::json!({"iat": now + 3600})),
+    ));
+    for (name, token) in cases {
+        let status = auth
+            .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
+                id_token: token,
+                nonce: String::new(),
+                device_name: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+        assert_eq!(reason(&status), "ID_TOKEN_INVALID", "{name}");
+    }
+    // A nonce mismatch, an unverified email.
+    let status = auth
+        .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
+            id_token: provider.mint(&provider.default_claims(OidcProvider::CLIENT_ID, Some("n1"))),
+            nonce: "n2".into(),
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "ID_TOKEN_INVALID");
+    let status = auth
+        .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
+            id_token: with(serde_json::json!({"email_verified": false})),
+            nonce: String::new(),
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "EMAIL_NOT_VERIFIED");
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 0);
+
+    // A good token signs in once; the same token again is refused.
+    let token = provider.mint(&good);
+    auth.sign_in_with_id_token(pb::SignInWithIdTokenRequest {
+        id_token: token.clone(),
+        nonce: String::new(),
+        device_name: "phone".into(),
+    })
+    .await
+    .unwrap();
+    let status = auth
+        .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
+            id_token: token,
+            nonce: String::new(),
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "ID_TOKEN_INVALID");
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 1);
+}
+
+#[tokio::test]
+async fn bad_login_states_codes_and_redirects_are_refused() {
+    let (app, _provider) = app_with_provider(30).await;
+    let mut auth = client(&app).await;
+    let status = auth
+        .begin_login(pb::BeginLoginRequest {
+            redirect_uri: "https://evil.example/callback".into(),
+            request_gmail_access: false,
+            login_hint: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(reason(&status), "REDIRECT_URI_NOT_ALLOWED");
+
+    let begun = auth
+        .begin_login(pb::BeginLoginRequest {
+            redirect_uri: REDIRECT.into(),
+            request_gmail_access: false,
+            login_hint: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (state, code) = authorize(&begun.authorization_url).await;
+    // Unknown state.
+    let status = auth
+        .complete_login(pb::CompleteLoginRequest {
+            state: "unknown-state".into(),
+            code: code.clone(),
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "LOGIN_STATE_INVALID");
+    auth.complete_login(pb::CompleteLoginRequest {
+        state: state.clone(),
+        code: code.clone(),
+        device_name: String::new(),
+    })
+    .await
+    .unwrap();
+    // Reused state.
+    let status = auth
+        .complete_login(pb::CompleteLoginRequest {
+            state,
+            code: code.clone(),
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "LOGIN_STATE_INVALID");
+    // Reused code with a fresh state.
+    let begun = auth
+        .begin_login(pb::BeginLoginRequest {
+            redirect_uri: REDIRECT.into(),
+            request_gmail_access: false,
+            login_hint: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = auth
+        .complete_login(pb::CompleteLoginRequest {
+            state: begun.state,
+            code,
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "AUTHORIZATION_CODE_INVALID");
+    // Empty fields.
+    let status = auth
+        .complete_login(pb::CompleteLoginRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 1);
+}
+
+#[tokio::test]
+async fn deleting_the_account_removes_its_rows_and_shreds_its_key() {
+    let (app, _provider) = app_with_provider(30).await;
+    let mut auth = client(&app).await;
+    let signed = sign_in(&mut auth, true).await;
+    let tokens = signed.tokens.unwrap();
+    let user = signed.user.unwrap();
+    let status = auth
+        .delete_account(authed(
+            pb::DeleteAccountRequest {
+                confirm_email: "someone@else.example".into(),
+            },
+            &tokens.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(reason(&status), "CONFIRMATION_MISMATCH");
+    auth.delete_account(authed(
+        pb::DeleteAccountRequest {
+            confirm_email: "ADA@example.com".into(),
+        },
+        &tokens.access_token,
+    ))
+    .await
+    .unwrap();
+    for table in [
+        "users",
+        "auth_sessions",
+        "refresh_tokens",
+        "google_links",
+        "user_data_keys",
+        "preferences",
+    ] {
+        assert_eq!(
+            count(&app, &format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        count(
+            &app,
+            &format!(
+                "SELECT count(*) FROM audit_events WHERE action = 'account_deleted' AND target = 'user/{}'",
+                user.id
+            )
+        )
+        .await,
+        1
+    );
+    let status = auth
+        .get_current_user(authed(pb::GetCurrentUserRequest {}, &tokens.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = auth
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}

@@ -65,6 +65,7 @@ pub struct Application {
     vault: ApiKeyVault,
     sealer: SecretSealer,
     audit: AuditLog,
+    auth: AuthService,
 }
 
 impl std::fmt::Debug for Application {
@@ -373,6 +374,7 @@ impl Application {
             vault,
             sealer,
             audit,
+            auth,
         })
     }
 
@@ -410,6 +412,12 @@ impl Application {
     #[must_use]
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// The sign-in service (the Gmail work gets Google access tokens through it).
+    #[must_use]
+    pub fn auth(&self) -> &AuthService {
+        &self.auth
     }
 
     /// The access-token issuer the server verifies against.

@@ -55,6 +55,8 @@ pub(crate) struct TestApp {
     pub(crate) sealer: assistd_core::SecretSealer,
     /// The server's audit log.
     pub(crate) audit: assistd_store::audit::AuditLog,
+    /// The server's sign-in service.
+    pub(crate) auth: assistd_core::auth::AuthService,
     _data_dir_guard: std::sync::Arc<TempDir>,
     shutdown: tokio_util::sync::CancellationToken,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -144,6 +146,7 @@ async fn start(
     let vault = app.vault().clone();
     let sealer = app.sealer().clone();
     let audit = app.audit().clone();
+    let auth = app.auth().clone();
     let shutdown = app.shutdown();
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -155,6 +158,7 @@ async fn start(
         vault,
         sealer,
         audit,
+        auth,
         config,
         _data_dir_guard: dir,
         shutdown,

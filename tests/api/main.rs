@@ -11,3 +11,4 @@ mod preferences;
 mod secrets;
 mod server;
 mod signin;
+mod signin_canary;

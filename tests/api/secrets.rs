@@ -14,7 +14,7 @@ use sea_orm::{ConnectionTrait, TransactionTrait};
 use crate::apikey::GOOD_KEY;
 use crate::helpers::{authed, fresh_database_url, spawn_app};
 
-fn count(haystack: &[u8], needle: &str) -> usize {
+pub(crate) fn count(haystack: &[u8], needle: &str) -> usize {
     haystack
         .windows(needle.len())
         .filter(|w| *w == needle.as_bytes())
@@ -218,7 +218,7 @@ async fn a_canary_key_appears_nowhere_in_the_clear() {
 }
 
 /// Sends SIGTERM to the child (graceful shutdown) through the `kill` command.
-fn nix_term(child: &tokio::process::Child) {
+pub(crate) fn nix_term(child: &tokio::process::Child) {
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -36,7 +36,7 @@ async fn client(app: &TestApp) -> AuthServiceClient<Channel> {
 }
 
 /// Follows the authorization URL like a browser, returning (state, code) from the redirect.
-async fn authorize(url: &str) -> (String, String) {
+pub(crate) async fn authorize(url: &str) -> (String, String) {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -486,6 +486,46 @@ async fn deleting_the_account_removes_its_rows_and_shreds_its_key() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(reason(&status), "CONFIRMATION_MISMATCH");
+    // Rows of other kinds too: a chat session, a memory, Google tokens (sealed).
+    let id: assistd_domain::UserId = user.id.parse().unwrap();
+    let now = chrono::Utc::now();
+    let chat = app.store.chat();
+    let session = chat
+        .create_session(
+            id,
+            &assistd_domain::chat::NewSession {
+                title: "kept?".into(),
+                system_instruction: String::new(),
+                model: String::new(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    chat.add_memory(id, "likes tea", Some(session.id), now)
+        .await
+        .unwrap();
+    let sealed: Vec<u8> = {
+        let row = app
+            .store
+            .connection()
+            .query_one_raw(sea_orm::Statement::from_string(
+                app.store.connection().get_database_backend(),
+                "SELECT sealed_refresh_token FROM google_links".to_owned(),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index(0).unwrap()
+    };
+    let record = user.id.clone();
+    assert!(
+        app.sealer
+            .open(id, "google_refresh_token", &record, &sealed)
+            .await
+            .is_ok(),
+        "the sealed Google token opens before the deletion"
+    );
     auth.delete_account(authed(
         pb::DeleteAccountRequest {
             confirm_email: "ADA@example.com".into(),
@@ -501,6 +541,8 @@ async fn deleting_the_account_removes_its_rows_and_shreds_its_key() {
         "google_links",
         "user_data_keys",
         "preferences",
+        "chat_sessions",
+        "chat_memories",
     ] {
         assert_eq!(
             count(&app, &format!("SELECT count(*) FROM {table}")).await,
@@ -519,6 +561,13 @@ async fn deleting_the_account_removes_its_rows_and_shreds_its_key() {
         .await,
         1
     );
+    // A copy of the sealed token taken before the deletion no longer opens.
+    assert!(
+        app.sealer
+            .open(id, "google_refresh_token", &record, &sealed)
+            .await
+            .is_err()
+    );
     let status = auth
         .get_current_user(authed(pb::GetCurrentUserRequest {}, &tokens.access_token))
         .await
@@ -531,4 +580,390 @@ async fn deleting_the_account_removes_its_rows_and_shreds_its_key() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+async fn app_with(
+    adjust: impl FnOnce(&mut assistd::config::Config) + Send + 'static,
+) -> (TestApp, Arc<OidcProvider>) {
+    let provider = Arc::new(OidcProvider::start().await);
+    let issuer = provider.issuer();
+    let app = spawn_app_with(move |config| {
+        config.sign_in.issuer = issuer;
+        config.sign_in.client_id = OidcProvider::CLIENT_ID.into();
+        config.sign_in.client_secret = OidcProvider::CLIENT_SECRET.into();
+        config.sign_in.allowed_redirect_uris = vec![REDIRECT.into()];
+        config.sign_in.sign_in_per_ip_per_minute = 10_000;
+        config.sign_in.sign_in_per_user_per_minute = 10_000;
+        adjust(config);
+    })
+    .await;
+    (app, provider)
+}
+
+async fn id_token_sign_in(
+    auth: &mut AuthServiceClient<Channel>,
+    provider: &OidcProvider,
+    device: &str,
+) -> pb::SessionTokens {
+    let mut claims = provider.default_claims(OidcProvider::CLIENT_ID, None);
+    // Tokens minted within one second would otherwise be identical, and each is single use.
+    claims["jti"] = uuid::Uuid::now_v7().to_string().into();
+    auth.sign_in_with_id_token(pb::SignInWithIdTokenRequest {
+        id_token: provider.mint(&claims),
+        nonce: String::new(),
+        device_name: device.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .tokens
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_expired_login_state_is_refused() {
+    let (app, _provider) = app_with(|config| {
+        config.sign_in.login_attempt_ttl = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut auth = client(&app).await;
+    let begun = auth
+        .begin_login(pb::BeginLoginRequest {
+            redirect_uri: REDIRECT.into(),
+            request_gmail_access: false,
+            login_hint: "ada@example.com".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        begun
+            .authorization_url
+            .contains("login_hint=ada%40example.com")
+    );
+    let (state, code) = authorize(&begun.authorization_url).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let status = auth
+        .complete_login(pb::CompleteLoginRequest {
+            state,
+            code,
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "LOGIN_STATE_INVALID");
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 0);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM audit_events WHERE action = 'login_failed'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn sign_in_calls_are_rate_limited_per_address() {
+    let (app, _provider) = app_with(|config| {
+        config.sign_in.sign_in_per_ip_per_minute = 3;
+    })
+    .await;
+    let mut auth = client(&app).await;
+    let begin = pb::BeginLoginRequest {
+        redirect_uri: REDIRECT.into(),
+        request_gmail_access: false,
+        login_hint: String::new(),
+    };
+    for _ in 0..3 {
+        auth.begin_login(begin.clone()).await.unwrap();
+    }
+    let status = auth.begin_login(begin).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&status), "RATE_LIMITED");
+    let details = status.get_error_details();
+    let retry = details.retry_info().unwrap();
+    assert!(retry.retry_delay.unwrap() >= std::time::Duration::from_secs(1));
+    // Refresh counts against the same address.
+    let status = auth
+        .refresh(pb::RefreshRequest {
+            refresh_token: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+}
+
+#[tokio::test]
+async fn hosted_domains_and_idle_sessions_are_enforced() {
+    let (app, provider) = app_with(|config| {
+        config.sign_in.allowed_hosted_domains = vec!["example.org".into()];
+        config.sign_in.session_idle_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut auth = client(&app).await;
+    let mut claims = provider.default_claims(OidcProvider::CLIENT_ID, None);
+    let status = auth
+        .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
+            id_token: provider.mint(&claims),
+            nonce: String::new(),
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "DOMAIN_NOT_ALLOWED");
+    claims["hd"] = "Example.org".into();
+    let tokens = auth
+        .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
+            id_token: provider.mint(&claims),
+            nonce: String::new(),
+            device_name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let status = auth
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "REFRESH_TOKEN_INVALID");
+}
+
+#[tokio::test]
+async fn sessions_are_listed_by_page_and_revoked_one_by_one_or_all_but_this() {
+    let (app, provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let a = id_token_sign_in(&mut auth, &provider, "a").await;
+    let b = id_token_sign_in(&mut auth, &provider, "b").await;
+    let c = id_token_sign_in(&mut auth, &provider, "c").await;
+    let first = auth
+        .list_sessions(authed(
+            pb::ListSessionsRequest {
+                page_size: 2,
+                page_token: String::new(),
+            },
+            &c.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first
+            .sessions
+            .iter()
+            .map(|s| s.device_name.as_str())
+            .collect::<Vec<_>>(),
+        ["c", "b"]
+    );
+    assert!(first.sessions[0].current);
+    let second = auth
+        .list_sessions(authed(
+            pb::ListSessionsRequest {
+                page_size: 2,
+                page_token: first.next_page_token,
+            },
+            &c.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.sessions.len(), 1);
+    assert_eq!(second.sessions[0].device_name, "a");
+    assert!(second.next_page_token.is_empty());
+    let status = auth
+        .list_sessions(authed(
+            pb::ListSessionsRequest {
+                page_size: -1,
+                page_token: String::new(),
+            },
+            &c.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // Another user's session is NOT_FOUND, like a random id, and stays signed in.
+    provider.set_user(assistd_testkit::oidc::TestUser::new(
+        "other-sub",
+        "bob@example.com",
+    ));
+    let other = id_token_sign_in(&mut auth, &provider, "bob").await;
+    for id in [other.session_id.clone(), uuid::Uuid::now_v7().to_string()] {
+        let status = auth
+            .revoke_session(authed(
+                pb::RevokeSessionRequest { session_id: id },
+                &c.access_token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    auth.get_current_user(authed(pb::GetCurrentUserRequest {}, &other.access_token))
+        .await
+        .unwrap();
+
+    auth.revoke_session(authed(
+        pb::RevokeSessionRequest {
+            session_id: a.session_id.clone(),
+        },
+        &c.access_token,
+    ))
+    .await
+    .unwrap();
+    let status = auth
+        .get_current_user(authed(pb::GetCurrentUserRequest {}, &a.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "SESSION_REVOKED");
+    let revoked = auth
+        .revoke_other_sessions(authed(pb::RevokeOtherSessionsRequest {}, &c.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.revoked_count, 1, "only b was left besides c");
+    let status = auth
+        .refresh(pb::RefreshRequest {
+            refresh_token: b.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "SESSION_REVOKED");
+    auth.get_current_user(authed(pb::GetCurrentUserRequest {}, &c.access_token))
+        .await
+        .unwrap();
+    auth.get_current_user(authed(pb::GetCurrentUserRequest {}, &other.access_token))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_profile_name_is_validated_and_kept_across_sign_ins() {
+    let (app, provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let tokens = id_token_sign_in(&mut auth, &provider, "").await;
+    let update = |name: &str, paths: &[&str]| pb::UpdateProfileRequest {
+        user: Some(pb::User {
+            display_name: name.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+    };
+    for (name, paths, field) in [
+        ("Ada", &[][..], "update_mask"),
+        ("Ada", &["email"][..], "update_mask"),
+        ("   ", &["display_name"][..], "user.display_name"),
+        ("a\u{7}b", &["display_name"][..], "user.display_name"),
+    ] {
+        let status = auth
+            .update_profile(authed(update(name, paths), &tokens.access_token))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{name:?} {paths:?}");
+        let violations = status
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .clone();
+        assert_eq!(violations[0].field, field);
+    }
+    let updated = auth
+        .update_profile(authed(
+            update("  The Countess  ", &["display_name"]),
+            &tokens.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(updated.display_name, "The Countess");
+    // A later sign-in refreshes email and picture but keeps the name the user chose.
+    let again = id_token_sign_in(&mut auth, &provider, "").await;
+    let me = auth
+        .get_current_user(authed(pb::GetCurrentUserRequest {}, &again.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(me.display_name, "The Countess");
+    assert_eq!(me.picture_url, "https://example.com/ada.png");
+}
+
+#[tokio::test]
+async fn google_tokens_refresh_and_a_revoked_grant_needs_a_new_consent() {
+    let (app, provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let signed = sign_in(&mut auth, true).await;
+    let user: assistd_domain::UserId = signed.user.unwrap().id.parse().unwrap();
+    let first_access = provider.issued_access_tokens().last().unwrap().clone();
+    let got = app.auth.google_access_token(user).await.unwrap();
+    assert_eq!(got.expose_secret_str().unwrap(), first_access);
+    // Once the stored access token has expired, the refresh token gets a new one.
+    app.store
+        .connection()
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            app.store.connection().get_database_backend(),
+            "UPDATE google_links SET access_expires_at = $1",
+            [chrono::Utc::now()
+                .checked_sub_signed(chrono::Duration::hours(1))
+                .unwrap()
+                .into()],
+        ))
+        .await
+        .unwrap();
+    let refreshed = app.auth.google_access_token(user).await.unwrap();
+    let newest = provider.issued_access_tokens().last().unwrap().clone();
+    assert_ne!(newest, first_access);
+    assert_eq!(refreshed.expose_secret_str().unwrap(), newest);
+    assert!(
+        provider
+            .token_requests()
+            .iter()
+            .any(|r| r.grant_type == "refresh_token")
+    );
+    // Google revokes the grant: invalid_grant marks the link, and it stays marked.
+    for token in provider.issued_refresh_tokens() {
+        provider.revoke_refresh_token(&token);
+    }
+    app.store
+        .connection()
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            app.store.connection().get_database_backend(),
+            "UPDATE google_links SET access_expires_at = $1",
+            [chrono::Utc::now()
+                .checked_sub_signed(chrono::Duration::hours(1))
+                .unwrap()
+                .into()],
+        ))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        match app.auth.google_access_token(user).await {
+            Err(assistd_domain::Error::FailedPrecondition { reason, .. }) => {
+                assert_eq!(reason.as_str(), "GOOGLE_REAUTH_REQUIRED");
+            }
+            other => panic!(
+                "expected GOOGLE_REAUTH_REQUIRED, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+    let refresh_grants = provider
+        .token_requests()
+        .iter()
+        .filter(|r| r.grant_type == "refresh_token")
+        .count();
+    assert_eq!(refresh_grants, 2, "the marked link is not tried again");
 }

@@ -187,6 +187,23 @@ async fn the_redirect_flow_signs_in_refreshes_and_signs_out() {
     let google_refresh = provider.issued_refresh_tokens();
     assert!(!google_refresh.is_empty());
     assert_eq!(count(&app, "SELECT count(*) FROM google_links").await, 1);
+    // One audit row per event.
+    for (action, expected) in [
+        ("login_succeeded", 2),
+        ("token_refreshed", 1),
+        ("signed_out", 1),
+        ("login_failed", 0),
+    ] {
+        assert_eq!(
+            count(
+                &app,
+                &format!("SELECT count(*) FROM audit_events WHERE action = '{action}'")
+            )
+            .await,
+            expected,
+            "{action}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -764,6 +781,12 @@ async fn sessions_are_listed_by_page_and_revoked_one_by_one_or_all_but_this() {
         ["c", "b"]
     );
     assert!(first.sessions[0].current);
+    assert_eq!(first.sessions[0].ip_address, "127.0.0.1");
+    assert!(first.sessions[0].user_agent.contains("tonic"));
+    assert_eq!(
+        first.sessions[0].sign_in_method(),
+        pb::SignInMethod::GoogleIdToken
+    );
     let second = auth
         .list_sessions(authed(
             pb::ListSessionsRequest {
@@ -966,4 +989,187 @@ async fn google_tokens_refresh_and_a_revoked_grant_needs_a_new_consent() {
         .filter(|r| r.grant_type == "refresh_token")
         .count();
     assert_eq!(refresh_grants, 2, "the marked link is not tried again");
+}
+
+#[tokio::test]
+async fn a_code_from_another_login_or_a_forged_nonce_signs_nobody_in() {
+    let (app, provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let begin = pb::BeginLoginRequest {
+        redirect_uri: REDIRECT.into(),
+        request_gmail_access: false,
+        login_hint: String::new(),
+    };
+    // Code injection: a code obtained for attempt A presented with attempt B's state is sent
+    // with B's PKCE verifier, which does not match A's challenge.
+    let a = auth.begin_login(begin.clone()).await.unwrap().into_inner();
+    let b = auth.begin_login(begin.clone()).await.unwrap().into_inner();
+    let (_state_a, code_a) = authorize(&a.authorization_url).await;
+    let status = auth
+        .complete_login(pb::CompleteLoginRequest {
+            state: b.state,
+            code: code_a,
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "AUTHORIZATION_CODE_INVALID");
+    let exchange = provider
+        .token_requests()
+        .into_iter()
+        .find(|r| r.grant_type == "authorization_code")
+        .unwrap();
+    assert!(exchange.fields.contains_key("code_verifier"));
+    // The provider returns an ID token whose nonce is not the one this login asked for.
+    provider.set_id_token_claims(serde_json::json!({"nonce": "replayed-nonce"}));
+    let c = auth.begin_login(begin).await.unwrap().into_inner();
+    let (state, code) = authorize(&c.authorization_url).await;
+    let status = auth
+        .complete_login(pb::CompleteLoginRequest {
+            state,
+            code,
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "ID_TOKEN_INVALID");
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 0);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM audit_events WHERE action = 'login_failed'"
+        )
+        .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn per_account_limits_and_a_kept_google_refresh_token() {
+    let (app, provider) = app_with(|config| {
+        config.sign_in.sign_in_per_user_per_minute = 3;
+    })
+    .await;
+    let mut auth = client(&app).await;
+    let first = sign_in(&mut auth, true).await;
+    assert!(first.gmail_access_granted);
+    // Google leaves the refresh token out of a later consent: the stored one is kept.
+    provider.set_omit_refresh_token(true);
+    let second = sign_in(&mut auth, true).await;
+    assert!(second.gmail_access_granted);
+    let user: assistd_domain::UserId = second.user.unwrap().id.parse().unwrap();
+    let link = app.store.auth().google_link(user).await.unwrap().unwrap();
+    assert!(link.sealed_refresh_token.is_some());
+    // The third sign-in of this account within the minute is refused and opens nothing.
+    id_token_sign_in_result(&mut auth, &provider).await.unwrap();
+    let status = id_token_sign_in_result(&mut auth, &provider)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&status), "RATE_LIMITED");
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 3);
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime_however_often_it_refreshes() {
+    let (app, provider) = app_with(|config| {
+        config.sign_in.session_max_lifetime = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let mut auth = client(&app).await;
+    let tokens = id_token_sign_in_result(&mut auth, &provider)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    let session_end = tokens.refresh_token_expire_time.unwrap().seconds;
+    assert!(session_end <= chrono::Utc::now().timestamp() + 3);
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let next = auth
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    // The new refresh token does not outlive the session.
+    assert_eq!(next.refresh_token_expire_time.unwrap().seconds, session_end);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let status = auth
+        .refresh(pb::RefreshRequest {
+            refresh_token: next.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "REFRESH_TOKEN_INVALID");
+}
+
+async fn id_token_sign_in_result(
+    auth: &mut AuthServiceClient<Channel>,
+    provider: &OidcProvider,
+) -> Result<pb::SignInWithIdTokenResponse, tonic::Status> {
+    let mut claims = provider.default_claims(OidcProvider::CLIENT_ID, None);
+    claims["jti"] = uuid::Uuid::now_v7().to_string().into();
+    auth.sign_in_with_id_token(pb::SignInWithIdTokenRequest {
+        id_token: provider.mint(&claims),
+        nonce: String::new(),
+        device_name: String::new(),
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn sign_in_and_refresh_work_over_grpc_web() {
+    let (app, _provider) = app_with(|_| {}).await;
+    let mut web = AuthServiceClient::with_origin(app.grpc_web(), app.address.parse().unwrap());
+    let begun = web
+        .begin_login(pb::BeginLoginRequest {
+            redirect_uri: REDIRECT.into(),
+            request_gmail_access: false,
+            login_hint: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (state, code) = authorize(&begun.authorization_url).await;
+    let tokens = web
+        .complete_login(pb::CompleteLoginRequest {
+            state,
+            code,
+            device_name: "browser".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    let next = web
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    let me = web
+        .get_current_user(authed(pb::GetCurrentUserRequest {}, &next.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(me.email, "ada@example.com");
+    let status = web
+        .complete_login(pb::CompleteLoginRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
 }

@@ -578,6 +578,10 @@ async fn deleting_the_account_removes_its_rows_and_shreds_its_key() {
         .await,
         1
     );
+    // The audit chain is intact: deleting the account touched no audit row.
+    let report = app.audit.verify().await.unwrap();
+    assert_eq!(report.first_break, None);
+    assert_eq!(report.rows, 2, "the sign-in and the deletion");
     // A copy of the sealed token taken before the deletion no longer opens.
     assert!(
         app.sealer
@@ -1172,4 +1176,41 @@ async fn sign_in_and_refresh_work_over_grpc_web() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_login_begun_on_one_replica_finishes_on_another() {
+    let (app, _provider) = app_with(|_| {}).await;
+    let replica = app.replica().await;
+    let begun = client(&app)
+        .await
+        .begin_login(pb::BeginLoginRequest {
+            redirect_uri: REDIRECT.into(),
+            request_gmail_access: false,
+            login_hint: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (state, code) = authorize(&begun.authorization_url).await;
+    let mut other = client(&replica).await;
+    let tokens = other
+        .complete_login(pb::CompleteLoginRequest {
+            state,
+            code,
+            device_name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    // And the first replica accepts the refresh token the second one issued.
+    client(&app)
+        .await
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .unwrap();
 }

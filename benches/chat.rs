@@ -1,8 +1,10 @@
-//! `chat` bench: the chat API of assistd as a client sees it, with the server in-process.
+//! `chat` bench: the chat API of assistd as a client sees it, with the server in a process of
+//! its own.
 //!
 //! For each database (an SQLite file in a temporary directory, or a fresh PostgreSQL database
-//! created and dropped through `psql`), the bench builds the real server with
-//! [`Application::build`] on 127.0.0.1:0, points it at an in-process Gemini peer
+//! created and dropped through `psql`), the bench starts the real server (`assistd serve`, the
+//! release binary built with the bench) on a free loopback port, points it at a Gemini peer in
+//! the bench process
 //! ([`GeminiServer`] from assistd-testkit), signs a user in, stores the user's Gemini key
 //! through the real `SetApiKey` RPC, and measures over native gRPC:
 //!
@@ -14,10 +16,12 @@
 //!    server's own overhead of an exchange (plus the peer's work, measured separately).
 //! 3. **StreamMessage** per-delta delay: for every text delta, the client's receive instant
 //!    minus the instant the peer finished writing the SSE event that carried it.
-//! 4. **RSS** of the process with 1,000 open StreamMessage calls whose upstream stalls.
+//! 4. **RSS** of the server process (from `/proc/<pid>/status`) with 1,000 open StreamMessage
+//!    calls whose upstream stalls; the client and the peer live in the bench process and are
+//!    not counted.
 //!
-//! Only `both` runs each database in a child process of its own (this executable again), so
-//! the RSS figures of one database do not inherit the heap of the other.
+//! `both` runs each database in a child process of its own (this executable again); each
+//! starts its own server process.
 //!
 //! It only measures and prints; it asserts nothing about speed. Run it with:
 //!
@@ -36,7 +40,6 @@ use assistd::proto::apikey::v1::user_api_key_service_client::UserApiKeyServiceCl
 use assistd::proto::chat::v1 as pb;
 use assistd::proto::chat::v1::chat_service_client::ChatServiceClient;
 use assistd::proto::chat::v1::stream_message_response::Event;
-use assistd::server::Application;
 use assistd_domain::UserId;
 use assistd_domain::chat::{MessageContent, MessageRole, NewMessage, SessionId};
 use assistd_identity::AccessTokens;
@@ -46,8 +49,6 @@ use clap::{Parser, ValueEnum};
 use futures::StreamExt as _;
 use tempfile::TempDir;
 use tokio::process::Command;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
@@ -260,8 +261,9 @@ async fn main() -> anyhow::Result<()> {
         "release"
     };
     println!(
-        "machine: nproc = {cpus}; build: {profile}; client, server and Gemini peer share one \
-         process and one tokio runtime ({cpus} workers)"
+        "machine: nproc = {cpus}; build: {profile}; the server runs in a process of its own, \
+         the client and the Gemini peer share the bench process (one tokio runtime, {cpus} \
+         workers); all of them share the {cpus} cores"
     );
     println!("reproduce: {}", reproduce_command(&cli));
 
@@ -386,8 +388,9 @@ struct Bench {
     gemini: Arc<GeminiServer>,
     /// One connection for sequential calls.
     channel: Channel,
-    shutdown: CancellationToken,
-    server: JoinHandle<anyhow::Result<()>>,
+    /// The `assistd serve` process.
+    server: tokio::process::Child,
+    server_pid: u32,
     _data_dir: TempDir,
 }
 
@@ -404,28 +407,62 @@ impl Bench {
             data_dir: data_dir.path().join("data"),
             ..Config::default()
         };
-        config.server.listen = "127.0.0.1:0".parse()?;
-        config.server.shutdown_grace = Duration::from_secs(10);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        config.server.listen = format!("127.0.0.1:{port}").parse()?;
+        config.database.url = database_url.unwrap_or_default().to_owned();
         // Room for every idle stream on its connection, whatever the channel count.
-        config.server.max_concurrent_streams = u32::try_from(cli.idle_streams + 64)
+        let max_streams = u32::try_from(cli.idle_streams + 64)
             .context("--idle-streams is too large")?
             .max(config.server.max_concurrent_streams);
-        config.database.url = database_url.unwrap_or_default().to_owned();
-        config.gemini.base_url = gemini.base_url();
-        // The idle streams stall upstream for as long as the RSS scenario takes; the client's
-        // whole-call timeout must not end them first.
-        config.gemini.request_timeout = Duration::from_secs(10 * 60);
-        // Titles would be generated with a model call of their own, taking replies meant for
-        // the measured sends.
-        config.chat.generate_titles = false;
-
-        let app = Application::build(config).await?;
-        let address = format!("http://{}", app.local_addr());
-        let store = app.store().clone();
-        let tokens = app.tokens().clone();
-        let shutdown = app.shutdown();
-        let server = tokio::spawn(app.run_until_stopped());
-
+        // The signing key is made here, before the server starts and loads it, so the bench
+        // can mint the user's access tokens itself.
+        let tokens = assistd::server::access_tokens(&config)?;
+        let address = format!("http://{}", config.server.listen);
+        let log = std::fs::File::create(data_dir.path().join("server.log"))?;
+        let server = Command::new(env!("CARGO_BIN_EXE_assistd"))
+            .arg("serve")
+            .env("ASSISTD_DATA_DIR", &config.data_dir)
+            .env("ASSISTD_SERVER__LISTEN", config.server.listen.to_string())
+            .env("ASSISTD_SERVER__SHUTDOWN_GRACE", "10s")
+            .env(
+                "ASSISTD_SERVER__MAX_CONCURRENT_STREAMS",
+                max_streams.to_string(),
+            )
+            .env("ASSISTD_DATABASE__URL", &config.database.url)
+            .env("ASSISTD_GEMINI__BASE_URL", gemini.base_url())
+            // The idle streams stall upstream for as long as the RSS scenario takes; the
+            // client's whole-call timeout must not end them first.
+            .env("ASSISTD_GEMINI__REQUEST_TIMEOUT", "10m")
+            // Titles would be generated with a model call of their own, taking replies meant
+            // for the measured sends.
+            .env("ASSISTD_CHAT__GENERATE_TITLES", "false")
+            .env("ASSISTD_LOG__FILTER", "warn")
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting assistd serve")?;
+        let server_pid = server.id().context("the server exited at once")?;
+        let started = Instant::now();
+        let channel = loop {
+            match connect(&address).await {
+                Ok(channel) => break channel,
+                Err(err) if started.elapsed() > Duration::from_secs(60) => {
+                    return Err(err.context("the server did not start within 60 s"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        // The server migrated the database before listening; the bench reads and seeds it
+        // through a pool of its own.
+        let store = Store::connect(&config.database_settings())
+            .await
+            .context("opening the database beside the server")?;
         let user = store
             .users()
             .create(NewUser {
@@ -436,7 +473,6 @@ impl Bench {
             .context("creating the bench user")?
             .id;
         let tokens = TokenSource::new(tokens, user);
-        let channel = connect(&address).await?;
         UserApiKeyServiceClient::new(channel.clone())
             .set_api_key(authed(
                 keypb::SetApiKeyRequest {
@@ -455,8 +491,8 @@ impl Bench {
             tokens,
             gemini,
             channel,
-            shutdown,
             server,
+            server_pid,
             _data_dir: data_dir,
         })
     }
@@ -486,12 +522,18 @@ impl Bench {
         Ok(session.id)
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        let stopped = tokio::time::timeout(Duration::from_secs(20), self.server)
+    async fn stop(mut self) -> anyhow::Result<()> {
+        self.store.close().await;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.server_pid.to_string()])
+            .status()
+            .context("running kill")?;
+        ensure!(status.success(), "kill -TERM failed");
+        let exit = tokio::time::timeout(Duration::from_secs(20), self.server.wait())
             .await
-            .context("the server did not stop within 20 s")?;
-        stopped.context("the server task panicked")?
+            .context("the server did not stop within 20 s")??;
+        ensure!(exit.success(), "the server exited with {exit}");
+        Ok(())
     }
 }
 
@@ -1096,6 +1138,8 @@ struct RssResult {
     /// Upstream calls the peer saw the server abandon after the cancel, and how long it took.
     released: usize,
     release_time: Option<Duration>,
+    /// The server process measured.
+    server_pid: u32,
 }
 
 async fn measure_idle_streams(cli: &Cli, bench: &Bench) -> anyhow::Result<RssResult> {
@@ -1133,7 +1177,7 @@ async fn measure_idle_streams(cli: &Cli, bench: &Bench) -> anyhow::Result<RssRes
     }
     bench.gemini.clear_requests();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle = vm_rss()?;
+    let idle = vm_rss(bench.server_pid)?;
 
     let disconnects_before = bench.gemini.stream_disconnects();
     let logs_before = bench.gemini.streams().len();
@@ -1194,7 +1238,7 @@ async fn measure_idle_streams(cli: &Cli, bench: &Bench) -> anyhow::Result<RssRes
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let open = vm_rss()?;
+    let open = vm_rss(bench.server_pid)?;
 
     // Cancel: dropping a stream resets its HTTP/2 stream; the server must let go of the
     // exchange and of its upstream call.
@@ -1208,7 +1252,7 @@ async fn measure_idle_streams(cli: &Cli, bench: &Bench) -> anyhow::Result<RssRes
     bench.gemini.clear_faults();
     bench.gemini.clear_requests();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after_cancel = vm_rss()?;
+    let after_cancel = vm_rss(bench.server_pid)?;
     Ok(RssResult {
         streams: count,
         channels: channel_count,
@@ -1218,13 +1262,14 @@ async fn measure_idle_streams(cli: &Cli, bench: &Bench) -> anyhow::Result<RssRes
         opening,
         released,
         release_time: released_at.map(|at| at.saturating_duration_since(cancelled)),
+        server_pid: bench.server_pid,
     })
 }
 
-/// This process's resident set size in bytes, from `/proc/self/status`.
-fn vm_rss() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .context("reading /proc/self/status (Linux only)")?;
+/// The resident set size of process `pid` in bytes, from `/proc/<pid>/status`.
+fn vm_rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("reading /proc/<pid>/status (Linux only)")?;
     let line = status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -1453,7 +1498,8 @@ fn print_deltas(deltas: &DeltaResult, cli: &Cli, label: &str, summary: &mut Vec<
     println!();
     println!(
         "delay = client's receive instant of a text_delta − the peer's write-complete instant of \
-         the SSE event it came from (same process, same monotonic clock)."
+         the SSE event it came from (both in the bench process, one monotonic clock; the server \
+         between them runs in its own process)."
     );
     println!();
     println!("| deltas | count | p50 | p99 | max | min | negative |");
@@ -1551,11 +1597,9 @@ fn print_rss(rss: &RssResult, label: &str, summary: &mut Vec<String>) {
         format_latency(Some(rss.opening)),
     );
     println!(
-        "Client, Gemini peer and server share this process: the difference also holds the \
-         client's {} streams and the peer's {} stalled HTTP/1.1 connections, so it is an upper \
-         bound for the server.",
-        thousands(rss.streams),
-        thousands(rss.streams)
+        "VmRSS of the server process alone (pid {}): the client's streams and the peer's \
+         connections live in the bench process and are not counted.",
+        rss.server_pid
     );
     match rss.release_time {
         Some(took) => println!(
@@ -1572,7 +1616,7 @@ fn print_rss(rss: &RssResult, label: &str, summary: &mut Vec<String>) {
     }
     summary.push(format!(
         "{label}: RSS growth with {} idle streams {} (idle {}, open {}); target < {} — {} \
-         (upper bound: client and peer included)",
+         (server process only)",
         thousands(rss.streams),
         format_bytes(growth),
         format_bytes(rss.idle),

@@ -993,6 +993,19 @@ async fn google_tokens_refresh_and_a_revoked_grant_needs_a_new_consent() {
         .filter(|r| r.grant_type == "refresh_token")
         .count();
     assert_eq!(refresh_grants, 2, "the marked link is not tried again");
+    // A sign-in that brings no new refresh token does not heal the link.
+    provider.set_omit_refresh_token(true);
+    let again = sign_in(&mut auth, true).await;
+    assert!(!again.gmail_access_granted);
+    assert!(matches!(
+        app.auth.google_access_token(user).await,
+        Err(assistd_domain::Error::FailedPrecondition { .. })
+    ));
+    // A new consent with a refresh token does.
+    provider.set_omit_refresh_token(false);
+    let healed = sign_in(&mut auth, true).await;
+    assert!(healed.gmail_access_granted);
+    app.auth.google_access_token(user).await.unwrap();
 }
 
 #[tokio::test]
@@ -1213,4 +1226,73 @@ async fn a_login_begun_on_one_replica_finishes_on_another() {
         })
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_id_token_stays_single_use_until_the_verifier_would_refuse_it() {
+    let (app, provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let mut claims = provider.default_claims(OidcProvider::CLIENT_ID, None);
+    let now = chrono::Utc::now().timestamp();
+    claims["exp"] = (now + 2).into();
+    let token = provider.mint(&claims);
+    let request = || pb::SignInWithIdTokenRequest {
+        id_token: token.clone(),
+        nonce: String::new(),
+        device_name: String::new(),
+    };
+    auth.sign_in_with_id_token(request()).await.unwrap();
+    // Past its expiry but inside the tolerated clock skew, after expired records were purged
+    // (BeginLogin purges), the token is still refused as used.
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    auth.begin_login(pb::BeginLoginRequest {
+        redirect_uri: REDIRECT.into(),
+        request_gmail_access: false,
+        login_hint: String::new(),
+    })
+    .await
+    .unwrap();
+    let status = auth.sign_in_with_id_token(request()).await.unwrap_err();
+    assert_eq!(reason(&status), "ID_TOKEN_INVALID");
+    // The same signed part with a signature spelled differently (spare base64 bits) is the
+    // same token: refused whether the verifier or the single-use record catches it.
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut respelled: Vec<u8> = signature.bytes().collect();
+    let last = respelled.last_mut().unwrap();
+    *last = match *last {
+        b'A' => b'B',
+        b'Q' => b'R',
+        b'g' => b'h',
+        b'w' => b'x',
+        other => other ^ 1,
+    };
+    let status = auth
+        .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
+            id_token: format!("{signed}.{}", String::from_utf8(respelled).unwrap()),
+            nonce: String::new(),
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_first_sign_ins_make_one_account() {
+    let (app, provider) = app_with(|_| {}).await;
+    let auth = client(&app).await;
+    let calls = (0..10).map(|_| {
+        let mut auth = auth.clone();
+        let provider = Arc::clone(&provider);
+        async move { id_token_sign_in_result(&mut auth, &provider).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    let users: std::collections::HashSet<String> = results
+        .into_iter()
+        .map(|r| r.unwrap().user.unwrap().id)
+        .collect();
+    assert_eq!(users.len(), 1);
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 1);
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 10);
 }

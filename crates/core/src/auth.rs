@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -178,7 +179,6 @@ pub struct SignedIn {
 }
 
 /// The start of a redirect sign-in.
-#[derive(Debug)]
 pub struct BeganLogin {
     /// Where to send the browser.
     pub authorization_url: String,
@@ -186,6 +186,16 @@ pub struct BeganLogin {
     pub state: String,
     /// When the attempt expires.
     pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for BeganLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The state, with a code, finishes the login: it is the browser's to know.
+        f.debug_struct("BeganLogin")
+            .field("state", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who is calling, as the edge saw it.
@@ -205,6 +215,9 @@ pub struct SessionGate {
     store: Store,
     clock: Arc<dyn Clock>,
     known: Mutex<HashMap<Uuid, (bool, Instant)>>,
+    /// Bumped by every [`SessionGate::forget_all`]: a database read that started before a
+    /// revocation must not put its (stale) answer into the memory after it.
+    epoch: AtomicU64,
 }
 
 impl SessionGate {
@@ -218,6 +231,7 @@ impl SessionGate {
             store,
             clock,
             known: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -237,6 +251,7 @@ impl SessionGate {
         let active = match remembered {
             Some(active) => active,
             None => {
+                let epoch = self.epoch.load(Ordering::Acquire);
                 let now = self.clock.now();
                 let active = self
                     .store
@@ -248,7 +263,9 @@ impl SessionGate {
                 if known.len() > 100_000 {
                     known.clear();
                 }
-                known.insert(session, (active, Instant::now()));
+                if self.epoch.load(Ordering::Acquire) == epoch {
+                    known.insert(session, (active, Instant::now()));
+                }
                 active
             }
         };
@@ -264,10 +281,9 @@ impl SessionGate {
 
     /// Forgets everything remembered, after a revocation.
     pub fn forget_all(&self) {
-        self.known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        known.clear();
     }
 }
 
@@ -306,7 +322,18 @@ impl SignInRateLimits {
     /// RESOURCE_EXHAUSTED (RATE_LIMITED) with the time to wait.
     pub fn check_ip(&self, ip: Option<IpAddr>) -> Result<()> {
         let Some(ip) = ip else { return Ok(()) };
-        self.per_ip.check_key(&ip).map_err(|not_until| {
+        // One IPv6 client usually holds a whole /64: count the network, not the address.
+        let key = match ip {
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1_u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        if self.per_ip.len() > 10_000 {
+            self.per_ip.retain_recent();
+        }
+        self.per_ip.check_key(&key).map_err(|not_until| {
             Self::exhausted(
                 not_until.wait_time_from(governor::clock::Clock::now(
                     &governor::clock::DefaultClock::default(),
@@ -321,6 +348,9 @@ impl SignInRateLimits {
     /// # Errors
     /// RESOURCE_EXHAUSTED (RATE_LIMITED) with the time to wait.
     pub fn check_user(&self, user: UserId) -> Result<()> {
+        if self.per_user.len() > 10_000 {
+            self.per_user.retain_recent();
+        }
         self.per_user.check_key(&user).map_err(|not_until| {
             Self::exhausted(
                 not_until.wait_time_from(governor::clock::Clock::now(
@@ -680,7 +710,10 @@ impl AuthService {
             )
             .await?;
         let user = signed_in.user.id;
-        let has_refresh = self
+        // The session is open and committed: failing to keep Google's tokens must not turn
+        // it into an error the client cannot recover its tokens from. Gmail access is then
+        // reported as not granted, and a later sign-in stores them.
+        let has_refresh = match self
             .store_google_tokens(
                 user,
                 &exchange.access_token,
@@ -688,7 +721,14 @@ impl AuthService {
                 exchange.refresh_token.as_deref(),
                 &granted_scopes,
             )
-            .await?;
+            .await
+        {
+            Ok(has_refresh) => has_refresh,
+            Err(err) => {
+                tracing::error!(error = %err, %user, "storing the Google tokens failed");
+                false
+            }
+        };
         signed_in.gmail_access_granted = gmail_requested && gmail_scope_granted && has_refresh;
         Ok(signed_in)
     }
@@ -745,12 +785,19 @@ impl AuthService {
                 return Err(err);
             }
         };
+        // Remembered by its signed part: an ECDSA signature can be rewritten into another valid
+        // one, so the whole text would let a replay through. Kept until the verifier would
+        // refuse the token anyway (its expiry plus the tolerated skew).
+        let signed_part = id_token
+            .rsplit_once('.')
+            .map_or(id_token, |(signed, _)| signed);
+        let remember_until = identity.expires_at + chrono_duration(self.inner.config.clock_skew);
         let result = self
             .open_session(
                 &identity,
                 SignInMethod::GoogleIdToken,
                 client,
-                Some((token_hash(id_token), identity.expires_at)),
+                Some((token_hash(signed_part), remember_until)),
             )
             .await;
         if let Err(err) = &result {
@@ -937,10 +984,14 @@ impl AuthService {
         };
         let auth = self.inner.store.auth();
         let previous = auth.google_link(user).await?;
+        // A new refresh token heals a broken link; without one the stored token (kept by
+        // save_google_link) is as good or as dead as it was.
+        let reauth_required =
+            sealed_refresh.is_none() && previous.as_ref().is_some_and(|link| link.reauth_required);
         let has_refresh = sealed_refresh.is_some()
             || previous
                 .as_ref()
-                .is_some_and(|link| link.sealed_refresh_token.is_some());
+                .is_some_and(|link| link.sealed_refresh_token.is_some() && !link.reauth_required);
         auth.save_google_link(
             self.inner.store.connection(),
             &GoogleLink {
@@ -949,7 +1000,7 @@ impl AuthService {
                 access_expires_at,
                 sealed_refresh_token: sealed_refresh,
                 scopes: scopes.to_owned(),
-                reauth_required: false,
+                reauth_required,
                 updated_at: self.now(),
             },
         )
@@ -1087,22 +1138,26 @@ impl AuthService {
         }
         // Reuse: whoever holds this token is not the session's rightful client, or the
         // rightful client lost track. Either way the family is revoked.
-        auth.revoke_session(&txn, session.user, session.id, "refresh_token_reused", now)
-            .await?;
-        self.inner
-            .audit
-            .append(
-                &txn,
-                &AuditEvent {
-                    actor: Some(session.user),
-                    action: AuditAction::RefreshTokenReuseDetected,
-                    target: format!("session/{}", session.id),
-                    outcome: AuditOutcome::Failure,
-                    context: client.context.clone(),
-                    metadata: BTreeMap::new(),
-                },
-            )
-            .await?;
+        // Of concurrent replays only the one that revokes writes the audit row.
+        if auth
+            .revoke_session(&txn, session.user, session.id, "refresh_token_reused", now)
+            .await?
+        {
+            self.inner
+                .audit
+                .append(
+                    &txn,
+                    &AuditEvent {
+                        actor: Some(session.user),
+                        action: AuditAction::RefreshTokenReuseDetected,
+                        target: format!("session/{}", session.id),
+                        outcome: AuditOutcome::Failure,
+                        context: client.context.clone(),
+                        metadata: BTreeMap::new(),
+                    },
+                )
+                .await?;
+        }
         txn.commit().await.map_err(assistd_store::db_error)?;
         self.inner.gate.forget_all();
         Err(unauthenticated(
@@ -1333,6 +1388,15 @@ impl AuthService {
         }
         let now = self.now();
         let txn = self.inner.store.begin_write().await?;
+        self.inner.sealer.shred(&txn, user).await?;
+        self.inner
+            .store
+            .users()
+            .delete_in(&txn, user)
+            .await
+            .map_err(account_gone)?;
+        // The audit head is locked last, as in every other transaction that writes rows of
+        // the user and an audit row, so two of them cannot wait on each other.
         self.inner
             .audit
             .append(
@@ -1347,13 +1411,6 @@ impl AuthService {
                 },
             )
             .await?;
-        self.inner.sealer.shred(&txn, user).await?;
-        self.inner
-            .store
-            .users()
-            .delete_in(&txn, user)
-            .await
-            .map_err(account_gone)?;
         txn.commit().await.map_err(assistd_store::db_error)?;
         self.inner.sealer.cache().forget_user(user);
         self.inner.gate.forget_all();

@@ -146,7 +146,6 @@ pub enum OidcError {
 
 /// What the authorization URL carries. The caller generates and remembers `state`, `nonce`
 /// and `pkce_verifier` (43-128 characters of `A-Z a-z 0-9 - . _ ~`).
-#[derive(Debug)]
 pub struct AuthorizationRequest {
     /// Where the provider sends the user back; must be registered with the provider.
     pub redirect_uri: String,
@@ -160,6 +159,20 @@ pub struct AuthorizationRequest {
     pub gmail_access: bool,
     /// The account to preselect (an email address or `sub`).
     pub login_hint: Option<String>,
+}
+
+impl std::fmt::Debug for AuthorizationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The state, nonce and verifier finish a login together with a code: never printed.
+        f.debug_struct("AuthorizationRequest")
+            .field("redirect_uri", &self.redirect_uri)
+            .field("state", &"[redacted]")
+            .field("nonce", &"[redacted]")
+            .field("pkce_verifier", &"[redacted]")
+            .field("gmail_access", &self.gmail_access)
+            .field("login_hint", &self.login_hint)
+            .finish()
+    }
 }
 
 /// The outcome of a successful code exchange.

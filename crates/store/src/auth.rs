@@ -345,38 +345,10 @@ impl AuthRepository {
         profile: &OidcProfile,
         now: DateTime<Utc>,
     ) -> Result<(User, bool)> {
-        let existing = users::Entity::find()
-            .filter(users::Column::OidcIssuer.eq(profile.issuer.as_str()))
-            .filter(users::Column::OidcSubject.eq(profile.subject.as_str()))
-            .one(db)
-            .await
-            .map_err(db_error)?;
-        if let Some(row) = existing {
-            users::Entity::update_many()
-                .col_expr(users::Column::Email, Expr::value(profile.email.clone()))
-                .col_expr(
-                    users::Column::EmailVerified,
-                    Expr::value(profile.email_verified),
-                )
-                .col_expr(
-                    users::Column::PictureUrl,
-                    Expr::value(profile.picture.clone()),
-                )
-                .col_expr(users::Column::LastSignInAt, Expr::value(now))
-                .col_expr(users::Column::UpdatedAt, Expr::value(now))
-                .filter(users::Column::Id.eq(row.id))
-                .exec(db)
-                .await
-                .map_err(db_error)?;
-            let user = self
-                .store
-                .users()
-                .get_in(db, UserId::from_uuid(row.id))
-                .await?;
-            return Ok((user, false));
-        }
+        // Insert first: of two first sign-ins at once, one inserts and the other finds the
+        // row, instead of both finding nothing and one failing on the unique index.
         let id = UserId::new();
-        users::Entity::insert(users::ActiveModel {
+        let inserted = users::Entity::insert(users::ActiveModel {
             id: Set(id.as_uuid()),
             display_name: Set(profile.name.clone()),
             email: Set(profile.email.clone()),
@@ -388,11 +360,47 @@ impl AuthRepository {
             picture_url: Set(profile.picture.clone()),
             last_sign_in_at: Set(Some(now)),
         })
+        .on_conflict(
+            OnConflict::columns([users::Column::OidcIssuer, users::Column::OidcSubject])
+                .do_nothing()
+                .to_owned(),
+        )
         .exec_without_returning(db)
         .await
         .map_err(db_error)?;
-        let user = self.store.users().get_in(db, id).await?;
-        Ok((user, true))
+        if inserted == 1 {
+            let user = self.store.users().get_in(db, id).await?;
+            return Ok((user, true));
+        }
+        let existing = users::Entity::find()
+            .filter(users::Column::OidcIssuer.eq(profile.issuer.as_str()))
+            .filter(users::Column::OidcSubject.eq(profile.subject.as_str()))
+            .one(db)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::internal("an account vanished while signing in"))?;
+        users::Entity::update_many()
+            .col_expr(users::Column::Email, Expr::value(profile.email.clone()))
+            .col_expr(
+                users::Column::EmailVerified,
+                Expr::value(profile.email_verified),
+            )
+            .col_expr(
+                users::Column::PictureUrl,
+                Expr::value(profile.picture.clone()),
+            )
+            .col_expr(users::Column::LastSignInAt, Expr::value(now))
+            .col_expr(users::Column::UpdatedAt, Expr::value(now))
+            .filter(users::Column::Id.eq(existing.id))
+            .exec(db)
+            .await
+            .map_err(db_error)?;
+        let user = self
+            .store
+            .users()
+            .get_in(db, UserId::from_uuid(existing.id))
+            .await?;
+        Ok((user, false))
     }
 
     /// Opens a session.

@@ -102,10 +102,16 @@ impl JwksCache {
                 .is_none_or(|t| now < t || now - t >= UNKNOWN_KID_REFETCH_INTERVAL);
         if may_refetch {
             state.last_unknown_kid_refetch = Some(now);
-            let set = fetch(http, uri, now).await?;
-            state.set = Some(set);
-            if let Some(key) = lookup(&state, kid) {
-                return Ok(key);
+            match fetch(http, uri, now).await {
+                Ok(set) => {
+                    state.set = Some(set);
+                    if let Some(key) = lookup(&state, kid) {
+                        return Ok(key);
+                    }
+                }
+                // The keys we hold do not include this kid, and the provider cannot say
+                // otherwise right now: the token is not verifiable, which is its problem.
+                Err(error) => tracing::warn!(%error, "JWKS refetch for an unknown kid failed"),
             }
         }
         Err(OidcError::InvalidIdToken(

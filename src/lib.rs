@@ -6,6 +6,7 @@
 //! `assistd-core`. [`server::Application`] is the seam tests and the binary share.
 
 pub mod auth;
+pub mod codec;
 pub mod config;
 pub mod request_context;
 pub mod server;

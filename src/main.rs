@@ -12,6 +12,9 @@ use assistd_core::{RotationProgress, rotate_data_keys};
 use assistd_domain::UserId;
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// assistd: the gRPC backend of a personal AI assistant.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -631,13 +631,13 @@ impl pb::chat_service_server::ChatService for ChatApi {
         while let Some(event) = events.recv().await {
             match event.map_err(status)? {
                 ExchangeEvent::UserMessage(message) => {
-                    response.user_message = Some(message_to_proto(message));
+                    response.user_message = Some(message_to_proto(*message));
                 }
                 ExchangeEvent::TextDelta(_) => {}
                 ExchangeEvent::ModelMessage(message)
                 | ExchangeEvent::FunctionCall(message)
                 | ExchangeEvent::FunctionResult(message) => {
-                    response.steps.push(message_to_proto(message));
+                    response.steps.push(message_to_proto(*message));
                 }
                 ExchangeEvent::Completed(summary) => {
                     // The reply is the last MODEL message; everything before it is a step.
@@ -691,11 +691,11 @@ impl pb::chat_service_server::ChatService for ChatApi {
         };
         let convert = |event: ExchangeEvent| {
             let event = match event {
-                ExchangeEvent::UserMessage(m) => Event::UserMessage(message_to_proto(m)),
+                ExchangeEvent::UserMessage(m) => Event::UserMessage(message_to_proto(*m)),
                 ExchangeEvent::TextDelta(text) => Event::TextDelta(pb::TextDelta { text }),
-                ExchangeEvent::ModelMessage(m) => Event::ModelMessage(message_to_proto(m)),
-                ExchangeEvent::FunctionCall(m) => Event::FunctionCall(message_to_proto(m)),
-                ExchangeEvent::FunctionResult(m) => Event::FunctionResult(message_to_proto(m)),
+                ExchangeEvent::ModelMessage(m) => Event::ModelMessage(message_to_proto(*m)),
+                ExchangeEvent::FunctionCall(m) => Event::FunctionCall(message_to_proto(*m)),
+                ExchangeEvent::FunctionResult(m) => Event::FunctionResult(message_to_proto(*m)),
                 ExchangeEvent::Completed(summary) => Event::Completed(completed_to_proto(summary)),
             };
             pb::StreamMessageResponse { event: Some(event) }

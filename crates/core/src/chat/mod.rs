@@ -50,18 +50,21 @@ const EVENT_BUFFER: usize = 64;
 const GENERATED_TITLE_CHARS: usize = 80;
 
 /// One step of an exchange, in order.
+///
+/// Messages are boxed: the channel that carries events allocates room for 32 of them per
+/// open exchange, and a message is ~350 bytes where a pointer is 8.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExchangeEvent {
     /// The committed USER message (always first).
-    UserMessage(ChatMessage),
+    UserMessage(Box<ChatMessage>),
     /// A piece of model text as it arrived (streaming sends only).
     TextDelta(String),
     /// A committed MODEL message.
-    ModelMessage(ChatMessage),
+    ModelMessage(Box<ChatMessage>),
     /// A committed FUNCTION_CALL message.
-    FunctionCall(ChatMessage),
+    FunctionCall(Box<ChatMessage>),
     /// A committed FUNCTION_RESULT message.
-    FunctionResult(ChatMessage),
+    FunctionResult(Box<ChatMessage>),
     /// The exchange finished (always last when it succeeded).
     Completed(ExchangeSummary),
 }
@@ -660,22 +663,21 @@ impl Exchange<'_> {
     async fn run(&mut self) -> Result<()> {
         let chat = self.inner.store.chat();
         let request = self.request;
-        let session = chat.get_session(self.user, request.session).await?;
+        let session = Box::pin(chat.get_session(self.user, request.session)).await?;
         let now = Utc::now();
         // A resend gets the stored outcome even if the key or the budget changed since.
-        if let Some(found) = chat
-            .peek_exchange(
-                self.user,
-                session.id,
-                &request.client_message_id,
-                &request.text,
-                now,
-            )
-            .await?
+        if let Some(found) = Box::pin(chat.peek_exchange(
+            self.user,
+            session.id,
+            &request.client_message_id,
+            &request.text,
+            now,
+        ))
+        .await?
         {
-            return self.answer_existing(found).await;
+            return Box::pin(self.answer_existing(found)).await;
         }
-        let preferences = self.inner.preferences.get(self.user).await?;
+        let preferences = Box::pin(self.inner.preferences.get(self.user)).await?;
         let model = if session.model.is_empty() {
             preferences
                 .default_model
@@ -685,16 +687,12 @@ impl Exchange<'_> {
         } else {
             session.model.clone()
         };
-        let key = self
-            .inner
-            .vault
-            .reveal_usable(self.user, Provider::Gemini)
-            .await?;
+        let key = Box::pin(self.inner.vault.reveal_usable(self.user, Provider::Gemini)).await?;
         let api_key = api_key(&key)?;
         // Most users set no budget: the month's usage is only summed for those who do.
-        let setting = chat.budget(self.user).await?;
+        let setting = Box::pin(chat.budget(self.user)).await?;
         if let Some(limit) = setting.monthly_limit {
-            let budget = self.inner.spend(self.user, setting, now).await?;
+            let budget = Box::pin(self.inner.spend(self.user, setting, now)).await?;
             if budget.exhausted() {
                 return Err(Error::ResourceExhausted {
                     reason: ErrorReason::TokenBudgetExhausted,
@@ -712,26 +710,25 @@ impl Exchange<'_> {
         let lease_until = now
             + chrono::Duration::from_std(self.inner.config.exchange_lease)
                 .unwrap_or(chrono::Duration::minutes(15));
-        let user_message = match chat
-            .begin_exchange(
-                self.user,
-                session.id,
-                &request.client_message_id,
-                &request.text,
-                lease_until,
-                now,
-            )
-            .await?
+        let user_message = match Box::pin(chat.begin_exchange(
+            self.user,
+            session.id,
+            &request.client_message_id,
+            &request.text,
+            lease_until,
+            now,
+        ))
+        .await?
         {
             ExchangeStart::Started(message)
             | ExchangeStart::Resumed {
                 user_message: message,
                 ..
             } => message,
-            other => return self.answer_existing(other).await,
+            other => return Box::pin(self.answer_existing(other)).await,
         };
         self.open = Some(user_message.id);
-        self.emit(ExchangeEvent::UserMessage(user_message.clone()))
+        self.emit(ExchangeEvent::UserMessage(Box::new(user_message.clone())))
             .await;
         self.converse(
             &session,
@@ -751,7 +748,8 @@ impl Exchange<'_> {
                 user_message,
                 messages,
             } => {
-                self.emit(ExchangeEvent::UserMessage(user_message)).await;
+                self.emit(ExchangeEvent::UserMessage(Box::new(user_message)))
+                    .await;
                 let mut usage = ExchangeUsage::default();
                 let mut reply = None;
                 for message in messages {
@@ -761,8 +759,10 @@ impl Exchange<'_> {
                         usage.add(metadata);
                     }
                     let event = match message.role {
-                        MessageRole::FunctionCall => ExchangeEvent::FunctionCall(message),
-                        MessageRole::FunctionResult => ExchangeEvent::FunctionResult(message),
+                        MessageRole::FunctionCall => ExchangeEvent::FunctionCall(Box::new(message)),
+                        MessageRole::FunctionResult => {
+                            ExchangeEvent::FunctionResult(Box::new(message))
+                        }
                         MessageRole::Model => {
                             reply = Some((
                                 message.id,
@@ -772,7 +772,7 @@ impl Exchange<'_> {
                                     .and_then(|m| m.finish_reason)
                                     .unwrap_or(FinishReason::Stop),
                             ));
-                            ExchangeEvent::ModelMessage(message)
+                            ExchangeEvent::ModelMessage(Box::new(message))
                         }
                         MessageRole::User | MessageRole::System => continue,
                     };
@@ -822,12 +822,9 @@ impl Exchange<'_> {
         let chat = self.inner.store.chat();
         let config = &self.inner.config;
         let now = Utc::now();
-        let memories = chat
-            .list_memories(self.user, None, config.max_memories_in_context)
-            .await?;
-        let history = chat
-            .recent_messages(self.user, session.id, HISTORY_READ)
-            .await?;
+        let memories =
+            Box::pin(chat.list_memories(self.user, None, config.max_memories_in_context)).await?;
+        let history = Box::pin(chat.recent_messages(self.user, session.id, HISTORY_READ)).await?;
         let mut contents = context::contents(context::window(
             &history,
             user_message.id,
@@ -925,27 +922,27 @@ impl Exchange<'_> {
                             metadata: call_metadata.take(),
                         });
                     }
-                    let committed = chat
-                        .append_messages(
-                            self.user,
-                            session.id,
-                            steps,
-                            Some(usage_delta(&turn)),
-                            Utc::now(),
-                        )
-                        .await?;
+                    let committed = Box::pin(chat.append_messages(
+                        self.user,
+                        session.id,
+                        steps,
+                        Some(usage_delta(&turn)),
+                        Utc::now(),
+                    ))
+                    .await?;
                     for message in committed {
                         let event = if message.role == MessageRole::Model {
-                            ExchangeEvent::ModelMessage(message)
+                            ExchangeEvent::ModelMessage(Box::new(message))
                         } else {
-                            ExchangeEvent::FunctionCall(message)
+                            ExchangeEvent::FunctionCall(Box::new(message))
                         };
                         self.emit(event).await;
                     }
                     let mut results = Vec::new();
                     let mut response_parts = Vec::new();
                     for (call_id, name, args) in calls {
-                        let (response, failed) = self.run_tool(&tool_context, &name, &args).await;
+                        let (response, failed) =
+                            Box::pin(self.run_tool(&tool_context, &name, &args)).await;
                         response_parts.push(context::function_response_part(
                             &call_id,
                             &name,
@@ -964,11 +961,17 @@ impl Exchange<'_> {
                             metadata: None,
                         });
                     }
-                    let committed = chat
-                        .append_messages(self.user, session.id, results, None, Utc::now())
-                        .await?;
+                    let committed = Box::pin(chat.append_messages(
+                        self.user,
+                        session.id,
+                        results,
+                        None,
+                        Utc::now(),
+                    ))
+                    .await?;
                     for message in committed {
-                        self.emit(ExchangeEvent::FunctionResult(message)).await;
+                        self.emit(ExchangeEvent::FunctionResult(Box::new(message)))
+                            .await;
                     }
                     contents.push(Content {
                         role: Some("model".to_owned()),
@@ -997,7 +1000,8 @@ impl Exchange<'_> {
                         )
                         .await?;
                     self.finish(exchange_id, ExchangeState::Done).await?;
-                    self.emit(ExchangeEvent::ModelMessage(reply.clone())).await;
+                    self.emit(ExchangeEvent::ModelMessage(Box::new(reply.clone())))
+                        .await;
                     self.emit(ExchangeEvent::Completed(ExchangeSummary {
                         reply_id: reply.id,
                         finish_reason: finish,
@@ -1040,14 +1044,19 @@ impl Exchange<'_> {
                         .commit_reply(session.id, exchange_id, &turn, reply_metadata, delta)
                         .await?;
                     self.finish(exchange_id, ExchangeState::Done).await?;
-                    self.emit(ExchangeEvent::ModelMessage(reply)).await;
+                    self.emit(ExchangeEvent::ModelMessage(Box::new(reply)))
+                        .await;
                     return Err(error);
                 }
                 Outcome::Failed(err) => {
-                    let error = self
-                        .inner
-                        .provider_error(self.user, &self.request.context, key, err, model)
-                        .await;
+                    let error = Box::pin(self.inner.provider_error(
+                        self.user,
+                        &self.request.context,
+                        key,
+                        err,
+                        model,
+                    ))
+                    .await;
                     let reply_metadata = ModelCallMetadata {
                         finish_reason: Some(FinishReason::Error),
                         latency_ms: Some(latency),
@@ -1064,7 +1073,8 @@ impl Exchange<'_> {
                         )
                         .await?;
                     self.finish(exchange_id, ExchangeState::Failed).await?;
-                    self.emit(ExchangeEvent::ModelMessage(reply)).await;
+                    self.emit(ExchangeEvent::ModelMessage(Box::new(reply)))
+                        .await;
                     return Err(error);
                 }
             }
@@ -1072,11 +1082,8 @@ impl Exchange<'_> {
     }
 
     async fn finish(&mut self, exchange_id: MessageId, state: ExchangeState) -> Result<()> {
-        self.inner
-            .store
-            .chat()
-            .finish_exchange(self.user, exchange_id, state)
-            .await?;
+        let chat = self.inner.store.chat();
+        Box::pin(chat.finish_exchange(self.user, exchange_id, state)).await?;
         self.open = None;
         Ok(())
     }
@@ -1097,10 +1104,8 @@ impl Exchange<'_> {
             parts: turn.text_part().map(|part| json!([part])),
             metadata: Some(metadata),
         };
-        self.inner
-            .store
-            .chat()
-            .append_messages(self.user, session, vec![message], usage, Utc::now())
+        let chat = self.inner.store.chat();
+        Box::pin(chat.append_messages(self.user, session, vec![message], usage, Utc::now()))
             .await?
             .pop()
             .ok_or_else(|| Error::internal("appending a message returned nothing"))
@@ -1168,7 +1173,7 @@ impl Exchange<'_> {
         started: Instant,
     ) -> Attempt {
         let response = tokio::select! {
-            response = self.inner.gemini.generate_content(key, model, request) => response,
+            response = Box::pin(self.inner.gemini.generate_content(key, model, request)) => response,
             () = self.events.closed() => return Attempt::Done(Outcome::Cancelled(Turn::default())),
         };
         match response {
@@ -1192,8 +1197,12 @@ impl Exchange<'_> {
         request: &GenerateContentRequest,
         started: Instant,
     ) -> Attempt {
+        // Boxed, like the other one-off steps of an exchange: an open exchange's task then
+        // holds only the state of the step it waits in (here: the next SSE event), not room
+        // for the largest step it ever takes. With thousands of idle streams that is most of
+        // the server's memory.
         let opened = tokio::select! {
-            opened = self.inner.gemini.stream_generate_content(key, model, request) => opened,
+            opened = Box::pin(self.inner.gemini.stream_generate_content(key, model, request)) => opened,
             () = self.events.closed() => return Attempt::Done(Outcome::Cancelled(Turn::default())),
         };
         let mut stream = match opened {

@@ -301,112 +301,210 @@ async fn parallel_refreshes_and_a_lost_response_get_one_successor() {
     .unwrap();
 }
 
-#[tokio::test]
-async fn hostile_id_tokens_are_refused_and_create_nothing() {
-    let (app, provider) = app_with_provider(30).await;
+/// Signs in with the ID token `mint` makes and checks the refusal: status, reason, and that no
+/// account and no session exist afterwards.
+async fn id_token_is_refused(
+    mint: impl FnOnce(&OidcProvider, serde_json::Value) -> (String, String),
+    code: Code,
+    expected_reason: &str,
+) {
+    let (app, provider) = app_with(|_| {}).await;
     let mut auth = client(&app).await;
-    let good = provider.default_claims(OidcProvider::CLIENT_ID, None);
-    let mut cases: Vec<(&str, String)> = vec![
-        (
-            "bad signature",
-            provider.mint_hostile(&good, Hostile::BadSignature),
-        ),
-        ("alg none", provider.mint_hostile(&good, Hostile::AlgNone)),
-        (
-            "HS256 with the public key",
-            provider.mint_hostile(&good, Hostile::Hs256WithPublicKey),
-        ),
-        (
-            "unknown kid",
-            provider.mint_hostile(&good, Hostile::UnknownKid),
-        ),
-    ];
-    let now = chrono::Utc::now().timestamp();
-    let with = |patch: serde_json::Value| {
-        let mut claims = good.clone();
-        for (k, v) in patch.as_object().unwrap() {
-            claims[k] = v.clone();
-        }
-        provider.mint(&claims)
-    };
-    cases.push((
-        "wrong iss",
-        with(serde_json::json!({"iss": "https://evil.example"})),
-    ));
-    cases.push((
-        "wrong aud",
-        with(serde_json::json!({"aud": "someone-else"})),
-    ));
-    cases.push((
-        "several audiences without azp",
-        with(serde_json::json!({"aud": [OidcProvider::CLIENT_ID, "other"], "azp": null})),
-    ));
-    cases.push((
-        "expired",
-        with(serde_json::json!({"exp": now - 3600, "iat": now - 7200})),
-    ));
-    cases.push((
-        "iat in the future",
-        with(serde_json::json!({"iat": now + 3600})),
-    ));
-    for (name, token) in cases {
-        let status = auth
-            .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
-                id_token: token,
-                nonce: String::new(),
-                device_name: String::new(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
-        assert_eq!(reason(&status), "ID_TOKEN_INVALID", "{name}");
-    }
-    // A nonce mismatch, an unverified email.
+    let mut claims = provider.default_claims(OidcProvider::CLIENT_ID, None);
+    claims["jti"] = uuid::Uuid::now_v7().to_string().into();
+    let (id_token, nonce) = mint(&provider, claims);
     let status = auth
         .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
-            id_token: provider.mint(&provider.default_claims(OidcProvider::CLIENT_ID, Some("n1"))),
-            nonce: "n2".into(),
+            id_token,
+            nonce,
             device_name: String::new(),
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&status), "ID_TOKEN_INVALID");
-    let status = auth
-        .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
-            id_token: with(serde_json::json!({"email_verified": false})),
-            nonce: String::new(),
-            device_name: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(reason(&status), "EMAIL_NOT_VERIFIED");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(reason(&status), expected_reason);
     assert_eq!(count(&app, "SELECT count(*) FROM users").await, 0);
     assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 0);
+}
 
-    // A good token signs in once; the same token again is refused.
-    let token = provider.mint(&good);
-    auth.sign_in_with_id_token(pb::SignInWithIdTokenRequest {
-        id_token: token.clone(),
-        nonce: String::new(),
-        device_name: "phone".into(),
-    })
-    .await
-    .unwrap();
-    let status = auth
-        .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
-            id_token: token,
-            nonce: String::new(),
-            device_name: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(reason(&status), "ID_TOKEN_INVALID");
-    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 1);
+/// `claims` with the fields of `patch` replaced (a `null` removes one).
+fn patched(mut claims: serde_json::Value, patch: serde_json::Value) -> serde_json::Value {
+    for (key, value) in patch.as_object().unwrap() {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(key);
+        } else {
+            claims[key] = value.clone();
+        }
+    }
+    claims
+}
+
+macro_rules! refused_id_token {
+    ($name:ident, $reason:literal, $mint:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            id_token_is_refused($mint, Code::Unauthenticated, $reason).await;
+        }
+    };
+}
+
+refused_id_token!(
+    an_id_token_with_a_bad_signature_is_refused,
+    "ID_TOKEN_INVALID",
+    |p, c| (p.mint_hostile(&c, Hostile::BadSignature), String::new())
+);
+refused_id_token!(
+    an_id_token_with_alg_none_is_refused,
+    "ID_TOKEN_INVALID",
+    |p, c| (p.mint_hostile(&c, Hostile::AlgNone), String::new())
+);
+refused_id_token!(
+    an_id_token_signed_hs256_with_the_public_key_is_refused,
+    "ID_TOKEN_INVALID",
+    |p, c| (
+        p.mint_hostile(&c, Hostile::Hs256WithPublicKey),
+        String::new()
+    )
+);
+refused_id_token!(
+    an_id_token_with_an_unknown_kid_is_refused,
+    "ID_TOKEN_INVALID",
+    |p, c| (p.mint_hostile(&c, Hostile::UnknownKid), String::new())
+);
+refused_id_token!(
+    an_id_token_from_another_issuer_is_refused,
+    "ID_TOKEN_INVALID",
+    |p, c| (
+        p.mint(&patched(
+            c,
+            serde_json::json!({"iss": "https://evil.example"})
+        )),
+        String::new()
+    )
+);
+refused_id_token!(
+    an_id_token_for_another_audience_is_refused,
+    "ID_TOKEN_INVALID",
+    |p, c| (
+        p.mint(&patched(
+            c,
+            serde_json::json!({"aud": "someone-else", "azp": "someone-else"})
+        )),
+        String::new()
+    )
+);
+refused_id_token!(
+    an_id_token_with_several_audiences_and_no_azp_is_refused,
+    "ID_TOKEN_INVALID",
+    |p, c| (
+        p.mint(&patched(
+            c,
+            serde_json::json!({"aud": [OidcProvider::CLIENT_ID, "other"], "azp": null})
+        )),
+        String::new()
+    )
+);
+refused_id_token!(
+    an_expired_id_token_is_refused,
+    "ID_TOKEN_INVALID",
+    |p, c| {
+        let now = chrono::Utc::now().timestamp();
+        (
+            p.mint(&patched(
+                c,
+                serde_json::json!({"exp": now - 3600, "iat": now - 7200}),
+            )),
+            String::new(),
+        )
+    }
+);
+refused_id_token!(
+    an_id_token_issued_in_the_future_is_refused,
+    "ID_TOKEN_INVALID",
+    |p, c| {
+        let now = chrono::Utc::now().timestamp();
+        (
+            p.mint(&patched(
+                c,
+                serde_json::json!({"iat": now + 3600, "exp": now + 7200}),
+            )),
+            String::new(),
+        )
+    }
+);
+refused_id_token!(
+    an_id_token_with_another_nonce_is_refused,
+    "ID_TOKEN_INVALID",
+    |p, c| (
+        p.mint(&patched(c, serde_json::json!({"nonce": "n1"}))),
+        "n2".to_owned()
+    )
+);
+refused_id_token!(
+    an_id_token_with_an_unverified_email_is_refused,
+    "EMAIL_NOT_VERIFIED",
+    |p, c| (
+        p.mint(&patched(c, serde_json::json!({"email_verified": false}))),
+        String::new()
+    )
+);
+
+#[tokio::test]
+async fn a_malformed_id_token_is_an_invalid_argument() {
+    id_token_is_refused(
+        |_, _| ("not-a-jwt".to_owned(), String::new()),
+        Code::InvalidArgument,
+        "",
+    )
+    .await;
 }
 
 #[tokio::test]
-async fn bad_login_states_codes_and_redirects_are_refused() {
-    let (app, _provider) = app_with_provider(30).await;
+async fn a_replayed_id_token_is_refused_and_opens_no_second_session() {
+    let (app, provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let token = provider.mint(&provider.default_claims(OidcProvider::CLIENT_ID, None));
+    let request = || pb::SignInWithIdTokenRequest {
+        id_token: token.clone(),
+        nonce: String::new(),
+        device_name: String::new(),
+    };
+    auth.sign_in_with_id_token(request()).await.unwrap();
+    let status = auth.sign_in_with_id_token(request()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "ID_TOKEN_INVALID");
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 1);
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 1);
+}
+
+async fn begin(auth: &mut AuthServiceClient<Channel>) -> pb::BeginLoginResponse {
+    auth.begin_login(pb::BeginLoginRequest {
+        redirect_uri: REDIRECT.into(),
+        request_gmail_access: false,
+        login_hint: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+async fn complete(
+    auth: &mut AuthServiceClient<Channel>,
+    state: &str,
+    code: &str,
+) -> Result<pb::CompleteLoginResponse, tonic::Status> {
+    auth.complete_login(pb::CompleteLoginRequest {
+        state: state.into(),
+        code: code.into(),
+        device_name: String::new(),
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_redirect_uri_outside_the_allowlist_is_refused() {
+    let (app, _provider) = app_with(|_| {}).await;
     let mut auth = client(&app).await;
     let status = auth
         .begin_login(pb::BeginLoginRequest {
@@ -418,71 +516,74 @@ async fn bad_login_states_codes_and_redirects_are_refused() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(reason(&status), "REDIRECT_URI_NOT_ALLOWED");
+    let details = status.get_error_details();
+    assert_eq!(
+        details.bad_request().unwrap().field_violations[0].field,
+        "redirect_uri"
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM login_attempts").await, 0);
+}
 
-    let begun = auth
-        .begin_login(pb::BeginLoginRequest {
-            redirect_uri: REDIRECT.into(),
-            request_gmail_access: false,
-            login_hint: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (state, code) = authorize(&begun.authorization_url).await;
-    // Unknown state.
-    let status = auth
-        .complete_login(pb::CompleteLoginRequest {
-            state: "unknown-state".into(),
-            code: code.clone(),
-            device_name: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(reason(&status), "LOGIN_STATE_INVALID");
-    auth.complete_login(pb::CompleteLoginRequest {
-        state: state.clone(),
-        code: code.clone(),
-        device_name: String::new(),
-    })
-    .await
-    .unwrap();
-    // Reused state.
-    let status = auth
-        .complete_login(pb::CompleteLoginRequest {
-            state,
-            code: code.clone(),
-            device_name: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(reason(&status), "LOGIN_STATE_INVALID");
-    // Reused code with a fresh state.
-    let begun = auth
-        .begin_login(pb::BeginLoginRequest {
-            redirect_uri: REDIRECT.into(),
-            request_gmail_access: false,
-            login_hint: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let status = auth
-        .complete_login(pb::CompleteLoginRequest {
-            state: begun.state,
-            code,
-            device_name: String::new(),
-        })
+#[tokio::test]
+async fn an_unknown_state_is_refused() {
+    let (app, _provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let begun = begin(&mut auth).await;
+    let (_state, code) = authorize(&begun.authorization_url).await;
+    let status = complete(&mut auth, "unknown-state", &code)
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(reason(&status), "AUTHORIZATION_CODE_INVALID");
-    // Empty fields.
-    let status = auth
-        .complete_login(pb::CompleteLoginRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(reason(&status), "LOGIN_STATE_INVALID");
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 0);
+}
+
+#[tokio::test]
+async fn a_reused_state_is_refused() {
+    let (app, _provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let begun = begin(&mut auth).await;
+    let (state, code) = authorize(&begun.authorization_url).await;
+    complete(&mut auth, &state, &code).await.unwrap();
+    let status = complete(&mut auth, &state, &code).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "LOGIN_STATE_INVALID");
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 1);
     assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 1);
+}
+
+#[tokio::test]
+async fn a_reused_code_is_refused() {
+    let (app, _provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let first = begin(&mut auth).await;
+    let (state, code) = authorize(&first.authorization_url).await;
+    complete(&mut auth, &state, &code).await.unwrap();
+    let second = begin(&mut auth).await;
+    let status = complete(&mut auth, &second.state, &code).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(reason(&status), "AUTHORIZATION_CODE_INVALID");
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 1);
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 1);
+}
+
+#[tokio::test]
+async fn empty_login_fields_are_invalid_arguments() {
+    let (app, _provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let status = complete(&mut auth, "", "").await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let details = status.get_error_details();
+    let fields: Vec<&str> = details
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["state", "code"]);
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 0);
 }
 
 #[tokio::test]

@@ -98,11 +98,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         })
 }
 
-/// Loads (or on first start generates) the access-token keys configured in `config`.
-///
-/// # Errors
-/// A key file is unreadable or malformed.
-pub fn access_tokens(config: &Config) -> anyhow::Result<AccessTokens> {
+/// The access-token signing keys: the current one (generated on first start) and the
+/// previous ones that still verify.
+fn signing_keys(config: &Config) -> anyhow::Result<(SigningKey, Vec<SigningKey>)> {
     create_data_dir(config)?;
     let current = SigningKey::load_or_generate(&config.signing_key_file())?;
     let previous = config
@@ -111,7 +109,24 @@ pub fn access_tokens(config: &Config) -> anyhow::Result<AccessTokens> {
         .iter()
         .map(|path| SigningKey::load(path))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(AccessTokens::new(
+    Ok((current, previous))
+}
+
+/// Loads (or on first start generates) the access-token keys configured in `config`.
+///
+/// # Errors
+/// A key file is unreadable or malformed.
+pub fn access_tokens(config: &Config) -> anyhow::Result<AccessTokens> {
+    let (current, previous) = signing_keys(config)?;
+    Ok(access_tokens_with(config, current, previous))
+}
+
+fn access_tokens_with(
+    config: &Config,
+    current: SigningKey,
+    previous: Vec<SigningKey>,
+) -> AccessTokens {
+    AccessTokens::new(
         AccessTokenSettings {
             issuer: config.auth.issuer.clone(),
             audience: config.auth.audience.clone(),
@@ -120,22 +135,7 @@ pub fn access_tokens(config: &Config) -> anyhow::Result<AccessTokens> {
         current,
         previous,
         Arc::new(SystemClock),
-    ))
-}
-
-/// The sign-in secrets derived from the access-token signing keys.
-///
-/// # Errors
-/// A key file is unreadable or malformed.
-pub fn derived_secrets(config: &Config) -> anyhow::Result<DerivedSecrets> {
-    let current = SigningKey::load_or_generate(&config.signing_key_file())?;
-    let previous = config
-        .auth
-        .previous_signing_key_files
-        .iter()
-        .map(|path| SigningKey::load(path))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(DerivedSecrets::new(&current, &previous))
+    )
 }
 
 /// The key-encryption key `kek` describes.
@@ -244,7 +244,10 @@ impl Application {
                 .await
                 .context("applying database migrations")?;
         }
-        let tokens = access_tokens(&config)?;
+        let (current_key, previous_keys) = signing_keys(&config)?;
+        // Sign-in secrets are derived from the same keys the access tokens are signed with.
+        let secrets = DerivedSecrets::new(&current_key, &previous_keys);
+        let tokens = access_tokens_with(&config, current_key, previous_keys);
         let shutdown = CancellationToken::new();
 
         let preferences = PreferencesService::new(&store);
@@ -273,7 +276,7 @@ impl Application {
             audit.clone(),
             sealer.clone(),
             tokens.clone(),
-            derived_secrets(&config)?,
+            secrets,
             Arc::new(SystemClock),
             config.sign_in.clone(),
         )

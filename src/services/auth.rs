@@ -2,13 +2,11 @@
 
 use assistd_core::auth::{AuthService, ClientInfo, SessionTokens, SignedIn};
 use assistd_store::{AuthSession, SignInMethod, User};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::timestamp;
+use super::{decode_token, encode_token, timestamp};
 use crate::auth::{caller, caller_session};
 use crate::proto::auth::v1 as pb;
 use crate::request_context::ClientAddressPolicy;
@@ -79,40 +77,29 @@ fn session_to_proto(session: &AuthSession, current: Option<Uuid>) -> pb::Session
     }
 }
 
-/// Page tokens of ListSessions: creation time (µs) and id of the last session, base64url.
+/// Page tokens of ListSessions: creation time (µs) and id of the last session.
 fn encode_page_token(created_at: DateTime<Utc>, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("sessions\n{}\n{id}", created_at.timestamp_micros()))
+    encode_token(
+        "sessions",
+        &[created_at.timestamp_micros().to_string(), id.to_string()],
+    )
 }
 
 fn decode_page_token(token: &str) -> Result<(DateTime<Utc>, Uuid), Status> {
+    let fields = decode_token(token, "sessions", "ListSessions", 2)?;
     let bad = || {
         invalid_field(
             "page_token",
             "not a token from a previous ListSessions response",
         )
     };
-    let text = URL_SAFE_NO_PAD
-        .decode(token)
+    let created_at = fields[0]
+        .parse::<i64>()
         .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(bad)?;
-    let mut fields = text.split('\n');
-    if fields.next() != Some("sessions") {
-        return Err(bad());
-    }
-    let micros = fields
-        .next()
-        .and_then(|f| f.parse::<i64>().ok())
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(bad)?;
-    let id = fields
-        .next()
-        .and_then(|f| f.parse::<Uuid>().ok())
-        .ok_or_else(bad)?;
-    if fields.next().is_some() {
-        return Err(bad());
-    }
-    Ok((micros, id))
+    let id = fields[1].parse::<Uuid>().map_err(|_| bad())?;
+    Ok((created_at, id))
 }
 
 fn signed_in(signed: SignedIn) -> (pb::SessionTokens, pb::User, bool, bool) {
@@ -362,6 +349,6 @@ mod tests {
             (at, id)
         );
         assert!(decode_page_token("not-base64!").is_err());
-        assert!(decode_page_token(&URL_SAFE_NO_PAD.encode("messages\n1\nx")).is_err());
+        assert!(decode_page_token(&encode_token("messages", &["1".into(), "x".into()])).is_err());
     }
 }

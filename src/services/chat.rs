@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::timestamp;
+use super::{decode_token, encode_token, timestamp};
 use crate::auth::caller;
 use crate::proto::chat::v1 as pb;
 use crate::request_context::ClientAddressPolicy;
@@ -49,40 +49,6 @@ fn page_size(value: i32, default: u64, max: u64) -> Result<u64, Status> {
         Ok(size) => Ok(size.min(max)),
         Err(_) => Err(invalid_field("page_size", "must not be negative")),
     }
-}
-
-/// Page tokens: `kind` and fields joined by `\n`, base64url. The kind keeps a token of one
-/// list from being accepted by another.
-fn encode_token(kind: &str, fields: &[String]) -> String {
-    let mut text = kind.to_owned();
-    for field in fields {
-        text.push('\n');
-        text.push_str(field);
-    }
-    URL_SAFE_NO_PAD.encode(text)
-}
-
-fn decode_token(token: &str, kind: &str, rpc: &str, count: usize) -> Result<Vec<String>, Status> {
-    let bad = || {
-        invalid_field(
-            "page_token",
-            format!("not a token from a previous {rpc} response with the same request fields"),
-        )
-    };
-    let text = URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(bad)?;
-    let mut fields = text.split('\n');
-    if fields.next() != Some(kind) {
-        return Err(bad());
-    }
-    let fields: Vec<String> = fields.map(str::to_owned).collect();
-    if fields.len() != count {
-        return Err(bad());
-    }
-    Ok(fields)
 }
 
 /// Cuts `items` (fetched with one more than `limit`) to the page and returns the token of the

@@ -26,62 +26,10 @@ async fn a_canary_key_appears_nowhere_in_the_clear() {
     let canary = "AIzaSyCANARY-7f3e9a1b2c4d5e6f708192a3b4";
     let gemini = GeminiServer::start().await;
     gemini.allow_key(canary);
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = fresh_database_url().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let bin = env!("CARGO_BIN_EXE_assistd");
-    let envs = [
-        (
-            "ASSISTD_DATA_DIR",
-            dir.path().join("data").display().to_string(),
-        ),
-        ("ASSISTD_SERVER__LISTEN", format!("127.0.0.1:{port}")),
-        ("ASSISTD_GEMINI__BASE_URL", gemini.base_url()),
-        ("ASSISTD_DATABASE__URL", database_url.clone()),
-        ("RUST_LOG", "trace".to_owned()),
-    ];
-    let admin = |args: &[&str]| {
-        let output = std::process::Command::new(bin)
-            .args(args)
-            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-            .env_remove("DATABASE_URL")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
-    };
-    let user = admin(&["admin", "create-user"]);
-    let token = admin(&["admin", "issue-token", "--user-id", &user]);
-    let log_path = dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut server = tokio::process::Command::new(bin)
-        .arg("serve")
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{port}");
-    let channel = loop {
-        if let Ok(channel) = tonic::transport::Channel::from_shared(address.clone())
-            .unwrap()
-            .connect()
-            .await
-        {
-            break channel;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut server = TraceServer::new(vec![("ASSISTD_GEMINI__BASE_URL", gemini.base_url())]).await;
+    let user = server.admin(&["admin", "create-user"]);
+    let token = server.admin(&["admin", "issue-token", "--user-id", &user]);
+    let channel = server.serve().await;
     let mut keys = UserApiKeyServiceClient::new(channel);
     let gemini_provider: i32 = Provider::Gemini.into();
     let mut responses = Vec::new();
@@ -160,14 +108,7 @@ async fn a_canary_key_appears_nowhere_in_the_clear() {
     );
 
     // Stop the server so the log and the database files are complete.
-    nix_term(&server);
-    let status = tokio::time::timeout(Duration::from_secs(15), server.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
-
-    let log = std::fs::read(&log_path).unwrap();
+    let (log, at_rest) = server.stop().await;
     assert!(count(&log, "TRACE") > 0, "the server logged at TRACE");
     assert!(count(&log, "rpc finished") >= 6, "the calls were logged");
     assert_eq!(count(&log, canary), 0, "the key is in the server log");
@@ -180,29 +121,12 @@ async fn a_canary_key_appears_nowhere_in_the_clear() {
             .any(|r| r.header("x-goog-api-key").is_some())
     );
 
-    let at_rest: Vec<u8> = if database_url.is_empty() {
-        let data = dir.path().join("data");
-        ["assistd.db", "assistd.db-wal", "assistd.db-shm"]
-            .iter()
-            .filter_map(|name| std::fs::read(data.join(name)).ok())
-            .flatten()
-            .collect()
-    } else {
-        let dump = std::process::Command::new("pg_dump")
-            .arg(&database_url)
-            .output()
-            .unwrap();
+    if server.on_postgres() {
         assert!(
-            dump.status.success(),
-            "{}",
-            String::from_utf8_lossy(&dump.stderr)
-        );
-        assert!(
-            count(&dump.stdout, "api_keys") > 0,
+            count(&at_rest, "api_keys") > 0,
             "the dump holds the api_keys table"
         );
-        dump.stdout
-    };
+    }
     assert!(!at_rest.is_empty());
     assert_eq!(
         count(&at_rest, canary),
@@ -218,7 +142,7 @@ async fn a_canary_key_appears_nowhere_in_the_clear() {
 }
 
 /// Sends SIGTERM to the child (graceful shutdown) through the `kill` command.
-pub(crate) fn nix_term(child: &tokio::process::Child) {
+fn nix_term(child: &tokio::process::Child) {
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -487,4 +411,131 @@ async fn destroying_the_data_key_makes_every_secret_unreadable() {
         GOOD_KEY,
         "other users are unaffected"
     );
+}
+
+/// A real `assistd serve` child process logging at TRACE, on a fresh database, for the canary
+/// tests: they read its log and its database (files or `pg_dump`) after stopping it.
+pub(crate) struct TraceServer {
+    dir: tempfile::TempDir,
+    database_url: String,
+    port: u16,
+    envs: Vec<(&'static str, String)>,
+    log_path: std::path::PathBuf,
+    server: Option<tokio::process::Child>,
+}
+
+impl TraceServer {
+    /// Prepares (does not start) a server with `envs` added to its configuration.
+    pub(crate) async fn new(envs: Vec<(&'static str, String)>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = fresh_database_url().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut all = vec![
+            (
+                "ASSISTD_DATA_DIR",
+                dir.path().join("data").display().to_string(),
+            ),
+            ("ASSISTD_SERVER__LISTEN", format!("127.0.0.1:{port}")),
+            ("ASSISTD_DATABASE__URL", database_url.clone()),
+            ("RUST_LOG", "trace".to_owned()),
+        ];
+        all.extend(envs);
+        let log_path = dir.path().join("server.log");
+        Self {
+            dir,
+            database_url,
+            port,
+            envs: all,
+            log_path,
+            server: None,
+        }
+    }
+
+    fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_assistd"));
+        command
+            .envs(self.envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("DATABASE_URL");
+        command
+    }
+
+    /// Runs an `assistd admin …` command with the server's configuration; its stdout.
+    pub(crate) fn admin(&self, args: &[&str]) -> String {
+        let output = self.command().args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Starts `assistd serve` and connects to it.
+    pub(crate) async fn serve(&mut self) -> tonic::transport::Channel {
+        let log = std::fs::File::create(&self.log_path).unwrap();
+        let mut command = tokio::process::Command::from(self.command());
+        self.server = Some(
+            command
+                .arg("serve")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap(),
+        );
+        let address = format!("http://127.0.0.1:{}", self.port);
+        loop {
+            if let Ok(channel) = tonic::transport::Channel::from_shared(address.clone())
+                .unwrap()
+                .connect()
+                .await
+            {
+                return channel;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the server runs on PostgreSQL.
+    pub(crate) fn on_postgres(&self) -> bool {
+        !self.database_url.is_empty()
+    }
+
+    /// Stops the server (SIGTERM; it must exit cleanly) so its log and database files are
+    /// complete, and returns the log and the database at rest: the SQLite files, or a
+    /// `pg_dump`.
+    pub(crate) async fn stop(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let mut server = self.server.take().expect("the server was started");
+        nix_term(&server);
+        let status = tokio::time::timeout(Duration::from_secs(15), server.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success());
+        let log = std::fs::read(&self.log_path).unwrap();
+        let at_rest = if self.on_postgres() {
+            let dump = std::process::Command::new("pg_dump")
+                .arg(&self.database_url)
+                .output()
+                .unwrap();
+            assert!(
+                dump.status.success(),
+                "{}",
+                String::from_utf8_lossy(&dump.stderr)
+            );
+            dump.stdout
+        } else {
+            let data = self.dir.path().join("data");
+            ["assistd.db", "assistd.db-wal", "assistd.db-shm"]
+                .iter()
+                .filter_map(|name| std::fs::read(data.join(name)).ok())
+                .flatten()
+                .collect()
+        };
+        (log, at_rest)
+    }
 }

@@ -15,22 +15,6 @@ use crate::helpers::{TestApp, authed, spawn_app_with};
 
 const REDIRECT: &str = OidcProvider::REDIRECT_URI;
 
-async fn app_with_provider(grace_secs: u64) -> (TestApp, Arc<OidcProvider>) {
-    let provider = Arc::new(OidcProvider::start().await);
-    let issuer = provider.issuer();
-    let app = spawn_app_with(move |config| {
-        config.sign_in.issuer = issuer;
-        config.sign_in.client_id = OidcProvider::CLIENT_ID.into();
-        config.sign_in.client_secret = OidcProvider::CLIENT_SECRET.into();
-        config.sign_in.allowed_redirect_uris = vec![REDIRECT.into()];
-        config.sign_in.refresh_grace = std::time::Duration::from_secs(grace_secs);
-        config.sign_in.sign_in_per_ip_per_minute = 10_000;
-        config.sign_in.sign_in_per_user_per_minute = 10_000;
-    })
-    .await;
-    (app, provider)
-}
-
 async fn client(app: &TestApp) -> AuthServiceClient<Channel> {
     AuthServiceClient::new(app.channel().await)
 }
@@ -103,7 +87,10 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn the_redirect_flow_signs_in_refreshes_and_signs_out() {
-    let (app, provider) = app_with_provider(30).await;
+    let (app, provider) = app_with(|config| {
+        config.sign_in.refresh_grace = std::time::Duration::from_secs(30);
+    })
+    .await;
     let mut auth = client(&app).await;
     let signed = sign_in(&mut auth, true).await;
     assert!(signed.new_user);
@@ -208,7 +195,10 @@ async fn the_redirect_flow_signs_in_refreshes_and_signs_out() {
 
 #[tokio::test]
 async fn a_replayed_refresh_token_revokes_its_session_with_one_audit_row() {
-    let (app, _provider) = app_with_provider(0).await;
+    let (app, _provider) = app_with(|config| {
+        config.sign_in.refresh_grace = std::time::Duration::from_secs(0);
+    })
+    .await;
     let mut auth = client(&app).await;
     let tokens = sign_in(&mut auth, false).await.tokens.unwrap();
     let first = auth
@@ -256,7 +246,10 @@ async fn a_replayed_refresh_token_revokes_its_session_with_one_audit_row() {
 
 #[tokio::test]
 async fn parallel_refreshes_and_a_lost_response_get_one_successor() {
-    let (app, _provider) = app_with_provider(30).await;
+    let (app, _provider) = app_with(|config| {
+        config.sign_in.refresh_grace = std::time::Duration::from_secs(30);
+    })
+    .await;
     let mut auth = client(&app).await;
     let tokens = sign_in(&mut auth, false).await.tokens.unwrap();
     let calls = (0..50).map(|_| {
@@ -588,7 +581,10 @@ async fn empty_login_fields_are_invalid_arguments() {
 
 #[tokio::test]
 async fn deleting_the_account_removes_its_rows_and_shreds_its_key() {
-    let (app, _provider) = app_with_provider(30).await;
+    let (app, _provider) = app_with(|config| {
+        config.sign_in.refresh_grace = std::time::Duration::from_secs(30);
+    })
+    .await;
     let mut auth = client(&app).await;
     let signed = sign_in(&mut auth, true).await;
     let tokens = signed.tokens.unwrap();
@@ -727,19 +723,11 @@ async fn id_token_sign_in(
     provider: &OidcProvider,
     device: &str,
 ) -> pb::SessionTokens {
-    let mut claims = provider.default_claims(OidcProvider::CLIENT_ID, None);
-    // Tokens minted within one second would otherwise be identical, and each is single use.
-    claims["jti"] = uuid::Uuid::now_v7().to_string().into();
-    auth.sign_in_with_id_token(pb::SignInWithIdTokenRequest {
-        id_token: provider.mint(&claims),
-        nonce: String::new(),
-        device_name: device.into(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .tokens
-    .unwrap()
+    id_token_sign_in_result(auth, provider, device)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap()
 }
 
 #[tokio::test]
@@ -1182,8 +1170,10 @@ async fn per_account_limits_and_a_kept_google_refresh_token() {
     let link = app.store.auth().google_link(user).await.unwrap().unwrap();
     assert!(link.sealed_refresh_token.is_some());
     // The third sign-in of this account within the minute is refused and opens nothing.
-    id_token_sign_in_result(&mut auth, &provider).await.unwrap();
-    let status = id_token_sign_in_result(&mut auth, &provider)
+    id_token_sign_in_result(&mut auth, &provider, "")
+        .await
+        .unwrap();
+    let status = id_token_sign_in_result(&mut auth, &provider, "")
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
@@ -1198,7 +1188,7 @@ async fn a_session_ends_at_its_absolute_lifetime_however_often_it_refreshes() {
     })
     .await;
     let mut auth = client(&app).await;
-    let tokens = id_token_sign_in_result(&mut auth, &provider)
+    let tokens = id_token_sign_in_result(&mut auth, &provider, "")
         .await
         .unwrap()
         .tokens
@@ -1231,13 +1221,15 @@ async fn a_session_ends_at_its_absolute_lifetime_however_often_it_refreshes() {
 async fn id_token_sign_in_result(
     auth: &mut AuthServiceClient<Channel>,
     provider: &OidcProvider,
+    device: &str,
 ) -> Result<pb::SignInWithIdTokenResponse, tonic::Status> {
     let mut claims = provider.default_claims(OidcProvider::CLIENT_ID, None);
+    // Tokens minted within one second would otherwise be identical, and each is single use.
     claims["jti"] = uuid::Uuid::now_v7().to_string().into();
     auth.sign_in_with_id_token(pb::SignInWithIdTokenRequest {
         id_token: provider.mint(&claims),
         nonce: String::new(),
-        device_name: String::new(),
+        device_name: device.into(),
     })
     .await
     .map(tonic::Response::into_inner)
@@ -1386,7 +1378,7 @@ async fn concurrent_first_sign_ins_make_one_account() {
     let calls = (0..10).map(|_| {
         let mut auth = auth.clone();
         let provider = Arc::clone(&provider);
-        async move { id_token_sign_in_result(&mut auth, &provider).await }
+        async move { id_token_sign_in_result(&mut auth, &provider, "").await }
     });
     let results = futures::future::join_all(calls).await;
     let users: std::collections::HashSet<String> = results

@@ -3,38 +3,21 @@
 //! verifier, client secret or ID token is in the database files (or a `pg_dump`), the server
 //! log, the audit rows or a response that should not carry it.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use assistd::proto::apikey::v1 as apikey_pb;
 use assistd::proto::apikey::v1::user_api_key_service_client::UserApiKeyServiceClient;
 use assistd::proto::auth::v1 as pb;
 use assistd::proto::auth::v1::auth_service_client::AuthServiceClient;
 use assistd_testkit::oidc::OidcProvider;
 
-use crate::helpers::{authed, fresh_database_url};
-use crate::secrets::{count, nix_term};
+use crate::helpers::authed;
+use crate::secrets::{TraceServer, count};
 use crate::signin::authorize;
 
 #[tokio::test]
 async fn no_sign_in_secret_appears_in_the_clear() {
     let provider = OidcProvider::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = fresh_database_url().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let bin = env!("CARGO_BIN_EXE_assistd");
     let redirect = OidcProvider::REDIRECT_URI;
-    let envs = [
-        (
-            "ASSISTD_DATA_DIR",
-            dir.path().join("data").display().to_string(),
-        ),
-        ("ASSISTD_SERVER__LISTEN", format!("127.0.0.1:{port}")),
-        ("ASSISTD_DATABASE__URL", database_url.clone()),
+    let mut server = TraceServer::new(vec![
         ("ASSISTD_SIGN_IN__ISSUER", provider.issuer()),
         (
             "ASSISTD_SIGN_IN__CLIENT_ID",
@@ -48,30 +31,9 @@ async fn no_sign_in_secret_appears_in_the_clear() {
             "ASSISTD_SIGN_IN__ALLOWED_REDIRECT_URIS",
             format!("[\"{redirect}\"]"),
         ),
-        ("RUST_LOG", "trace".to_owned()),
-    ];
-    let log_path = dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut server = tokio::process::Command::new(bin)
-        .arg("serve")
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{port}");
-    let channel = loop {
-        if let Ok(channel) = tonic::transport::Channel::from_shared(address.clone())
-            .unwrap()
-            .connect()
-            .await
-        {
-            break channel;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    ])
+    .await;
+    let channel = server.serve().await;
     let mut auth = AuthServiceClient::new(channel.clone());
     let mut responses = Vec::new();
 
@@ -200,38 +162,12 @@ async fn no_sign_in_secret_appears_in_the_clear() {
         }
     }
 
-    nix_term(&server);
-    let status = tokio::time::timeout(Duration::from_secs(15), server.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
-
-    let log = std::fs::read(&log_path).unwrap();
+    let (log, at_rest) = server.stop().await;
     assert!(count(&log, "TRACE") > 0, "the server logged at TRACE");
     assert!(
         count(&log, "AuthService/Refresh") > 0,
         "the calls were logged"
     );
-    let at_rest: Vec<u8> = if database_url.is_empty() {
-        let data = dir.path().join("data");
-        ["assistd.db", "assistd.db-wal", "assistd.db-shm"]
-            .iter()
-            .filter_map(|name| std::fs::read(data.join(name)).ok())
-            .flatten()
-            .collect()
-    } else {
-        let dump = std::process::Command::new("pg_dump")
-            .arg(&database_url)
-            .output()
-            .unwrap();
-        assert!(
-            dump.status.success(),
-            "{}",
-            String::from_utf8_lossy(&dump.stderr)
-        );
-        dump.stdout
-    };
     assert!(
         count(&at_rest, "refresh_tokens") > 0,
         "the auth tables are there"

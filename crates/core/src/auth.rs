@@ -308,7 +308,13 @@ impl SignInRateLimits {
         }
     }
 
-    fn exhausted(wait: Duration, what: &str) -> Error {
+    fn exhausted(
+        not_until: &governor::NotUntil<governor::clock::QuantaInstant>,
+        what: &str,
+    ) -> Error {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
         Error::ResourceExhausted {
             reason: ErrorReason::RateLimited,
             message: format!("too many sign-in requests {what}; retry later"),
@@ -333,14 +339,9 @@ impl SignInRateLimits {
         if self.per_ip.len() > 10_000 {
             self.per_ip.retain_recent();
         }
-        self.per_ip.check_key(&key).map_err(|not_until| {
-            Self::exhausted(
-                not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                )),
-                "from this address",
-            )
-        })
+        self.per_ip
+            .check_key(&key)
+            .map_err(|not_until| Self::exhausted(&not_until, "from this address"))
     }
 
     /// Counts one call for `user`.
@@ -351,14 +352,9 @@ impl SignInRateLimits {
         if self.per_user.len() > 10_000 {
             self.per_user.retain_recent();
         }
-        self.per_user.check_key(&user).map_err(|not_until| {
-            Self::exhausted(
-                not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                )),
-                "for this account",
-            )
-        })
+        self.per_user
+            .check_key(&user)
+            .map_err(|not_until| Self::exhausted(&not_until, "for this account"))
     }
 }
 

@@ -8,8 +8,8 @@ use assistd_domain::{Error, Result, UserId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -425,22 +425,10 @@ impl AuthRepository {
             revoked_at: None,
             revoked_reason: None,
         };
-        auth_sessions::Entity::insert(auth_sessions::ActiveModel {
-            id: Set(row.id),
-            user_id: Set(row.user_id),
-            device_name: Set(row.device_name.clone()),
-            user_agent: Set(row.user_agent.clone()),
-            ip_address: Set(row.ip_address.clone()),
-            sign_in_method: Set(row.sign_in_method.clone()),
-            created_at: Set(row.created_at),
-            last_used_at: Set(row.last_used_at),
-            expires_at: Set(row.expires_at),
-            revoked_at: Set(None),
-            revoked_reason: Set(None),
-        })
-        .exec_without_returning(db)
-        .await
-        .map_err(db_error)?;
+        auth_sessions::Entity::insert(row.clone().into_active_model())
+            .exec_without_returning(db)
+            .await
+            .map_err(db_error)?;
         Ok(row.into())
     }
 

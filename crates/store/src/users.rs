@@ -96,15 +96,7 @@ impl UserRepository {
     /// # Errors
     /// NOT_FOUND when there is no such account; the database failed.
     pub async fn get(&self, id: UserId) -> Result<User> {
-        users::Entity::find_by_id(id.as_uuid())
-            .one(self.store.connection())
-            .await
-            .map_err(db_error)?
-            .map(User::from)
-            .ok_or_else(|| Error::NotFound {
-                resource: "user",
-                id: id.to_string(),
-            })
+        self.get_in(self.store.connection(), id).await
     }
 
     /// Deletes the account and, through foreign keys, every row that belongs to it.
@@ -112,17 +104,7 @@ impl UserRepository {
     /// # Errors
     /// NOT_FOUND when there is no such account; the database failed.
     pub async fn delete(&self, id: UserId) -> Result<()> {
-        let deleted = users::Entity::delete_by_id(id.as_uuid())
-            .exec(self.store.connection())
-            .await
-            .map_err(db_error)?;
-        if deleted.rows_affected == 0 {
-            return Err(Error::NotFound {
-                resource: "user",
-                id: id.to_string(),
-            });
-        }
-        Ok(())
+        self.delete_in(self.store.connection(), id).await
     }
 
     /// Changes the display name; returns the account as it is now.

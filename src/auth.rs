@@ -47,15 +47,15 @@ pub struct Caller {
     pub session: Option<uuid::Uuid>,
 }
 
-/// The caller of an authenticated RPC.
+/// The authenticated caller of an RPC.
 ///
 /// # Errors
 /// INTERNAL when the authentication layer did not run, which is a wiring bug.
-pub fn caller<T>(request: &tonic::Request<T>) -> Result<UserId, Status> {
+fn caller_of<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
     request
         .extensions()
         .get::<Caller>()
-        .map(|caller| caller.user)
+        .copied()
         .ok_or_else(|| {
             status(Error::internal(
                 "authenticated RPC reached without a caller",
@@ -63,20 +63,20 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<UserId, Status> {
         })
 }
 
+/// The caller of an authenticated RPC.
+///
+/// # Errors
+/// INTERNAL when the authentication layer did not run, which is a wiring bug.
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<UserId, Status> {
+    caller_of(request).map(|caller| caller.user)
+}
+
 /// The caller's sign-in session, if the token was issued in one.
 ///
 /// # Errors
 /// INTERNAL when the authentication layer did not run, which is a wiring bug.
 pub fn caller_session<T>(request: &tonic::Request<T>) -> Result<Option<uuid::Uuid>, Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .map(|caller| caller.session)
-        .ok_or_else(|| {
-            status(Error::internal(
-                "authenticated RPC reached without a caller",
-            ))
-        })
+    caller_of(request).map(|caller| caller.session)
 }
 
 /// Adds [`Authenticate`] around the routes.

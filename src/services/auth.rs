@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{decode_token, encode_token, timestamp};
+use super::{decode_token, encode_token, from_micros, micros, next_page, page_size, timestamp};
 use crate::auth::{caller, caller_session};
 use crate::proto::auth::v1 as pb;
 use crate::request_context::ClientAddressPolicy;
@@ -77,29 +77,24 @@ fn session_to_proto(session: &AuthSession, current: Option<Uuid>) -> pb::Session
     }
 }
 
-/// Page tokens of ListSessions: creation time (µs) and id of the last session.
-fn encode_page_token(created_at: DateTime<Utc>, id: Uuid) -> String {
+/// Page tokens of ListSessions: creation time and id of the last session.
+fn encode_page_token(session: &AuthSession) -> String {
     encode_token(
         "sessions",
-        &[created_at.timestamp_micros().to_string(), id.to_string()],
+        &[micros(session.created_at), session.id.to_string()],
     )
 }
 
 fn decode_page_token(token: &str) -> Result<(DateTime<Utc>, Uuid), Status> {
     let fields = decode_token(token, "sessions", "ListSessions", 2)?;
-    let bad = || {
-        invalid_field(
-            "page_token",
-            "not a token from a previous ListSessions response",
-        )
-    };
-    let created_at = fields[0]
-        .parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(bad)?;
-    let id = fields[1].parse::<Uuid>().map_err(|_| bad())?;
-    Ok((created_at, id))
+    from_micros(&fields[0])
+        .zip(fields[1].parse::<Uuid>().ok())
+        .ok_or_else(|| {
+            invalid_field(
+                "page_token",
+                "not a token from a previous ListSessions response",
+            )
+        })
 }
 
 fn signed_in(signed: SignedIn) -> (pb::SessionTokens, pb::User, bool, bool) {
@@ -254,31 +249,24 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let user = caller(&request)?;
         let current = caller_session(&request)?;
         let body = request.into_inner();
-        let page_size = match body.page_size {
-            0 => 50,
-            n if n < 0 => return Err(invalid_field("page_size", "must not be negative")),
-            n => u64::try_from(n.min(100)).unwrap_or(100),
-        };
+        let limit = page_size(body.page_size, 50, 100)?;
         let after = if body.page_token.is_empty() {
             None
         } else {
             Some(decode_page_token(&body.page_token)?)
         };
-        let page = self
+        let mut sessions = self
             .service
-            .list_sessions(user, after, page_size)
+            .list_sessions(user, after, limit + 1)
             .await
             .map_err(status)?;
+        let next_page_token = next_page(&mut sessions, limit, encode_page_token);
         Ok(Response::new(pb::ListSessionsResponse {
-            sessions: page
-                .sessions
+            sessions: sessions
                 .iter()
                 .map(|s| session_to_proto(s, current))
                 .collect(),
-            next_page_token: page
-                .next
-                .map(|(at, id)| encode_page_token(at, id))
-                .unwrap_or_default(),
+            next_page_token,
         }))
     }
 
@@ -342,12 +330,12 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_foreign_ones_are_refused() {
-        let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).unwrap();
-        let id = Uuid::now_v7();
-        assert_eq!(
-            decode_page_token(&encode_page_token(at, id)).unwrap(),
-            (at, id)
+        let token = encode_token(
+            "sessions",
+            &["1780000000123456".into(), Uuid::nil().to_string()],
         );
+        let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).unwrap();
+        assert_eq!(decode_page_token(&token).unwrap(), (at, Uuid::nil()));
         assert!(decode_page_token("not-base64!").is_err());
         assert!(decode_page_token(&encode_token("messages", &["1".into(), "x".into()])).is_err());
     }

@@ -11,14 +11,13 @@ use assistd_domain::chat::{
 use assistd_domain::{FieldViolation, InvalidValue};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt as _};
 use prost_types::value::Kind;
 use serde_json::Value;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{decode_token, encode_token, timestamp};
+use super::{decode_token, encode_token, from_micros, micros, next_page, page_size, timestamp};
 use crate::auth::caller;
 use crate::proto::chat::v1 as pb;
 use crate::request_context::ClientAddressPolicy;
@@ -40,33 +39,6 @@ impl ChatApi {
     pub fn new(service: ChatService, addresses: ClientAddressPolicy) -> Self {
         Self { service, addresses }
     }
-}
-
-/// A page size: 0 means `default`, larger than `max` means `max`, negative is refused.
-fn page_size(value: i32, default: u64, max: u64) -> Result<u64, Status> {
-    match u64::try_from(value) {
-        Ok(0) => Ok(default),
-        Ok(size) => Ok(size.min(max)),
-        Err(_) => Err(invalid_field("page_size", "must not be negative")),
-    }
-}
-
-/// Cuts `items` (fetched with one more than `limit`) to the page and returns the token of the
-/// next page, made from the page's last item, or "" when this is the last page.
-fn next_page<T>(items: &mut Vec<T>, limit: u64, token: impl FnOnce(&T) -> String) -> String {
-    if items.len() as u64 <= limit {
-        return String::new();
-    }
-    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    items.last().map(token).unwrap_or_default()
-}
-
-fn micros(at: DateTime<Utc>) -> String {
-    at.timestamp_micros().to_string()
-}
-
-fn from_micros(text: &str) -> Option<DateTime<Utc>> {
-    text.parse().ok().and_then(DateTime::from_timestamp_micros)
 }
 
 /// A required id field.

@@ -9,6 +9,7 @@ pub mod preferences;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use tonic::Status;
 
 use crate::status::invalid_field;
@@ -65,4 +66,37 @@ pub(crate) fn decode_token(
         return Err(bad());
     }
     Ok(fields)
+}
+
+/// A page size: 0 means `default`, larger than `max` means `max`, negative is refused.
+pub(crate) fn page_size(value: i32, default: u64, max: u64) -> Result<u64, Status> {
+    match u64::try_from(value) {
+        Ok(0) => Ok(default),
+        Ok(size) => Ok(size.min(max)),
+        Err(_) => Err(invalid_field("page_size", "must not be negative")),
+    }
+}
+
+/// Cuts `items` (fetched with one more than `limit`) to the page and returns the token of the
+/// next page, made from the page's last item, or "" when this is the last page.
+pub(crate) fn next_page<T>(
+    items: &mut Vec<T>,
+    limit: u64,
+    token: impl FnOnce(&T) -> String,
+) -> String {
+    if items.len() as u64 <= limit {
+        return String::new();
+    }
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    items.last().map(token).unwrap_or_default()
+}
+
+/// A time as microseconds since the epoch, for page tokens.
+pub(crate) fn micros(at: DateTime<Utc>) -> String {
+    at.timestamp_micros().to_string()
+}
+
+/// The time [`micros`] wrote, if `text` is one.
+pub(crate) fn from_micros(text: &str) -> Option<DateTime<Utc>> {
+    text.parse().ok().and_then(DateTime::from_timestamp_micros)
 }

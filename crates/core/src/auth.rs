@@ -459,15 +459,6 @@ pub fn validate_display_name(name: &str) -> std::result::Result<String, String> 
     Ok(trimmed.to_owned())
 }
 
-/// A page of sessions.
-#[derive(Debug)]
-pub struct SessionPage {
-    /// The sessions, newest first.
-    pub sessions: Vec<AuthSession>,
-    /// Cursor of the next page.
-    pub next: Option<(DateTime<Utc>, Uuid)>,
-}
-
 impl AuthService {
     /// Builds the service. Without a client id in `config` sign-in is disabled.
     ///
@@ -612,10 +603,7 @@ impl AuthService {
             expires_at,
         })
         .await?;
-        // Expired attempts and used-token records are cleared as sign-ins happen.
-        if let Err(err) = auth.purge_expired(now).await {
-            tracing::warn!(error = %err, "purging expired login attempts failed");
-        }
+        self.purge_expired(now).await;
         Ok(BeganLogin {
             authorization_url: url.to_string(),
             state,
@@ -796,10 +784,19 @@ impl AuthService {
                 Some((token_hash(signed_part), remember_until)),
             )
             .await;
-        if let Err(err) = &result {
-            self.record_failure(err, client).await;
+        match &result {
+            Ok(_) => self.purge_expired(self.now()).await,
+            Err(err) => self.record_failure(err, client).await,
         }
         result
+    }
+
+    /// Clears expired login attempts and used-ID-token records; both sign-in paths call it, so
+    /// neither table grows without bound whichever path a deployment uses.
+    async fn purge_expired(&self, now: DateTime<Utc>) {
+        if let Err(err) = self.inner.store.auth().purge_expired(now).await {
+            tracing::warn!(error = %err, "purging expired sign-in records failed");
+        }
     }
 
     fn check_policy(&self, identity: &VerifiedIdentity) -> Result<()> {
@@ -1269,7 +1266,8 @@ impl AuthService {
         Ok(updated)
     }
 
-    /// One page of the user's active sessions.
+    /// The user's active sessions, newest first, strictly after the `after` cursor (creation
+    /// time, id) when given, at most `limit`.
     ///
     /// # Errors
     /// The database failed.
@@ -1277,21 +1275,13 @@ impl AuthService {
         &self,
         user: UserId,
         after: Option<(DateTime<Utc>, Uuid)>,
-        page_size: u64,
-    ) -> Result<SessionPage> {
-        let mut sessions = self
-            .inner
+        limit: u64,
+    ) -> Result<Vec<AuthSession>> {
+        self.inner
             .store
             .auth()
-            .list_active_sessions(user, self.now(), after, page_size + 1)
-            .await?;
-        let next = if sessions.len() as u64 > page_size {
-            sessions.truncate(usize::try_from(page_size).unwrap_or(usize::MAX));
-            sessions.last().map(|s| (s.created_at, s.id))
-        } else {
-            None
-        };
-        Ok(SessionPage { sessions, next })
+            .list_active_sessions(user, self.now(), after, limit)
+            .await
     }
 
     /// Revokes one of the user's sessions.

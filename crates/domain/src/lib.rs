@@ -13,6 +13,6 @@ mod id;
 pub mod preferences;
 pub mod secret_file;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorReason, FieldViolation, InvalidValue, Result};
 pub use id::UserId;

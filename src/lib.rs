@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod codec;
 pub mod config;
+mod paging;
 pub mod request_context;
 pub mod server;
 pub mod services;

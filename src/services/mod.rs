@@ -7,12 +7,10 @@ pub mod chat;
 pub mod planned;
 pub mod preferences;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use assistd_domain::FieldViolation;
 use tonic::Status;
 
-use crate::status::invalid_field;
+use crate::status::status;
 
 /// A protobuf timestamp for `at`.
 pub(crate) fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -28,6 +26,46 @@ pub(crate) fn from_timestamp(ts: &prost_types::Timestamp) -> Option<chrono::Date
         .ok()
         .and_then(|nanos| chrono::DateTime::from_timestamp(ts.seconds, nanos))
 }
+
+/// The field violations of a request that could not be read.
+pub(crate) type Violations = Vec<FieldViolation>;
+
+/// The INVALID_ARGUMENT status for `violations`.
+pub(crate) fn invalid(violations: Violations) -> Status {
+    status(violations.into())
+}
+
+/// Both results, or the violations of both: a request with two bad fields learns of both.
+pub(crate) fn collect<A, B>(
+    a: Result<A, Violations>,
+    b: Result<B, Violations>,
+) -> Result<(A, B), Violations> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(a.err().into_iter().chain(b.err()).flatten().collect()),
+    }
+}
+
+/// A required id field, parsed into its typed id.
+pub(crate) fn required_id<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, Violations> {
+    if value.is_empty() {
+        return Err(vec![FieldViolation::new(field, "is required")]);
+    }
+    value.parse().map_err(|_| {
+        vec![FieldViolation::new(
+            field,
+            format!("{value:?} is not a valid id (a UUID)"),
+        )]
+    })
+}
+
+// The page-token helpers below serve only AuthService.ListSessions until it moves to
+// `crate::paging` like every other list.
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+
+use crate::status::invalid_field;
 
 /// Page tokens: `kind` and fields joined by `\n`, base64url. The kind keeps a token of one
 /// list from being accepted by another.

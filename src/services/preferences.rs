@@ -7,23 +7,36 @@ use assistd_domain::preferences::{
     self, LANGUAGES, Language, Preferences, PreferencesUpdate, Theme,
 };
 use assistd_domain::{FieldViolation, UserId};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::invalid;
 use crate::auth::caller;
+use crate::paging::{Cursor, PageLimits, PageRequest};
 use crate::proto::preferences::v1 as pb;
-use crate::status::{invalid_field, status};
+use crate::status::status;
 
 /// Paths `UpdatePreferencesRequest.update_mask` may name.
 const UPDATABLE_PATHS: [&str; 4] = ["theme", "language", "timezone", "default_model"];
 /// Default and largest `ListTimezonesRequest.page_size`.
-const DEFAULT_TIMEZONE_PAGE: usize = 100;
-const MAX_TIMEZONE_PAGE: usize = 1000;
+const TIMEZONE_PAGES: PageLimits = PageLimits {
+    default: 100,
+    max: 1000,
+};
+
+/// Where ListTimezones resumes: after this zone name (names are listed in order).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct TimezoneCursor {
+    after: String,
+}
+
+impl Cursor for TimezoneCursor {
+    const LIST: &'static str = "preferences.timezones";
+    const RPC: &'static str = "ListTimezones";
+}
 
 /// The gRPC face of [`PreferencesService`].
 #[derive(Clone, Debug)]
@@ -170,8 +183,7 @@ impl pb::preferences_service_server::PreferencesService for PreferencesApi {
         request: Request<pb::UpdatePreferencesRequest>,
     ) -> Result<Response<pb::UpdatePreferencesResponse>, Status> {
         let user = caller(&request)?;
-        let valid = ValidUpdate::try_from(request.into_inner())
-            .map_err(|violations| status(violations.into()))?;
+        let valid = ValidUpdate::try_from(request.into_inner()).map_err(invalid)?;
         let preferences = self
             .service
             .update(user, &valid.update, valid.expected_version)
@@ -216,30 +228,20 @@ impl pb::preferences_service_server::PreferencesService for PreferencesApi {
         request: Request<pb::ListTimezonesRequest>,
     ) -> Result<Response<pb::ListTimezonesResponse>, Status> {
         let request = request.into_inner();
-        let page_size = match usize::try_from(request.page_size) {
-            Ok(0) => DEFAULT_TIMEZONE_PAGE,
-            Ok(size) => size.min(MAX_TIMEZONE_PAGE),
-            Err(_) => return Err(invalid_field("page_size", "must not be negative")),
-        };
-        let after = if request.page_token.is_empty() {
-            None
-        } else {
-            let decoded = URL_SAFE_NO_PAD
-                .decode(&request.page_token)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(|| {
-                    invalid_field(
-                        "page_token",
-                        "not a token from a previous ListTimezones response",
-                    )
-                })?;
-            Some(decoded)
-        };
+        // Tokens are bound to the filter they were made for.
+        let page = PageRequest::<TimezoneCursor>::parse(
+            request.page_size,
+            &request.page_token,
+            TIMEZONE_PAGES,
+            &request.filter,
+        )
+        .map_err(invalid)?;
+        let after = page.after().map(|cursor| cursor.after.as_str());
+        let page_size = usize::try_from(page.size().get()).unwrap_or(usize::MAX);
         let filter = request.filter.to_lowercase();
         let mut matching = preferences::timezone_names()
             .iter()
-            .filter(|name| after.as_deref().is_none_or(|after| **name > after))
+            .filter(|name| after.is_none_or(|after| **name > after))
             .filter(|name| filter.is_empty() || name.to_lowercase().contains(&filter));
         let timezones: Vec<String> = matching
             .by_ref()
@@ -247,7 +249,9 @@ impl pb::preferences_service_server::PreferencesService for PreferencesApi {
             .map(|name| (*name).to_owned())
             .collect();
         let next_page_token = match (matching.next(), timezones.last()) {
-            (Some(_), Some(last)) => URL_SAFE_NO_PAD.encode(last),
+            (Some(_), Some(last)) => page.token(TimezoneCursor {
+                after: last.clone(),
+            }),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListTimezonesResponse {

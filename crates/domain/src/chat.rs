@@ -6,7 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
-use crate::InvalidValue;
+use crate::{FieldViolation, InvalidValue};
 
 crate::id::new_uuid!(
     /// Identifies a chat session.
@@ -582,6 +582,84 @@ pub fn validate_memory(content: &str) -> Result<(), InvalidValue> {
         return Err(InvalidValue("must not be empty".into()));
     }
     check_len(content, MAX_MEMORY_CHARS)
+}
+
+impl NewSession {
+    /// A new session's fields, each checked; the violations name the fields `title`,
+    /// `system_instruction` and `model`.
+    ///
+    /// # Errors
+    /// Every field that breaks its rule.
+    pub fn new(
+        title: String,
+        system_instruction: String,
+        model: String,
+    ) -> Result<Self, Vec<FieldViolation>> {
+        let mut violations = Vec::new();
+        collect_violation(&mut violations, "title", validate_title(&title));
+        collect_violation(
+            &mut violations,
+            "system_instruction",
+            validate_system_instruction(&system_instruction),
+        );
+        collect_violation(&mut violations, "model", validate_model(&model));
+        if violations.is_empty() {
+            Ok(Self {
+                title,
+                system_instruction,
+                model,
+            })
+        } else {
+            Err(violations)
+        }
+    }
+}
+
+impl SessionPatch {
+    /// The patch, if every field it sets keeps its rule; violations name the fields under
+    /// `prefix` (e.g. `session.title`).
+    ///
+    /// # Errors
+    /// Every set field that breaks its rule.
+    pub fn validated(self, prefix: &str) -> Result<Self, Vec<FieldViolation>> {
+        let mut violations = Vec::new();
+        if let Some(title) = &self.title {
+            collect_violation(
+                &mut violations,
+                &format!("{prefix}.title"),
+                validate_title(title),
+            );
+        }
+        if let Some(text) = &self.system_instruction {
+            collect_violation(
+                &mut violations,
+                &format!("{prefix}.system_instruction"),
+                validate_system_instruction(text),
+            );
+        }
+        if let Some(model) = &self.model {
+            collect_violation(
+                &mut violations,
+                &format!("{prefix}.model"),
+                validate_model(model),
+            );
+        }
+        if violations.is_empty() {
+            Ok(self)
+        } else {
+            Err(violations)
+        }
+    }
+}
+
+fn collect_violation(
+    violations: &mut Vec<FieldViolation>,
+    field: &str,
+    result: Result<(), InvalidValue>,
+) {
+    if let Err(err) = result {
+        violations.push(err.at(field));
+    }
 }
 
 #[cfg(test)]

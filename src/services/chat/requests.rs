@@ -1,0 +1,482 @@
+//! ChatService requests read into domain input, once, at the edge. Every field is checked
+//! before anything is refused, so a client learns of all its mistakes at once, each named by
+//! its field path.
+
+use assistd_domain::FieldViolation;
+use assistd_domain::chat::{
+    self, ArchivedFilter, MemoryId, MessageId, NewSession, SearchQuery, SessionFilter, SessionId,
+    SessionPatch,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::paging::{Cursor, PageLimits, PageRequest, from_micros};
+use crate::proto::chat::v1 as pb;
+use crate::services::{Violations, collect, required_id};
+
+/// Paths `UpdateSessionRequest.update_mask` may name.
+const UPDATABLE_PATHS: [&str; 5] = ["title", "pinned", "archived", "system_instruction", "model"];
+
+const SESSION_PAGES: PageLimits = PageLimits {
+    default: 20,
+    max: 100,
+};
+const MESSAGE_PAGES: PageLimits = PageLimits {
+    default: 50,
+    max: 200,
+};
+const SEARCH_PAGES: PageLimits = PageLimits {
+    default: 20,
+    max: 100,
+};
+const MEMORY_PAGES: PageLimits = PageLimits {
+    default: 50,
+    max: 200,
+};
+const MODEL_PAGES: PageLimits = PageLimits {
+    default: 50,
+    max: 1000,
+};
+
+/// Where ListSessions resumes: the last session's activity time and id.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct SessionCursor {
+    at: i64,
+    id: SessionId,
+}
+
+impl Cursor for SessionCursor {
+    const LIST: &'static str = "chat.sessions";
+    const RPC: &'static str = "ListSessions";
+}
+
+impl SessionCursor {
+    pub(super) fn of(session: &chat::ChatSession) -> Self {
+        Self {
+            at: crate::paging::micros(session.last_activity_at),
+            id: session.id,
+        }
+    }
+}
+
+/// Where ListMessages resumes: the first sequence of the next page.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct MessageCursor {
+    sequence: i64,
+}
+
+impl Cursor for MessageCursor {
+    const LIST: &'static str = "chat.messages";
+    const RPC: &'static str = "ListMessages";
+}
+
+impl MessageCursor {
+    pub(super) const fn at(sequence: i64) -> Self {
+        Self { sequence }
+    }
+}
+
+/// Where SearchMessages resumes: the last hit's creation time and message id.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct SearchCursor {
+    at: i64,
+    id: MessageId,
+}
+
+impl Cursor for SearchCursor {
+    const LIST: &'static str = "chat.search";
+    const RPC: &'static str = "SearchMessages";
+}
+
+impl SearchCursor {
+    pub(super) fn of(hit: &chat::SearchHit) -> Self {
+        Self {
+            at: crate::paging::micros(hit.message.created_at),
+            id: hit.message.id,
+        }
+    }
+}
+
+/// Where ListMemories resumes: the last memory's creation time and id.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct MemoryCursor {
+    at: i64,
+    id: MemoryId,
+}
+
+impl Cursor for MemoryCursor {
+    const LIST: &'static str = "chat.memories";
+    const RPC: &'static str = "ListMemories";
+}
+
+impl MemoryCursor {
+    pub(super) fn of(memory: &chat::Memory) -> Self {
+        Self {
+            at: crate::paging::micros(memory.created_at),
+            id: memory.id,
+        }
+    }
+}
+
+/// Where ListModels resumes: Gemini's own page token, wrapped so that every list of ours
+/// hands out the same token format.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct ModelCursor {
+    upstream: String,
+}
+
+impl Cursor for ModelCursor {
+    const LIST: &'static str = "chat.models";
+    const RPC: &'static str = "ListModels";
+}
+
+impl ModelCursor {
+    pub(super) const fn upstream(token: String) -> Self {
+        Self { upstream: token }
+    }
+
+    pub(super) fn token(&self) -> &str {
+        &self.upstream
+    }
+}
+
+/// A cursor of a time and an id, as the store's keyset queries take it; a cursor whose time
+/// is out of range is the client's invention and is refused.
+fn time_and_id<I: Copy>(
+    at: i64,
+    id: I,
+    rpc: &str,
+) -> Result<(chrono::DateTime<chrono::Utc>, I), Violations> {
+    from_micros(at).map(|at| (at, id)).ok_or_else(|| {
+        vec![FieldViolation::new(
+            "page_token",
+            format!("not a token from a previous {rpc} response"),
+        )]
+    })
+}
+
+impl TryFrom<pb::CreateSessionRequest> for NewSession {
+    type Error = Violations;
+
+    fn try_from(request: pb::CreateSessionRequest) -> Result<Self, Self::Error> {
+        NewSession::new(request.title, request.system_instruction, request.model)
+    }
+}
+
+/// A read ListSessions request.
+#[derive(Debug)]
+pub(super) struct ListSessions {
+    pub(super) filter: SessionFilter,
+    pub(super) page: PageRequest<SessionCursor>,
+}
+
+impl ListSessions {
+    /// The keyset position the store resumes after.
+    pub(super) fn after(
+        &self,
+    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, SessionId)>, Violations> {
+        self.page
+            .after()
+            .map(|c| time_and_id(c.at, c.id, SessionCursor::RPC))
+            .transpose()
+    }
+}
+
+impl TryFrom<pb::ListSessionsRequest> for ListSessions {
+    type Error = Violations;
+
+    fn try_from(request: pb::ListSessionsRequest) -> Result<Self, Self::Error> {
+        let archived = match pb::ArchivedFilter::try_from(request.archived) {
+            Ok(pb::ArchivedFilter::Unspecified | pb::ArchivedFilter::Exclude) => {
+                Ok(ArchivedFilter::Exclude)
+            }
+            Ok(pb::ArchivedFilter::Only) => Ok(ArchivedFilter::Only),
+            Ok(pb::ArchivedFilter::Include) => Ok(ArchivedFilter::Include),
+            Err(_) => Err(vec![FieldViolation::new(
+                "archived",
+                "not a known ArchivedFilter value",
+            )]),
+        };
+        let scope = format!("{:?}/{:?}", archived.as_ref().ok(), request.pinned);
+        let page = PageRequest::parse(
+            request.page_size,
+            &request.page_token,
+            SESSION_PAGES,
+            &scope,
+        );
+        let (archived, page) = collect(archived, page)?;
+        Ok(Self {
+            filter: SessionFilter {
+                archived,
+                pinned: request.pinned,
+            },
+            page,
+        })
+    }
+}
+
+/// A read UpdateSession request: which session, and what changes.
+#[derive(Debug)]
+pub(super) struct SessionUpdate {
+    pub(super) id: SessionId,
+    pub(super) patch: SessionPatch,
+}
+
+impl TryFrom<pb::UpdateSessionRequest> for SessionUpdate {
+    type Error = Violations;
+
+    fn try_from(request: pb::UpdateSessionRequest) -> Result<Self, Self::Error> {
+        let Some(session) = request.session else {
+            return Err(vec![FieldViolation::new("session", "is required")]);
+        };
+        let id = required_id::<SessionId>("session.id", &session.id);
+        let paths = request
+            .update_mask
+            .map(|mask| mask.paths)
+            .unwrap_or_default();
+        if paths.is_empty() {
+            let mut violations = id.err().unwrap_or_default();
+            violations.push(FieldViolation::new(
+                "update_mask",
+                format!(
+                    "name the fields to change, any of {}",
+                    UPDATABLE_PATHS.join(", ")
+                ),
+            ));
+            return Err(violations);
+        }
+        let mut patch = SessionPatch::default();
+        let mut violations = Vec::new();
+        for path in &paths {
+            match path.as_str() {
+                "title" => patch.title = Some(session.title.clone()),
+                "pinned" => patch.pinned = Some(session.pinned),
+                "archived" => patch.archived = Some(session.archived),
+                "system_instruction" => {
+                    patch.system_instruction = Some(session.system_instruction.clone());
+                }
+                "model" => patch.model = Some(session.model.clone()),
+                other => violations.push(FieldViolation::new(
+                    "update_mask",
+                    format!(
+                        "{other:?} cannot be updated; use any of {}",
+                        UPDATABLE_PATHS.join(", ")
+                    ),
+                )),
+            }
+        }
+        let patch = patch
+            .validated("session")
+            .map_err(|mut invalid| {
+                invalid.append(&mut violations);
+                invalid
+            })
+            .and_then(|patch| {
+                if violations.is_empty() {
+                    Ok(patch)
+                } else {
+                    Err(violations)
+                }
+            });
+        let (id, patch) = collect(id, patch)?;
+        Ok(Self { id, patch })
+    }
+}
+
+/// A read ListMessages request.
+#[derive(Debug)]
+pub(super) struct ListMessages {
+    pub(super) session: SessionId,
+    pub(super) forward: bool,
+    /// The sequence to start at (inclusive), from the token or `start_sequence`.
+    pub(super) start: Option<i64>,
+    pub(super) page: PageRequest<MessageCursor>,
+}
+
+impl TryFrom<pb::ListMessagesRequest> for ListMessages {
+    type Error = Violations;
+
+    fn try_from(request: pb::ListMessagesRequest) -> Result<Self, Self::Error> {
+        let session = required_id::<SessionId>("session_id", &request.session_id);
+        let forward = match pb::ListMessagesDirection::try_from(request.direction) {
+            Ok(pb::ListMessagesDirection::Forward) => Ok(true),
+            Ok(pb::ListMessagesDirection::Backward | pb::ListMessagesDirection::Unspecified) => {
+                Ok(false)
+            }
+            Err(_) => Err(vec![FieldViolation::new(
+                "direction",
+                "not a known ListMessagesDirection value",
+            )]),
+        };
+        let start_sequence = if request.start_sequence < 0 {
+            Err(vec![FieldViolation::new(
+                "start_sequence",
+                "must not be negative",
+            )])
+        } else {
+            Ok(request.start_sequence)
+        };
+        // Tokens are bound to the session and direction they were made for.
+        let scope = format!("{}/{:?}", request.session_id, forward.as_ref().ok());
+        let page = PageRequest::<MessageCursor>::parse(
+            request.page_size,
+            &request.page_token,
+            MESSAGE_PAGES,
+            &scope,
+        );
+        let ((session, forward), (start_sequence, mut page)) =
+            collect(collect(session, forward), collect(start_sequence, page))?;
+        let start = match page.take_after() {
+            Some(cursor) if cursor.sequence >= 0 => Some(cursor.sequence),
+            Some(_) => {
+                return Err(vec![FieldViolation::new(
+                    "page_token",
+                    "not a token from a previous ListMessages response",
+                )]);
+            }
+            None => (start_sequence > 0).then_some(start_sequence),
+        };
+        Ok(Self {
+            session,
+            forward,
+            start,
+            page,
+        })
+    }
+}
+
+/// A read SendMessage or StreamMessage request.
+#[derive(Debug)]
+pub(super) struct SendInput {
+    pub(super) session: SessionId,
+    pub(super) client_message_id: String,
+    pub(super) text: String,
+}
+
+impl SendInput {
+    fn read(session_id: &str, client_message_id: String, text: String) -> Result<Self, Violations> {
+        let session = required_id::<SessionId>("session_id", session_id);
+        let mut violations = Vec::new();
+        if let Err(err) = chat::validate_client_message_id(&client_message_id) {
+            violations.push(err.at("client_message_id"));
+        }
+        if let Err(err) = chat::validate_message_text(&text) {
+            violations.push(err.at("text"));
+        }
+        let fields = if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(violations)
+        };
+        let (session, ()) = collect(session, fields)?;
+        Ok(Self {
+            session,
+            client_message_id,
+            text,
+        })
+    }
+}
+
+impl TryFrom<pb::SendMessageRequest> for SendInput {
+    type Error = Violations;
+
+    fn try_from(request: pb::SendMessageRequest) -> Result<Self, Self::Error> {
+        Self::read(&request.session_id, request.client_message_id, request.text)
+    }
+}
+
+impl TryFrom<pb::StreamMessageRequest> for SendInput {
+    type Error = Violations;
+
+    fn try_from(request: pb::StreamMessageRequest) -> Result<Self, Self::Error> {
+        Self::read(&request.session_id, request.client_message_id, request.text)
+    }
+}
+
+/// A read SearchMessages request.
+#[derive(Debug)]
+pub(super) struct Search {
+    pub(super) query: SearchQuery,
+    pub(super) session: Option<SessionId>,
+    pub(super) page: PageRequest<SearchCursor>,
+}
+
+impl Search {
+    /// The keyset position the store resumes after.
+    pub(super) fn after(
+        &self,
+    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, MessageId)>, Violations> {
+        self.page
+            .after()
+            .map(|c| time_and_id(c.at, c.id, SearchCursor::RPC))
+            .transpose()
+    }
+}
+
+impl TryFrom<pb::SearchMessagesRequest> for Search {
+    type Error = Violations;
+
+    fn try_from(request: pb::SearchMessagesRequest) -> Result<Self, Self::Error> {
+        let query = request
+            .query
+            .parse::<SearchQuery>()
+            .map_err(|err| vec![err.at("query")]);
+        let session = if request.session_id.is_empty() {
+            Ok(None)
+        } else {
+            required_id::<SessionId>("session_id", &request.session_id).map(Some)
+        };
+        // Tokens are bound to the query and the session they were made for.
+        let scope = URL_SAFE_NO_PAD.encode(format!("{}|{}", request.session_id, request.query));
+        let page = PageRequest::parse(request.page_size, &request.page_token, SEARCH_PAGES, &scope);
+        let ((query, session), page) = collect(collect(query, session), page)?;
+        Ok(Self {
+            query,
+            session,
+            page,
+        })
+    }
+}
+
+/// A read ListMemories request.
+#[derive(Debug)]
+pub(super) struct ListMemories {
+    pub(super) page: PageRequest<MemoryCursor>,
+}
+
+impl ListMemories {
+    /// The keyset position the store resumes after.
+    pub(super) fn after(
+        &self,
+    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, MemoryId)>, Violations> {
+        self.page
+            .after()
+            .map(|c| time_and_id(c.at, c.id, MemoryCursor::RPC))
+            .transpose()
+    }
+}
+
+impl TryFrom<pb::ListMemoriesRequest> for ListMemories {
+    type Error = Violations;
+
+    fn try_from(request: pb::ListMemoriesRequest) -> Result<Self, Self::Error> {
+        let page = PageRequest::parse(request.page_size, &request.page_token, MEMORY_PAGES, "")?;
+        Ok(Self { page })
+    }
+}
+
+/// A read ListModels request.
+#[derive(Debug)]
+pub(super) struct ListModels {
+    pub(super) page: PageRequest<ModelCursor>,
+}
+
+impl TryFrom<pb::ListModelsRequest> for ListModels {
+    type Error = Violations;
+
+    fn try_from(request: pb::ListModelsRequest) -> Result<Self, Self::Error> {
+        let page = PageRequest::parse(request.page_size, &request.page_token, MODEL_PAGES, "")?;
+        Ok(Self { page })
+    }
+}

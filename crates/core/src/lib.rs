@@ -3,6 +3,7 @@
 //! here with the caller's [`assistd_domain::UserId`].
 
 mod api_keys;
+mod audit_trail;
 pub mod auth;
 pub mod chat;
 mod preferences;
@@ -10,6 +11,7 @@ mod rotation;
 mod secrets;
 
 pub use api_keys::{ApiKeyVault, RevealedKey};
+pub use audit_trail::AuditTrail;
 pub use preferences::{PreferencesService, PreferencesWatch};
 pub use rotation::{RotationError, RotationProgress, RotationReport, rotate_data_keys};
 pub use secrets::{SecretSealer, UserDataKey};

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use chrono::{DateTime, Utc};
+
 use crate::UserId;
 
 /// Where a request came from, taken from transport metadata at the edge.
@@ -133,4 +135,43 @@ pub struct AuditEvent {
     pub context: RequestContext,
     /// Extra non-secret facts.
     pub metadata: BTreeMap<String, String>,
+}
+
+/// One stored audit row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1 (a row below 1 is a forgery: see
+    /// `ChainBreak::BeforeStart` in the store).
+    pub seq: i64,
+    /// Public id of the event.
+    pub id: uuid::Uuid,
+    /// When it was recorded (microsecond precision).
+    pub occurred_at: DateTime<Utc>,
+    /// Who acted, if known.
+    pub actor: Option<UserId>,
+    /// The action's stored name (see `AuditAction::as_str`).
+    pub action: String,
+    /// The object acted on.
+    pub target: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// Request id of the call that caused it.
+    pub request_id: String,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+    /// Non-secret facts.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Narrows a listing of audit events.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Only these actions; empty means all.
+    pub actions: Vec<AuditAction>,
+    /// Only events at or after this time.
+    pub start: Option<DateTime<Utc>>,
+    /// Only events before this time.
+    pub end: Option<DateTime<Utc>>,
 }

@@ -19,10 +19,8 @@
 //! with that sequence number still carries that hash (or that the head is still the same when
 //! nothing was appended since). As each row's MAC covers its predecessor's hash, that one row
 //! vouches for every row before it.
-
-use std::collections::BTreeMap;
-
 use assistd_domain::audit::{AuditEvent, AuditOutcome};
+pub use assistd_domain::audit::{AuditFilter, AuditRecord};
 use assistd_domain::{Error, Result, UserId};
 use aws_lc_rs::hmac;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -40,34 +38,6 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 const HEAD_ID: i32 = 1;
 /// Rows read per query while verifying.
 const VERIFY_BATCH: u64 = 1000;
-
-/// One stored audit row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditRecord {
-    /// Position in the chain, from 1 (a row below 1 is a forgery: see
-    /// [`ChainBreak::BeforeStart`]).
-    pub seq: i64,
-    /// Public id of the event.
-    pub id: uuid::Uuid,
-    /// When it was recorded (microsecond precision).
-    pub occurred_at: DateTime<Utc>,
-    /// Who acted, if known.
-    pub actor: Option<UserId>,
-    /// The action's stored name (see `AuditAction::as_str`).
-    pub action: String,
-    /// The object acted on.
-    pub target: String,
-    /// `success` or `failure`.
-    pub outcome: String,
-    /// Request id of the call that caused it.
-    pub request_id: String,
-    /// Client address.
-    pub client_ip: Option<String>,
-    /// Client user agent.
-    pub user_agent: Option<String>,
-    /// Non-secret facts.
-    pub metadata: BTreeMap<String, String>,
-}
 
 /// What verification found wrong first.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -481,17 +451,6 @@ impl AuditLog {
             };
         Ok(report)
     }
-}
-
-/// Narrows [`AuditLog::list_for_user`].
-#[derive(Clone, Debug, Default)]
-pub struct AuditFilter {
-    /// Only these actions; empty means all.
-    pub actions: Vec<assistd_domain::audit::AuditAction>,
-    /// Only events at or after this time.
-    pub start: Option<DateTime<Utc>>,
-    /// Only events before this time.
-    pub end: Option<DateTime<Utc>>,
 }
 
 fn record(row: audit_events::Model) -> AuditRecord {

@@ -3,7 +3,7 @@
 use assistd_core::chat::TokenBudget;
 use assistd_domain::apikey::{ApiKeyInfo, ApiKeyStatus, Provider};
 use assistd_domain::audit::AuditAction;
-use assistd_store::audit::AuditRecord;
+use assistd_domain::audit::AuditRecord;
 
 use crate::proto::apikey::v1 as pb;
 use crate::services::timestamp;

@@ -5,8 +5,8 @@
 mod convert;
 mod requests;
 
-use assistd_core::ApiKeyVault;
 use assistd_core::chat::ChatService;
+use assistd_core::{ApiKeyVault, AuditTrail};
 use assistd_store::audit::AuditLog;
 use tonic::{Request, Response, Status};
 
@@ -23,7 +23,7 @@ use crate::status::status;
 pub struct ApiKeyApi {
     vault: ApiKeyVault,
     chat: ChatService,
-    audit: AuditLog,
+    audit: AuditTrail,
     addresses: ClientAddressPolicy,
 }
 
@@ -39,7 +39,7 @@ impl ApiKeyApi {
         Self {
             vault,
             chat,
-            audit,
+            audit: AuditTrail::new(audit),
             addresses,
         }
     }
@@ -210,7 +210,7 @@ impl pb::user_api_key_service_server::UserApiKeyService for ApiKeyApi {
         }
         let mut records = self
             .audit
-            .list_for_user(
+            .events(
                 user,
                 query.before_seq(),
                 query.page.size().fetch(),

@@ -4,8 +4,8 @@
 use assistd_crypto::Secret;
 use assistd_domain::FieldViolation;
 use assistd_domain::apikey::{Provider, check_api_key_format};
+use assistd_domain::audit::AuditFilter;
 use assistd_domain::chat::{MAX_MONTHLY_TOKEN_LIMIT, validate_model};
-use assistd_store::audit::AuditFilter;
 use chrono::{Datelike as _, NaiveDate};
 use serde::{Deserialize, Serialize};
 

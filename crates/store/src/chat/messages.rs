@@ -4,14 +4,15 @@
 use assistd_domain::chat::{ChatMessage, NewMessage, SessionId};
 use assistd_domain::{Error, Result, UserId};
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::rows::{messages_of, new_row};
 use super::sessions::session_owned;
 use super::usage::add_usage;
-use super::{ChatRepository, SESSION, Sql, UsageDelta, micros, not_found};
+use super::{ChatRepository, SESSION, UsageDelta, micros, not_found};
 use crate::db_error;
-use crate::entity::chat_messages;
+use crate::entity::{chat_messages, chat_sessions};
 
 /// Rows per multi-row INSERT (well below either engine's bound-parameter limit).
 const INSERT_BATCH: usize = 200;
@@ -130,22 +131,28 @@ pub(super) async fn allocate<C: ConnectionTrait>(
     count: i64,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("UPDATE chat_sessions SET last_sequence = last_sequence + ")
-        .bind(count)
-        .push(", message_count = message_count + ")
-        .bind(count)
+    use chat_sessions::Column;
+    let last_activity = Expr::col(Column::LastActivityAt);
+    let bump = Query::update()
+        .table(chat_sessions::Entity)
+        .value(
+            Column::LastSequence,
+            Expr::col(Column::LastSequence).add(count),
+        )
+        .value(
+            Column::MessageCount,
+            Expr::col(Column::MessageCount).add(count),
+        )
         // Never backwards: concurrent writers may commit out of order.
-        .push(", last_activity_at = CASE WHEN last_activity_at < ")
-        .bind(now)
-        .push(" THEN ")
-        .bind(now)
-        .push(" ELSE last_activity_at END WHERE id = ")
-        .bind(session.as_uuid())
-        .push(" AND user_id = ")
-        .bind(user.as_uuid())
-        .push(" RETURNING last_sequence");
-    let row = db.query_one_raw(sql.build()).await.map_err(db_error)?;
+        .value(
+            Column::LastActivityAt,
+            Expr::case(last_activity.clone().lt(now), now).finally(last_activity),
+        )
+        .and_where(Expr::col(Column::Id).eq(session.as_uuid()))
+        .and_where(Expr::col(Column::UserId).eq(user.as_uuid()))
+        .returning_col(Column::LastSequence)
+        .to_owned();
+    let row = db.query_one(&bump).await.map_err(db_error)?;
     row.map(|row| row.try_get::<i64>("", "last_sequence").map_err(db_error))
         .transpose()
 }

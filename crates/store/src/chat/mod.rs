@@ -29,7 +29,7 @@ mod usage;
 
 use assistd_domain::{Error, ErrorReason};
 use chrono::{DateTime, Timelike, Utc};
-use sea_orm::{DbBackend, DbErr, SqlErr, Statement, Value};
+use sea_orm::{DbErr, SqlErr};
 
 use crate::Store;
 
@@ -90,42 +90,6 @@ fn is_foreign_key_violation(err: &DbErr) -> bool {
 fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at.with_nanosecond(at.nanosecond() / 1_000 * 1_000)
         .unwrap_or(at)
-}
-
-/// A raw statement under construction, with bound values and the backend's placeholders.
-pub(super) struct Sql {
-    backend: DbBackend,
-    text: String,
-    values: Vec<Value>,
-}
-impl Sql {
-    pub(super) fn new(backend: DbBackend) -> Self {
-        Self {
-            backend,
-            text: String::new(),
-            values: Vec::new(),
-        }
-    }
-
-    pub(super) fn push(&mut self, text: &str) -> &mut Self {
-        self.text.push_str(text);
-        self
-    }
-
-    /// Appends a placeholder for `value`.
-    pub(super) fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
-        self.values.push(value.into());
-        if self.backend == DbBackend::Postgres {
-            self.text.push_str(&format!("${}", self.values.len()));
-        } else {
-            self.text.push('?');
-        }
-        self
-    }
-
-    pub(super) fn build(self) -> Statement {
-        Statement::from_sql_and_values(self.backend, self.text, self.values)
-    }
 }
 
 #[cfg(test)]

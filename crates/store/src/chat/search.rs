@@ -2,14 +2,20 @@
 //! generated `tsvector` column on PostgreSQL. Both mark highlighted words with private-use
 //! characters, which are split into snippet segments here.
 
-use assistd_domain::chat::{MessageId, SearchHit, SearchQuery, SessionId, SnippetSegment};
+use assistd_domain::chat::{
+    MessageId, MessageRole, SearchHit, SearchQuery, SessionId, SnippetSegment,
+};
 use assistd_domain::{Result, UserId};
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, FromQueryResult, IdenStatic, Iterable};
+use sea_orm::sea_query::extension::postgres::PgExpr;
+use sea_orm::sea_query::{
+    Asterisk, Expr, ExprTrait, Func, JoinType, Order, Query, SelectStatement,
+};
+use sea_orm::{ConnectionTrait, FromQueryResult, Iterable};
 
 use super::rows::message_of;
-use super::{ChatRepository, Sql, micros};
-use crate::entity::chat_messages;
+use super::{ChatRepository, micros};
+use crate::entity::{chat_messages, chat_sessions};
 use crate::{Backend, db_error};
 
 /// Marks the start of a highlighted run in raw snippets (a private-use character).
@@ -18,6 +24,19 @@ const HIGHLIGHT_START: char = '\u{E000}';
 const HIGHLIGHT_END: char = '\u{E001}';
 /// Added where a snippet cuts the message short.
 const ELLIPSIS: &str = "…";
+
+/// The messages searched, as the statements name them.
+const M: &str = "m";
+/// The sessions of the messages found.
+const S: &str = "s";
+/// PostgreSQL's page of hits, headlined after the LIMIT.
+const H: &str = "h";
+/// SQLite's FTS5 index of USER and MODEL text, keyed by the messages' rowids.
+const FTS: &str = "chat_messages_fts";
+/// The implicit rowid of SQLite tables, which the FTS5 index is keyed by.
+const ROWID: &str = "rowid";
+/// PostgreSQL's generated `tsvector` column (not in the entity: nothing reads it back).
+const SEARCH: &str = "search";
 
 impl ChatRepository {
     /// The user's USER and MODEL messages that contain every term of `query` (a term of
@@ -43,59 +62,8 @@ impl ChatRepository {
         }
         let db = self.store.connection();
         let backend = self.store.backend();
-        let mut sql = Sql::new(db.get_database_backend());
-        match backend {
-            Backend::Sqlite => {
-                sql.push("SELECT ")
-                    .push(&message_columns("m"))
-                    .push(
-                        ", s.title AS session_title, \
-                         snippet(chat_messages_fts, 0, char(57344), char(57345), '…', 24) \
-                         AS snippet \
-                         FROM chat_messages_fts \
-                         JOIN chat_messages m ON m.rowid = chat_messages_fts.rowid \
-                         JOIN chat_sessions s ON s.id = m.session_id \
-                         WHERE chat_messages_fts MATCH ",
-                    )
-                    .bind(fts5_match(&terms));
-            }
-            Backend::Postgres => {
-                sql.push("SELECT h.*, ts_headline('simple', h.\"text\", ");
-                push_tsquery(&mut sql, &terms);
-                sql.push(", ")
-                    .bind(format!(
-                        "StartSel=\"{HIGHLIGHT_START}\", StopSel=\"{HIGHLIGHT_END}\", \
-                         MaxWords=30, MinWords=12, ShortWord=0, MaxFragments=1, \
-                         FragmentDelimiter=\" … \""
-                    ))
-                    .push(") AS snippet FROM (SELECT ")
-                    .push(&message_columns("m"))
-                    .push(
-                        ", s.title AS session_title FROM chat_messages m \
-                         JOIN chat_sessions s ON s.id = m.session_id WHERE m.search @@ ",
-                    );
-                push_tsquery(&mut sql, &terms);
-            }
-        }
-        sql.push(" AND m.user_id = ")
-            .bind(user.as_uuid())
-            .push(" AND m.role IN ('user', 'model')");
-        if let Some(session) = session {
-            sql.push(" AND m.session_id = ").bind(session.as_uuid());
-        }
-        if let Some((at, id)) = after {
-            sql.push(" AND (m.created_at, m.id) < (")
-                .bind(micros(at))
-                .push(", ")
-                .bind(id.as_uuid())
-                .push(")");
-        }
-        sql.push(" ORDER BY m.created_at DESC, m.id DESC LIMIT ")
-            .bind(limit_value(limit));
-        if backend == Backend::Postgres {
-            sql.push(") h ORDER BY h.created_at DESC, h.id DESC");
-        }
-        let rows = db.query_all_raw(sql.build()).await.map_err(db_error)?;
+        let statement = search_statement(backend, user, &terms, session, after, limit);
+        let rows = db.query_all(&statement).await.map_err(db_error)?;
         rows.iter()
             .map(|row| {
                 let model = chat_messages::Model::from_query_result(row, "").map_err(db_error)?;
@@ -142,22 +110,27 @@ fn fts5_match(terms: &[(String, bool)]) -> String {
         .join(" ")
 }
 
-/// Appends a tsquery requiring every term, each bound as a parameter.
-fn push_tsquery(sql: &mut Sql, terms: &[(String, bool)]) {
-    sql.push("(");
-    for (index, (text, phrase)) in terms.iter().enumerate() {
-        if index > 0 {
-            sql.push(" && ");
-        }
-        sql.push(if *phrase {
-            "phraseto_tsquery('simple', "
-        } else {
-            "plainto_tsquery('simple', "
+/// A tsquery requiring every term, each bound as a parameter. Raw SQL: sea-query's
+/// tsquery constructors take a configuration's OID where the index was built with the
+/// `'simple'` configuration by name, and it has no `&&` for tsqueries. Only fixed text and
+/// numbered placeholders go into the string.
+fn tsquery(terms: &[(String, bool)]) -> Expr {
+    let calls: Vec<String> = terms
+        .iter()
+        .enumerate()
+        .map(|(index, (_, phrase))| {
+            let function = if *phrase {
+                "phraseto_tsquery"
+            } else {
+                "plainto_tsquery"
+            };
+            format!("{function}('simple', ${})", index + 1)
         })
-        .bind(text.clone())
-        .push(")");
-    }
-    sql.push(")");
+        .collect();
+    Expr::cust_with_values(
+        format!("({})", calls.join(" && ")),
+        terms.iter().map(|(text, _)| text.clone()),
+    )
 }
 
 /// Splits a raw snippet at the highlight markers. Unbalanced or stray markers (a stored text
@@ -231,17 +204,105 @@ fn mark_cuts(segments: &mut Vec<SnippetSegment>, text: &str) {
     }
 }
 
-/// The message columns, qualified by `table`, for raw SELECTs that map rows to the entity.
-fn message_columns(table: &str) -> String {
-    chat_messages::Column::iter()
-        .map(|column| format!("{table}.\"{}\"", column.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The search statement: the page of hits, newest first, by the cursor's keyset; on
+/// PostgreSQL wrapped so that headlines are made for that page only (`ts_headline` re-reads
+/// each text, too costly for every match).
+fn search_statement(
+    backend: Backend,
+    user: UserId,
+    terms: &[(String, bool)],
+    session: Option<SessionId>,
+    after: Option<(DateTime<Utc>, MessageId)>,
+    limit: u64,
+) -> SelectStatement {
+    use chat_messages::Column;
+    let mut page = Query::select();
+    page.columns(Column::iter().map(|column| (M, column)))
+        .expr_as(
+            Expr::col((S, chat_sessions::Column::Title)),
+            "session_title",
+        );
+    let session_of_message =
+        Expr::col((S, chat_sessions::Column::Id)).equals((M, Column::SessionId));
+    match backend {
+        Backend::Sqlite => {
+            // Raw SQL for FTS5's auxiliary function and MATCH operator, which sea-query does
+            // not know; the query is bound, the rest is fixed text.
+            page.expr_as(
+                Expr::cust("snippet(chat_messages_fts, 0, char(57344), char(57345), '…', 24)"),
+                "snippet",
+            )
+            .from(FTS)
+            .join_as(
+                JoinType::Join,
+                chat_messages::Entity,
+                M,
+                Expr::col((M, ROWID)).equals((FTS, ROWID)),
+            )
+            .join_as(JoinType::Join, chat_sessions::Entity, S, session_of_message)
+            .and_where(Expr::cust_with_values(
+                "chat_messages_fts MATCH ?",
+                [fts5_match(terms)],
+            ));
+        }
+        Backend::Postgres => {
+            page.from_as(chat_messages::Entity, M)
+                .join_as(JoinType::Join, chat_sessions::Entity, S, session_of_message)
+                .and_where(Expr::col((M, SEARCH)).matches(tsquery(terms)));
+        }
+    }
+    page.and_where(Expr::col((M, Column::UserId)).eq(user.as_uuid()))
+        // Roles are a fixed vocabulary, written as literals like the index's own definition.
+        .and_where(Expr::col((M, Column::Role)).is_in([
+            Expr::Constant(MessageRole::User.as_str().into()),
+            Expr::Constant(MessageRole::Model.as_str().into()),
+        ]));
+    if let Some(session) = session {
+        page.and_where(Expr::col((M, Column::SessionId)).eq(session.as_uuid()));
+    }
+    if let Some((at, id)) = after {
+        page.and_where(
+            Expr::tuple([
+                Expr::col((M, Column::CreatedAt)),
+                Expr::col((M, Column::Id)),
+            ])
+            .lt(Expr::tuple([
+                Expr::value(micros(at)),
+                Expr::value(id.as_uuid()),
+            ])),
+        );
+    }
+    page.order_by((M, Column::CreatedAt), Order::Desc)
+        .order_by((M, Column::Id), Order::Desc)
+        .limit(limit_value(limit));
+    match backend {
+        Backend::Sqlite => page,
+        Backend::Postgres => Query::select()
+            .column((H, Asterisk))
+            .expr_as(
+                Func::cust("ts_headline").args([
+                    Expr::Constant("simple".into()),
+                    Expr::col((H, Column::Text)),
+                    tsquery(terms),
+                    Expr::value(format!(
+                        "StartSel=\"{HIGHLIGHT_START}\", StopSel=\"{HIGHLIGHT_END}\", \
+                         MaxWords=30, MinWords=12, ShortWord=0, MaxFragments=1, \
+                         FragmentDelimiter=\" … \""
+                    )),
+                ]),
+                "snippet",
+            )
+            .from_subquery(page, H)
+            .order_by((H, Column::CreatedAt), Order::Desc)
+            .order_by((H, Column::Id), Order::Desc)
+            .to_owned(),
+    }
 }
 
-/// A page size as a bound SQL integer (sizes beyond `i64` mean "no limit" in effect).
-fn limit_value(limit: u64) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
+/// A page size as the driver binds it: an `i64` (larger sizes mean "no limit" in effect, and
+/// would not convert).
+fn limit_value(limit: u64) -> u64 {
+    Ord::min(limit, i64::MAX.unsigned_abs())
 }
 
 #[cfg(test)]
@@ -306,5 +367,46 @@ mod tests {
         assert_eq!(fts5_match(&terms), "\"foo\" \"or bar\"");
         let odd = vec![("a\"b".to_owned(), false)];
         assert_eq!(fts5_match(&odd), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn search_statements_bind_every_word() {
+        use sea_orm::sea_query::{PostgresQueryBuilder, SqliteQueryBuilder, Value};
+        let terms = search_terms(&"robert'); drop \"table".parse().unwrap());
+        let after = Some((
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            MessageId::new(),
+        ));
+        let bound = |values: &[Value], word: &str| {
+            values
+                .iter()
+                .any(|value| *value == Value::from(word.to_owned()))
+        };
+        let sqlite = search_statement(Backend::Sqlite, UserId::new(), &terms, None, after, 5);
+        let (sql, values) = sqlite.build(SqliteQueryBuilder);
+        // A `&str`, so that `contains` is the string's and not sea-query's `ExprTrait`'s.
+        let sql = sql.as_str();
+        assert!(sql.contains("WHERE (chat_messages_fts MATCH ?)"), "{sql}");
+        assert!(
+            sql.contains(r#"("m"."created_at", "m"."id") < (?, ?)"#),
+            "{sql}"
+        );
+        assert!(sql.ends_with(r#"ORDER BY "m"."created_at" DESC, "m"."id" DESC LIMIT ?"#));
+        assert!(!sql.contains("robert"), "{sql}");
+        assert!(bound(&values.0, "\"robert\" \"drop\" \"table\""));
+        let session = Some(SessionId::new());
+        let pg = search_statement(Backend::Postgres, UserId::new(), &terms, session, after, 5);
+        let (sql, values) = pg.build(PostgresQueryBuilder);
+        let sql = sql.as_str();
+        assert!(
+            sql.contains(r#""m"."search" @@ ((plainto_tsquery('simple', $5) && "#),
+            "{sql}"
+        );
+        assert!(sql.contains(r#""m"."session_id" = $9"#), "{sql}");
+        assert!(
+            sql.ends_with(r#"LIMIT $12) AS "h" ORDER BY "h"."created_at" DESC, "h"."id" DESC"#)
+        );
+        assert!(!sql.contains("robert"), "{sql}");
+        assert!(bound(&values.0, "robert") && bound(&values.0, "table"));
     }
 }

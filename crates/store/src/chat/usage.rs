@@ -4,11 +4,11 @@
 use assistd_domain::chat::{TokenBudgetSetting, UsageRecord};
 use assistd_domain::{Error, Result, UserId};
 use chrono::{DateTime, NaiveDate, Utc};
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::rows::{budget_of, usage_of};
-use super::{ChatRepository, Sql, account_gone, is_foreign_key_violation, micros};
+use super::{ChatRepository, account_gone, is_foreign_key_violation, micros};
 use crate::db_error;
 use crate::entity::{token_budgets, usage_daily};
 
@@ -74,24 +74,25 @@ impl ChatRepository {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<i64> {
-        let db = self.store.connection();
-        let mut sql = Sql::new(db.get_database_backend());
-        // SUM of BIGINT is NUMERIC on PostgreSQL; the cast brings it back.
-        sql.push(
-            "SELECT CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS tokens \
-             FROM usage_daily WHERE user_id = ",
-        )
-        .bind(user.as_uuid())
-        .push(" AND day >= ")
-        .bind(start)
-        .push(" AND day <= ")
-        .bind(end);
-        let row = db
-            .query_one_raw(sql.build())
+        use usage_daily::Column;
+        usage_daily::Entity::find()
+            .select_only()
+            // SUM of BIGINT is NUMERIC on PostgreSQL; the cast brings it back.
+            .expr_as(
+                Func::cast_as(
+                    Func::coalesce([Expr::col(Column::TotalTokens).sum(), Expr::value(0_i64)]),
+                    "BIGINT",
+                ),
+                "tokens",
+            )
+            .filter(Column::UserId.eq(user.as_uuid()))
+            .filter(Column::Day.gte(start))
+            .filter(Column::Day.lte(end))
+            .into_tuple::<i64>()
+            .one(self.store.connection())
             .await
             .map_err(db_error)?
-            .ok_or_else(|| Error::internal("an aggregate query returned no row"))?;
-        row.try_get::<i64>("", "tokens").map_err(db_error)
+            .ok_or_else(|| Error::internal("an aggregate query returned no row"))
     }
 
     /// The user's monthly token budget setting (no budget, never set, by default).
@@ -148,32 +149,35 @@ pub(super) async fn add_usage<C: ConnectionTrait>(
     user: UserId,
     usage: &UsageDelta,
 ) -> Result<()> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push(
-        "INSERT INTO usage_daily (user_id, day, model, request_count, prompt_tokens, \
-         output_tokens, total_tokens) VALUES (",
-    )
-    .bind(user.as_uuid())
-    .push(", ")
-    .bind(usage.day)
-    .push(", ")
-    .bind(usage.model.clone())
-    .push(", ")
-    .bind(usage.requests)
-    .push(", ")
-    .bind(usage.prompt_tokens)
-    .push(", ")
-    .bind(usage.output_tokens)
-    .push(", ")
-    .bind(usage.total_tokens)
-    .push(
-        ") ON CONFLICT (user_id, day, model) DO UPDATE SET \
-         request_count = usage_daily.request_count + excluded.request_count, \
-         prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
-         output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
-         total_tokens = usage_daily.total_tokens + excluded.total_tokens",
+    use usage_daily::Column;
+    let row = usage_daily::Model {
+        user_id: user.as_uuid(),
+        day: usage.day,
+        model: usage.model.clone(),
+        request_count: usage.requests,
+        prompt_tokens: usage.prompt_tokens,
+        output_tokens: usage.output_tokens,
+        total_tokens: usage.total_tokens,
+    };
+    // A day and model seen before: each total grows by what this call adds (`excluded` is
+    // the row the INSERT proposed).
+    let add = |column: Column| {
+        (
+            column,
+            Expr::col((usage_daily::Entity, column)).add(Expr::col(("excluded", column))),
+        )
+    };
+    let upsert = usage_daily::Entity::insert(usage_daily::ActiveModel::from(row)).on_conflict(
+        OnConflict::columns([Column::UserId, Column::Day, Column::Model])
+            .values([
+                add(Column::RequestCount),
+                add(Column::PromptTokens),
+                add(Column::OutputTokens),
+                add(Column::TotalTokens),
+            ])
+            .to_owned(),
     );
-    match db.execute_raw(sql.build()).await {
+    match upsert.exec_without_returning(db).await {
         Ok(_) => Ok(()),
         Err(err) if is_foreign_key_violation(&err) => Err(account_gone()),
         Err(err) => Err(db_error(err)),

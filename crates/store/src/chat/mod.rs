@@ -11,13 +11,13 @@
 //! consecutive, disjoint ranges.
 //!
 //! [`ChatRepository`] is one type; its methods live with their operation group:
-//! - [`sessions`]: creating, reading, listing, changing and deleting sessions;
-//! - [`messages`]: the sequence allocator, appending and paging through history;
-//! - [`exchanges`]: idempotent sends, their leases and what a resend finds;
-//! - [`search`]: full-text search over USER and MODEL text, with snippets;
-//! - [`memories`]: remembered facts;
-//! - [`usage`]: daily usage and the monthly token budget;
-//! - [`rows`]: how rows map to the domain's types and back.
+//! - `sessions`: creating, reading, listing, changing and deleting sessions;
+//! - `messages`: the sequence allocator, appending and paging through history;
+//! - `exchanges`: idempotent sends, their leases and what a resend finds;
+//! - `search`: full-text search over USER and MODEL text, with snippets;
+//! - `memories`: remembered facts;
+//! - `usage`: daily usage and the monthly token budget;
+//! - `rows`: how rows map to the domain's types and back.
 
 mod exchanges;
 mod memories;

@@ -110,10 +110,10 @@ fn fts5_match(terms: &[(String, bool)]) -> String {
         .join(" ")
 }
 
-/// A tsquery requiring every term, each bound as a parameter. Raw SQL: sea-query's
-/// tsquery constructors take a configuration's OID where the index was built with the
-/// `'simple'` configuration by name, and it has no `&&` for tsqueries. Only fixed text and
-/// numbered placeholders go into the string.
+/// A tsquery requiring every term, each bound as a parameter. Raw SQL: sea-query's `PgFunc`
+/// tsquery constructors take a text search configuration by OID, not by name like the
+/// `'simple'` the index was built with, and sea-query has no `&&` for tsqueries. Only fixed
+/// text and numbered placeholders go into the string.
 fn tsquery(terms: &[(String, bool)]) -> Expr {
     let calls: Vec<String> = terms
         .iter()
@@ -252,7 +252,8 @@ fn search_statement(
         }
     }
     page.and_where(Expr::col((M, Column::UserId)).eq(user.as_uuid()))
-        // Roles are a fixed vocabulary, written as literals like the index's own definition.
+        // A fixed vocabulary, written as literals (as before) so that the planner sees them
+        // even in a generic, parameter-blind plan; only what users type needs binding.
         .and_where(Expr::col((M, Column::Role)).is_in([
             Expr::Constant(MessageRole::User.as_str().into()),
             Expr::Constant(MessageRole::Model.as_str().into()),
@@ -302,6 +303,7 @@ fn search_statement(
 /// A page size as the driver binds it: an `i64` (larger sizes mean "no limit" in effect, and
 /// would not convert).
 fn limit_value(limit: u64) -> u64 {
+    // `Ord::` because sea-query's `ExprTrait` has a `min` too.
     Ord::min(limit, i64::MAX.unsigned_abs())
 }
 

@@ -1,0 +1,194 @@
+//! Idempotent sends: one start under a hundred concurrent sends with one client message
+//! id, and what a resend finds in each state of the send.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_sends_with_one_id_start_once() {
+    let (store, _dir) = fresh_store().await;
+    let chat = store.chat();
+    let user = new_user(&store).await;
+    let session = new_session(&chat, user, "", 0).await;
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let chat = chat.clone();
+        tasks.push(tokio::spawn(async move {
+            chat.begin_exchange(user, session.id, "same-id", "hello", at(300), at(1))
+                .await
+                .unwrap()
+        }));
+    }
+    let (mut started, mut in_progress) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            ExchangeStart::Started(_) => started += 1,
+            ExchangeStart::InProgress => in_progress += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((started, in_progress), (1, 99));
+    let messages = chat
+        .list_messages(user, session.id, true, None, 200)
+        .await
+        .unwrap();
+    assert_eq!(sequences(&messages), [1]);
+    let session = chat.get_session(user, session.id).await.unwrap();
+    assert_eq!(session.message_count, 1);
+}
+
+#[tokio::test]
+async fn resends_find_what_became_of_the_send() {
+    let (store, _dir) = fresh_store().await;
+    let chat = store.chat();
+    let user = new_user(&store).await;
+    let session = new_session(&chat, user, "", 0).await;
+    let other_session = new_session(&chat, user, "", 0).await;
+
+    let ExchangeStart::Started(sent) = chat
+        .begin_exchange(user, session.id, "c1", "hello", at(60), at(0))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new send");
+    };
+    assert_eq!(sent.role, MessageRole::User);
+    assert_eq!(sent.exchange_id, Some(sent.id));
+    assert_eq!(sent.client_message_id.as_deref(), Some("c1"));
+    assert_eq!(sent.sequence, 1);
+
+    // A look without a lease: a new id, and a send being answered.
+    let peek = |id: &'static str, t: &'static str, now| {
+        let chat = chat.clone();
+        async move {
+            chat.peek_exchange(user, session.id, id, t, at(now))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(peek("c0", "hello", 0).await, None);
+    assert_eq!(
+        peek("c1", "hello", 59).await,
+        Some(ExchangeStart::InProgress)
+    );
+    assert_eq!(peek("c1", "other", 59).await, Some(ExchangeStart::Conflict));
+    // Lease still held.
+    assert_eq!(
+        chat.begin_exchange(user, session.id, "c1", "hello", at(90), at(59))
+            .await
+            .unwrap(),
+        ExchangeStart::InProgress
+    );
+    // Same id, other text or other session.
+    for (s, t) in [(session.id, "hello!"), (other_session.id, "hello")] {
+        assert_eq!(
+            chat.begin_exchange(user, s, "c1", t, at(90), at(1))
+                .await
+                .unwrap(),
+            ExchangeStart::Conflict
+        );
+    }
+
+    // The server died: once the lease expires another request resumes the send.
+    let call = NewMessage {
+        exchange_id: Some(sent.id),
+        ..function_call("x")
+    };
+    let partial = chat
+        .append_messages(user, session.id, vec![call], None, at(5))
+        .await
+        .unwrap();
+    // Expired: a look leaves the decision to begin_exchange.
+    assert_eq!(peek("c1", "hello", 60).await, None);
+    let ExchangeStart::Resumed {
+        user_message,
+        messages,
+    } = chat
+        .begin_exchange(user, session.id, "c1", "hello", at(120), at(60))
+        .await
+        .unwrap()
+    else {
+        panic!("expected the send to be resumed");
+    };
+    assert_eq!(user_message, sent);
+    assert_eq!(messages, partial);
+    // ... and holds the new lease.
+    assert_eq!(
+        chat.begin_exchange(user, session.id, "c1", "hello", at(180), at(100))
+            .await
+            .unwrap(),
+        ExchangeStart::InProgress
+    );
+
+    // It fails; a resend resumes at once.
+    chat.finish_exchange(user, sent.id, ExchangeState::Failed)
+        .await
+        .unwrap();
+    assert_eq!(peek("c1", "hello", 101).await, None);
+    assert!(matches!(
+        chat.begin_exchange(user, session.id, "c1", "hello", at(200), at(101))
+            .await
+            .unwrap(),
+        ExchangeStart::Resumed { .. }
+    ));
+
+    // It is done; a resend returns the reply without calling the model again.
+    let answer = chat
+        .append_messages(
+            user,
+            session.id,
+            vec![reply(Some(sent.id), "hi there")],
+            None,
+            at(102),
+        )
+        .await
+        .unwrap();
+    chat.finish_exchange(user, sent.id, ExchangeState::Done)
+        .await
+        .unwrap();
+    let ExchangeStart::Finished {
+        user_message,
+        messages,
+    } = chat
+        .begin_exchange(user, session.id, "c1", "hello", at(300), at(500))
+        .await
+        .unwrap()
+    else {
+        panic!("expected the finished send");
+    };
+    assert_eq!(user_message, sent);
+    let mut expected = partial.clone();
+    expected.extend(answer);
+    assert_eq!(messages, expected);
+    assert_eq!(
+        peek("c1", "hello", 500).await,
+        Some(ExchangeStart::Finished {
+            user_message: sent.clone(),
+            messages: expected.clone()
+        })
+    );
+    assert_eq!(
+        chat.exchange_messages(user, sent.id).await.unwrap(),
+        expected
+    );
+    // A message that is no send cannot be finished.
+    assert_not_found(
+        chat.finish_exchange(user, partial[0].id, ExchangeState::Done)
+            .await,
+        "message",
+    );
+    assert!(matches!(
+        chat.finish_exchange(user, sent.id, ExchangeState::Running { lease_until: at(1) })
+            .await,
+        Err(Error::Internal(_))
+    ));
+    // Only the one USER message was ever stored.
+    let all = chat
+        .list_messages(user, session.id, true, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().filter(|m| m.role == MessageRole::User).count(),
+        1
+    );
+    assert_eq!(sequences(&all), [1, 2, 3]);
+}

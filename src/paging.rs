@@ -16,6 +16,7 @@
 use assistd_domain::FieldViolation;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
@@ -199,14 +200,46 @@ impl<C: Cursor> PageRequest<C> {
     }
 }
 
-/// A time as microseconds since the epoch, as cursors carry it.
-pub(crate) fn micros(at: chrono::DateTime<chrono::Utc>) -> i64 {
-    at.timestamp_micros()
+/// The cursor of a list ordered by a time and then an id (newest first): the last item's
+/// time, in microseconds since the epoch, and its id. Each list names its own id type, so
+/// the cursor of one list cannot resume another.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct KeysetCursor<I> {
+    at: i64,
+    id: I,
 }
 
-/// The time [`micros`] wrote, if `value` is one.
-pub(crate) fn from_micros(value: i64) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::from_timestamp_micros(value)
+impl<I> KeysetCursor<I> {
+    /// The cursor after an item created or active at `at` with id `id`.
+    pub(crate) fn new(at: DateTime<Utc>, id: I) -> Self {
+        Self {
+            at: at.timestamp_micros(),
+            id,
+        }
+    }
+}
+
+impl<I: Copy> PageRequest<KeysetCursor<I>>
+where
+    KeysetCursor<I>: Cursor,
+{
+    /// The position the keyset query resumes after; a time out of range was never written
+    /// by this server and is refused.
+    pub(crate) fn position(&self) -> Result<Option<(DateTime<Utc>, I)>, Vec<FieldViolation>> {
+        let Some(cursor) = self.after() else {
+            return Ok(None);
+        };
+        match DateTime::from_timestamp_micros(cursor.at) {
+            Some(at) => Ok(Some((at, cursor.id))),
+            None => Err(vec![FieldViolation::new(
+                "page_token",
+                format!(
+                    "not a token from a previous {} response",
+                    <KeysetCursor<I> as Cursor>::RPC
+                ),
+            )]),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ mod requests;
 
 use std::pin::Pin;
 
-use assistd_core::chat::{ChatService, ExchangeEvent, SendRequest};
+use assistd_core::chat::{ChatService, ExchangeEvent};
 use assistd_domain::chat::{MemoryId, NewSession, SessionId};
 use futures::{Stream, StreamExt as _};
 use tokio_stream::wrappers::ReceiverStream;
@@ -87,12 +87,14 @@ impl pb::chat_service_server::ChatService for ChatApi {
             .sessions(
                 user,
                 list.filter,
-                list.after().map_err(invalid)?,
+                list.page.position().map_err(invalid)?,
                 list.page.size().fetch(),
             )
             .await
             .map_err(status)?;
-        let next_page_token = list.page.finish(&mut sessions, SessionCursor::of);
+        let next_page_token = list.page.finish(&mut sessions, |last| {
+            SessionCursor::new(last.last_activity_at, last.id)
+        });
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions.into_iter().map(session_to_proto).collect(),
             next_page_token,
@@ -163,16 +165,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let user = caller(&request)?;
         let context = self.addresses.context(&request);
         let send = SendInput::try_from(request.into_inner()).map_err(invalid)?;
-        let mut events = self.service.send(
-            user,
-            SendRequest {
-                session: send.session,
-                client_message_id: send.client_message_id,
-                text: send.text,
-                streaming: false,
-                context,
-            },
-        );
+        let mut events = self.service.send(user, send.request(false, context));
         let mut response = pb::SendMessageResponse::default();
         while let Some(event) = events.recv().await {
             match event.map_err(status)? {
@@ -212,16 +205,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let user = caller(&request)?;
         let context = self.addresses.context(&request);
         let send = SendInput::try_from(request.into_inner()).map_err(invalid)?;
-        let mut events = self.service.send(
-            user,
-            SendRequest {
-                session: send.session,
-                client_message_id: send.client_message_id,
-                text: send.text,
-                streaming: true,
-                context,
-            },
-        );
+        let mut events = self.service.send(user, send.request(true, context));
         // Checks that fail before anything is stored (unknown session, no key, budget spent,
         // a conflicting id) answer the call itself rather than a stream that fails at once.
         let first = match events.recv().await {
@@ -261,12 +245,14 @@ impl pb::chat_service_server::ChatService for ChatApi {
                 user,
                 &search.query,
                 search.session,
-                search.after().map_err(invalid)?,
+                search.page.position().map_err(invalid)?,
                 search.page.size().fetch(),
             )
             .await
             .map_err(status)?;
-        let next_page_token = search.page.finish(&mut hits, SearchCursor::of);
+        let next_page_token = search.page.finish(&mut hits, |last| {
+            SearchCursor::new(last.message.created_at, last.message.id)
+        });
         Ok(Response::new(pb::SearchMessagesResponse {
             hits: hits.into_iter().map(hit_to_proto).collect(),
             next_page_token,
@@ -283,12 +269,14 @@ impl pb::chat_service_server::ChatService for ChatApi {
             .service
             .memories(
                 user,
-                list.after().map_err(invalid)?,
+                list.page.position().map_err(invalid)?,
                 list.page.size().fetch(),
             )
             .await
             .map_err(status)?;
-        let next_page_token = list.page.finish(&mut memories, MemoryCursor::of);
+        let next_page_token = list.page.finish(&mut memories, |last| {
+            MemoryCursor::new(last.created_at, last.id)
+        });
         Ok(Response::new(pb::ListMemoriesResponse {
             memories: memories.into_iter().map(memory_to_proto).collect(),
             next_page_token,

@@ -2,7 +2,9 @@
 //! before anything is refused, so a client learns of all its mistakes at once, each named by
 //! its field path.
 
+use assistd_core::chat::SendRequest;
 use assistd_domain::FieldViolation;
+use assistd_domain::audit::RequestContext;
 use assistd_domain::chat::{
     self, ArchivedFilter, MemoryId, MessageId, NewSession, SearchQuery, SessionFilter, SessionId,
     SessionPatch,
@@ -11,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use crate::paging::{Cursor, PageLimits, PageRequest, from_micros};
+use crate::paging::{Cursor, KeysetCursor, PageLimits, PageRequest};
 use crate::proto::chat::v1 as pb;
 use crate::services::{Violations, collect, required_id};
 
@@ -39,27 +41,6 @@ const MODEL_PAGES: PageLimits = PageLimits {
     max: 1000,
 };
 
-/// Where ListSessions resumes: the last session's activity time and id.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct SessionCursor {
-    at: i64,
-    id: SessionId,
-}
-
-impl Cursor for SessionCursor {
-    const LIST: &'static str = "chat.sessions";
-    const RPC: &'static str = "ListSessions";
-}
-
-impl SessionCursor {
-    pub(super) fn of(session: &chat::ChatSession) -> Self {
-        Self {
-            at: crate::paging::micros(session.last_activity_at),
-            id: session.id,
-        }
-    }
-}
-
 /// Where ListMessages resumes: the first sequence of the next page.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct MessageCursor {
@@ -77,46 +58,28 @@ impl MessageCursor {
     }
 }
 
-/// Where SearchMessages resumes: the last hit's creation time and message id.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct SearchCursor {
-    at: i64,
-    id: MessageId,
+/// Where ListSessions resumes: the last session's activity time and id.
+pub(super) type SessionCursor = KeysetCursor<SessionId>;
+
+impl Cursor for SessionCursor {
+    const LIST: &'static str = "chat.sessions";
+    const RPC: &'static str = "ListSessions";
 }
+
+/// Where SearchMessages resumes: the last hit's creation time and message id.
+pub(super) type SearchCursor = KeysetCursor<MessageId>;
 
 impl Cursor for SearchCursor {
     const LIST: &'static str = "chat.search";
     const RPC: &'static str = "SearchMessages";
 }
 
-impl SearchCursor {
-    pub(super) fn of(hit: &chat::SearchHit) -> Self {
-        Self {
-            at: crate::paging::micros(hit.message.created_at),
-            id: hit.message.id,
-        }
-    }
-}
-
 /// Where ListMemories resumes: the last memory's creation time and id.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct MemoryCursor {
-    at: i64,
-    id: MemoryId,
-}
+pub(super) type MemoryCursor = KeysetCursor<MemoryId>;
 
 impl Cursor for MemoryCursor {
     const LIST: &'static str = "chat.memories";
     const RPC: &'static str = "ListMemories";
-}
-
-impl MemoryCursor {
-    pub(super) fn of(memory: &chat::Memory) -> Self {
-        Self {
-            at: crate::paging::micros(memory.created_at),
-            id: memory.id,
-        }
-    }
 }
 
 /// Where ListModels resumes: Gemini's own page token, wrapped so that every list of ours
@@ -141,21 +104,6 @@ impl ModelCursor {
     }
 }
 
-/// A cursor of a time and an id, as the store's keyset queries take it; a cursor whose time
-/// is out of range is the client's invention and is refused.
-fn time_and_id<I: Copy>(
-    at: i64,
-    id: I,
-    rpc: &str,
-) -> Result<(chrono::DateTime<chrono::Utc>, I), Violations> {
-    from_micros(at).map(|at| (at, id)).ok_or_else(|| {
-        vec![FieldViolation::new(
-            "page_token",
-            format!("not a token from a previous {rpc} response"),
-        )]
-    })
-}
-
 impl TryFrom<pb::CreateSessionRequest> for NewSession {
     type Error = Violations;
 
@@ -169,18 +117,6 @@ impl TryFrom<pb::CreateSessionRequest> for NewSession {
 pub(super) struct ListSessions {
     pub(super) filter: SessionFilter,
     pub(super) page: PageRequest<SessionCursor>,
-}
-
-impl ListSessions {
-    /// The keyset position the store resumes after.
-    pub(super) fn after(
-        &self,
-    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, SessionId)>, Violations> {
-        self.page
-            .after()
-            .map(|c| time_and_id(c.at, c.id, SessionCursor::RPC))
-            .transpose()
-    }
 }
 
 impl TryFrom<pb::ListSessionsRequest> for ListSessions {
@@ -355,6 +291,17 @@ pub(super) struct SendInput {
 }
 
 impl SendInput {
+    /// The send for the core: `streaming` when the reply is relayed as it is written.
+    pub(super) fn request(self, streaming: bool, context: RequestContext) -> SendRequest {
+        SendRequest {
+            session: self.session,
+            client_message_id: self.client_message_id,
+            text: self.text,
+            streaming,
+            context,
+        }
+    }
+
     fn read(session_id: &str, client_message_id: String, text: String) -> Result<Self, Violations> {
         let session = required_id::<SessionId>("session_id", session_id);
         let mut violations = Vec::new();
@@ -402,18 +349,6 @@ pub(super) struct Search {
     pub(super) page: PageRequest<SearchCursor>,
 }
 
-impl Search {
-    /// The keyset position the store resumes after.
-    pub(super) fn after(
-        &self,
-    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, MessageId)>, Violations> {
-        self.page
-            .after()
-            .map(|c| time_and_id(c.at, c.id, SearchCursor::RPC))
-            .transpose()
-    }
-}
-
 impl TryFrom<pb::SearchMessagesRequest> for Search {
     type Error = Violations;
 
@@ -443,18 +378,6 @@ impl TryFrom<pb::SearchMessagesRequest> for Search {
 #[derive(Debug)]
 pub(super) struct ListMemories {
     pub(super) page: PageRequest<MemoryCursor>,
-}
-
-impl ListMemories {
-    /// The keyset position the store resumes after.
-    pub(super) fn after(
-        &self,
-    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, MemoryId)>, Violations> {
-        self.page
-            .after()
-            .map(|c| time_and_id(c.at, c.id, MemoryCursor::RPC))
-            .transpose()
-    }
 }
 
 impl TryFrom<pb::ListMemoriesRequest> for ListMemories {

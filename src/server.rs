@@ -275,6 +275,7 @@ impl Application {
             audit.clone(),
             config.chat.clone(),
             ToolRegistry::standard(),
+            Arc::new(SystemClock),
         );
         let addresses = ClientAddressPolicy::new(config.server.trusted_proxies.clone());
         let auth = AuthService::new(

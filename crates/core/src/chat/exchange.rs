@@ -162,48 +162,7 @@ impl Exchange<'_> {
             ExchangeStart::Finished {
                 user_message,
                 messages,
-            } => {
-                self.emit(ExchangeEvent::UserMessage(Box::new(user_message)))
-                    .await;
-                let mut usage = ExchangeUsage::default();
-                let mut reply = None;
-                for message in messages {
-                    if let Some(metadata) =
-                        message.metadata.as_ref().filter(|m| !m.model.is_empty())
-                    {
-                        usage.add(metadata);
-                    }
-                    let event = match message.role {
-                        MessageRole::FunctionCall => ExchangeEvent::FunctionCall(Box::new(message)),
-                        MessageRole::FunctionResult => {
-                            ExchangeEvent::FunctionResult(Box::new(message))
-                        }
-                        MessageRole::Model => {
-                            reply = Some((
-                                message.id,
-                                message
-                                    .metadata
-                                    .as_ref()
-                                    .and_then(|m| m.finish_reason)
-                                    .unwrap_or(FinishReason::Stop),
-                            ));
-                            ExchangeEvent::ModelMessage(Box::new(message))
-                        }
-                        MessageRole::User | MessageRole::System => continue,
-                    };
-                    self.emit(event).await;
-                }
-                let (reply_id, finish_reason) = reply
-                    .ok_or_else(|| Error::internal("a finished exchange has no MODEL message"))?;
-                self.emit(ExchangeEvent::Completed(ExchangeSummary {
-                    reply_id,
-                    finish_reason,
-                    usage,
-                    replayed: true,
-                }))
-                .await;
-                Ok(())
-            }
+            } => Box::pin(self.replay(user_message, messages)).await,
             ExchangeStart::InProgress => Err(Error::Aborted {
                 reason: ErrorReason::MessageInProgress,
                 message: "an earlier send with this client_message_id is still being answered; \
@@ -222,6 +181,48 @@ impl Exchange<'_> {
                 "an exchange lookup returned a started exchange",
             )),
         }
+    }
+
+    /// Replays a finished exchange: its USER message, then its stored steps and reply as
+    /// they were first sent, and a summary marked as replayed.
+    async fn replay(&self, user_message: ChatMessage, messages: Vec<ChatMessage>) -> Result<()> {
+        self.emit(ExchangeEvent::UserMessage(Box::new(user_message)))
+            .await;
+        let mut usage = ExchangeUsage::default();
+        let mut reply = None;
+        for message in messages {
+            // Only messages that carry a model call's metadata count towards the usage.
+            if let Some(metadata) = message.metadata.as_ref().filter(|m| !m.model.is_empty()) {
+                usage.add(metadata);
+            }
+            let event = match message.role {
+                MessageRole::FunctionCall => ExchangeEvent::FunctionCall(Box::new(message)),
+                MessageRole::FunctionResult => ExchangeEvent::FunctionResult(Box::new(message)),
+                MessageRole::Model => {
+                    reply = Some((
+                        message.id,
+                        message
+                            .metadata
+                            .as_ref()
+                            .and_then(|m| m.finish_reason)
+                            .unwrap_or(FinishReason::Stop),
+                    ));
+                    ExchangeEvent::ModelMessage(Box::new(message))
+                }
+                MessageRole::User | MessageRole::System => continue,
+            };
+            self.emit(event).await;
+        }
+        let (reply_id, finish_reason) =
+            reply.ok_or_else(|| Error::internal("a finished exchange has no MODEL message"))?;
+        self.emit(ExchangeEvent::Completed(ExchangeSummary {
+            reply_id,
+            finish_reason,
+            usage,
+            replayed: true,
+        }))
+        .await;
+        Ok(())
     }
 
     /// Marks the exchange ended in `state`: a resend now gets its outcome.

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use assistd_domain::chat::{ChatMessage, SessionId, validate_title};
-use assistd_gemini::{ApiKey, Content, GenerateContentRequest, Part};
-use assistd_store::UsageDelta;
+use assistd_domain::{Clock, UserId};
+use assistd_gemini::{ApiKey, Content, GeminiClient, GenerateContentRequest, Part};
+use assistd_store::{Store, UsageDelta};
 
 use super::exchange::Exchange;
 use super::turn::Turn;
@@ -30,6 +31,79 @@ fn clean_title(answer: &str) -> Option<String> {
     (!title.is_empty() && validate_title(&title).is_ok()).then_some(title)
 }
 
+/// The request that asks the model for a title of the exchange `user_text` → `reply`.
+fn title_request(user_text: &str, reply: &str) -> GenerateContentRequest {
+    // The start of a long exchange is enough to name it, and keeps the call cheap.
+    let clip = |text: &str| text.chars().take(2_000).collect::<String>();
+    let prompt = format!(
+        "Write a title of at most six words for the conversation that starts below. \
+         Answer with the title only, without quotes or punctuation at the end.\n\n\
+         User: {}\n\nAssistant: {}",
+        clip(user_text),
+        clip(reply),
+    );
+    GenerateContentRequest {
+        contents: vec![Content {
+            role: Some("user".to_owned()),
+            parts: vec![Part::text(prompt)],
+        }],
+        ..GenerateContentRequest::default()
+    }
+}
+
+/// What the background title call needs, owned: it outlives the exchange.
+struct TitleJob {
+    store: Store,
+    gemini: GeminiClient,
+    clock: Arc<dyn Clock>,
+    key: ApiKey,
+    user: UserId,
+    session: SessionId,
+    model: String,
+    request: GenerateContentRequest,
+}
+
+impl TitleJob {
+    /// Asks the model, counts the call's usage, and stores the title if one came back.
+    /// Failures are only logged: the session simply stays untitled.
+    async fn run(self) {
+        let response = match self
+            .gemini
+            .generate_content(&self.key, &self.model, &self.request)
+            .await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                tracing::info!(error = %err, "no title generated");
+                return;
+            }
+        };
+        let mut turn = Turn::default();
+        turn.absorb(response);
+        let chat = self.store.chat();
+        let delta = UsageDelta {
+            day: self.clock.now().date_naive(),
+            model: self.model,
+            requests: 1,
+            prompt_tokens: turn.prompt_tokens,
+            output_tokens: turn.output_tokens,
+            total_tokens: turn.total_tokens,
+        };
+        if let Err(err) = chat.record_usage(self.user, &delta).await {
+            tracing::warn!(error = %err, "could not record the usage of a title");
+        }
+        let Some(title) = clean_title(&turn.text) else {
+            return;
+        };
+        if let Err(err) = chat
+            .set_generated_title(self.user, self.session, &title, self.clock.now())
+            .await
+        {
+            tracing::warn!(error = %err, "could not store a generated title");
+        }
+    }
+}
+
 impl Exchange<'_> {
     /// Generates a title for the session in the background, with the user's key.
     pub(super) fn spawn_title(
@@ -43,57 +117,16 @@ impl Exchange<'_> {
         let Ok(key) = ApiKey::new(key.expose_secret().to_owned()) else {
             return;
         };
-        let inner_store = self.inner.store.clone();
-        let clock = Arc::clone(&self.inner.clock);
-        let gemini = self.inner.gemini.clone();
-        let user = self.user;
-        let model = model.to_owned();
-        let clip = |text: &str| text.chars().take(2_000).collect::<String>();
-        let prompt = format!(
-            "Write a title of at most six words for the conversation that starts below. \
-             Answer with the title only, without quotes or punctuation at the end.\n\n\
-             User: {}\n\nAssistant: {}",
-            clip(user_message.content.text().unwrap_or_default()),
-            clip(reply),
-        );
-        tokio::spawn(async move {
-            let request = GenerateContentRequest {
-                contents: vec![Content {
-                    role: Some("user".to_owned()),
-                    parts: vec![Part::text(prompt)],
-                }],
-                ..GenerateContentRequest::default()
-            };
-            let response = match gemini.generate_content(&key, &model, &request).await {
-                Ok(response) => response,
-                Err(err) => {
-                    tracing::info!(error = %err, "no title generated");
-                    return;
-                }
-            };
-            let mut turn = Turn::default();
-            turn.absorb(response);
-            let chat = inner_store.chat();
-            let delta = UsageDelta {
-                day: clock.now().date_naive(),
-                model,
-                requests: 1,
-                prompt_tokens: turn.prompt_tokens,
-                output_tokens: turn.output_tokens,
-                total_tokens: turn.total_tokens,
-            };
-            if let Err(err) = chat.record_usage(user, &delta).await {
-                tracing::warn!(error = %err, "could not record the usage of a title");
-            }
-            let Some(title) = clean_title(&turn.text) else {
-                return;
-            };
-            if let Err(err) = chat
-                .set_generated_title(user, session, &title, clock.now())
-                .await
-            {
-                tracing::warn!(error = %err, "could not store a generated title");
-            }
-        });
+        let job = TitleJob {
+            store: self.inner.store.clone(),
+            gemini: self.inner.gemini.clone(),
+            clock: Arc::clone(&self.inner.clock),
+            key,
+            user: self.user,
+            session,
+            model: model.to_owned(),
+            request: title_request(user_message.content.text().unwrap_or_default(), reply),
+        };
+        tokio::spawn(job.run());
     }
 }

@@ -260,7 +260,13 @@ impl Application {
         let audit = audit_log(&config, &store)?;
         let gemini =
             assistd_gemini::GeminiClient::new(&config.gemini).context("gemini settings")?;
-        let vault = ApiKeyVault::new(&store, sealer.clone(), audit.clone(), gemini.clone());
+        let vault = ApiKeyVault::new(
+            &store,
+            sealer.clone(),
+            audit.clone(),
+            gemini.clone(),
+            Arc::new(SystemClock),
+        );
         let chat = ChatService::new(
             &store,
             vault.clone(),
@@ -269,6 +275,7 @@ impl Application {
             audit.clone(),
             config.chat.clone(),
             ToolRegistry::standard(),
+            Arc::new(SystemClock),
         );
         let addresses = ClientAddressPolicy::new(config.server.trusted_proxies.clone());
         let auth = AuthService::new(

@@ -306,7 +306,13 @@ async fn a_thousand_reveals_with_a_warm_cache_make_at_most_one_kms_decrypt() {
     let cache = Arc::new(DataKeyCache::new(keyring.clone(), CachePolicy::default()));
     let sealer = SecretSealer::new(&app.store, keyring, cache);
     let gemini = assistd_gemini::GeminiClient::new(&app.config.gemini).unwrap();
-    let vault = ApiKeyVault::new(&app.store, sealer.clone(), app.audit.clone(), gemini);
+    let vault = ApiKeyVault::new(
+        &app.store,
+        sealer.clone(),
+        app.audit.clone(),
+        gemini,
+        std::sync::Arc::new(assistd_domain::SystemClock),
+    );
     let user = app.create_user().await;
     let context = assistd_domain::audit::RequestContext::default();
     vault

@@ -4,15 +4,15 @@
 //! transaction.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use assistd_crypto::Secret;
 use assistd_domain::apikey::{ApiKeyInfo, ApiKeyStatus, Provider, key_hint};
 use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome, RequestContext};
-use assistd_domain::{Error, ErrorReason, FieldViolation, Result, UserId};
+use assistd_domain::{Clock, Error, ErrorReason, FieldViolation, Result, UserId};
 use assistd_gemini::GeminiClient;
 use assistd_store::audit::AuditLog;
 use assistd_store::{NewApiKey, Store, db_error};
-use chrono::Utc;
 
 use crate::secrets::SecretSealer;
 
@@ -36,6 +36,8 @@ pub struct ApiKeyVault {
     sealer: SecretSealer,
     audit: AuditLog,
     gemini: GeminiClient,
+    /// When keys were validated and last used.
+    clock: Arc<dyn Clock>,
 }
 
 fn missing(provider: Provider) -> Error {
@@ -97,14 +99,21 @@ fn not_found(provider: Provider) -> Error {
 
 impl ApiKeyVault {
     /// A vault storing keys in `store`, sealed by `sealer`, audited to `audit`, checked with
-    /// `gemini`.
+    /// `gemini`, stamping validations and uses with the time of `clock`.
     #[must_use]
-    pub fn new(store: &Store, sealer: SecretSealer, audit: AuditLog, gemini: GeminiClient) -> Self {
+    pub fn new(
+        store: &Store,
+        sealer: SecretSealer,
+        audit: AuditLog,
+        gemini: GeminiClient,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             store: store.clone(),
             sealer,
             audit,
             gemini,
+            clock,
         }
     }
 
@@ -153,7 +162,7 @@ impl ApiKeyVault {
             });
         }
         let (status, detail, validated_at) = match self.verdict(provider, text).await {
-            Verdict::Valid => (ApiKeyStatus::Valid, None, Some(Utc::now())),
+            Verdict::Valid => (ApiKeyStatus::Valid, None, Some(self.clock.now())),
             Verdict::Rejected(detail) => {
                 self.record_rejection(user, context, provider).await?;
                 return Err(rejected(provider, &detail));
@@ -296,7 +305,7 @@ impl ApiKeyVault {
                 &stored.sealed,
                 status,
                 detail,
-                Some(Utc::now()),
+                Some(self.clock.now()),
             )
             .await?
         else {
@@ -367,7 +376,7 @@ impl ApiKeyVault {
             .ok_or_else(|| missing(provider))?;
         self.store
             .api_keys()
-            .touch_used(user, provider, Utc::now(), LAST_USED_RESOLUTION)
+            .touch_used(user, provider, self.clock.now(), LAST_USED_RESOLUTION)
             .await?;
         Ok(secret)
     }
@@ -389,7 +398,7 @@ impl ApiKeyVault {
         }
         self.store
             .api_keys()
-            .touch_used(user, provider, Utc::now(), LAST_USED_RESOLUTION)
+            .touch_used(user, provider, self.clock.now(), LAST_USED_RESOLUTION)
             .await?;
         Ok(RevealedKey {
             secret,
@@ -427,7 +436,7 @@ impl ApiKeyVault {
                     "{} rejected this API key: {detail}",
                     provider_name(provider)
                 )),
-                Some(Utc::now()),
+                Some(self.clock.now()),
             )
             .await?;
         if updated.is_some() {

@@ -23,7 +23,9 @@ pub struct ChatConfig {
     /// Retries of a failed model call (5xx, timeout, dropped connection) before any text
     /// arrived.
     pub max_retries: u32,
-    /// Wait before the first retry; doubled for each further one.
+    /// Wait before the first retry; doubled for each further one. Each wait is stretched by a
+    /// random share of itself (jitter: between the wait and twice it), so that exchanges
+    /// failing together, e.g. when Gemini is overloaded, do not all retry at the same moment.
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
     /// How long a send may run before another request may take it over (for a server that

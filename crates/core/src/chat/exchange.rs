@@ -1,0 +1,268 @@
+//! How one send runs from its start to its end: the exchange task and its channel, the
+//! lookup that answers a resend from its stored outcome, the checks and the lease taken before
+//! the model is called, and the commits that end an exchange.
+
+use std::sync::Arc;
+
+use assistd_domain::apikey::Provider;
+use assistd_domain::chat::{
+    ChatMessage, ChatSession, ExchangeStart, ExchangeState, FinishReason, MessageContent,
+    MessageId, MessageRole, ModelCallMetadata, NewMessage, SessionId,
+};
+use assistd_domain::preferences::Preferences;
+use assistd_domain::{Error, ErrorReason, FieldViolation, Result, UserId};
+use assistd_store::UsageDelta;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::errors::api_key;
+use super::turn::Turn;
+use super::{ChatService, ExchangeEvent, ExchangeSummary, ExchangeUsage, Inner, SendRequest};
+
+/// Events buffered between the exchange task and a slow client.
+const EVENT_BUFFER: usize = 64;
+
+/// One exchange in progress.
+pub(super) struct Exchange<'a> {
+    pub(super) inner: &'a Inner,
+    pub(super) user: UserId,
+    pub(super) request: &'a SendRequest,
+    pub(super) events: &'a mpsc::Sender<Result<ExchangeEvent>>,
+    /// The USER message of an exchange started or resumed and not yet finished.
+    pub(super) open: Option<MessageId>,
+}
+
+impl ChatService {
+    /// Starts an exchange and returns its events. The exchange runs to its end in its own task;
+    /// dropping the receiver cancels it (the partial reply is committed as CANCELLED). The last
+    /// item is either [`ExchangeEvent::Completed`] or the error the RPC answers with.
+    #[must_use]
+    pub fn send(
+        &self,
+        user: UserId,
+        request: SendRequest,
+    ) -> mpsc::Receiver<Result<ExchangeEvent>> {
+        let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let mut exchange = Exchange {
+                inner: &inner,
+                user,
+                request: &request,
+                events: &events,
+                open: None,
+            };
+            let result = exchange.run().await;
+            if let Err(err) = result {
+                if let Some(exchange_id) = exchange.open {
+                    // The exchange stopped on a failure of the server's own (the database):
+                    // let a resend try again rather than wait for the lease.
+                    if let Err(mark) = inner
+                        .store
+                        .chat()
+                        .finish_exchange(user, exchange_id, ExchangeState::Failed)
+                        .await
+                    {
+                        tracing::warn!(error = %mark, "could not mark a broken exchange as failed");
+                    }
+                }
+                let _ = events.send(Err(err)).await;
+            }
+        });
+        receiver
+    }
+}
+
+impl Exchange<'_> {
+    /// Sends an event; a closed channel is noticed by the model call, not here.
+    pub(super) async fn emit(&self, event: ExchangeEvent) {
+        let _ = self.events.send(Ok(event)).await;
+    }
+
+    /// The whole send: a stored outcome replayed, or a new exchange begun and conversed.
+    async fn run(&mut self) -> Result<()> {
+        let chat = self.inner.store.chat();
+        let request = self.request;
+        let session = Box::pin(chat.get_session(self.user, request.session)).await?;
+        let now = self.inner.clock.now();
+        // A resend gets the stored outcome even if the key or the budget changed since.
+        if let Some(found) = Box::pin(chat.peek_exchange(
+            self.user,
+            session.id,
+            &request.client_message_id,
+            &request.text,
+            now,
+        ))
+        .await?
+        {
+            return Box::pin(self.answer_existing(found)).await;
+        }
+        let preferences = Box::pin(self.inner.preferences.get(self.user)).await?;
+        let model = self.model_of(&session, &preferences);
+        let key = Box::pin(self.inner.vault.reveal_usable(self.user, Provider::Gemini)).await?;
+        let api_key = api_key(&key)?;
+        Box::pin(self.inner.check_budget(self.user, now)).await?;
+        let user_message = match Box::pin(self.begin(&session, now)).await? {
+            ExchangeStart::Started(message)
+            | ExchangeStart::Resumed {
+                user_message: message,
+                ..
+            } => message,
+            other => return Box::pin(self.answer_existing(other)).await,
+        };
+        self.open = Some(user_message.id);
+        self.emit(ExchangeEvent::UserMessage(Box::new(user_message.clone())))
+            .await;
+        self.converse(
+            &session,
+            &preferences,
+            &model,
+            &key,
+            &api_key,
+            &user_message,
+        )
+        .await
+    }
+
+    /// The model `session` talks to: its own, else the user's default, else the server's.
+    fn model_of(&self, session: &ChatSession, preferences: &Preferences) -> String {
+        if session.model.is_empty() {
+            preferences
+                .default_model
+                .clone()
+                .filter(|model| !model.is_empty())
+                .unwrap_or_else(|| self.inner.config.default_model.clone())
+        } else {
+            session.model.clone()
+        }
+    }
+
+    /// Commits the USER message under a lease until `now` + `exchange_lease`: another send
+    /// with the same id waits for it (MESSAGE_IN_PROGRESS) until the lease runs out, after
+    /// which it takes the exchange over (a server that stopped mid-exchange never ends it).
+    async fn begin(&self, session: &ChatSession, now: DateTime<Utc>) -> Result<ExchangeStart> {
+        let lease_until = now
+            + chrono::Duration::from_std(self.inner.config.exchange_lease)
+                .unwrap_or(chrono::Duration::minutes(15));
+        Box::pin(self.inner.store.chat().begin_exchange(
+            self.user,
+            session.id,
+            &self.request.client_message_id,
+            &self.request.text,
+            lease_until,
+            now,
+        ))
+        .await
+    }
+
+    /// Answers a send whose id was seen before without calling the model.
+    pub(super) async fn answer_existing(&self, found: ExchangeStart) -> Result<()> {
+        match found {
+            ExchangeStart::Finished {
+                user_message,
+                messages,
+            } => Box::pin(self.replay(user_message, messages)).await,
+            ExchangeStart::InProgress => Err(Error::Aborted {
+                reason: ErrorReason::MessageInProgress,
+                message: "an earlier send with this client_message_id is still being answered; \
+                          wait for it, then resend to get its outcome"
+                    .into(),
+            }),
+            ExchangeStart::Conflict => Err(Error::InvalidArgument {
+                violations: vec![FieldViolation::new(
+                    "client_message_id",
+                    "was already used for a different message or session; use a fresh id for \
+                     a new message",
+                )],
+                reason: Some(ErrorReason::ClientMessageIdConflict),
+            }),
+            ExchangeStart::Started(_) | ExchangeStart::Resumed { .. } => Err(Error::internal(
+                "an exchange lookup returned a started exchange",
+            )),
+        }
+    }
+
+    /// Replays a finished exchange: its USER message, then its stored steps and reply as
+    /// they were first sent, and a summary marked as replayed.
+    async fn replay(&self, user_message: ChatMessage, messages: Vec<ChatMessage>) -> Result<()> {
+        self.emit(ExchangeEvent::UserMessage(Box::new(user_message)))
+            .await;
+        let mut usage = ExchangeUsage::default();
+        let mut reply = None;
+        for message in messages {
+            // Only messages that carry a model call's metadata count towards the usage.
+            if let Some(metadata) = message.metadata.as_ref().filter(|m| !m.model.is_empty()) {
+                usage.add(metadata);
+            }
+            let event = match message.role {
+                MessageRole::FunctionCall => ExchangeEvent::FunctionCall(Box::new(message)),
+                MessageRole::FunctionResult => ExchangeEvent::FunctionResult(Box::new(message)),
+                MessageRole::Model => {
+                    reply = Some((
+                        message.id,
+                        message
+                            .metadata
+                            .as_ref()
+                            .and_then(|m| m.finish_reason)
+                            .unwrap_or(FinishReason::Stop),
+                    ));
+                    ExchangeEvent::ModelMessage(Box::new(message))
+                }
+                MessageRole::User | MessageRole::System => continue,
+            };
+            self.emit(event).await;
+        }
+        let (reply_id, finish_reason) =
+            reply.ok_or_else(|| Error::internal("a finished exchange has no MODEL message"))?;
+        self.emit(ExchangeEvent::Completed(ExchangeSummary {
+            reply_id,
+            finish_reason,
+            usage,
+            replayed: true,
+        }))
+        .await;
+        Ok(())
+    }
+
+    /// Marks the exchange ended in `state`: a resend now gets its outcome.
+    pub(super) async fn finish(
+        &mut self,
+        exchange_id: MessageId,
+        state: ExchangeState,
+    ) -> Result<()> {
+        let chat = self.inner.store.chat();
+        Box::pin(chat.finish_exchange(self.user, exchange_id, state)).await?;
+        self.open = None;
+        Ok(())
+    }
+
+    /// Commits the MODEL message that ends an exchange.
+    pub(super) async fn commit_reply(
+        &self,
+        session: SessionId,
+        exchange_id: MessageId,
+        turn: &Turn,
+        metadata: ModelCallMetadata,
+        usage: Option<UsageDelta>,
+    ) -> Result<ChatMessage> {
+        let message = NewMessage {
+            role: MessageRole::Model,
+            content: MessageContent::Text(turn.text.clone()),
+            exchange_id: Some(exchange_id),
+            parts: turn.text_part().map(|part| json!([part])),
+            metadata: Some(metadata),
+        };
+        let chat = self.inner.store.chat();
+        Box::pin(chat.append_messages(
+            self.user,
+            session,
+            vec![message],
+            usage,
+            self.inner.clock.now(),
+        ))
+        .await?
+        .pop()
+        .ok_or_else(|| Error::internal("appending a message returned nothing"))
+    }
+}

@@ -135,6 +135,7 @@ struct Cli {
     _bench: bool,
 }
 
+/// A scenario `--scenarios` can name, each measured by the module of the same name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     /// RSS with --idle-streams open StreamMessage calls (runs first, on a fresh server).
@@ -148,6 +149,7 @@ enum Scenario {
 }
 
 impl Scenario {
+    /// Its `--scenarios` value.
     fn name(self) -> &'static str {
         match self {
             Self::Rss => "rss",

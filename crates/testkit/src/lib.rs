@@ -21,6 +21,7 @@
 pub mod gemini;
 pub mod kms;
 pub mod oidc;
+mod serve;
 
 pub use gemini::GeminiServer;
 pub use kms::{KmsProxy, MotoKms};

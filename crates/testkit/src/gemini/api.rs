@@ -3,7 +3,6 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Body;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -12,13 +11,13 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use super::fault::{ErrorBody, Fault};
 use super::reply::{Render, prompt_tokens};
 use super::signature::{missing_signature_message, unsigned_call};
 use super::stream::{Cut, sse_body};
 use super::{API_KEY_HEADER, ScriptedReply, Shared};
+use crate::serve::{Body, Hangup, full};
 
 const JSON: &str = "application/json; charset=UTF-8";
 /// `models.list` page size when none (or 0) is asked for, and the most it returns.
@@ -58,7 +57,7 @@ impl Route {
 /// answer.
 pub(super) async fn handle(
     shared: Arc<Shared>,
-    hangup: Arc<Notify>,
+    hangup: Hangup,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = request.into_parts();
@@ -118,15 +117,14 @@ pub(super) async fn handle(
             return Ok(Response::builder()
                 .status(status)
                 .header(CONTENT_TYPE, content_type)
-                .body(Body::from(body))
+                .body(full(body))
                 .expect("a valid raw response"));
         }
         Some(Fault::Stall | Fault::StallAfter(_)) => {
             match std::future::pending::<Infallible>().await {}
         }
         Some(Fault::DropConnection | Fault::DisconnectAfter(_)) => {
-            hangup.notify_one();
-            match std::future::pending::<Infallible>().await {}
+            match hangup.drop_connection().await {}
         }
     }
 
@@ -340,11 +338,11 @@ fn json_response(status: u16, body: &Value) -> Response<Body> {
     raw_json(status, text)
 }
 
-fn raw_json(status: u16, body: impl Into<Body>) -> Response<Body> {
+fn raw_json(status: u16, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, JSON)
-        .body(body.into())
+        .body(full(body))
         .expect("a valid JSON response")
 }
 
@@ -375,7 +373,7 @@ fn unknown_path() -> Response<Body> {
     Response::builder()
         .status(404)
         .header(CONTENT_TYPE, "text/html; charset=UTF-8")
-        .body(Body::from(
+        .body(full(
             "<!DOCTYPE html>\n<html lang=en><title>Error 404 (Not Found)!!1</title><p><b>404.</b> That’s an error.</p></html>\n",
         ))
         .expect("a valid HTML response")

@@ -41,15 +41,13 @@ mod signature;
 mod stream;
 
 use std::collections::{HashSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
-use tokio::task::{JoinHandle, JoinSet};
+
+use crate::serve::{Bound, Serving};
 
 pub use fault::{ErrorBody, Fault, FaultRule};
 pub use record::{RecordedRequest, key_marker};
@@ -65,15 +63,14 @@ pub const API_KEY_HEADER: &str = "x-goog-api-key";
 
 /// A running Gemini API server. Dropping it stops it and closes its connections.
 pub struct GeminiServer {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    server: Serving,
 }
 
 impl std::fmt::Debug for GeminiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GeminiServer")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish_non_exhaustive()
     }
 }
@@ -86,27 +83,24 @@ impl GeminiServer {
     /// # Panics
     /// No port can be bound on 127.0.0.1.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind 127.0.0.1:0 for the Gemini test server");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
         let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(accept(listener, Arc::clone(&shared)));
-        Self { addr, shared, task }
+        let server = Bound::localhost("Gemini test server").await.serve({
+            let shared = Arc::clone(&shared);
+            move |request, hangup| api::handle(Arc::clone(&shared), hangup, request)
+        });
+        Self { shared, server }
     }
 
     /// The socket address the server listens on.
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The base URL to configure a client with, e.g. `http://127.0.0.1:41234` (no version).
     #[must_use]
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// Accepts `key` from now on.
@@ -314,13 +308,6 @@ impl GeminiServer {
     }
 }
 
-impl Drop for GeminiServer {
-    fn drop(&mut self) {
-        // Dropping the accept task drops its JoinSet, which aborts every connection.
-        self.task.abort();
-    }
-}
-
 /// A `Model` object shaped like the peer example's `gemini-2.5-flash`, named `models/{id}`,
 /// serving generateContent and countTokens.
 #[must_use]
@@ -448,42 +435,5 @@ impl State {
             }
         }
         Some(fault)
-    }
-}
-
-async fn accept(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(serve(stream, Arc::clone(&shared)));
-                }
-                // E.g. out of file descriptors: wait instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-/// Serves one HTTP/1.1 connection until it ends or a handler asks to drop it.
-async fn serve(stream: TcpStream, shared: Arc<Shared>) {
-    // Each SSE event goes out as soon as it is written, as Google's front ends send them;
-    // with Nagle's algorithm a small event could wait for the client's delayed ACK (~40 ms).
-    let _ = stream.set_nodelay(true);
-    let hangup = Arc::new(Notify::new());
-    let service = {
-        let hangup = Arc::clone(&hangup);
-        hyper::service::service_fn(move |request| {
-            api::handle(Arc::clone(&shared), Arc::clone(&hangup), request)
-        })
-    };
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        _ = connection => {}
-        // Dropping the connection closes the socket with the request unanswered.
-        () = hangup.notified() => {}
     }
 }

@@ -5,11 +5,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use bytes::Bytes;
 use serde_json::Value;
 
 use super::Shared;
+use crate::serve::{Body, streamed};
 
 /// What happened to one streamed answer (`streamGenerateContent?alt=sse`), as
 /// [`GeminiServer::streams`](super::GeminiServer::streams) reports it.
@@ -133,7 +133,7 @@ pub(super) fn sse_body(
         log,
         unflushed: None,
     };
-    Body::from_stream(futures::stream::unfold(writer, Writer::step))
+    streamed(futures::stream::unfold(writer, Writer::step))
 }
 
 /// Splits an event into `pieces` writes: the last is the final `\n` alone (so a client sees

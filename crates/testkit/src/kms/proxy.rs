@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,10 +17,9 @@ use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCO
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+
+use crate::serve::{Bound, Serving};
 
 /// The content type of KMS requests and answers.
 const AMZ_JSON: &str = "application/x-amz-json-1.1";
@@ -91,16 +90,15 @@ impl Fault {
 /// A running fault-injecting, request-counting KMS endpoint on 127.0.0.1. Dropping it stops
 /// it and closes its connections.
 pub struct KmsProxy {
-    addr: SocketAddr,
     endpoint: String,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    server: Serving,
 }
 
 impl std::fmt::Debug for KmsProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KmsProxy")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .field("upstream", &self.shared.upstream)
             .finish_non_exhaustive()
     }
@@ -114,30 +112,28 @@ impl KmsProxy {
     /// # Panics
     /// No port can be bound on 127.0.0.1.
     pub async fn start(upstream: Option<&str>) -> Self {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind 127.0.0.1:0 for the KMS test endpoint");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+        let bound = Bound::localhost("KMS test endpoint").await;
+        let endpoint = format!("http://{}", bound.addr());
         let shared = Arc::new(Shared {
             upstream: upstream.map(|url| url.trim_end_matches('/').to_owned()),
             client: reqwest::Client::new(),
             state: Mutex::default(),
         });
-        let task = tokio::spawn(accept(listener, Arc::clone(&shared)));
+        let server = bound.serve({
+            let shared = Arc::clone(&shared);
+            move |request, _| handle(Arc::clone(&shared), request)
+        });
         Self {
-            addr,
-            endpoint: format!("http://{addr}"),
+            endpoint,
             shared,
-            task,
+            server,
         }
     }
 
     /// The socket address it listens on.
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Its URL, e.g. `http://127.0.0.1:41234`, for `KmsSettings::endpoint_url`,
@@ -185,13 +181,6 @@ impl KmsProxy {
     }
 }
 
-impl Drop for KmsProxy {
-    fn drop(&mut self) {
-        // Dropping the accept task drops its JoinSet, which aborts every connection.
-        self.task.abort();
-    }
-}
-
 /// State shared by the handle and the connections.
 struct Shared {
     upstream: Option<String>,
@@ -209,31 +198,6 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("KMS test endpoint state poisoned")
     }
-}
-
-async fn accept(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(serve(stream, Arc::clone(&shared)));
-                }
-                // E.g. out of file descriptors: wait instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-/// Serves one HTTP/1.1 connection until it ends.
-async fn serve(stream: TcpStream, shared: Arc<Shared>) {
-    let service = hyper::service::service_fn(move |request| handle(Arc::clone(&shared), request));
-    // A client that gives up mid-request ends the connection; nothing to report.
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
 }
 
 /// Counts the request, then answers it with its operation's fault or forwards it.

@@ -34,15 +34,14 @@ mod jwt;
 mod keys;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
-use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+
+use crate::serve::{Bound, Serving};
 
 pub use jwt::Hostile;
 
@@ -144,15 +143,14 @@ pub struct TokenRequest {
 
 /// A running OpenID Connect provider. Dropping it stops it and closes its connections.
 pub struct OidcProvider {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    server: Serving,
 }
 
 impl std::fmt::Debug for OidcProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OidcProvider")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish_non_exhaustive()
     }
 }
@@ -173,30 +171,28 @@ impl OidcProvider {
     /// # Panics
     /// No port can be bound on 127.0.0.1.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind 127.0.0.1:0 for the OIDC test provider");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+        let bound = Bound::localhost("OIDC test provider").await;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(format!("http://{addr}"))),
+            state: Mutex::new(State::new(format!("http://{}", bound.addr()))),
         });
-        let task = tokio::spawn(accept(listener, Arc::clone(&shared)));
-        Self { addr, shared, task }
+        let server = bound.serve({
+            let shared = Arc::clone(&shared);
+            move |request, _| endpoints::handle(Arc::clone(&shared), request)
+        });
+        Self { shared, server }
     }
 
     /// The socket address the provider listens on.
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The issuer identifier, e.g. `http://127.0.0.1:41234` (no trailing slash); discovery is
     /// at `{issuer}/.well-known/openid-configuration`.
     #[must_use]
     pub fn issuer(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
     }
 
     /// The JWKS URL, `{issuer}/jwks`.
@@ -341,13 +337,6 @@ impl OidcProvider {
     }
 }
 
-impl Drop for OidcProvider {
-    fn drop(&mut self) {
-        // Dropping the accept task drops its JoinSet, which aborts every connection.
-        self.task.abort();
-    }
-}
-
 /// The claims of an ID token for `user` issued by `issuer` to `audience` now.
 fn id_token_claims(
     issuer: &str,
@@ -471,29 +460,4 @@ impl State {
             keys: keys::Keyring::default(),
         }
     }
-}
-
-async fn accept(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(serve(stream, Arc::clone(&shared)));
-                }
-                // E.g. out of file descriptors: wait instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-/// Serves one HTTP/1.1 connection until it ends.
-async fn serve(stream: TcpStream, shared: Arc<Shared>) {
-    let service =
-        hyper::service::service_fn(move |request| endpoints::handle(Arc::clone(&shared), request));
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
 }

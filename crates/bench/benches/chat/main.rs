@@ -1,0 +1,379 @@
+//! `chat` bench: the chat API of assistd as a client sees it, with the server in a process of
+//! its own.
+//!
+//! For each database (an SQLite file in a temporary directory, or a fresh PostgreSQL database
+//! created and dropped through `psql`), the bench starts the real server (`assistd serve`, the
+//! binary built beside the bench, or `--server-bin`) on a free loopback port, points it at a
+//! Gemini peer in the bench process ([`GeminiServer`](assistd_testkit::gemini::GeminiServer)
+//! from assistd-testkit), signs a user in, stores the user's Gemini key through the real
+//! `SetApiKey` RPC, and measures over native gRPC, one scenario per module:
+//!
+//! 1. [`list`]: **ListMessages** pages of 50 — BACKWARD from the newest message and FORWARD
+//!    from the middle — in a session of 100 messages and one of 100,000 (seeded directly
+//!    through the store), sequentially after a warm-up; the ratio of the p99s shows whether a
+//!    page costs the same however long the session is.
+//! 2. [`send`]: **SendMessage** latency with a peer that answers at once, sequentially and at
+//!    c=16: the server's own overhead of an exchange (plus the peer's work, measured
+//!    separately).
+//! 3. [`stream`]: **StreamMessage** per-delta delay: for every text delta, the client's
+//!    receive instant minus the instant the peer finished writing the SSE event that carried
+//!    it.
+//! 4. [`rss`]: **RSS** of the server process (from `/proc/<pid>/status`) with 1,000 open
+//!    StreamMessage calls whose upstream stalls; the client and the peer live in the bench
+//!    process and are not counted.
+//!
+//! `both` runs each database in a child process of its own (this executable again); each
+//! starts its own server process.
+//!
+//! It only measures and prints; it asserts nothing about speed. Run it with:
+//!
+//! ```text
+//! cargo build --release --bin assistd
+//! cargo bench -p assistd-bench --bench chat -- --database sqlite|postgres|both
+//! ```
+
+mod list;
+mod rss;
+mod send;
+mod setup;
+mod stream;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use assistd_bench::cli::{DEFAULT_POSTGRES_ADMIN_URL, DatabaseChoice, parse_duration};
+use assistd_bench::postgres::PostgresDatabase;
+use assistd_bench::server::{SERVER_BIN_HELP, server_bin};
+use clap::{Parser, ValueEnum};
+
+use crate::setup::Bench;
+
+/// Measures the chat API of a real assistd server process: ListMessages on short and very long
+/// sessions, SendMessage overhead, StreamMessage per-delta delay, and the memory of idle
+/// streams.
+#[derive(Debug, Parser)]
+#[command(
+    args_override_self = true,
+    after_help = "Build the server first, then run: cargo build --release --bin assistd && \
+                  cargo bench -p assistd-bench --bench chat -- --database both"
+)]
+struct Cli {
+    #[arg(long, value_name = "PATH", help = SERVER_BIN_HELP)]
+    server_bin: Option<PathBuf>,
+
+    /// Which database backs the server; `both` runs SQLite, then PostgreSQL, each in a child
+    /// process of its own.
+    #[arg(long, value_enum, default_value_t = DatabaseChoice::Sqlite)]
+    database: DatabaseChoice,
+
+    /// PostgreSQL URL of a role allowed to create and drop databases. The bench creates a
+    /// fresh database `assistd_bench_<uuid>` on that server (via `psql`) and drops it at the end.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_POSTGRES_ADMIN_URL)]
+    postgres_admin_url: String,
+
+    /// Comma-separated scenarios to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "rss,list,send,stream"
+    )]
+    scenarios: Vec<Scenario>,
+
+    /// Messages in the short session of the ListMessages scenario.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    small_session: usize,
+
+    /// Messages in the long session of the ListMessages scenario.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    large_session: usize,
+
+    /// Measured ListMessages calls per case (session and direction), after as many unmeasured
+    /// warm-up calls as a tenth of this.
+    #[arg(long, value_name = "N", default_value_t = 2_000)]
+    list_calls: usize,
+
+    /// Measured SendMessage calls per concurrency level, after a tenth as many warm-up sends.
+    #[arg(long, value_name = "N", default_value_t = 2_000)]
+    sends: usize,
+
+    /// Comma-separated numbers of concurrent senders.
+    #[arg(
+        long,
+        value_name = "N,N,...",
+        value_delimiter = ',',
+        default_value = "1,16"
+    )]
+    send_concurrency: Vec<usize>,
+
+    /// Measured StreamMessage calls, one at a time, in the per-delta scenario.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    streams: usize,
+
+    /// Text chunks (SSE events, hence text deltas) per streamed reply.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    chunks: usize,
+
+    /// Pause of the peer between two SSE events: seconds (`0.002`, `1s`) or milliseconds
+    /// (`2ms`).
+    #[arg(long, value_name = "TIME", default_value = "2ms", value_parser = parse_duration)]
+    chunk_interval: Duration,
+
+    /// StreamMessage calls held open (upstream stalled) in the RSS scenario.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    idle_streams: usize,
+
+    /// Most measured time of one ListMessages case or SendMessage level (its warm-up gets a
+    /// tenth of it); a case that reaches it stops early with fewer calls, so a slow database
+    /// keeps the run short. Same format as --chunk-interval.
+    #[arg(long, value_name = "TIME", default_value = "45s", value_parser = parse_duration)]
+    time_limit: Duration,
+
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long = "bench", hide = true)]
+    _bench: bool,
+}
+
+/// A scenario `--scenarios` can name, each measured by the module of the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// RSS with --idle-streams open StreamMessage calls (runs first, on a fresh server).
+    Rss,
+    /// ListMessages in a short and a long session.
+    List,
+    /// SendMessage latency with an instant peer.
+    Send,
+    /// StreamMessage per-delta delay.
+    Stream,
+}
+
+impl Scenario {
+    /// Its `--scenarios` value.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rss => "rss",
+            Self::List => "list",
+            Self::Send => "send",
+            Self::Stream => "stream",
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    ensure!(
+        cli.small_session >= 2 && cli.large_session >= 2,
+        "--small-session and --large-session must be at least 2"
+    );
+    ensure!(
+        cli.list_calls > 0 && cli.sends > 0 && cli.streams > 0 && cli.chunks > 0,
+        "--list-calls, --sends, --streams and --chunks must be at least 1"
+    );
+    ensure!(
+        !cli.send_concurrency.is_empty() && !cli.send_concurrency.contains(&0),
+        "--send-concurrency must list numbers of at least 1"
+    );
+    ensure!(cli.idle_streams > 0, "--idle-streams must be at least 1");
+    let server_bin = server_bin(cli.server_bin.as_deref())?;
+    if std::env::var_os("RUST_LOG").is_some() {
+        assistd::telemetry::init(&assistd::config::LogConfig {
+            filter: "warn".into(),
+            format: assistd::config::LogFormat::Text,
+        });
+    }
+
+    if cli.database == DatabaseChoice::Both {
+        // One child per database: RSS is a property of the process, and the first database's
+        // freed heap would otherwise be reused by the second and understate its growth.
+        let exe = std::env::current_exe().context("locating the bench executable")?;
+        for database in ["sqlite", "postgres"] {
+            let status = std::process::Command::new(&exe)
+                .args(std::env::args_os().skip(1))
+                .args(["--database", database])
+                .status()
+                .with_context(|| format!("running {} for {database}", exe.display()))?;
+            ensure!(status.success(), "the {database} run failed ({status})");
+        }
+        return Ok(());
+    }
+
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let profile = if cfg!(debug_assertions) {
+        "debug (figures are not representative; use `cargo bench`, which builds in release)"
+    } else {
+        "release"
+    };
+    println!(
+        "machine: nproc = {cpus}; build: {profile}; the server (`{}`) runs in a process of its \
+         own, the client and the Gemini peer share the bench process (one tokio runtime, {cpus} \
+         workers); all of them share the {cpus} cores",
+        server_bin.display()
+    );
+    println!("reproduce: {}", reproduce_command(&cli));
+
+    match cli.database {
+        DatabaseChoice::Sqlite => bench_database(&cli, &server_bin, "SQLite", None).await,
+        DatabaseChoice::Postgres => {
+            let database = PostgresDatabase::create(&cli.postgres_admin_url).await?;
+            let result =
+                bench_database(&cli, &server_bin, "PostgreSQL", Some(database.url())).await;
+            // Drop the database even when the run failed, but report the run's error first.
+            let dropped = database.drop_database().await;
+            result?;
+            dropped
+        }
+        DatabaseChoice::Both => unreachable!("handled above by running one child per database"),
+    }
+}
+
+/// The command line that repeats this run with every setting spelled out.
+fn reproduce_command(cli: &Cli) -> String {
+    let scenarios: Vec<&str> = cli.scenarios.iter().map(|s| s.name()).collect();
+    let concurrency: Vec<String> = cli.send_concurrency.iter().map(usize::to_string).collect();
+    let mut command = format!(
+        "cargo bench -p assistd-bench --bench chat -- --database {} --scenarios {} \
+         --small-session {} --large-session {} --list-calls {} --sends {} --send-concurrency {} \
+         --streams {} --chunks {} --chunk-interval {}ms --idle-streams {} --time-limit {}s",
+        cli.database.name(),
+        scenarios.join(","),
+        cli.small_session,
+        cli.large_session,
+        cli.list_calls,
+        cli.sends,
+        concurrency.join(","),
+        cli.streams,
+        cli.chunks,
+        cli.chunk_interval.as_secs_f64() * 1e3,
+        cli.idle_streams,
+        cli.time_limit.as_secs_f64(),
+    );
+    if cli.database != DatabaseChoice::Sqlite {
+        command.push_str(&format!(" --postgres-admin-url {}", cli.postgres_admin_url));
+    }
+    if let Some(bin) = &cli.server_bin {
+        command.push_str(&format!(" --server-bin {}", bin.display()));
+    }
+    command
+}
+
+/// Starts a server on `database_url` (SQLite when `None`), runs the chosen scenarios against
+/// it and prints their results.
+async fn bench_database(
+    cli: &Cli,
+    server_bin: &std::path::Path,
+    label: &str,
+    database_url: Option<&str>,
+) -> anyhow::Result<()> {
+    eprintln!("{label}: starting the server");
+    let bench = Bench::start(server_bin, cli.idle_streams, database_url)
+        .await
+        .with_context(|| format!("starting the server on {label}"))?;
+    let mut report = Report::default();
+    let measured = measure_all(cli, &bench, label, &mut report).await;
+    // Stop the server whatever happened.
+    let stopped = bench.stop().await;
+    report.print(cli, label);
+    measured?;
+    stopped
+}
+
+async fn measure_all(
+    cli: &Cli,
+    bench: &Bench,
+    label: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // The RSS scenario runs first, on a server that has not yet held the long session or
+    // thousands of exchanges, so "idle" is as close to a fresh server as a warmed one gets.
+    if cli.scenarios.contains(&Scenario::Rss) {
+        eprintln!("{label}: {} idle streams", cli.idle_streams);
+        report.rss = Some(
+            rss::measure(bench, cli.idle_streams)
+                .await
+                .context("measuring RSS with idle streams")?,
+        );
+    }
+    if cli.scenarios.contains(&Scenario::List) {
+        eprintln!("{label}: ListMessages");
+        report.list = Some(
+            list::measure(cli, bench)
+                .await
+                .context("measuring ListMessages")?,
+        );
+    }
+    if cli.scenarios.contains(&Scenario::Send) {
+        for &concurrency in &cli.send_concurrency {
+            eprintln!("{label}: SendMessage c={concurrency}");
+            let result = send::measure(cli, bench, concurrency)
+                .await
+                .with_context(|| format!("measuring SendMessage at c={concurrency}"))?;
+            report.sends.push(result);
+        }
+        eprintln!("{label}: the peer alone");
+        report.peer = Some(
+            send::measure_peer_alone(bench, cli.sends.min(1_000))
+                .await
+                .context("measuring the peer alone")?,
+        );
+    }
+    if cli.scenarios.contains(&Scenario::Stream) {
+        eprintln!("{label}: StreamMessage deltas");
+        report.deltas = Some(
+            stream::measure(cli, bench)
+                .await
+                .context("measuring StreamMessage deltas")?,
+        );
+    }
+    Ok(())
+}
+
+/// What the scenarios of one database measured, printed together at the end.
+#[derive(Default)]
+struct Report {
+    list: Option<list::ListResult>,
+    sends: Vec<send::SendResult>,
+    peer: Option<Vec<Duration>>,
+    deltas: Option<stream::DeltaResult>,
+    rss: Option<rss::RssResult>,
+}
+
+impl Report {
+    fn print(&self, cli: &Cli, label: &str) {
+        println!();
+        println!("## {label}");
+        let mut summary = Vec::new();
+        if let Some(list) = &self.list {
+            list::print(list, cli, label, &mut summary);
+        }
+        if !self.sends.is_empty() {
+            send::print(
+                &self.sends,
+                self.peer.as_deref(),
+                &mut summary,
+                label,
+                cli.time_limit,
+            );
+        }
+        if let Some(deltas) = &self.deltas {
+            stream::print(deltas, cli, label, &mut summary);
+        }
+        if let Some(rss) = &self.rss {
+            rss::print(rss, label, &mut summary);
+        }
+        if !summary.is_empty() {
+            println!();
+            println!("### Summary ({label})");
+            println!();
+            for line in summary {
+                println!("- {line}");
+            }
+        }
+    }
+}
+
+/// How a figure compares with its target in the summary.
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}

@@ -1,0 +1,248 @@
+//! Scenario 4, RSS with idle streams: the server process's resident memory when idle, with
+//! `--idle-streams` StreamMessage calls open whose upstream stalls, and after they are
+//! cancelled. The client and the peer live in the bench process and are not counted.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use assistd::proto::chat::v1 as pb;
+use assistd::proto::chat::v1::chat_service_client::ChatServiceClient;
+use assistd::proto::chat::v1::stream_message_response::Event;
+use assistd_bench::cli::authed;
+use assistd_bench::format::{format_bytes, format_latency, thousands};
+use assistd_testkit::gemini::{Fault, ScriptedReply, StreamEnd};
+use futures::StreamExt as _;
+
+use crate::setup::{Bench, CALL_TIMEOUT, drain, stream_request};
+use crate::verdict;
+
+/// Most StreamMessage calls being opened at once, so the database is not asked for a thousand
+/// USER-message commits in the same instant.
+const OPENING_CONCURRENCY: usize = 32;
+/// Idle streams per gRPC connection.
+const STREAMS_PER_CHANNEL: usize = 125;
+/// How long the bench waits for the server to let go of the stalled upstream calls after the
+/// idle streams are cancelled.
+const WIND_DOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Target of the growth, printed beside it (nothing is asserted).
+const RSS_TARGET_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What the scenario measured.
+pub(crate) struct RssResult {
+    streams: usize,
+    channels: usize,
+    idle: u64,
+    open: u64,
+    after_cancel: u64,
+    opening: Duration,
+    /// Upstream calls the peer saw the server abandon after the cancel, and how long it took.
+    released: usize,
+    release_time: Option<Duration>,
+    /// The server process measured.
+    server_pid: u32,
+}
+
+/// Opens `count` streams whose upstream stalls and reads the server's RSS before, during and
+/// after.
+pub(crate) async fn measure(bench: &Bench, count: usize) -> anyhow::Result<RssResult> {
+    let channel_count = count.div_ceil(STREAMS_PER_CHANNEL);
+    let mut channels = Vec::with_capacity(channel_count);
+    for _ in 0..channel_count {
+        channels.push(bench.connect().await?);
+    }
+
+    // Warm up: complete exchanges over every connection, so pools, connections to the peer and
+    // caches exist before the idle figure is taken.
+    bench
+        .gemini
+        .respond_with(|_| ScriptedReply::chunks(["Warming ", "up."]));
+    let warm_session = bench.session(&mut bench.chat()).await?;
+    for channel in channels.iter().cycle().take(channel_count.max(20)) {
+        let mut chat = ChatServiceClient::new(channel.clone());
+        let mut stream = chat
+            .stream_message(bench.request(stream_request(&warm_session, "Hello.")))
+            .await
+            .context("a warm-up StreamMessage")?
+            .into_inner();
+        ensure!(
+            drain(&mut stream).await?,
+            "a warm-up stream did not complete"
+        );
+    }
+    // One session per stream: a session runs one exchange at a time. Created before the idle
+    // figure, as they are rows in the database rather than state of open streams.
+    let mut sessions = Vec::with_capacity(count);
+    let mut chat = bench.chat();
+    for _ in 0..count {
+        sessions.push(bench.session(&mut chat).await?);
+    }
+    bench.gemini.clear_requests();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = vm_rss(bench.server_pid())?;
+
+    let disconnects_before = bench.gemini.stream_disconnects();
+    let logs_before = bench.gemini.streams().len();
+    // Upstream answers with headers and then nothing: no delta ever arrives.
+    bench.gemini.fail_always(Fault::StallAfter(0));
+    let started = Instant::now();
+    let opened: Vec<anyhow::Result<tonic::Streaming<pb::StreamMessageResponse>>> =
+        futures::stream::iter(sessions.iter().enumerate())
+            .map(|(index, session)| {
+                let mut chat = ChatServiceClient::new(channels[index % channel_count].clone());
+                let request = authed(stream_request(session, "Wait for it."), &bench.tokens.get());
+                async move {
+                    let mut stream =
+                        tokio::time::timeout(CALL_TIMEOUT, chat.stream_message(request))
+                            .await
+                            .context("opening a stream timed out")?
+                            .context("StreamMessage")?
+                            .into_inner();
+                    // Open means the USER message is committed and announced.
+                    let first = tokio::time::timeout(CALL_TIMEOUT, stream.message())
+                        .await
+                        .context("no first event")??
+                        .context("the stream ended at once")?;
+                    ensure!(
+                        matches!(first.event, Some(Event::UserMessage(_))),
+                        "the first event is not the user message"
+                    );
+                    Ok::<_, anyhow::Error>(stream)
+                }
+            })
+            .buffer_unordered(OPENING_CONCURRENCY)
+            .collect()
+            .await;
+    let opening = started.elapsed();
+    let streams = match opened.into_iter().collect::<anyhow::Result<Vec<_>>>() {
+        Ok(streams) => streams,
+        Err(err) => {
+            bench.gemini.clear_faults();
+            return Err(err);
+        }
+    };
+    // Every exchange should now be waiting on its stalled upstream call.
+    let upstream_deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open_upstream = bench.gemini.streams()[logs_before..]
+            .iter()
+            .filter(|log| log.end == StreamEnd::Open)
+            .count();
+        if open_upstream >= count {
+            break;
+        }
+        if Instant::now() >= upstream_deadline {
+            eprintln!(
+                "  warning: only {open_upstream} of {count} upstream calls are open at the peer"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let open = vm_rss(bench.server_pid())?;
+
+    // Cancel: dropping a stream resets its HTTP/2 stream; the server must let go of the
+    // exchange and of its upstream call.
+    let cancelled = Instant::now();
+    drop(streams);
+    let released_at = bench
+        .gemini
+        .wait_for_stream_disconnects(disconnects_before + count, WIND_DOWN_TIMEOUT)
+        .await;
+    let released = bench.gemini.stream_disconnects() - disconnects_before;
+    bench.gemini.clear_faults();
+    bench.gemini.clear_requests();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_cancel = vm_rss(bench.server_pid())?;
+    Ok(RssResult {
+        streams: count,
+        channels: channel_count,
+        idle,
+        open,
+        after_cancel,
+        opening,
+        released,
+        release_time: released_at.map(|at| at.saturating_duration_since(cancelled)),
+        server_pid: bench.server_pid(),
+    })
+}
+
+/// The resident set size of process `pid` in bytes, from `/proc/<pid>/status`.
+fn vm_rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("reading /proc/<pid>/status (Linux only)")?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .context("/proc/self/status has no VmRSS line")?;
+    let kib: u64 = line
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .context("VmRSS is not a number of kB")?;
+    Ok(kib * 1024)
+}
+
+/// Prints the three figures and the wind-down; adds the growth to `summary`.
+pub(crate) fn print(rss: &RssResult, label: &str, summary: &mut Vec<String>) {
+    println!();
+    println!(
+        "### RSS with {} open idle StreamMessage calls (gRPC connections: {}; upstream \
+         stalled after its headers)",
+        thousands(rss.streams),
+        rss.channels
+    );
+    println!();
+    println!("| state | VmRSS |");
+    println!("|---|---:|");
+    println!(
+        "| idle (warmed, sessions created) | {} |",
+        format_bytes(rss.idle)
+    );
+    println!(
+        "| {} streams open (each has its user_message) | {} |",
+        thousands(rss.streams),
+        format_bytes(rss.open)
+    );
+    println!(
+        "| 1 s after cancelling them | {} |",
+        format_bytes(rss.after_cancel)
+    );
+    println!();
+    let growth = rss.open.saturating_sub(rss.idle);
+    println!(
+        "difference: {} ({} per stream); opening took {}.",
+        format_bytes(growth),
+        format_bytes(growth / rss.streams.max(1) as u64),
+        format_latency(Some(rss.opening)),
+    );
+    println!(
+        "VmRSS of the server process alone (pid {}): the client's streams and the peer's \
+         connections live in the bench process and are not counted.",
+        rss.server_pid
+    );
+    match rss.release_time {
+        Some(took) => println!(
+            "wind-down: the server abandoned all {} upstream calls within {} of the cancel.",
+            thousands(rss.released),
+            format_latency(Some(took))
+        ),
+        None => println!(
+            "wind-down: only {} of {} upstream calls were abandoned within {WIND_DOWN_TIMEOUT:?} \
+             of the cancel.",
+            thousands(rss.released),
+            thousands(rss.streams)
+        ),
+    }
+    summary.push(format!(
+        "{label}: RSS growth with {} idle streams {} (idle {}, open {}); target < {} — {} \
+         (server process only)",
+        thousands(rss.streams),
+        format_bytes(growth),
+        format_bytes(rss.idle),
+        format_bytes(rss.open),
+        format_bytes(RSS_TARGET_BYTES),
+        verdict(growth < RSS_TARGET_BYTES),
+    ));
+}

@@ -313,7 +313,7 @@ pub struct ChatMessage {
     /// Body.
     pub content: MessageContent,
     /// The send's client id, for USER messages.
-    pub client_message_id: Option<String>,
+    pub client_message_id: Option<ClientMessageId>,
     /// The USER message whose exchange produced this message (itself for a USER message).
     pub exchange_id: Option<MessageId>,
     /// The message's parts exactly as Gemini sent them (with `thoughtSignature`), to be sent
@@ -538,6 +538,55 @@ pub fn validate_model(model: &str) -> Result<(), InvalidValue> {
         )));
     }
     Ok(())
+}
+
+/// The id a client gives a send, so that a resend of the same message is recognised and
+/// answered with the stored outcome: 1 to [`MAX_CLIENT_MESSAGE_ID_CHARS`] of
+/// `A-Z a-z 0-9 - _`, unique per user. Parsed once at the edge.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientMessageId(String);
+
+impl ClientMessageId {
+    /// Checks `id` (see [`validate_client_message_id`]).
+    ///
+    /// # Errors
+    /// Empty, too long, or with other characters.
+    pub fn parse(id: String) -> Result<Self, InvalidValue> {
+        validate_client_message_id(&id)?;
+        Ok(Self(id))
+    }
+
+    /// An id read back from storage, where only parsed ids are ever written.
+    #[must_use]
+    pub const fn from_stored(id: String) -> Self {
+        Self(id)
+    }
+
+    /// The id as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ClientMessageId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ClientMessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ClientMessageId> for String {
+    fn from(id: ClientMessageId) -> Self {
+        id.0
+    }
 }
 
 /// Checks a client message id.

@@ -139,7 +139,10 @@ pub(super) fn message_to_proto(message: ChatMessage) -> pb::Message {
         sequence: message.sequence,
         role: role_to_proto(message.role).into(),
         content: Some(content),
-        client_message_id: message.client_message_id.unwrap_or_default(),
+        client_message_id: message
+            .client_message_id
+            .map(String::from)
+            .unwrap_or_default(),
         create_time: Some(timestamp(message.created_at)),
         metadata,
     }

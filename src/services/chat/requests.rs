@@ -6,8 +6,8 @@ use assistd_core::chat::SendRequest;
 use assistd_domain::FieldViolation;
 use assistd_domain::audit::RequestContext;
 use assistd_domain::chat::{
-    self, ArchivedFilter, MemoryId, MessageId, NewSession, SearchQuery, SessionFilter, SessionId,
-    SessionPatch,
+    self, ArchivedFilter, ClientMessageId, MemoryId, MessageId, NewSession, SearchQuery,
+    SessionFilter, SessionId, SessionPatch,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -286,7 +286,7 @@ impl TryFrom<pb::ListMessagesRequest> for ListMessages {
 #[derive(Debug)]
 pub(super) struct SendInput {
     pub(super) session: SessionId,
-    pub(super) client_message_id: String,
+    pub(super) client_message_id: ClientMessageId,
     pub(super) text: String,
 }
 
@@ -304,19 +304,12 @@ impl SendInput {
 
     fn read(session_id: &str, client_message_id: String, text: String) -> Result<Self, Violations> {
         let session = required_id::<SessionId>("session_id", session_id);
-        let mut violations = Vec::new();
-        if let Err(err) = chat::validate_client_message_id(&client_message_id) {
-            violations.push(err.at("client_message_id"));
-        }
-        if let Err(err) = chat::validate_message_text(&text) {
-            violations.push(err.at("text"));
-        }
-        let fields = if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(violations)
-        };
-        let (session, ()) = collect(session, fields)?;
+        let id = ClientMessageId::parse(client_message_id)
+            .map_err(|err| vec![err.at("client_message_id")]);
+        let text = chat::validate_message_text(&text)
+            .map(|()| text)
+            .map_err(|err| vec![err.at("text")]);
+        let (session, (client_message_id, text)) = collect(session, collect(id, text))?;
         Ok(Self {
             session,
             client_message_id,

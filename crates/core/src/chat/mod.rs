@@ -36,8 +36,9 @@ use std::sync::Arc;
 use assistd_domain::apikey::Provider;
 use assistd_domain::audit::RequestContext;
 use assistd_domain::chat::{
-    ChatMessage, ChatSession, FinishReason, Memory, MemoryId, MessageId, ModelCallMetadata,
-    NewSession, SearchHit, SearchQuery, SessionFilter, SessionId, SessionPatch, UsageRecord,
+    ChatMessage, ChatSession, ClientMessageId, FinishReason, Memory, MemoryId, MessageId,
+    ModelCallMetadata, NewSession, SearchHit, SearchQuery, SessionFilter, SessionId, SessionPatch,
+    UsageRecord,
 };
 use assistd_domain::{Clock, Result, UserId};
 use assistd_gemini::{GeminiClient, ModelPage};
@@ -113,7 +114,7 @@ pub struct SendRequest {
     /// The session.
     pub session: SessionId,
     /// The client's id of this send (validated).
-    pub client_message_id: String,
+    pub client_message_id: ClientMessageId,
     /// The text (validated).
     pub text: String,
     /// Whether text deltas are wanted (streamGenerateContent) or not (generateContent).

@@ -9,7 +9,7 @@ use assistd_core::{ApiKeyVault, PreferencesService, SecretSealer};
 use assistd_crypto::{CachePolicy, DataKeyCache, Keyring, LocalKek, Secret};
 use assistd_domain::apikey::Provider;
 use assistd_domain::audit::RequestContext;
-use assistd_domain::chat::{ChatMessage, FinishReason, NewSession, SessionId};
+use assistd_domain::chat::{ChatMessage, ClientMessageId, FinishReason, NewSession, SessionId};
 use assistd_domain::{Clock, ManualClock, Result, UserId};
 use assistd_gemini::{GeminiClient, GeminiConfig};
 use assistd_store::audit::{AuditChainKey, AuditLog};
@@ -111,7 +111,7 @@ impl Harness {
     pub(crate) fn request(&self, id: &str, text: &str, streaming: bool) -> SendRequest {
         SendRequest {
             session: self.session,
-            client_message_id: id.to_owned(),
+            client_message_id: cid(id),
             text: text.to_owned(),
             streaming,
             context: RequestContext::default(),
@@ -195,4 +195,9 @@ pub(crate) fn failure(events: Vec<Result<ExchangeEvent>>) -> assistd_domain::Err
         .into_iter()
         .find_map(Result::err)
         .expect("the exchange failed")
+}
+
+/// A client message id for a test send.
+pub(crate) fn cid(id: &str) -> ClientMessageId {
+    ClientMessageId::parse(id.to_owned()).unwrap()
 }

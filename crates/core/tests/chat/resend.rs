@@ -8,7 +8,7 @@ use assistd_domain::chat::{FinishReason, MessageRole};
 use assistd_domain::{Clock, Error, ErrorReason};
 use assistd_testkit::gemini::ScriptedReply;
 
-use crate::harness::{Harness, failure, finish, ok, text};
+use crate::harness::{Harness, cid, failure, finish, ok, text};
 
 #[tokio::test]
 async fn a_resend_replays_the_stored_outcome_without_a_model_call() {
@@ -71,7 +71,7 @@ async fn an_expired_lease_lets_a_resend_take_the_exchange_over() {
     let lease = chrono::Duration::from_std(h.chat.config().exchange_lease).unwrap();
     h.store
         .chat()
-        .begin_exchange(h.user, h.session, "m-1", "Hi", now + lease, now)
+        .begin_exchange(h.user, h.session, &cid("m-1"), "Hi", now + lease, now)
         .await
         .unwrap();
     let abandoned = h.stored().await;

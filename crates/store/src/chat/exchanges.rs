@@ -4,7 +4,7 @@
 //! exchange commits carry its id.
 
 use assistd_domain::chat::{
-    ChatMessage, ExchangeStart, ExchangeState, MessageId, MessageRole, SessionId,
+    ChatMessage, ClientMessageId, ExchangeStart, ExchangeState, MessageId, MessageRole, SessionId,
 };
 use assistd_domain::{Error, ErrorReason, Result, UserId};
 use chrono::{DateTime, Utc};
@@ -48,7 +48,7 @@ impl ChatRepository {
         &self,
         user: UserId,
         session: SessionId,
-        client_message_id: &str,
+        client_message_id: &ClientMessageId,
         text: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -88,7 +88,7 @@ impl ChatRepository {
                 text: Some(text.to_owned()),
                 payload: None,
                 parts: None,
-                client_message_id: Some(client_message_id.to_owned()),
+                client_message_id: Some(client_message_id.to_string()),
                 exchange_id: Some(id.as_uuid()),
                 exchange_state: Some(RUNNING.to_owned()),
                 lease_until: Some(lease_until),
@@ -138,7 +138,7 @@ impl ChatRepository {
         &self,
         user: UserId,
         session: SessionId,
-        client_message_id: &str,
+        client_message_id: &ClientMessageId,
         text: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<ExchangeStart>> {
@@ -288,11 +288,11 @@ async fn resend<C: ConnectionTrait>(
 async fn find_send<C: ConnectionTrait>(
     db: &C,
     user: UserId,
-    client_message_id: &str,
+    client_message_id: &ClientMessageId,
 ) -> Result<Option<chat_messages::Model>> {
     chat_messages::Entity::find()
         .filter(chat_messages::Column::UserId.eq(user.as_uuid()))
-        .filter(chat_messages::Column::ClientMessageId.eq(client_message_id))
+        .filter(chat_messages::Column::ClientMessageId.eq(client_message_id.as_str()))
         .one(db)
         .await
         .map_err(db_error)

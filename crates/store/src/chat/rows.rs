@@ -4,9 +4,9 @@
 //! metadata over nullable columns.
 
 use assistd_domain::chat::{
-    ChatMessage, ChatSession, FinishReason, Memory, MemoryId, MessageContent, MessageError,
-    MessageId, MessageRole, ModelCallMetadata, NewMessage, SessionId, TokenBudgetSetting,
-    UsageRecord,
+    ChatMessage, ChatSession, ClientMessageId, FinishReason, Memory, MemoryId, MessageContent,
+    MessageError, MessageId, MessageRole, ModelCallMetadata, NewMessage, SessionId,
+    TokenBudgetSetting, UsageRecord,
 };
 use assistd_domain::{Error, Result, UserId};
 use chrono::{DateTime, Utc};
@@ -196,7 +196,7 @@ pub(super) fn message_of(row: chat_messages::Model) -> Result<ChatMessage> {
         sequence: row.sequence,
         role,
         content,
-        client_message_id: row.client_message_id,
+        client_message_id: row.client_message_id.map(ClientMessageId::from_stored),
         exchange_id: row.exchange_id.map(MessageId::from_uuid),
         parts,
         metadata,

@@ -13,7 +13,7 @@ async fn a_hundred_concurrent_sends_with_one_id_start_once() {
     for _ in 0..100 {
         let chat = chat.clone();
         tasks.push(tokio::spawn(async move {
-            chat.begin_exchange(user, session.id, "same-id", "hello", at(300), at(1))
+            chat.begin_exchange(user, session.id, &cid("same-id"), "hello", at(300), at(1))
                 .await
                 .unwrap()
         }));
@@ -45,7 +45,7 @@ async fn resends_find_what_became_of_the_send() {
     let other_session = new_session(&chat, user, "", 0).await;
 
     let ExchangeStart::Started(sent) = chat
-        .begin_exchange(user, session.id, "c1", "hello", at(60), at(0))
+        .begin_exchange(user, session.id, &cid("c1"), "hello", at(60), at(0))
         .await
         .unwrap()
     else {
@@ -60,7 +60,7 @@ async fn resends_find_what_became_of_the_send() {
     let peek = |id: &'static str, t: &'static str, now| {
         let chat = chat.clone();
         async move {
-            chat.peek_exchange(user, session.id, id, t, at(now))
+            chat.peek_exchange(user, session.id, &cid(id), t, at(now))
                 .await
                 .unwrap()
         }
@@ -73,7 +73,7 @@ async fn resends_find_what_became_of_the_send() {
     assert_eq!(peek("c1", "other", 59).await, Some(ExchangeStart::Conflict));
     // Lease still held.
     assert_eq!(
-        chat.begin_exchange(user, session.id, "c1", "hello", at(90), at(59))
+        chat.begin_exchange(user, session.id, &cid("c1"), "hello", at(90), at(59))
             .await
             .unwrap(),
         ExchangeStart::InProgress
@@ -81,7 +81,7 @@ async fn resends_find_what_became_of_the_send() {
     // Same id, other text or other session.
     for (s, t) in [(session.id, "hello!"), (other_session.id, "hello")] {
         assert_eq!(
-            chat.begin_exchange(user, s, "c1", t, at(90), at(1))
+            chat.begin_exchange(user, s, &cid("c1"), t, at(90), at(1))
                 .await
                 .unwrap(),
             ExchangeStart::Conflict
@@ -103,7 +103,7 @@ async fn resends_find_what_became_of_the_send() {
         user_message,
         messages,
     } = chat
-        .begin_exchange(user, session.id, "c1", "hello", at(120), at(60))
+        .begin_exchange(user, session.id, &cid("c1"), "hello", at(120), at(60))
         .await
         .unwrap()
     else {
@@ -113,7 +113,7 @@ async fn resends_find_what_became_of_the_send() {
     assert_eq!(messages, partial);
     // ... and holds the new lease.
     assert_eq!(
-        chat.begin_exchange(user, session.id, "c1", "hello", at(180), at(100))
+        chat.begin_exchange(user, session.id, &cid("c1"), "hello", at(180), at(100))
             .await
             .unwrap(),
         ExchangeStart::InProgress
@@ -125,7 +125,7 @@ async fn resends_find_what_became_of_the_send() {
         .unwrap();
     assert_eq!(peek("c1", "hello", 101).await, None);
     assert!(matches!(
-        chat.begin_exchange(user, session.id, "c1", "hello", at(200), at(101))
+        chat.begin_exchange(user, session.id, &cid("c1"), "hello", at(200), at(101))
             .await
             .unwrap(),
         ExchangeStart::Resumed { .. }
@@ -149,7 +149,7 @@ async fn resends_find_what_became_of_the_send() {
         user_message,
         messages,
     } = chat
-        .begin_exchange(user, session.id, "c1", "hello", at(300), at(500))
+        .begin_exchange(user, session.id, &cid("c1"), "hello", at(300), at(500))
         .await
         .unwrap()
     else {

@@ -10,7 +10,7 @@ async fn another_users_ids_are_not_found_everywhere() {
     let other = new_user(&store).await;
     let session = new_session(&chat, owner, "", 0).await;
     let ExchangeStart::Started(sent) = chat
-        .begin_exchange(owner, session.id, "send-1", "hello", at(60), at(1))
+        .begin_exchange(owner, session.id, &cid("send-1"), "hello", at(60), at(1))
         .await
         .unwrap()
     else {
@@ -34,7 +34,7 @@ async fn another_users_ids_are_not_found_everywhere() {
     );
     assert_not_found(chat.delete_session(other, s).await, "chat session");
     assert_not_found(
-        chat.begin_exchange(other, s, "send-2", "hi", at(60), at(3))
+        chat.begin_exchange(other, s, &cid("send-2"), "hi", at(60), at(3))
             .await,
         "chat session",
     );
@@ -84,7 +84,7 @@ async fn another_users_ids_are_not_found_everywhere() {
     // A client message id is per user: the other user's send with the same id is their own.
     let theirs = new_session(&chat, other, "", 4).await;
     assert!(matches!(
-        chat.begin_exchange(other, theirs.id, "send-1", "hello", at(60), at(5))
+        chat.begin_exchange(other, theirs.id, &cid("send-1"), "hello", at(60), at(5))
             .await
             .unwrap(),
         ExchangeStart::Started(_)

@@ -19,9 +19,10 @@ use common::fresh_store;
 use std::time::{Duration, Instant};
 
 use assistd_domain::chat::{
-    ArchivedFilter, ChatMessage, ChatSession, ExchangeStart, ExchangeState, FinishReason, MemoryId,
-    MessageContent, MessageError, MessageId, MessageRole, ModelCallMetadata, NewMessage,
-    NewSession, SearchQuery, SessionFilter, SessionId, SessionPatch, UsageRecord,
+    ArchivedFilter, ChatMessage, ChatSession, ClientMessageId, ExchangeStart, ExchangeState,
+    FinishReason, MemoryId, MessageContent, MessageError, MessageId, MessageRole,
+    ModelCallMetadata, NewMessage, NewSession, SearchQuery, SessionFilter, SessionId, SessionPatch,
+    UsageRecord,
 };
 use assistd_domain::{Error, UserId};
 use assistd_store::{ChatRepository, NewUser, Store, UsageDelta};
@@ -34,6 +35,11 @@ fn is_sqlite(store: &Store) -> bool {
 }
 
 /// A fixed instant plus `secs` seconds (with a sub-millisecond part, to check precision).
+/// A client message id for a test send.
+fn cid(id: &str) -> ClientMessageId {
+    ClientMessageId::parse(id.to_owned()).unwrap()
+}
+
 fn at(secs: i64) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-26T10:00:00.123456Z")
         .unwrap()

@@ -126,8 +126,7 @@ impl pb::user_api_key_service_server::UserApiKeyService for ApiKeyApi {
         request: Request<pb::GetUsageRequest>,
     ) -> Result<Response<pb::GetUsageResponse>, Status> {
         let user = caller(&request)?;
-        let today = chrono::Utc::now().date_naive();
-        let query = UsageQuery::read(request.into_inner(), today).map_err(invalid)?;
+        let query = UsageQuery::read(request.into_inner(), self.chat.today()).map_err(invalid)?;
         let records = self
             .chat
             .usage(user, query.start, query.end, query.model.as_deref())

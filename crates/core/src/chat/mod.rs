@@ -349,6 +349,13 @@ impl ChatService {
         }
     }
 
+    /// Today's UTC date on this service's clock: the day usage is counted under, and the
+    /// default end of a usage report.
+    #[must_use]
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.inner.clock.now().date_naive()
+    }
+
     /// The user's usage between two UTC days, inclusive.
     ///
     /// # Errors

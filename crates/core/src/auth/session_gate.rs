@@ -2,26 +2,38 @@
 //! remembered for a few seconds so the authentication layer does not read the database on
 //! every call.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use assistd_domain::{Clock, Error, ErrorReason, Result, UserId};
 use assistd_store::Store;
+use moka::sync::Cache;
 use uuid::Uuid;
+
+/// Most sessions remembered at once; past it the least useful entries go first.
+const CAPACITY: u64 = 100_000;
 
 /// Remembers for a few seconds whether a session is active, so the authentication layer
 /// does not read the database on every call. Revocations on this replica clear it at once;
 /// other replicas see a revocation within [`SessionGate::TTL`].
-#[derive(Debug)]
 pub struct SessionGate {
     store: Store,
     clock: Arc<dyn Clock>,
-    known: Mutex<HashMap<Uuid, (bool, Instant)>>,
+    /// Session id to whether it was active, each entry for [`SessionGate::TTL`].
+    known: Cache<Uuid, bool>,
     /// Bumped by every [`SessionGate::forget_all`]: a database read that started before a
-    /// revocation must not put its (stale) answer into the memory after it.
-    epoch: AtomicU64,
+    /// revocation must not put its (stale) answer into the memory after it. Readers hold the
+    /// read lock while they compare and insert, `forget_all` the write lock while it bumps and
+    /// clears, so no insert can fall between the bump and the clearing.
+    epoch: RwLock<u64>,
+}
+
+impl std::fmt::Debug for SessionGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionGate")
+            .field("remembered", &self.known.entry_count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionGate {
@@ -34,8 +46,11 @@ impl SessionGate {
         Self {
             store,
             clock,
-            known: Mutex::new(HashMap::new()),
-            epoch: AtomicU64::new(0),
+            known: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(Self::TTL)
+                .build(),
+            epoch: RwLock::new(0),
         }
     }
 
@@ -45,31 +60,12 @@ impl SessionGate {
     /// UNAUTHENTICATED (SESSION_REVOKED) when it was signed out, revoked, deleted or has
     /// ended; the database failed.
     pub async fn check(&self, user: UserId, session: Uuid) -> Result<()> {
-        let remembered = self
-            .known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&session)
-            .filter(|(_, at)| at.elapsed() < Self::TTL)
-            .map(|(active, _)| *active);
-        let active = match remembered {
+        let active = match self.known.get(&session) {
             Some(active) => active,
             None => {
-                let epoch = self.epoch.load(Ordering::Acquire);
-                let now = self.clock.now();
-                let active = self
-                    .store
-                    .auth()
-                    .session(self.store.connection(), session)
-                    .await?
-                    .is_some_and(|s| s.user == user && s.is_active(now));
-                let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-                if known.len() > 100_000 {
-                    known.clear();
-                }
-                if self.epoch.load(Ordering::Acquire) == epoch {
-                    known.insert(session, (active, Instant::now()));
-                }
+                let epoch = self.epoch();
+                let active = self.read_active(user, session).await?;
+                self.remember(session, active, epoch);
                 active
             }
         };
@@ -85,8 +81,82 @@ impl SessionGate {
 
     /// Forgets everything remembered, after a revocation.
     pub fn forget_all(&self) {
-        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        known.clear();
+        let mut epoch = self.epoch.write().unwrap_or_else(PoisonError::into_inner);
+        *epoch += 1;
+        self.known.invalidate_all();
+    }
+
+    /// The current epoch, taken before a database read.
+    fn epoch(&self) -> u64 {
+        *self.epoch.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the database has the session as the user's and active now.
+    async fn read_active(&self, user: UserId, session: Uuid) -> Result<bool> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .auth()
+            .session(self.store.connection(), session)
+            .await?
+            .is_some_and(|s| s.user == user && s.is_active(now)))
+    }
+
+    /// Remembers what a read that started in `epoch` found, unless a revocation came since.
+    fn remember(&self, session: Uuid, active: bool, epoch: u64) {
+        let current = self.epoch.read().unwrap_or_else(PoisonError::into_inner);
+        if *current == epoch {
+            self.known.insert(session, active);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assistd_domain::SystemClock;
+    use assistd_store::DatabaseSettings;
+
+    async fn gate() -> (SessionGate, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&DatabaseSettings::sqlite(&dir.path().join("gate.db")))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        (SessionGate::new(store, Arc::new(SystemClock)), dir)
+    }
+
+    #[tokio::test]
+    async fn a_read_that_raced_a_revocation_is_not_remembered() {
+        let (gate, _dir) = gate().await;
+        let session = Uuid::now_v7();
+        // A read begins, a revocation happens meanwhile, then the read's answer arrives.
+        let epoch = gate.epoch();
+        gate.forget_all();
+        gate.remember(session, true, epoch);
+        assert_eq!(gate.known.get(&session), None);
+        // A read that began after the revocation is remembered.
+        gate.remember(session, true, gate.epoch());
+        assert_eq!(gate.known.get(&session), Some(true));
+    }
+
+    #[tokio::test]
+    async fn forgetting_clears_what_was_remembered_at_once() {
+        let (gate, _dir) = gate().await;
+        let session = Uuid::now_v7();
+        gate.remember(session, true, gate.epoch());
+        assert_eq!(gate.known.get(&session), Some(true));
+        gate.forget_all();
+        assert_eq!(gate.known.get(&session), None);
+        // Unknown sessions are refused, and the refusal is remembered too.
+        let err = gate.check(UserId::new(), session).await.unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Unauthenticated {
+                reason: ErrorReason::SessionRevoked,
+                ..
+            }
+        ));
+        assert_eq!(gate.known.get(&session), Some(false));
     }
 }

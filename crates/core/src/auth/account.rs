@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome, RequestContext};
+use assistd_domain::auth::User;
 use assistd_domain::{Error, ErrorReason, FieldViolation, Result, UserId};
-use assistd_store::User;
 use chrono::{DateTime, Utc};
 
 use super::{AuthService, unauthenticated};

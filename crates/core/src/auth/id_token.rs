@@ -2,9 +2,9 @@
 //! Services). Each token signs in once: it is remembered by its signed part until the
 //! verifier would refuse it anyway.
 
+use assistd_domain::auth::SignInMethod;
 use assistd_domain::{FieldViolation, Result};
 use assistd_identity::{OidcClient, VerifiedIdentity, token_hash};
-use assistd_store::SignInMethod;
 
 use super::sign_in::{SingleUse, check_device_name};
 use super::{AuthService, ClientInfo, SignedIn, chrono_duration, provider_error};

@@ -5,9 +5,10 @@
 //! The PKCE verifier and nonce are derived from the state with a server key, so a login
 //! begun on one replica finishes on another and the database holds only the state's hash.
 
+use assistd_domain::auth::SignInMethod;
 use assistd_domain::{Error, ErrorReason, FieldViolation, Result};
 use assistd_identity::{AuthorizationRequest, CodeExchange, OidcClient, random_token, token_hash};
-use assistd_store::{LoginAttempt, SignInMethod};
+use assistd_store::LoginAttempt;
 use chrono::{DateTime, Utc};
 
 use super::sign_in::check_device_name;

@@ -23,12 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use assistd_domain::audit::RequestContext;
-use assistd_domain::{Clock, Error, ErrorReason, Result};
+use assistd_domain::{AuthSessionId, Clock, Error, ErrorReason, Result};
 use assistd_identity::{AccessTokens, DerivedSecrets, IssuedToken, OidcClient, OidcError};
 use assistd_store::Store;
 use assistd_store::audit::AuditLog;
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::SecretSealer;
 
@@ -59,7 +58,7 @@ pub struct SessionTokens {
     /// When the refresh token expires unused.
     pub refresh_expires_at: DateTime<Utc>,
     /// The session.
-    pub session_id: Uuid,
+    pub session_id: AuthSessionId,
 }
 
 impl std::fmt::Debug for SessionTokens {

@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 
 use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome};
+use assistd_domain::auth::AuthSession;
 use assistd_domain::{Error, ErrorReason, Result};
 use assistd_identity::token_hash;
-use assistd_store::{AuthSession, DatabaseTransaction, RefreshTokenRecord};
+use assistd_store::{DatabaseTransaction, RefreshTokenRecord};
 use chrono::{DateTime, Utc};
 
 use super::{AuthService, ClientInfo, SessionTokens, chrono_duration, unauthenticated};

@@ -5,10 +5,9 @@
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use assistd_domain::{Clock, Error, ErrorReason, Result, UserId};
+use assistd_domain::{AuthSessionId, Clock, Error, ErrorReason, Result, UserId};
 use assistd_store::Store;
 use moka::sync::Cache;
-use uuid::Uuid;
 
 /// Most sessions remembered at once; past it the least useful entries go first.
 const CAPACITY: u64 = 100_000;
@@ -20,7 +19,7 @@ pub struct SessionGate {
     store: Store,
     clock: Arc<dyn Clock>,
     /// Session id to whether it was active, each entry for [`SessionGate::TTL`].
-    known: Cache<Uuid, bool>,
+    known: Cache<AuthSessionId, bool>,
     /// Bumped by every [`SessionGate::forget_all`]: a database read that started before a
     /// revocation must not put its (stale) answer into the memory after it. Readers hold the
     /// read lock while they compare and insert, `forget_all` the write lock while it bumps and
@@ -59,7 +58,7 @@ impl SessionGate {
     /// # Errors
     /// UNAUTHENTICATED (SESSION_REVOKED) when it was signed out, revoked, deleted or has
     /// ended; the database failed.
-    pub async fn check(&self, user: UserId, session: Uuid) -> Result<()> {
+    pub async fn check(&self, user: UserId, session: AuthSessionId) -> Result<()> {
         let active = match self.known.get(&session) {
             Some(active) => active,
             None => {
@@ -92,7 +91,7 @@ impl SessionGate {
     }
 
     /// Whether the database has the session as the user's and active now.
-    async fn read_active(&self, user: UserId, session: Uuid) -> Result<bool> {
+    async fn read_active(&self, user: UserId, session: AuthSessionId) -> Result<bool> {
         let now = self.clock.now();
         Ok(self
             .store
@@ -103,7 +102,7 @@ impl SessionGate {
     }
 
     /// Remembers what a read that started in `epoch` found, unless a revocation came since.
-    fn remember(&self, session: Uuid, active: bool, epoch: u64) {
+    fn remember(&self, session: AuthSessionId, active: bool, epoch: u64) {
         let current = self.epoch.read().unwrap_or_else(PoisonError::into_inner);
         if *current == epoch {
             self.known.insert(session, active);
@@ -129,7 +128,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_that_raced_a_revocation_is_not_remembered() {
         let (gate, _dir) = gate().await;
-        let session = Uuid::now_v7();
+        let session = AuthSessionId::new();
         // A read begins, a revocation happens meanwhile, then the read's answer arrives.
         let epoch = gate.epoch();
         gate.forget_all();
@@ -143,7 +142,7 @@ mod tests {
     #[tokio::test]
     async fn forgetting_clears_what_was_remembered_at_once() {
         let (gate, _dir) = gate().await;
-        let session = Uuid::now_v7();
+        let session = AuthSessionId::new();
         gate.remember(session, true, gate.epoch());
         assert_eq!(gate.known.get(&session), Some(true));
         gate.forget_all();

@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome, RequestContext};
-use assistd_domain::{Error, Result, UserId};
-use assistd_store::AuthSession;
+use assistd_domain::auth::AuthSession;
+use assistd_domain::{AuthSessionId, Error, Result, UserId};
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use super::AuthService;
 
@@ -20,7 +19,7 @@ impl AuthService {
     pub async fn sign_out(
         &self,
         user: UserId,
-        session: Option<Uuid>,
+        session: Option<AuthSessionId>,
         context: &RequestContext,
     ) -> Result<()> {
         let Some(session) = session else {
@@ -39,7 +38,7 @@ impl AuthService {
     pub async fn list_sessions(
         &self,
         user: UserId,
-        after: Option<(DateTime<Utc>, Uuid)>,
+        after: Option<(DateTime<Utc>, AuthSessionId)>,
         limit: u64,
     ) -> Result<Vec<AuthSession>> {
         self.inner
@@ -56,8 +55,8 @@ impl AuthService {
     pub async fn revoke_session(
         &self,
         user: UserId,
-        current: Option<Uuid>,
-        session: Uuid,
+        current: Option<AuthSessionId>,
+        session: AuthSessionId,
         context: &RequestContext,
     ) -> Result<()> {
         // Revoking the session one is calling from is signing out, and audited as such.
@@ -83,7 +82,7 @@ impl AuthService {
     pub async fn revoke_other_sessions(
         &self,
         user: UserId,
-        current: Option<Uuid>,
+        current: Option<AuthSessionId>,
         context: &RequestContext,
     ) -> Result<u64> {
         let now = self.now();
@@ -115,7 +114,7 @@ impl AuthService {
     async fn revoke(
         &self,
         user: UserId,
-        session: Uuid,
+        session: AuthSessionId,
         action: AuditAction,
         reason: &str,
         context: &RequestContext,

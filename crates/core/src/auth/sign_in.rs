@@ -4,12 +4,10 @@
 use std::collections::BTreeMap;
 
 use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome};
+use assistd_domain::auth::{AuthSession, SignInMethod, User};
 use assistd_domain::{Error, ErrorReason, FieldViolation, Result};
 use assistd_identity::{VerifiedIdentity, random_token, token_hash};
-use assistd_store::{
-    AuthSession, DatabaseTransaction, NewAuthSession, OidcProfile, RefreshTokenRecord,
-    SignInMethod, User,
-};
+use assistd_store::{DatabaseTransaction, NewAuthSession, OidcProfile, RefreshTokenRecord};
 use chrono::{DateTime, Utc};
 
 use super::{AuthService, ClientInfo, SessionTokens, chrono_duration, unauthenticated};

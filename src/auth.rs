@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use assistd_core::auth::SessionGate;
-use assistd_domain::{Error, ErrorReason, UserId};
+use assistd_domain::{AuthSessionId, Error, ErrorReason, UserId};
 use assistd_identity::{AccessClaims, AccessTokens, TokenError};
 use futures::future::BoxFuture;
 use tonic::Status;
@@ -44,7 +44,7 @@ pub struct Caller {
     /// The user the access token was issued to.
     pub user: UserId,
     /// The sign-in session of the token, if it was issued in one.
-    pub session: Option<uuid::Uuid>,
+    pub session: Option<AuthSessionId>,
 }
 
 /// The authenticated caller of an RPC.
@@ -75,7 +75,7 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<UserId, Status> {
 ///
 /// # Errors
 /// INTERNAL when the authentication layer did not run, which is a wiring bug.
-pub fn caller_session<T>(request: &tonic::Request<T>) -> Result<Option<uuid::Uuid>, Status> {
+pub fn caller_session<T>(request: &tonic::Request<T>) -> Result<Option<AuthSessionId>, Status> {
     caller_of(request).map(|caller| caller.session)
 }
 

@@ -1,10 +1,10 @@
 //! AuthService: sign-in with the OpenID provider, device sessions and the account.
 
 use assistd_core::auth::{AuthService, ClientInfo, SessionTokens, SignedIn};
-use assistd_store::{AuthSession, SignInMethod, User};
+use assistd_domain::AuthSessionId;
+use assistd_domain::auth::{AuthSession, SignInMethod, User};
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use super::{decode_token, encode_token, from_micros, micros, next_page, page_size, timestamp};
 use crate::auth::{caller, caller_session};
@@ -58,7 +58,7 @@ fn tokens_to_proto(tokens: SessionTokens) -> pb::SessionTokens {
     }
 }
 
-fn session_to_proto(session: &AuthSession, current: Option<Uuid>) -> pb::Session {
+fn session_to_proto(session: &AuthSession, current: Option<AuthSessionId>) -> pb::Session {
     pb::Session {
         id: session.id.to_string(),
         device_name: session.device_name.clone(),
@@ -85,10 +85,10 @@ fn encode_page_token(session: &AuthSession) -> String {
     )
 }
 
-fn decode_page_token(token: &str) -> Result<(DateTime<Utc>, Uuid), Status> {
+fn decode_page_token(token: &str) -> Result<(DateTime<Utc>, AuthSessionId), Status> {
     let fields = decode_token(token, "sessions", "ListSessions", 2)?;
     from_micros(&fields[0])
-        .zip(fields[1].parse::<Uuid>().ok())
+        .zip(fields[1].parse::<AuthSessionId>().ok())
         .ok_or_else(|| {
             invalid_field(
                 "page_token",
@@ -280,7 +280,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let body = request.into_inner();
         let session = body
             .session_id
-            .parse::<Uuid>()
+            .parse::<AuthSessionId>()
             .map_err(|_| invalid_field("session_id", "must be a session id (UUID text)"))?;
         self.service
             .revoke_session(user, current, session, &context)
@@ -327,6 +327,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn page_tokens_round_trip_and_foreign_ones_are_refused() {
@@ -335,7 +336,10 @@ mod tests {
             &["1780000000123456".into(), Uuid::nil().to_string()],
         );
         let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).unwrap();
-        assert_eq!(decode_page_token(&token).unwrap(), (at, Uuid::nil()));
+        assert_eq!(
+            decode_page_token(&token).unwrap(),
+            (at, AuthSessionId::from_uuid(Uuid::nil()))
+        );
         assert!(decode_page_token("not-base64!").is_err());
         assert!(decode_page_token(&encode_token("messages", &["1".into(), "x".into()])).is_err());
     }

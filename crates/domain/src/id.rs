@@ -64,6 +64,12 @@ new_uuid!(
     UserId
 );
 
+new_uuid!(
+    /// Identifies a sign-in session: one signed-in device, one refresh-token family. It is the
+    /// `sid` of the access tokens issued in the session.
+    AuthSessionId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

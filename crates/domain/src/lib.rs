@@ -6,6 +6,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod auth;
 pub mod chat;
 mod clock;
 mod error;
@@ -15,4 +16,4 @@ pub mod secret_file;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorReason, FieldViolation, InvalidValue, Result};
-pub use id::UserId;
+pub use id::{AuthSessionId, UserId};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use assistd_domain::{Clock, UserId};
+use assistd_domain::{AuthSessionId, Clock, UserId};
 use chrono::{DateTime, TimeZone, Utc};
 use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header, encode};
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,7 @@ pub struct AccessClaims {
     pub user: UserId,
     /// The sign-in session the token belongs to (`sid`); `None` for tokens minted outside a
     /// session (the admin command, tests).
-    pub session: Option<uuid::Uuid>,
+    pub session: Option<AuthSessionId>,
     /// The token's unique id (`jti`).
     pub token_id: String,
     /// When it was issued.
@@ -212,14 +212,14 @@ impl AccessTokens {
     /// A token for `user` in the sign-in session `session`, valid from now: it stops working
     /// when the session is revoked.
     #[must_use]
-    pub fn issue_for_session(&self, user: UserId, session: uuid::Uuid) -> IssuedToken {
+    pub fn issue_for_session(&self, user: UserId, session: AuthSessionId) -> IssuedToken {
         self.issue_with(user, Some(session), self.inner.clock.now())
     }
 
     fn issue_with(
         &self,
         user: UserId,
-        session: Option<uuid::Uuid>,
+        session: Option<AuthSessionId>,
         issued_at: DateTime<Utc>,
     ) -> IssuedToken {
         let ttl = chrono::Duration::from_std(self.inner.settings.ttl).expect("ttl fits");
@@ -325,7 +325,7 @@ impl AccessTokens {
         let session = claims
             .sid
             .as_deref()
-            .map(str::parse::<uuid::Uuid>)
+            .map(str::parse::<AuthSessionId>)
             .transpose()
             .map_err(|_| TokenError::Malformed)?;
         Ok(AccessClaims {

@@ -4,18 +4,18 @@
 //! Everything that is a credential is stored as a SHA-256 hash (hex) or sealed by the caller;
 //! this module never sees a raw refresh token, PKCE verifier or Google token.
 
-use assistd_domain::{Error, Result, UserId};
+use assistd_domain::auth::{AuthSession, SignInMethod, User};
+use assistd_domain::{AuthSessionId, Error, Result, UserId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, QuerySelect,
 };
-use uuid::Uuid;
 
 use crate::entity::users;
 use crate::entity::{auth_sessions, google_links, login_attempts, refresh_tokens, used_id_tokens};
-use crate::{Store, User, db_error};
+use crate::{Store, db_error};
 
 /// A redirect sign-in that was begun and not yet finished.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,76 +51,15 @@ pub struct OidcProfile {
     pub picture: Option<String>,
 }
 
-/// How a session was opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignInMethod {
-    /// BeginLogin and CompleteLogin.
-    GoogleRedirect,
-    /// SignInWithIdToken.
-    GoogleIdToken,
-}
-
-impl SignInMethod {
-    /// The stored name.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::GoogleRedirect => "google_redirect",
-            Self::GoogleIdToken => "google_id_token",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            "google_redirect" => Some(Self::GoogleRedirect),
-            "google_id_token" => Some(Self::GoogleIdToken),
-            _ => None,
-        }
-    }
-}
-
-/// One signed-in device of a user.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthSession {
-    /// Session id.
-    pub id: Uuid,
-    /// Whose session it is.
-    pub user: UserId,
-    /// Label the client gave at sign-in.
-    pub device_name: String,
-    /// User agent at the latest sign-in or refresh.
-    pub user_agent: String,
-    /// Client address at the latest sign-in or refresh.
-    pub ip_address: String,
-    /// How it was opened; `None` for a name this version does not know.
-    pub method: Option<SignInMethod>,
-    /// When it was opened.
-    pub created_at: DateTime<Utc>,
-    /// When it last signed in or refreshed.
-    pub last_used_at: DateTime<Utc>,
-    /// Its absolute end.
-    pub expires_at: DateTime<Utc>,
-    /// When it was revoked, if it was.
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-impl AuthSession {
-    /// Whether the session is usable at `now`.
-    #[must_use]
-    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
-        self.revoked_at.is_none() && self.expires_at > now
-    }
-}
-
 impl From<auth_sessions::Model> for AuthSession {
     fn from(row: auth_sessions::Model) -> Self {
         Self {
-            id: row.id,
+            id: AuthSessionId::from_uuid(row.id),
             user: UserId::from_uuid(row.user_id),
             device_name: row.device_name,
             user_agent: row.user_agent,
             ip_address: row.ip_address,
-            method: SignInMethod::parse(&row.sign_in_method),
+            method: SignInMethod::from_stored(&row.sign_in_method),
             created_at: row.created_at,
             last_used_at: row.last_used_at,
             expires_at: row.expires_at,
@@ -154,7 +93,7 @@ pub struct RefreshTokenRecord {
     /// SHA-256 (hex) of the token.
     pub token_hash: String,
     /// The session (token family) it belongs to.
-    pub session_id: Uuid,
+    pub session_id: AuthSessionId,
     /// The session's user.
     pub user: UserId,
     /// Id of the server key its successor is derived with.
@@ -173,7 +112,7 @@ impl From<refresh_tokens::Model> for RefreshTokenRecord {
     fn from(row: refresh_tokens::Model) -> Self {
         Self {
             token_hash: row.token_hash,
-            session_id: row.session_id,
+            session_id: AuthSessionId::from_uuid(row.session_id),
             user: UserId::from_uuid(row.user_id),
             key_id: row.key_id,
             created_at: row.created_at,
@@ -413,7 +352,7 @@ impl AuthRepository {
         new: &NewAuthSession,
     ) -> Result<AuthSession> {
         let row = auth_sessions::Model {
-            id: Uuid::now_v7(),
+            id: AuthSessionId::new().as_uuid(),
             user_id: new.user.as_uuid(),
             device_name: new.device_name.clone(),
             user_agent: new.user_agent.clone(),
@@ -439,9 +378,9 @@ impl AuthRepository {
     pub async fn session<C: ConnectionTrait>(
         &self,
         db: &C,
-        id: Uuid,
+        id: AuthSessionId,
     ) -> Result<Option<AuthSession>> {
-        Ok(auth_sessions::Entity::find_by_id(id)
+        Ok(auth_sessions::Entity::find_by_id(id.as_uuid())
             .one(db)
             .await
             .map_err(db_error)?
@@ -457,7 +396,7 @@ impl AuthRepository {
         &self,
         user: UserId,
         now: DateTime<Utc>,
-        after: Option<(DateTime<Utc>, Uuid)>,
+        after: Option<(DateTime<Utc>, AuthSessionId)>,
         limit: u64,
     ) -> Result<Vec<AuthSession>> {
         let mut query = auth_sessions::Entity::find()
@@ -471,7 +410,7 @@ impl AuthRepository {
                     .add(
                         Condition::all()
                             .add(auth_sessions::Column::CreatedAt.eq(created_at))
-                            .add(auth_sessions::Column::Id.lt(id)),
+                            .add(auth_sessions::Column::Id.lt(id.as_uuid())),
                     ),
             );
         }
@@ -496,14 +435,14 @@ impl AuthRepository {
         &self,
         db: &C,
         user: UserId,
-        id: Uuid,
+        id: AuthSessionId,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let updated = auth_sessions::Entity::update_many()
             .col_expr(auth_sessions::Column::RevokedAt, Expr::value(now))
             .col_expr(auth_sessions::Column::RevokedReason, Expr::value(reason))
-            .filter(auth_sessions::Column::Id.eq(id))
+            .filter(auth_sessions::Column::Id.eq(id.as_uuid()))
             .filter(auth_sessions::Column::UserId.eq(user.as_uuid()))
             .filter(auth_sessions::Column::RevokedAt.is_null())
             .filter(auth_sessions::Column::ExpiresAt.gt(now))
@@ -521,7 +460,7 @@ impl AuthRepository {
         &self,
         db: &C,
         user: UserId,
-        keep: Option<Uuid>,
+        keep: Option<AuthSessionId>,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<u64> {
@@ -532,7 +471,7 @@ impl AuthRepository {
             .filter(auth_sessions::Column::RevokedAt.is_null())
             .filter(auth_sessions::Column::ExpiresAt.gt(now));
         if let Some(keep) = keep {
-            update = update.filter(auth_sessions::Column::Id.ne(keep));
+            update = update.filter(auth_sessions::Column::Id.ne(keep.as_uuid()));
         }
         Ok(update.exec(db).await.map_err(db_error)?.rows_affected)
     }
@@ -544,7 +483,7 @@ impl AuthRepository {
     pub async fn touch_session<C: ConnectionTrait>(
         &self,
         db: &C,
-        id: Uuid,
+        id: AuthSessionId,
         user_agent: &str,
         ip_address: &str,
         now: DateTime<Utc>,
@@ -553,7 +492,7 @@ impl AuthRepository {
             .col_expr(auth_sessions::Column::LastUsedAt, Expr::value(now))
             .col_expr(auth_sessions::Column::UserAgent, Expr::value(user_agent))
             .col_expr(auth_sessions::Column::IpAddress, Expr::value(ip_address))
-            .filter(auth_sessions::Column::Id.eq(id))
+            .filter(auth_sessions::Column::Id.eq(id.as_uuid()))
             .exec(db)
             .await
             .map_err(db_error)?;
@@ -571,7 +510,7 @@ impl AuthRepository {
     ) -> Result<()> {
         refresh_tokens::Entity::insert(refresh_tokens::ActiveModel {
             token_hash: Set(record.token_hash.clone()),
-            session_id: Set(record.session_id),
+            session_id: Set(record.session_id.as_uuid()),
             user_id: Set(record.user.as_uuid()),
             key_id: Set(record.key_id.clone()),
             created_at: Set(record.created_at),

@@ -18,8 +18,7 @@ mod users;
 
 pub use api_keys::{ApiKeyRepository, NewApiKey, StoredApiKey};
 pub use auth::{
-    AuthRepository, AuthSession, GoogleLink, LoginAttempt, NewAuthSession, OidcProfile,
-    RefreshTokenRecord, SignInMethod,
+    AuthRepository, GoogleLink, LoginAttempt, NewAuthSession, OidcProfile, RefreshTokenRecord,
 };
 pub use chat::{ChatRepository, UsageDelta};
 pub use connect::{Backend, DatabaseSettings, Store, redact_url_password};
@@ -28,7 +27,7 @@ pub use notify::{PreferencesChange, PreferencesChangeFeed};
 pub use preferences::PreferencesRepository;
 /// A database transaction, committed with `commit().await` or rolled back when dropped.
 pub use sea_orm::{ConnectionTrait, DatabaseTransaction};
-pub use users::{NewUser, User, UserRepository};
+pub use users::{NewUser, UserRepository};
 
 /// Turns a database error into the domain's error: UNAVAILABLE (retryable) when the database
 /// cannot be reached, no pooled connection freed up in time, or SQLite stayed locked past the

@@ -1,5 +1,6 @@
-//! User accounts.
+//! User accounts: the rows behind [`User`], which the domain defines.
 
+use assistd_domain::auth::User;
 use assistd_domain::{Error, Result, UserId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -8,27 +9,6 @@ use sea_orm::{
 };
 
 use crate::{Store, db_error, entity::users};
-
-/// A user account as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    /// The account's id, the `sub` of its access tokens.
-    pub id: UserId,
-    /// Name shown in clients.
-    pub display_name: Option<String>,
-    /// Email address from the identity provider, if known.
-    pub email: Option<String>,
-    /// Whether the identity provider reported the email address as verified.
-    pub email_verified: bool,
-    /// URL of the profile picture the identity provider sent, if any.
-    pub picture_url: Option<String>,
-    /// When the account was created.
-    pub created_at: DateTime<Utc>,
-    /// When the profile last changed.
-    pub updated_at: DateTime<Utc>,
-    /// When the user last signed in (a new session), if ever.
-    pub last_sign_in_at: Option<DateTime<Utc>>,
-}
 
 /// What is needed to create an account.
 #[derive(Clone, Debug, Default)]

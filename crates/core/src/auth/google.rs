@@ -1,0 +1,138 @@
+//! The user's Google tokens, sealed with their data key: stored at sign-in, and handed to
+//! the Gmail work as a usable access token, refreshed through Google when it has expired.
+
+use assistd_domain::{Error, ErrorReason, Result, UserId};
+use assistd_identity::OidcError;
+use assistd_store::GoogleLink;
+use chrono::{DateTime, Utc};
+
+use super::{AuthService, provider_error};
+
+/// Sealing purpose of Google access tokens.
+const GOOGLE_ACCESS_PURPOSE: &str = "google_access_token";
+/// Sealing purpose of Google refresh tokens.
+const GOOGLE_REFRESH_PURPOSE: &str = "google_refresh_token";
+
+/// A stored access token this close to its expiry is refreshed rather than handed out, so
+/// it does not expire in the middle of the caller's request.
+const ACCESS_TOKEN_MARGIN_SECONDS: i64 = 60;
+
+/// The user must grant Google access again.
+fn reauth() -> Error {
+    Error::FailedPrecondition {
+        reason: ErrorReason::GoogleReauthRequired,
+        message: "Google access must be granted again: sign in with Gmail access".into(),
+    }
+}
+
+impl AuthService {
+    /// A usable Google access token for the user, refreshed through the token endpoint when
+    /// the stored one has (nearly) expired. For the Gmail work.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION (GOOGLE_REAUTH_REQUIRED) when the user never granted offline
+    /// access or Google refused the refresh token (the link is then marked broken);
+    /// UNAVAILABLE when Google is unreachable.
+    pub async fn google_access_token(&self, user: UserId) -> Result<assistd_crypto::Secret> {
+        let auth = self.inner.store.auth();
+        let link = auth.google_link(user).await?.ok_or_else(reauth)?;
+        if link.reauth_required {
+            return Err(reauth());
+        }
+        let now = self.now();
+        let record = user.to_string();
+        if let (Some(sealed), Some(expires_at)) =
+            (&link.sealed_access_token, link.access_expires_at)
+            && expires_at > now + chrono::Duration::seconds(ACCESS_TOKEN_MARGIN_SECONDS)
+        {
+            return self
+                .inner
+                .sealer
+                .open(user, GOOGLE_ACCESS_PURPOSE, &record, sealed)
+                .await;
+        }
+        let sealed_refresh = link.sealed_refresh_token.as_ref().ok_or_else(reauth)?;
+        let refresh = self
+            .inner
+            .sealer
+            .open(user, GOOGLE_REFRESH_PURPOSE, &record, sealed_refresh)
+            .await?;
+        let refresh = refresh
+            .expose_secret_str()
+            .map_err(|_| Error::internal("stored Google refresh token is not UTF-8"))?
+            .to_owned();
+        let refreshed = match self.oidc()?.refresh_access_token(&refresh).await {
+            Ok(refreshed) => refreshed,
+            Err(OidcError::InvalidGrant) => {
+                auth.mark_google_reauth_required(user, now).await?;
+                return Err(reauth());
+            }
+            Err(err) => return Err(provider_error(err)),
+        };
+        self.store_google_tokens(
+            user,
+            &refreshed.access_token,
+            refreshed.expires_at,
+            refreshed.refresh_token.as_deref(),
+            &link.scopes,
+        )
+        .await?;
+        Ok(assistd_crypto::Secret::new(
+            refreshed.access_token.into_bytes(),
+        ))
+    }
+
+    /// Seals and stores Google's tokens; returns whether a refresh token is now held.
+    pub(super) async fn store_google_tokens(
+        &self,
+        user: UserId,
+        access_token: &str,
+        access_expires_at: Option<DateTime<Utc>>,
+        refresh_token: Option<&str>,
+        scopes: &str,
+    ) -> Result<bool> {
+        let sealer = &self.inner.sealer;
+        let key = sealer.data_key(user).await?;
+        let record = user.to_string();
+        let sealed_access = sealer
+            .seal(
+                &key,
+                GOOGLE_ACCESS_PURPOSE,
+                &record,
+                access_token.as_bytes(),
+            )
+            .await?;
+        let sealed_refresh = match refresh_token {
+            Some(token) => Some(
+                sealer
+                    .seal(&key, GOOGLE_REFRESH_PURPOSE, &record, token.as_bytes())
+                    .await?,
+            ),
+            None => None,
+        };
+        let auth = self.inner.store.auth();
+        let previous = auth.google_link(user).await?;
+        // A new refresh token heals a broken link; without one the stored token (kept by
+        // save_google_link) is as good or as dead as it was.
+        let reauth_required =
+            sealed_refresh.is_none() && previous.as_ref().is_some_and(|link| link.reauth_required);
+        let has_refresh = sealed_refresh.is_some()
+            || previous
+                .as_ref()
+                .is_some_and(|link| link.sealed_refresh_token.is_some() && !link.reauth_required);
+        auth.save_google_link(
+            self.inner.store.connection(),
+            &GoogleLink {
+                user,
+                sealed_access_token: Some(sealed_access),
+                access_expires_at,
+                sealed_refresh_token: sealed_refresh,
+                scopes: scopes.to_owned(),
+                reauth_required,
+                updated_at: self.now(),
+            },
+        )
+        .await?;
+        Ok(has_refresh)
+    }
+}

@@ -5,7 +5,7 @@
 //! statuses, and one module per service that converts between protobuf and the domain in
 //! `assistd-core`. [`server::Application`] is the seam tests and the binary share.
 
-pub mod auth;
+pub mod bearer;
 pub mod codec;
 pub mod config;
 mod paging;

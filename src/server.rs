@@ -30,7 +30,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::AuthLayer;
+use crate::bearer::BearerLayer;
 use crate::config::{Config, KekConfig, KekProvider};
 use crate::proto::apikey::v1::user_api_key_service_server::UserApiKeyServiceServer;
 use crate::proto::auth::v1::auth_service_server::AuthServiceServer;
@@ -342,7 +342,7 @@ impl Application {
                     .on_eos(crate::telemetry::on_rpc_eos)
                     .on_failure(()),
             )
-            .layer(AuthLayer::new(tokens.clone(), auth.session_gate()))
+            .layer(BearerLayer::new(tokens.clone(), auth.session_gate()))
             .layer(PlannedLayer)
             .into_inner();
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::invalid;
-use crate::auth::caller;
+use crate::bearer::caller;
 use crate::paging::{Cursor, PageLimits, PageRequest};
 use crate::proto::preferences::v1 as pb;
 use crate::status::status;

@@ -4,7 +4,7 @@
 
 mod admin;
 mod apikey;
-mod auth;
+mod bearer;
 mod chat;
 mod helpers;
 mod preferences;

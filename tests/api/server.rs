@@ -155,7 +155,7 @@ async fn planned_services_answer_unimplemented_with_what_is_missing() {
         status.message()
     );
 
-    // Without a token, the authentication layer answers first, on served services too.
+    // Without a token, the bearer layer answers first, on served services too.
     let status = gmail
         .get_connection(tonic::Request::new(Default::default()))
         .await

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use self::convert::{budget_to_proto, event_to_proto, to_proto};
 use self::requests::{AuditCursor, AuditQuery, NewApiKey, UsageQuery};
 use super::invalid;
-use crate::auth::caller;
+use crate::bearer::caller;
 use crate::proto::apikey::v1 as pb;
 use crate::request_context::ClientAddressPolicy;
 use crate::status::status;

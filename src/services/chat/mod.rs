@@ -22,7 +22,7 @@ use self::requests::{
     Search, SearchCursor, SendInput, SessionCursor, SessionUpdate,
 };
 use super::{invalid, required_id};
-use crate::auth::caller;
+use crate::bearer::caller;
 use crate::proto::chat::v1 as pb;
 use crate::request_context::ClientAddressPolicy;
 use crate::status::status;

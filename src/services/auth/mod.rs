@@ -1,16 +1,20 @@
-//! AuthService: sign-in with the OpenID provider, device sessions and the account.
+//! AuthService: sign-in with the OpenID provider, device sessions and the account. The
+//! handlers read requests through `requests.rs` and answer through `convert.rs`.
 
-use assistd_core::auth::{AuthService, ClientInfo, SessionTokens, SignedIn};
+mod convert;
+mod requests;
+
+use assistd_core::auth::{AuthService, ClientInfo};
 use assistd_domain::AuthSessionId;
-use assistd_domain::auth::{AuthSession, SignInMethod, User};
-use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
-use super::{decode_token, encode_token, from_micros, micros, next_page, page_size, timestamp};
-use crate::auth::{caller, caller_session};
+use self::convert::{session_to_proto, signed_in, tokens_to_proto, user_to_proto};
+use self::requests::{ListSessions, ProfileUpdate, SessionCursor};
+use super::{invalid, required_id, timestamp};
+use crate::bearer::{caller, caller_session};
 use crate::proto::auth::v1 as pb;
 use crate::request_context::ClientAddressPolicy;
-use crate::status::{invalid_field, status};
+use crate::status::status;
 
 /// The gRPC face of [`AuthService`].
 #[derive(Clone, Debug)]
@@ -32,78 +36,6 @@ impl AuthApi {
             device_name: device_name.to_owned(),
         }
     }
-}
-
-fn user_to_proto(user: &User) -> pb::User {
-    pb::User {
-        id: user.id.to_string(),
-        email: user.email.clone().unwrap_or_default(),
-        email_verified: user.email_verified,
-        display_name: user.display_name.clone().unwrap_or_default(),
-        picture_url: user.picture_url.clone().unwrap_or_default(),
-        create_time: Some(timestamp(user.created_at)),
-        update_time: Some(timestamp(user.updated_at)),
-        last_sign_in_time: user.last_sign_in_at.map(timestamp),
-    }
-}
-
-fn tokens_to_proto(tokens: SessionTokens) -> pb::SessionTokens {
-    pb::SessionTokens {
-        access_token: tokens.access.token,
-        token_type: "Bearer".into(),
-        access_token_expire_time: Some(timestamp(tokens.access.expires_at)),
-        refresh_token: tokens.refresh_token,
-        refresh_token_expire_time: Some(timestamp(tokens.refresh_expires_at)),
-        session_id: tokens.session_id.to_string(),
-    }
-}
-
-fn session_to_proto(session: &AuthSession, current: Option<AuthSessionId>) -> pb::Session {
-    pb::Session {
-        id: session.id.to_string(),
-        device_name: session.device_name.clone(),
-        user_agent: session.user_agent.clone(),
-        ip_address: session.ip_address.clone(),
-        sign_in_method: match session.method {
-            Some(SignInMethod::GoogleRedirect) => pb::SignInMethod::GoogleRedirect,
-            Some(SignInMethod::GoogleIdToken) => pb::SignInMethod::GoogleIdToken,
-            None => pb::SignInMethod::Unspecified,
-        }
-        .into(),
-        create_time: Some(timestamp(session.created_at)),
-        last_used_time: Some(timestamp(session.last_used_at)),
-        expire_time: Some(timestamp(session.expires_at)),
-        current: current == Some(session.id),
-    }
-}
-
-/// Page tokens of ListSessions: creation time and id of the last session.
-fn encode_page_token(session: &AuthSession) -> String {
-    encode_token(
-        "sessions",
-        &[micros(session.created_at), session.id.to_string()],
-    )
-}
-
-fn decode_page_token(token: &str) -> Result<(DateTime<Utc>, AuthSessionId), Status> {
-    let fields = decode_token(token, "sessions", "ListSessions", 2)?;
-    from_micros(&fields[0])
-        .zip(fields[1].parse::<AuthSessionId>().ok())
-        .ok_or_else(|| {
-            invalid_field(
-                "page_token",
-                "not a token from a previous ListSessions response",
-            )
-        })
-}
-
-fn signed_in(signed: SignedIn) -> (pb::SessionTokens, pb::User, bool, bool) {
-    (
-        tokens_to_proto(signed.tokens),
-        user_to_proto(&signed.user),
-        signed.new_user,
-        signed.gmail_access_granted,
-    )
 }
 
 #[tonic::async_trait]
@@ -217,24 +149,10 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
         let user = caller(&request)?;
         let context = self.addresses.context(&request);
-        let body = request.into_inner();
-        let paths = body.update_mask.map(|mask| mask.paths).unwrap_or_default();
-        if paths.is_empty() {
-            return Err(invalid_field(
-                "update_mask",
-                "is required and must name at least one path; allowed: display_name",
-            ));
-        }
-        if let Some(path) = paths.iter().find(|p| p.as_str() != "display_name") {
-            return Err(invalid_field(
-                "update_mask",
-                format!("path {path:?} cannot be updated; allowed: display_name"),
-            ));
-        }
-        let display_name = body.user.map(|u| u.display_name).unwrap_or_default();
+        let update = ProfileUpdate::try_from(request.into_inner()).map_err(invalid)?;
         let user = self
             .service
-            .update_display_name(user, &display_name, &context)
+            .update_display_name(user, &update.display_name, &context)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::UpdateProfileResponse {
@@ -248,19 +166,19 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let user = caller(&request)?;
         let current = caller_session(&request)?;
-        let body = request.into_inner();
-        let limit = page_size(body.page_size, 50, 100)?;
-        let after = if body.page_token.is_empty() {
-            None
-        } else {
-            Some(decode_page_token(&body.page_token)?)
-        };
+        let list = ListSessions::try_from(request.into_inner()).map_err(invalid)?;
         let mut sessions = self
             .service
-            .list_sessions(user, after, limit + 1)
+            .list_sessions(
+                user,
+                list.page.position().map_err(invalid)?,
+                list.page.size().fetch(),
+            )
             .await
             .map_err(status)?;
-        let next_page_token = next_page(&mut sessions, limit, encode_page_token);
+        let next_page_token = list.page.finish(&mut sessions, |last| {
+            SessionCursor::new(last.created_at, last.id)
+        });
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions
                 .iter()
@@ -277,11 +195,8 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let user = caller(&request)?;
         let current = caller_session(&request)?;
         let context = self.addresses.context(&request);
-        let body = request.into_inner();
-        let session = body
-            .session_id
-            .parse::<AuthSessionId>()
-            .map_err(|_| invalid_field("session_id", "must be a session id (UUID text)"))?;
+        let session: AuthSessionId =
+            required_id("session_id", &request.into_inner().session_id).map_err(invalid)?;
         self.service
             .revoke_session(user, current, session, &context)
             .await
@@ -321,26 +236,5 @@ impl pb::auth_service_server::AuthService for AuthApi {
         Ok(Response::new(pb::DeleteAccountResponse {
             delete_time: Some(timestamp(deleted_at)),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use uuid::Uuid;
-
-    #[test]
-    fn page_tokens_round_trip_and_foreign_ones_are_refused() {
-        let token = encode_token(
-            "sessions",
-            &["1780000000123456".into(), Uuid::nil().to_string()],
-        );
-        let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).unwrap();
-        assert_eq!(
-            decode_page_token(&token).unwrap(),
-            (at, AuthSessionId::from_uuid(Uuid::nil()))
-        );
-        assert!(decode_page_token("not-base64!").is_err());
-        assert!(decode_page_token(&encode_token("messages", &["1".into(), "x".into()])).is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! The authentication layer: every way a token can be wrong is UNAUTHENTICATED, and a rejected
+//! The bearer-token layer: every way a token can be wrong is UNAUTHENTICATED, and a rejected
 //! call changes nothing.
 
 use assistd::proto::preferences::v1::{self as pb, Theme};

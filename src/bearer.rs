@@ -1,4 +1,4 @@
-//! The authentication layer: every call except the explicitly public ones must carry
+//! The bearer-token layer: every call except the explicitly public ones must carry
 //! `authorization: Bearer <access token>`. The layer verifies the token and hands the caller's
 //! user id to handlers through the request extensions; handlers never read a user id from a
 //! request field.
@@ -38,7 +38,7 @@ pub fn is_public(path: &str) -> bool {
     })
 }
 
-/// The authenticated caller, put into the request extensions by [`AuthLayer`].
+/// The authenticated caller, put into the request extensions by [`BearerLayer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
     /// The user the access token was issued to.
@@ -50,7 +50,7 @@ pub struct Caller {
 /// The authenticated caller of an RPC.
 ///
 /// # Errors
-/// INTERNAL when the authentication layer did not run, which is a wiring bug.
+/// INTERNAL when the bearer layer did not run, which is a wiring bug.
 fn caller_of<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
     request
         .extensions()
@@ -66,7 +66,7 @@ fn caller_of<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
 /// The caller of an authenticated RPC.
 ///
 /// # Errors
-/// INTERNAL when the authentication layer did not run, which is a wiring bug.
+/// INTERNAL when the bearer layer did not run, which is a wiring bug.
 pub fn caller<T>(request: &tonic::Request<T>) -> Result<UserId, Status> {
     caller_of(request).map(|caller| caller.user)
 }
@@ -74,19 +74,19 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<UserId, Status> {
 /// The caller's sign-in session, if the token was issued in one.
 ///
 /// # Errors
-/// INTERNAL when the authentication layer did not run, which is a wiring bug.
+/// INTERNAL when the bearer layer did not run, which is a wiring bug.
 pub fn caller_session<T>(request: &tonic::Request<T>) -> Result<Option<AuthSessionId>, Status> {
     caller_of(request).map(|caller| caller.session)
 }
 
-/// Adds [`Authenticate`] around the routes.
+/// Adds [`BearerAuth`] around the routes.
 #[derive(Clone, Debug)]
-pub struct AuthLayer {
+pub struct BearerLayer {
     tokens: AccessTokens,
     sessions: Arc<SessionGate>,
 }
 
-impl AuthLayer {
+impl BearerLayer {
     /// A layer that verifies tokens with `tokens` and the sessions they name with
     /// `sessions`.
     #[must_use]
@@ -95,11 +95,11 @@ impl AuthLayer {
     }
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = Authenticate<S>;
+impl<S> Layer<S> for BearerLayer {
+    type Service = BearerAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authenticate {
+        BearerAuth {
             inner,
             tokens: self.tokens.clone(),
             sessions: Arc::clone(&self.sessions),
@@ -110,13 +110,13 @@ impl<S> Layer<S> for AuthLayer {
 /// Verifies the bearer token of each non-public call; answers UNAUTHENTICATED without
 /// calling the handler when it is missing or not acceptable.
 #[derive(Clone, Debug)]
-pub struct Authenticate<S> {
+pub struct BearerAuth<S> {
     inner: S,
     tokens: AccessTokens,
     sessions: Arc<SessionGate>,
 }
 
-impl<S, B, R> Service<http::Request<B>> for Authenticate<S>
+impl<S, B, R> Service<http::Request<B>> for BearerAuth<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,

@@ -229,7 +229,11 @@ where
         let Some(cursor) = self.after() else {
             return Ok(None);
         };
-        match DateTime::from_timestamp_micros(cursor.at) {
+        // Years 1 to 9999 cover every time this server writes, and stay inside the range both
+        // engines store, so a forged far-off time is the client's error, not the database's.
+        match DateTime::from_timestamp_micros(cursor.at)
+            .filter(|at| (1..=9999).contains(&chrono::Datelike::year(at)))
+        {
             Some(at) => Ok(Some((at, cursor.id))),
             None => Err(vec![FieldViolation::new(
                 "page_token",
@@ -337,6 +341,27 @@ mod tests {
         let err = PageRequest::<Letters>::parse(0, &token, LIMITS, "filter=a").unwrap_err();
         assert_eq!(fields(&err), ["page_token"]);
         assert!(err[0].description.contains("ListLetters"));
+    }
+
+    impl Cursor for KeysetCursor<i64> {
+        const LIST: &'static str = "test.keyset";
+        const RPC: &'static str = "ListKeyset";
+    }
+
+    #[test]
+    fn keyset_positions_round_trip_and_far_off_times_are_refused() {
+        let page = PageRequest::<KeysetCursor<i64>>::parse(0, "", LIMITS, "").unwrap();
+        let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).unwrap();
+        let token = page.token(KeysetCursor::new(at, 7));
+        let again = PageRequest::<KeysetCursor<i64>>::parse(0, &token, LIMITS, "").unwrap();
+        assert_eq!(again.position().unwrap(), Some((at, 7)));
+        // A forged token far before year 1 (which PostgreSQL could not even bind).
+        let forged = page.token(KeysetCursor {
+            at: -250_000_000_000_000_000,
+            id: 7,
+        });
+        let forged = PageRequest::<KeysetCursor<i64>>::parse(0, &forged, LIMITS, "").unwrap();
+        assert_eq!(fields(&forged.position().unwrap_err()), ["page_token"]);
     }
 
     #[test]

@@ -47,7 +47,30 @@ pub fn server_bin(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
             bin.display()
         );
     }
+    report_build(&bin);
     Ok(bin)
+}
+
+/// Says which server build is measured, and warns when it is older than the bench itself:
+/// `cargo bench` rebuilds the bench but not the server, so an edited server must be rebuilt
+/// by hand or the figures belong to the previous build.
+fn report_build(bin: &Path) {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let server = modified(bin);
+    let bench = std::env::current_exe().ok().as_deref().and_then(modified);
+    let age = server.and_then(|at| at.elapsed().ok()).map_or_else(
+        || "unknown age".to_owned(),
+        |age| format!("built {}s ago", age.as_secs()),
+    );
+    eprintln!("server under test: {} ({age})", bin.display());
+    if let (Some(server), Some(bench)) = (server, bench)
+        && server < bench
+    {
+        eprintln!(
+            "warning: the server executable is older than this bench; run `cargo build \
+             --release --bin assistd` if the server changed since"
+        );
+    }
 }
 
 /// A command running `bin` without the caller's own assistd settings: a config file,

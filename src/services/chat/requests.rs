@@ -253,8 +253,9 @@ impl TryFrom<pb::ListMessagesRequest> for ListMessages {
         } else {
             Ok(request.start_sequence)
         };
-        // Tokens are bound to the session and direction they were made for.
-        let scope = format!("{}/{:?}", request.session_id, forward.as_ref().ok());
+        // Tokens are bound to the session and direction they were made for (the parsed id, so
+        // every spelling of one UUID is one session).
+        let scope = format!("{:?}/{:?}", session.as_ref().ok(), forward.as_ref().ok());
         let page = PageRequest::<MessageCursor>::parse(
             request.page_size,
             &request.page_token,

@@ -23,10 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use assistd_domain::audit::RequestContext;
+use assistd_domain::auth::AuthSession;
 use assistd_domain::{AuthSessionId, Clock, Error, ErrorReason, Result};
 use assistd_identity::{AccessTokens, DerivedSecrets, IssuedToken, OidcClient, OidcError};
-use assistd_store::Store;
 use assistd_store::audit::AuditLog;
+use assistd_store::{RefreshTokenRecord, Store};
 use chrono::{DateTime, Utc};
 
 use crate::SecretSealer;
@@ -188,6 +189,26 @@ impl AuthService {
     /// after its session ends.
     fn refresh_expiry(&self, now: DateTime<Utc>, session_end: DateTime<Utc>) -> DateTime<Utc> {
         (now + chrono_duration(self.inner.config.session_idle_timeout)).min(session_end)
+    }
+
+    /// The stored record of a new, unused refresh token of `session` with hash `token_hash`,
+    /// issued `now` under the current server key.
+    fn refresh_record(
+        &self,
+        token_hash: String,
+        session: &AuthSession,
+        now: DateTime<Utc>,
+    ) -> RefreshTokenRecord {
+        RefreshTokenRecord {
+            token_hash,
+            session_id: session.id,
+            user: session.user,
+            key_id: self.inner.secrets.current_key_id().to_owned(),
+            created_at: now,
+            expires_at: self.refresh_expiry(now, session.expires_at),
+            used_at: None,
+            successor_hash: None,
+        }
     }
 }
 

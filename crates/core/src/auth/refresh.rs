@@ -118,17 +118,8 @@ impl AuthService {
         now: DateTime<Utc>,
     ) -> Result<SessionTokens> {
         let auth = self.inner.store.auth();
-        let expires_at = self.refresh_expiry(now, session.expires_at);
-        let record = RefreshTokenRecord {
-            token_hash: successor.hash,
-            session_id: session.id,
-            user: session.user,
-            key_id: self.inner.secrets.current_key_id().to_owned(),
-            created_at: now,
-            expires_at,
-            used_at: None,
-            successor_hash: None,
-        };
+        let record = self.refresh_record(successor.hash, session, now);
+        let expires_at = record.expires_at;
         auth.insert_refresh_token(&txn, &record).await?;
         let context = &client.context;
         let ip_address = context

@@ -7,7 +7,7 @@ use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome};
 use assistd_domain::auth::{AuthSession, SignInMethod, User};
 use assistd_domain::{Error, ErrorReason, FieldViolation, Result};
 use assistd_identity::{VerifiedIdentity, random_token, token_hash};
-use assistd_store::{DatabaseTransaction, NewAuthSession, OidcProfile, RefreshTokenRecord};
+use assistd_store::{DatabaseTransaction, NewAuthSession, OidcProfile};
 use chrono::{DateTime, Utc};
 
 use super::{AuthService, ClientInfo, SessionTokens, chrono_duration, unauthenticated};
@@ -113,17 +113,8 @@ impl AuthService {
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>)> {
         let refresh_token = random_token();
-        let expires_at = self.refresh_expiry(now, session.expires_at);
-        let record = RefreshTokenRecord {
-            token_hash: token_hash(&refresh_token),
-            session_id: session.id,
-            user: session.user,
-            key_id: self.inner.secrets.current_key_id().to_owned(),
-            created_at: now,
-            expires_at,
-            used_at: None,
-            successor_hash: None,
-        };
+        let record = self.refresh_record(token_hash(&refresh_token), session, now);
+        let expires_at = record.expires_at;
         self.inner
             .store
             .auth()

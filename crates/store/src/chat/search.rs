@@ -300,8 +300,8 @@ fn search_statement(
     }
 }
 
-/// A page size as the driver binds it: an `i64` (larger sizes mean "no limit" in effect, and
-/// would not convert).
+/// A page size the driver can bind: at most `i64::MAX`, the largest LIMIT both engines take
+/// (a larger one would not convert, and means "no limit" in effect anyway).
 fn limit_value(limit: u64) -> u64 {
     // `Ord::` because sea-query's `ExprTrait` has a `min` too.
     Ord::min(limit, i64::MAX.unsigned_abs())

@@ -215,18 +215,18 @@ impl ApiKeyVault {
         self.audit
             .append(
                 &txn,
-                &AuditEvent {
-                    actor: Some(user),
-                    action: AuditAction::ApiKeySet,
-                    target: format!("api_key/{}", provider.as_str()),
-                    outcome: AuditOutcome::Success,
-                    context: context.clone(),
-                    metadata: BTreeMap::from([
+                &key_event(
+                    user,
+                    context,
+                    provider,
+                    AuditAction::ApiKeySet,
+                    AuditOutcome::Success,
+                    BTreeMap::from([
                         ("hint".to_owned(), hint),
                         ("status".to_owned(), status.as_str().to_owned()),
                         ("replaced".to_owned(), replaced.to_string()),
                     ]),
-                },
+                ),
             )
             .await?;
         txn.commit().await.map_err(db_error)?;
@@ -315,18 +315,18 @@ impl ApiKeyVault {
         self.audit
             .append(
                 &txn,
-                &AuditEvent {
-                    actor: Some(user),
-                    action: AuditAction::ApiKeyValidated,
-                    target: format!("api_key/{}", provider.as_str()),
-                    outcome: if status == ApiKeyStatus::Valid {
+                &key_event(
+                    user,
+                    context,
+                    provider,
+                    AuditAction::ApiKeyValidated,
+                    if status == ApiKeyStatus::Valid {
                         AuditOutcome::Success
                     } else {
                         AuditOutcome::Failure
                     },
-                    context: context.clone(),
-                    metadata: BTreeMap::from([("status".to_owned(), status.as_str().to_owned())]),
-                },
+                    BTreeMap::from([("status".to_owned(), status.as_str().to_owned())]),
+                ),
             )
             .await?;
         txn.commit().await.map_err(db_error)?;
@@ -350,14 +350,14 @@ impl ApiKeyVault {
         self.audit
             .append(
                 &txn,
-                &AuditEvent {
-                    actor: Some(user),
-                    action: AuditAction::ApiKeyDeleted,
-                    target: format!("api_key/{}", provider.as_str()),
-                    outcome: AuditOutcome::Success,
-                    context: context.clone(),
-                    metadata: BTreeMap::new(),
-                },
+                &key_event(
+                    user,
+                    context,
+                    provider,
+                    AuditAction::ApiKeyDeleted,
+                    AuditOutcome::Success,
+                    BTreeMap::new(),
+                ),
             )
             .await?;
         txn.commit().await.map_err(db_error)
@@ -443,20 +443,20 @@ impl ApiKeyVault {
             self.audit
                 .append(
                     &txn,
-                    &AuditEvent {
-                        actor: Some(user),
-                        action: AuditAction::ApiKeyValidated,
-                        target: format!("api_key/{}", provider.as_str()),
-                        outcome: AuditOutcome::Failure,
-                        context: context.clone(),
-                        metadata: BTreeMap::from([
+                    &key_event(
+                        user,
+                        context,
+                        provider,
+                        AuditAction::ApiKeyValidated,
+                        AuditOutcome::Failure,
+                        BTreeMap::from([
                             (
                                 "status".to_owned(),
                                 ApiKeyStatus::Invalid.as_str().to_owned(),
                             ),
                             ("during".to_owned(), "use".to_owned()),
                         ]),
-                    },
+                    ),
                 )
                 .await?;
         }
@@ -476,14 +476,14 @@ impl ApiKeyVault {
         self.audit
             .append(
                 &txn,
-                &AuditEvent {
-                    actor: Some(user),
-                    action: AuditAction::ApiKeySet,
-                    target: format!("api_key/{}", provider.as_str()),
-                    outcome: AuditOutcome::Failure,
-                    context: context.clone(),
-                    metadata: BTreeMap::from([("reason".to_owned(), "API_KEY_INVALID".to_owned())]),
-                },
+                &key_event(
+                    user,
+                    context,
+                    provider,
+                    AuditAction::ApiKeySet,
+                    AuditOutcome::Failure,
+                    BTreeMap::from([("reason".to_owned(), "API_KEY_INVALID".to_owned())]),
+                ),
             )
             .await?;
         txn.commit().await.map_err(db_error)
@@ -548,5 +548,24 @@ fn provider_error(err: assistd_gemini::Error) -> Error {
                 retry_after: None,
             }
         }
+    }
+}
+
+/// The audit row of an action on the user's key for `provider`.
+fn key_event(
+    user: UserId,
+    context: &RequestContext,
+    provider: Provider,
+    action: AuditAction,
+    outcome: AuditOutcome,
+    metadata: BTreeMap<String, String>,
+) -> AuditEvent {
+    AuditEvent {
+        actor: Some(user),
+        action,
+        target: format!("api_key/{}", provider.as_str()),
+        outcome,
+        context: context.clone(),
+        metadata,
     }
 }

@@ -323,7 +323,7 @@ impl Application {
         let api_key_server = UserApiKeyServiceServer::new(ApiKeyApi::new(
             vault.clone(),
             chat,
-            audit.clone(),
+            assistd_core::AuditTrail::new(audit.clone()),
             addresses.clone(),
         ))
         .max_decoding_message_size(server_config.max_decoding_message_size)

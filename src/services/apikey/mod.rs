@@ -7,7 +7,6 @@ mod requests;
 
 use assistd_core::chat::ChatService;
 use assistd_core::{ApiKeyVault, AuditTrail};
-use assistd_store::audit::AuditLog;
 use tonic::{Request, Response, Status};
 
 use self::convert::{budget_to_proto, event_to_proto, to_proto};
@@ -28,18 +27,19 @@ pub struct ApiKeyApi {
 }
 
 impl ApiKeyApi {
-    /// Serves `vault`, `chat` (usage and budgets) and `audit`, recording client addresses per `addresses`.
+    /// Serves `vault`, `chat` (usage and budgets) and the user's audit trail, recording client
+    /// addresses per `addresses`.
     #[must_use]
     pub fn new(
         vault: ApiKeyVault,
         chat: ChatService,
-        audit: AuditLog,
+        audit: AuditTrail,
         addresses: ClientAddressPolicy,
     ) -> Self {
         Self {
             vault,
             chat,
-            audit: AuditTrail::new(audit),
+            audit,
             addresses,
         }
     }

@@ -6,6 +6,7 @@ import { AuthService } from "../gen/assistd/auth/v1/auth_pb.js";
 import { ChatService } from "../gen/assistd/chat/v1/chat_pb.js";
 import { GmailService } from "../gen/assistd/gmail/v1/gmail_pb.js";
 import { PreferencesService } from "../gen/assistd/preferences/v1/preferences_pb.js";
+import { retryUnsentRequests } from "./retry.js";
 import { AssistdSession } from "./session.js";
 import type { SessionOptions } from "./session.js";
 
@@ -52,8 +53,9 @@ export function createAssistdClient(options: AssistdClientOptions): AssistdClien
     options.transport ??
     ((init: TransportInit) => createGrpcWebTransport({ baseUrl: init.baseUrl, interceptors: init.interceptors }));
   const extra = options.interceptors ?? [];
-  const authed = make({ baseUrl: options.baseUrl, interceptors: [...extra, session.interceptor] });
-  session.bindTransport(make({ baseUrl: options.baseUrl, interceptors: [...extra] }));
+  const retry = retryUnsentRequests();
+  const authed = make({ baseUrl: options.baseUrl, interceptors: [...extra, session.interceptor, retry] });
+  session.bindTransport(make({ baseUrl: options.baseUrl, interceptors: [...extra, retry] }));
   const auth = createClient(AuthService, authed);
   return {
     auth,

@@ -2,6 +2,7 @@ export { createAssistdClient } from "./client.js";
 export type { AssistdClient, AssistdClientOptions, TransportInit } from "./client.js";
 export { AssistdSession } from "./session.js";
 export type { SessionEndReason, SessionEndedEvent, SessionOptions } from "./session.js";
+export { isUnsentRequestError, retryUnsentRequests } from "./retry.js";
 export { memoryTokenStore, tokensFromProto } from "./tokens.js";
 export type { TokenStore, Tokens } from "./tokens.js";
 export {

@@ -64,7 +64,9 @@ const RETRYABLE: ReadonlySet<Code> = new Set([
  * restart) and resumes from the state the server sends first; refreshes an expired access token
  * and reopens at once; stops on abort, sign-out or a session that ended.
  */
-export function watchPreferences(client: AssistdClient, options: WatchPreferencesOptions): PreferencesWatch {
+export function watchPreferences(
+  client: Pick<AssistdClient, "preferences" | "session">,
+  options: WatchPreferencesOptions): PreferencesWatch {
   const controller = new AbortController();
   const stop = () => controller.abort();
   options.signal?.addEventListener("abort", stop, { once: true });

@@ -20,14 +20,17 @@ import {
   describeError,
   errorReason,
   fieldViolations,
+  signInWithIdToken,
   watchPreferences,
 } from "../src/index.js";
+import { SignInMethod } from "../gen/assistd/auth/v1/auth_pb.js";
 import type { AssistdClient, SessionEndedEvent, WatchState } from "../src/index.js";
 import {
   Provider,
   Server,
   authorize,
   freePort,
+  googleStyleIdToken,
   memoryStateStore,
   newClient,
   redirectUri,
@@ -112,6 +115,24 @@ describe("sign-in", () => {
     assert.equal(stateStore.value, undefined);
   });
 
+  test("a Google-style ID token signs in once", async () => {
+    const client = newClient(server);
+    const nonce = `n-${Date.now()}`;
+    const idToken = await googleStyleIdToken(provider.issuer, nonce);
+    const res = await signInWithIdToken(client, { idToken, nonce, deviceName: "gis" });
+    assert.equal(res.user?.email, "grace@example.org");
+    assert.equal((await client.auth.getCurrentUser({})).user?.id, res.user?.id);
+    const current = (await client.auth.listSessions({})).sessions.find((s) => s.current);
+    assert.equal(current?.signInMethod, SignInMethod.GOOGLE_ID_TOKEN);
+    // The same ID token is accepted once only.
+    const again = await signInWithIdToken(newClient(server), { idToken, nonce }).then(
+      () => assert.fail("an ID token was accepted twice"),
+      (e: unknown) => describeError(e),
+    );
+    assert.equal(again.code, Code.Unauthenticated);
+    assert.equal(again.reason, "ID_TOKEN_INVALID");
+  });
+
   test("calls without a session carry no token and read ACCESS_TOKEN_MISSING", async () => {
     const client = newClient(server);
     // The server refuses these before reading the request body and closes the HTTP/1.1
@@ -173,14 +194,38 @@ describe("error helpers", () => {
     assert.equal(aborted.errorInfo?.domain, "assistd");
   });
 
-  test("a missing chat session reads as NOT_FOUND", async () => {
+  test("a missing chat session is NOT_FOUND with ResourceInfo", async () => {
     const client = newClient(server);
     await signIn(client);
-    const d = await client.chat.getSession({ sessionId: "0190b6b2-0000-7000-8000-000000000000" }).then(
+    const id = "0190b6b2-0000-7000-8000-000000000000";
+    const d = await client.chat.getSession({ sessionId: id }).then(
       () => assert.fail("found a session that does not exist"),
       (e: unknown) => describeError(e),
     );
     assert.equal(d.code, Code.NotFound);
+    assert.ok(d.resourceInfo, "ResourceInfo is present");
+    assert.equal(d.resourceInfo.resourceName, id);
+    assert.ok(d.resourceInfo.resourceType.length > 0);
+  });
+
+  test("a rate-limited sign-in is RESOURCE_EXHAUSTED with a RetryInfo delay", async () => {
+    const limited = new Server(await freePort(), join(work, "limited-data"), provider.issuer, join(work, "limited.log"), {
+      ASSISTD_SIGN_IN__SIGN_IN_PER_IP_PER_MINUTE: "2",
+    });
+    await limited.start();
+    try {
+      const client = newClient(limited);
+      let err: unknown;
+      for (let i = 0; i < 5 && err === undefined; i += 1) {
+        await beginRedirectLogin(client, { redirectUri, stateStore: memoryStateStore() }).catch((e: unknown) => (err = e));
+      }
+      const d = describeError(err);
+      assert.equal(d.code, Code.ResourceExhausted);
+      assert.equal(d.reason, Reason.RATE_LIMITED);
+      assert.ok(d.retryDelayMs !== undefined && d.retryDelayMs > 0 && d.retryDelayMs <= 60_000, `delay ${d.retryDelayMs}`);
+    } finally {
+      await limited.stop();
+    }
   });
 
   test("backoff grows, is capped and jittered", () => {

@@ -1,6 +1,7 @@
 // Real peers for the client tests: the npm oidc-provider wrapper from .ci/oidc-interop and a
 // `assistd serve` process on a free loopback port with its own temporary data directory.
 import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, createWriteStream } from "node:fs";
 import { createServer } from "node:net";
@@ -111,9 +112,13 @@ export class Server {
   }
 
   async start(): Promise<void> {
-    const bin = process.env.ASSISTD_BIN ?? join(repoRoot, "target/debug/assistd");
+    const bin = process.env.SERVER_BIN ?? join(repoRoot, "target/debug/assistd");
+    // Only the configuration given here: inherited ASSISTD_* variables would change the server.
+    const inherited = Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => !k.startsWith("ASSISTD_") && k !== "DATABASE_URL" && k !== "RUST_LOG"),
+    );
     const env: NodeJS.ProcessEnv = {
-      ...process.env,
+      ...inherited,
       ASSISTD_DATA_DIR: this.dataDir,
       ASSISTD_SERVER__LISTEN: `127.0.0.1:${this.port}`,
       ASSISTD_SERVER__SHUTDOWN_GRACE: "2s",
@@ -126,7 +131,6 @@ export class Server {
       ASSISTD_SIGN_IN__SIGN_IN_PER_USER_PER_MINUTE: "10000",
       ...this.extraEnv,
     };
-    delete env.DATABASE_URL;
     const child = spawn(bin, ["serve"], { env, stdio: ["ignore", "pipe", "pipe"] });
     children.add(child);
     const log = createWriteStream(this.logFile, { flags: "a" });
@@ -218,4 +222,43 @@ export function tempDir(): string {
 
 export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * An ID token for this server's client id, obtained from the provider the way Google Identity
+ * Services would hand one to a web page: code flow with PKCE and a nonce, code exchanged at the
+ * token endpoint with the client's credentials.
+ */
+export async function googleStyleIdToken(issuer: string, nonce: string): Promise<string> {
+  const discovery = (await (await fetch(`${issuer}/.well-known/openid-configuration`)).json()) as {
+    authorization_endpoint: string;
+    token_endpoint: string;
+  };
+  const verifier = randomBytes(32).toString("base64url");
+  const challenge = createHash("sha256").update(verifier).digest("base64url");
+  const url = new URL(discovery.authorization_endpoint);
+  url.search = new URLSearchParams({
+    client_id: clientId,
+    redirect_uri: redirectUri,
+    response_type: "code",
+    scope: "openid email profile",
+    state: randomBytes(12).toString("base64url"),
+    nonce,
+    code_challenge: challenge,
+    code_challenge_method: "S256",
+  }).toString();
+  const callback = new URL(await authorize(url.href));
+  const code = callback.searchParams.get("code");
+  if (!code) throw new Error(`no code in ${callback.href}`);
+  const res = await fetch(discovery.token_endpoint, {
+    method: "POST",
+    headers: {
+      authorization: `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString("base64")}`,
+      "content-type": "application/x-www-form-urlencoded",
+    },
+    body: new URLSearchParams({ grant_type: "authorization_code", code, redirect_uri: redirectUri, code_verifier: verifier }),
+  });
+  const body = (await res.json()) as { id_token?: string };
+  if (!res.ok || !body.id_token) throw new Error(`token endpoint: HTTP ${res.status} ${JSON.stringify(body)}`);
+  return body.id_token;
 }

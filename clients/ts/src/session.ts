@@ -147,10 +147,16 @@ export class AssistdSession {
   /**
    * The interceptor: sends `authorization: Bearer <access>` when signed in; on
    * UNAUTHENTICATED/ACCESS_TOKEN_EXPIRED refreshes (single flight) and retries a unary call
-   * once; on a reason that ends the session, clears it and tells the listeners.
+   * once; refreshes before a streaming call whose token is past its expiry time; on a reason
+   * that ends the session, clears it and tells the listeners.
    */
   readonly interceptor: Interceptor = (next) => async (req) => {
-    const tokens = await this.store.get();
+    let tokens = await this.store.get();
+    // A streaming call cannot be sent again once it has started, so it refreshes first when the
+    // access token is known to have expired already.
+    if (tokens && req.stream && tokens.accessTokenExpiresAt > 0 && Date.now() >= tokens.accessTokenExpiresAt) {
+      tokens = await this.refresh(tokens.accessToken);
+    }
     if (tokens) req.header.set("authorization", `Bearer ${tokens.accessToken}`);
     try {
       return await next(req);

@@ -47,6 +47,7 @@ let server: Server;
 // Signed in first so that its access token has expired by the time the expiry test runs.
 let expiring: AssistdClient;
 let expiringRefreshes = 0;
+let expiringWatcher: AssistdClient;
 
 before(async () => {
   work = tempDir();
@@ -57,6 +58,8 @@ before(async () => {
   await server.start();
   expiring = newClient(server, { onRefresh: () => (expiringRefreshes += 1) });
   await signIn(expiring, "expiry test");
+  expiringWatcher = newClient(server);
+  await signIn(expiringWatcher, "expiry watch test");
 });
 
 after(async () => {
@@ -416,5 +419,28 @@ describe("access token expiry", () => {
     await expiring.auth.getCurrentUser({});
     assert.equal(expiring.session.refreshCount - before, 1);
     console.log(`refresh count under 20 parallel expired calls: ${refreshes}`);
+  });
+
+  test("a watch opened with an expired token refreshes once and delivers", async () => {
+    const tokens = (await expiringWatcher.session.tokens())!;
+    const wait = tokens.accessTokenExpiresAt + LEEWAY_MS + 1_500 - Date.now();
+    if (wait > 0) await new Promise((ok) => setTimeout(ok, wait));
+    const abort = new AbortController();
+    const seen: Preferences[] = [];
+    const errors: string[] = [];
+    const watch = watchPreferences(expiringWatcher, {
+      signal: abort.signal,
+      onError: (e) => errors.push(e.message),
+      onPreferences: (p) => {
+        seen.push(p);
+        abort.abort();
+      },
+    });
+    await watch.done;
+    assert.equal(seen.length, 1);
+    assert.equal(expiringWatcher.session.refreshCount, 1);
+    // Refreshed before the stream was opened: the server never refused it.
+    assert.deepEqual(errors, []);
+    assert.notEqual((await expiringWatcher.session.tokens())!.accessToken, tokens.accessToken);
   });
 });

@@ -17,6 +17,7 @@ import {
   backoffDelay,
   beginRedirectLogin,
   completeRedirectLogin,
+  createAssistdClient,
   describeError,
   errorReason,
   fieldViolations,
@@ -99,6 +100,17 @@ describe("sign-in", () => {
     const current = sessions.sessions.find((s) => s.current);
     assert.equal(current?.id, tokens.sessionId);
     assert.equal(current?.deviceName, "laptop");
+  });
+
+  test("the default transport (connect-web over fetch) works too", async () => {
+    const client = createAssistdClient({ baseUrl: server.baseUrl });
+    await signIn(client, "fetch");
+    assert.equal((await client.auth.getCurrentUser({})).user?.email, "grace@example.org");
+    const themes = await client.preferences.listThemes({});
+    assert.deepEqual(
+      themes.themes.map((t) => t.theme),
+      [Theme.LIGHT, Theme.DARK, Theme.SYSTEM],
+    );
   });
 
   test("a redirect whose state differs from the stored one is refused before CompleteLogin", async () => {

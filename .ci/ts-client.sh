@@ -68,7 +68,7 @@ if [ -z "$base" ]; then
   fi
 fi
 if [ -z "$base" ]; then
-  echo "no earlier commit to compare with (shallow clone?): buf breaking skipped" >&2
+  echo "no earlier commit to compare the contracts with (a shallow clone? fetch the history)" >&2
   exit 1
 fi
 mkdir -p "$work/against"

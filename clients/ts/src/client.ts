@@ -1,0 +1,77 @@
+import { createClient } from "@connectrpc/connect";
+import type { Client, Interceptor, Transport } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { UserApiKeyService } from "../gen/assistd/apikey/v1/apikey_pb.js";
+import { AuthService } from "../gen/assistd/auth/v1/auth_pb.js";
+import { ChatService } from "../gen/assistd/chat/v1/chat_pb.js";
+import { GmailService } from "../gen/assistd/gmail/v1/gmail_pb.js";
+import { PreferencesService } from "../gen/assistd/preferences/v1/preferences_pb.js";
+import { retryUnsentRequests } from "./retry.js";
+import { AssistdSession } from "./session.js";
+import type { SessionOptions } from "./session.js";
+
+/** What a transport factory gets: the server URL and the interceptors to install. */
+export interface TransportInit {
+  baseUrl: string;
+  interceptors: Interceptor[];
+}
+
+export interface AssistdClientOptions {
+  /** The server, e.g. "https://api.example.com" (grpc-web on the gRPC port). */
+  baseUrl: string;
+  /**
+   * The session to use: an AssistdSession, or options for a new one (token store, callbacks).
+   * Default: a new session with in-memory tokens.
+   */
+  session?: AssistdSession | SessionOptions;
+  /** Extra interceptors, run outside the auth interceptor (they see the retried call once). */
+  interceptors?: Interceptor[];
+  /**
+   * Builds a grpc-web (binary) transport. Default: connect-web's createGrpcWebTransport
+   * (browsers, and runtimes with fetch). In Node, pass connect-node's:
+   * `(init) => createGrpcWebTransport({ ...init, httpVersion: "1.1" })`.
+   */
+  transport?: (init: TransportInit) => Transport;
+}
+
+export interface AssistdClient {
+  auth: Client<typeof AuthService>;
+  apiKeys: Client<typeof UserApiKeyService>;
+  chat: Client<typeof ChatService>;
+  preferences: Client<typeof PreferencesService>;
+  gmail: Client<typeof GmailService>;
+  session: AssistdSession;
+  /** Signs out on the server (if signed in) and forgets the tokens; listeners hear SIGNED_OUT. */
+  signOut(): Promise<void>;
+}
+
+/** Typed clients for every assistd service over one grpc-web transport with the auth interceptor. */
+export function createAssistdClient(options: AssistdClientOptions): AssistdClient {
+  const session =
+    options.session instanceof AssistdSession ? options.session : new AssistdSession(options.session);
+  const make =
+    options.transport ??
+    ((init: TransportInit) => createGrpcWebTransport({ baseUrl: init.baseUrl, interceptors: init.interceptors }));
+  const extra = options.interceptors ?? [];
+  const retry = retryUnsentRequests();
+  const authed = make({ baseUrl: options.baseUrl, interceptors: [...extra, session.interceptor, retry] });
+  session.bindTransport(make({ baseUrl: options.baseUrl, interceptors: [...extra, retry] }));
+  const auth = createClient(AuthService, authed);
+  return {
+    auth,
+    apiKeys: createClient(UserApiKeyService, authed),
+    chat: createClient(ChatService, authed),
+    preferences: createClient(PreferencesService, authed),
+    gmail: createClient(GmailService, authed),
+    session,
+    async signOut() {
+      if (await session.signedIn()) {
+        try {
+          await auth.signOut({});
+        } finally {
+          await session.end("SIGNED_OUT");
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,186 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import type { Interceptor, Transport } from "@connectrpc/connect";
+import { AuthService } from "../gen/assistd/auth/v1/auth_pb.js";
+import { Reason, errorReason } from "./errors.js";
+import { memoryTokenStore, tokensFromProto } from "./tokens.js";
+import type { TokenStore, Tokens } from "./tokens.js";
+
+/** Why a session ended. "SIGNED_OUT" is a SignOut through this client; the others are reasons. */
+export type SessionEndReason =
+  | "SIGNED_OUT"
+  | typeof Reason.SESSION_REVOKED
+  | typeof Reason.REFRESH_TOKEN_REUSED
+  | typeof Reason.REFRESH_TOKEN_INVALID
+  | typeof Reason.ACCOUNT_NOT_FOUND;
+
+export interface SessionEndedEvent {
+  reason: SessionEndReason;
+  /** The error that revealed it; undefined for SIGNED_OUT. */
+  error: ConnectError | undefined;
+}
+
+/** Server reasons after which the stored tokens can never work again. */
+const ENDING_REASONS: ReadonlySet<string> = new Set([
+  Reason.SESSION_REVOKED,
+  Reason.REFRESH_TOKEN_REUSED,
+  Reason.REFRESH_TOKEN_INVALID,
+  Reason.ACCOUNT_NOT_FOUND,
+]);
+
+export interface SessionOptions {
+  store?: TokenStore;
+  /** Called once each time the session ends (sign-out, revocation, refresh token reuse…). */
+  onSessionEnded?: (event: SessionEndedEvent) => void;
+  /** Called after every successful Refresh (e.g. for metrics). */
+  onRefresh?: (tokens: Tokens) => void;
+}
+
+/**
+ * The signed-in session of one client: its token store, a single-flight Refresh and the
+ * interceptor that attaches the access token and refreshes it when the server says it expired.
+ */
+export class AssistdSession {
+  readonly store: TokenStore;
+  private readonly listeners = new Set<(event: SessionEndedEvent) => void>();
+  private readonly onRefresh: ((tokens: Tokens) => void) | undefined;
+  private inflight: Promise<Tokens> | undefined;
+  private refreshTransport: Transport | undefined;
+  private refreshCountValue = 0;
+
+  constructor(options: SessionOptions = {}) {
+    this.store = options.store ?? memoryTokenStore();
+    this.onRefresh = options.onRefresh;
+    if (options.onSessionEnded) this.listeners.add(options.onSessionEnded);
+  }
+
+  /** Refresh calls this session has made (successful or not). */
+  get refreshCount(): number {
+    return this.refreshCountValue;
+  }
+
+  /** Registers a listener for the end of the session; returns its removal. */
+  onSessionEnded(listener: (event: SessionEndedEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Sets the transport Refresh goes through (one without this session's interceptor). */
+  bindTransport(transport: Transport): void {
+    this.refreshTransport = transport;
+  }
+
+  async tokens(): Promise<Tokens | undefined> {
+    return await this.store.get();
+  }
+
+  async signedIn(): Promise<boolean> {
+    return (await this.store.get()) !== undefined;
+  }
+
+  /** Stores the tokens of a new sign-in. */
+  async setTokens(tokens: Tokens): Promise<void> {
+    await this.store.set(tokens);
+  }
+
+  /**
+   * Exchanges the refresh token once for everyone waiting. `staleAccessToken` is the access
+   * token a failed call used: when the store already holds a newer one (another call refreshed
+   * meanwhile), that one is returned and no Refresh is made.
+   */
+  async refresh(staleAccessToken?: string): Promise<Tokens> {
+    if (this.inflight) return this.inflight;
+    const current = await this.store.get();
+    if (!current) {
+      throw new ConnectError("not signed in", Code.Unauthenticated);
+    }
+    if (staleAccessToken !== undefined && current.accessToken !== staleAccessToken) {
+      return current;
+    }
+    if (this.inflight) return this.inflight;
+    this.inflight = this.doRefresh(current).finally(() => {
+      this.inflight = undefined;
+    });
+    return this.inflight;
+  }
+
+  private async doRefresh(current: Tokens): Promise<Tokens> {
+    if (!this.refreshTransport) throw new Error("the session has no transport");
+    const auth = createClient(AuthService, this.refreshTransport);
+    this.refreshCountValue += 1;
+    try {
+      const res = await auth.refresh({ refreshToken: current.refreshToken });
+      const next = tokensFromProto(res.tokens);
+      await this.store.set(next);
+      this.onRefresh?.(next);
+      return next;
+    } catch (e) {
+      const err = ConnectError.from(e);
+      await this.endIfFinal(err);
+      throw err;
+    }
+  }
+
+  /** Clears the tokens and tells the listeners, when `err` means the session cannot go on. */
+  async endIfFinal(err: ConnectError): Promise<boolean> {
+    if (err.code !== Code.Unauthenticated) return false;
+    const reason = errorReason(err);
+    if (reason === undefined || !ENDING_REASONS.has(reason)) return false;
+    await this.end(reason as SessionEndReason, err);
+    return true;
+  }
+
+  /** Forgets the tokens and tells the listeners (once per signed-in session). */
+  async end(reason: SessionEndReason, error?: ConnectError): Promise<void> {
+    const had = await this.store.get();
+    await this.store.clear();
+    if (!had) return;
+    const event: SessionEndedEvent = { reason, error };
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's failure must not break the call that noticed the end.
+      }
+    }
+  }
+
+  /**
+   * The interceptor: sends `authorization: Bearer <access>` when signed in; on
+   * UNAUTHENTICATED/ACCESS_TOKEN_EXPIRED refreshes (single flight) and retries a unary call
+   * once; refreshes before a streaming call whose token is past its expiry time; on a reason
+   * that ends the session, clears it and tells the listeners.
+   */
+  readonly interceptor: Interceptor = (next) => async (req) => {
+    let tokens = await this.store.get();
+    // A streaming call cannot be sent again once it has started, so it refreshes first when the
+    // access token is known to have expired already.
+    if (tokens && req.stream && tokens.accessTokenExpiresAt > 0 && Date.now() >= tokens.accessTokenExpiresAt) {
+      tokens = await this.refresh(tokens.accessToken);
+    }
+    if (tokens) req.header.set("authorization", `Bearer ${tokens.accessToken}`);
+    try {
+      return await next(req);
+    } catch (e) {
+      const err = ConnectError.from(e);
+      if (
+        tokens &&
+        !req.stream &&
+        err.code === Code.Unauthenticated &&
+        errorReason(err) === Reason.ACCESS_TOKEN_EXPIRED &&
+        !req.signal.aborted
+      ) {
+        const fresh = await this.refresh(tokens.accessToken);
+        req.header.set("authorization", `Bearer ${fresh.accessToken}`);
+        try {
+          return await next(req);
+        } catch (e2) {
+          const err2 = ConnectError.from(e2);
+          await this.endIfFinal(err2);
+          throw err2;
+        }
+      }
+      await this.endIfFinal(err);
+      throw err;
+    }
+  };
+}

@@ -1,0 +1,458 @@
+// @assistd/client against a real `assistd serve` (SQLite in a temp dir) whose sign-in points at
+// the npm oidc-provider. Access tokens live 1 s (+ the server's 30 s of clock-skew leeway), so
+// expiry and refresh are the server's own decisions, not simulated.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { AuditAction } from "../gen/assistd/apikey/v1/apikey_pb.js";
+import { PreferencesSchema, Theme } from "../gen/assistd/preferences/v1/preferences_pb.js";
+import type { Preferences } from "../gen/assistd/preferences/v1/preferences_pb.js";
+import {
+  Code,
+  ConnectError,
+  LoginRedirectError,
+  Reason,
+  backoffDelay,
+  beginRedirectLogin,
+  completeRedirectLogin,
+  createAssistdClient,
+  describeError,
+  errorReason,
+  fieldViolations,
+  signInWithIdToken,
+  watchPreferences,
+} from "../src/index.js";
+import { SignInMethod } from "../gen/assistd/auth/v1/auth_pb.js";
+import type { AssistdClient, SessionEndedEvent, WatchState } from "../src/index.js";
+import {
+  Provider,
+  Server,
+  authorize,
+  freePort,
+  googleStyleIdToken,
+  memoryStateStore,
+  newClient,
+  redirectUri,
+  removeDir,
+  signIn,
+  tempDir,
+} from "./harness.js";
+
+const LEEWAY_MS = 30_000; // the server's clock-skew leeway on access tokens
+
+let work: string;
+let provider: Provider;
+let server: Server;
+// Signed in first so that its access token has expired by the time the expiry test runs.
+let expiring: AssistdClient;
+let expiringRefreshes = 0;
+let expiringWatcher: AssistdClient;
+
+before(async () => {
+  work = tempDir();
+  provider = await Provider.start(join(work, "provider.log"));
+  server = new Server(await freePort(), join(work, "data"), provider.issuer, join(work, "server.log"), {
+    ASSISTD_AUTH__ACCESS_TOKEN_TTL: "1s",
+  });
+  await server.start();
+  expiring = newClient(server, { onRefresh: () => (expiringRefreshes += 1) });
+  await signIn(expiring, "expiry test");
+  expiringWatcher = newClient(server);
+  await signIn(expiringWatcher, "expiry watch test");
+});
+
+after(async () => {
+  await server?.stop();
+  await provider?.stop();
+  if (process.env.KEEP_TEST_LOGS) console.error(`logs kept in ${work}`);
+  else if (work) removeDir(work);
+});
+
+async function auditCount(client: AssistdClient, action: AuditAction, sinceMs: number): Promise<number> {
+  let count = 0;
+  let pageToken = "";
+  do {
+    const page = await client.apiKeys.listAuditEvents({
+      actions: [action],
+      startTime: timestampFromMs(sinceMs),
+      pageSize: 100,
+      pageToken,
+    });
+    count += page.events.length;
+    pageToken = page.nextPageToken;
+  } while (pageToken);
+  return count;
+}
+
+describe("sign-in", () => {
+  test("the redirect path yields real tokens that the interceptor sends", async () => {
+    const client = newClient(server);
+    const done = await signIn(client, "laptop");
+    assert.equal(done.user?.email, "grace@example.org");
+    const tokens = await client.session.tokens();
+    assert.ok(tokens && tokens.accessToken.split(".").length === 3, "a JWT access token is stored");
+    assert.ok(tokens.accessTokenExpiresAt > Date.now() - 5_000);
+    const me = await client.auth.getCurrentUser({});
+    assert.equal(me.user?.displayName, "Grace Hopper");
+    const sessions = await client.auth.listSessions({});
+    const current = sessions.sessions.find((s) => s.current);
+    assert.equal(current?.id, tokens.sessionId);
+    assert.equal(current?.deviceName, "laptop");
+  });
+
+  test("the default transport (connect-web over fetch) works too", async () => {
+    const client = createAssistdClient({ baseUrl: server.baseUrl });
+    await signIn(client, "fetch");
+    assert.equal((await client.auth.getCurrentUser({})).user?.email, "grace@example.org");
+    const themes = await client.preferences.listThemes({});
+    assert.deepEqual(
+      themes.themes.map((t) => t.theme),
+      [Theme.LIGHT, Theme.DARK, Theme.SYSTEM],
+    );
+  });
+
+  test("a redirect whose state differs from the stored one is refused before CompleteLogin", async () => {
+    const client = newClient(server);
+    const stateStore = memoryStateStore();
+    const { authorizationUrl, state } = await beginRedirectLogin(client, { redirectUri, stateStore });
+    assert.equal(stateStore.value, state);
+    const callback = new URL(await authorize(authorizationUrl));
+    callback.searchParams.set("state", "forged-state");
+    await assert.rejects(
+      completeRedirectLogin(client, { callbackUrl: callback, stateStore }),
+      (e: unknown) => e instanceof LoginRedirectError && e.kind === "STATE_MISMATCH",
+    );
+    assert.equal(await client.session.signedIn(), false);
+    // The genuine state is still unused on the server, but the stored copy is gone: a second
+    // attempt with it fails on the server as an unknown state only after a real redirect.
+    assert.equal(stateStore.value, undefined);
+  });
+
+  test("a Google-style ID token signs in once", async () => {
+    const client = newClient(server);
+    const nonce = `n-${Date.now()}`;
+    const idToken = await googleStyleIdToken(provider.issuer, nonce);
+    const res = await signInWithIdToken(client, { idToken, nonce, deviceName: "gis" });
+    assert.equal(res.user?.email, "grace@example.org");
+    assert.equal((await client.auth.getCurrentUser({})).user?.id, res.user?.id);
+    const current = (await client.auth.listSessions({})).sessions.find((s) => s.current);
+    assert.equal(current?.signInMethod, SignInMethod.GOOGLE_ID_TOKEN);
+    // The same ID token is accepted once only.
+    const again = await signInWithIdToken(newClient(server), { idToken, nonce }).then(
+      () => assert.fail("an ID token was accepted twice"),
+      (e: unknown) => describeError(e),
+    );
+    assert.equal(again.code, Code.Unauthenticated);
+    assert.equal(again.reason, "ID_TOKEN_INVALID");
+  });
+
+  test("calls without a session carry no token and read ACCESS_TOKEN_MISSING", async () => {
+    const client = newClient(server);
+    // The server refuses these before reading the request body and closes the HTTP/1.1
+    // connection, so some writes fail with EPIPE; the client sends those again and every call
+    // ends with the server's answer.
+    for (let i = 0; i < 100; i += 1) {
+      const err = await client.preferences.getPreferences({}).then(
+        () => assert.fail("accepted without a token"),
+        (e: unknown) => ConnectError.from(e),
+      );
+      assert.equal(err.code, Code.Unauthenticated, err.message);
+      assert.equal(errorReason(err), Reason.ACCESS_TOKEN_MISSING);
+    }
+  });
+});
+
+describe("error helpers", () => {
+  test("an unknown timezone is a field violation on preferences.timezone", async () => {
+    const client = newClient(server);
+    await signIn(client);
+    const err = await client.preferences
+      .updatePreferences({
+        preferences: { timezone: "Mars/Olympus" },
+        updateMask: { paths: ["timezone"] },
+      })
+      .then(
+        () => assert.fail("Mars/Olympus was accepted"),
+        (e: unknown) => e,
+      );
+    const violations = fieldViolations(err);
+    assert.deepEqual(Object.keys(violations), ["preferences.timezone"]);
+    assert.match(violations["preferences.timezone"]![0]!, /timezone/i);
+    const d = describeError(err);
+    assert.equal(d.code, Code.InvalidArgument);
+    assert.equal(d.codeName, "InvalidArgument");
+    assert.ok(d.message.length > 0);
+    assert.equal(d.retryDelayMs, undefined);
+    // A stale etag is ABORTED with ErrorInfo ETAG_MISMATCH.
+    const stale = await client.preferences.updatePreferences({
+      preferences: { theme: Theme.DARK },
+      updateMask: { paths: ["theme"] },
+    });
+    await client.preferences.updatePreferences({
+      preferences: { theme: Theme.LIGHT },
+      updateMask: { paths: ["theme"] },
+    });
+    const aborted = await client.preferences
+      .updatePreferences({
+        preferences: { theme: Theme.SYSTEM },
+        updateMask: { paths: ["theme"] },
+        etag: stale.preferences!.etag,
+      })
+      .then(
+        () => assert.fail("a stale etag was accepted"),
+        (e: unknown) => describeError(e),
+      );
+    assert.equal(aborted.code, Code.Aborted);
+    assert.equal(aborted.reason, Reason.ETAG_MISMATCH);
+    assert.equal(aborted.errorInfo?.domain, "assistd");
+  });
+
+  test("a missing chat session is NOT_FOUND with ResourceInfo", async () => {
+    const client = newClient(server);
+    await signIn(client);
+    const id = "0190b6b2-0000-7000-8000-000000000000";
+    const d = await client.chat.getSession({ sessionId: id }).then(
+      () => assert.fail("found a session that does not exist"),
+      (e: unknown) => describeError(e),
+    );
+    assert.equal(d.code, Code.NotFound);
+    assert.ok(d.resourceInfo, "ResourceInfo is present");
+    assert.equal(d.resourceInfo.resourceName, id);
+    assert.ok(d.resourceInfo.resourceType.length > 0);
+  });
+
+  test("a rate-limited sign-in is RESOURCE_EXHAUSTED with a RetryInfo delay", async () => {
+    const limited = new Server(await freePort(), join(work, "limited-data"), provider.issuer, join(work, "limited.log"), {
+      ASSISTD_SIGN_IN__SIGN_IN_PER_IP_PER_MINUTE: "2",
+    });
+    await limited.start();
+    try {
+      const client = newClient(limited);
+      let err: unknown;
+      for (let i = 0; i < 5 && err === undefined; i += 1) {
+        await beginRedirectLogin(client, { redirectUri, stateStore: memoryStateStore() }).catch((e: unknown) => (err = e));
+      }
+      const d = describeError(err);
+      assert.equal(d.code, Code.ResourceExhausted);
+      assert.equal(d.reason, Reason.RATE_LIMITED);
+      assert.ok(d.retryDelayMs !== undefined && d.retryDelayMs > 0 && d.retryDelayMs <= 60_000, `delay ${d.retryDelayMs}`);
+    } finally {
+      await limited.stop();
+    }
+  });
+
+  test("backoff grows, is capped and jittered", () => {
+    const opts = { initialMs: 100, maxMs: 1_000, multiplier: 2 };
+    assert.equal(backoffDelay(0, { ...opts, random: () => 0 }), 50);
+    assert.equal(backoffDelay(0, { ...opts, random: () => 0.999999 }), 100);
+    assert.equal(backoffDelay(3, { ...opts, random: () => 0 }), 400);
+    assert.equal(backoffDelay(20, { ...opts, random: () => 0.999999 }), 1_000);
+    assert.equal(backoffDelay(20, { ...opts, random: () => 0 }), 500);
+  });
+});
+
+describe("session end", () => {
+  test("a session revoked from another device is reported and cleared", async () => {
+    const ended: SessionEndedEvent[] = [];
+    const phone = newClient(server, { onSessionEnded: (e) => ended.push(e) });
+    await signIn(phone, "phone");
+    const laptop = newClient(server);
+    await signIn(laptop, "laptop");
+    await phone.preferences.getPreferences({});
+
+    const phoneSession = (await phone.session.tokens())!.sessionId;
+    await laptop.auth.revokeSession({ sessionId: phoneSession });
+
+    const err = await phone.preferences.getPreferences({}).then(
+      () => assert.fail("a revoked session still works"),
+      (e: unknown) => ConnectError.from(e),
+    );
+    assert.equal(err.code, Code.Unauthenticated);
+    assert.equal(errorReason(err), Reason.SESSION_REVOKED);
+    assert.equal(ended.length, 1);
+    assert.equal(ended[0]!.reason, Reason.SESSION_REVOKED);
+    assert.equal(await phone.session.signedIn(), false);
+    // The laptop is unaffected.
+    await laptop.preferences.getPreferences({});
+  });
+
+  test("signOut ends the session on the server and tells the app", async () => {
+    const ended: SessionEndedEvent[] = [];
+    const client = newClient(server, { onSessionEnded: (e) => ended.push(e) });
+    await signIn(client);
+    const old = (await client.session.tokens())!;
+    await client.signOut();
+    assert.deepEqual(
+      ended.map((e) => e.reason),
+      ["SIGNED_OUT"],
+    );
+    assert.equal(await client.session.signedIn(), false);
+    // The old tokens no longer work anywhere.
+    const other = newClient(server);
+    await other.session.setTokens(old);
+    await assert.rejects(other.auth.getCurrentUser({}), (e: unknown) => errorReason(e) === Reason.SESSION_REVOKED);
+    await assert.rejects(
+      other.auth.refresh({ refreshToken: old.refreshToken }),
+      (e: unknown) => ConnectError.from(e).code === Code.Unauthenticated,
+    );
+  });
+
+  test("a replayed refresh token revokes the session and the interceptor reports it", async () => {
+    const ended: SessionEndedEvent[] = [];
+    const client = newClient(server, { onSessionEnded: (e) => ended.push(e) });
+    await signIn(client);
+    const first = (await client.session.tokens())!;
+    // Rotate twice: the first refresh token's successor is used up too, so presenting the first
+    // one again is a replay, not a lost response inside the grace window.
+    await client.session.refresh();
+    await client.session.refresh();
+    assert.equal(client.session.refreshCount, 2);
+    const thief = newClient(server);
+    const replay = await thief.auth.refresh({ refreshToken: first.refreshToken }).then(
+      () => assert.fail("a replayed refresh token was accepted"),
+      (e: unknown) => ConnectError.from(e),
+    );
+    assert.equal(errorReason(replay), Reason.REFRESH_TOKEN_REUSED);
+    // The rightful client's next call finds its session revoked and reports the end.
+    await assert.rejects(client.preferences.getPreferences({}), (e: unknown) => errorReason(e) === Reason.SESSION_REVOKED);
+    assert.equal(ended.length, 1);
+    assert.equal(ended[0]!.reason, Reason.SESSION_REVOKED);
+    assert.equal(await client.session.signedIn(), false);
+  });
+});
+
+describe("preferences watch", () => {
+  test("reconnects after the server restarts and delivers a later change", async () => {
+    const watcher = newClient(server);
+    await signIn(watcher, "watcher");
+    const writer = newClient(server);
+    await signIn(writer, "writer");
+    const baseline = await writer.preferences.updatePreferences({
+      preferences: { language: "en", theme: Theme.LIGHT },
+      updateMask: { paths: ["theme", "language"] },
+    });
+
+    const seen: Preferences[] = [];
+    const states: WatchState[] = [];
+    const errors: Code[] = [];
+    let wake: (() => void) | undefined;
+    const next = (pred: (p: Preferences) => boolean, ms: number) =>
+      new Promise<Preferences>((ok, fail) => {
+        const timer = setTimeout(() => fail(new Error(`no matching preferences in ${ms} ms`)), ms);
+        const check = () => {
+          const hit = seen.find(pred);
+          if (hit) {
+            clearTimeout(timer);
+            wake = undefined;
+            ok(hit);
+          } else wake = check;
+        };
+        check();
+      });
+    const abort = new AbortController();
+    const watch = watchPreferences(watcher, {
+      signal: abort.signal,
+      backoff: { initialMs: 100, maxMs: 1_000 },
+      onPreferences: (p) => {
+        seen.push(create(PreferencesSchema, p));
+        wake?.();
+      },
+      onError: (e) => errors.push(e.code),
+      onStateChange: (s) => states.push(s),
+    });
+
+    const first = await next((p) => p.etag === baseline.preferences!.etag, 10_000);
+    assert.equal(first.theme, Theme.LIGHT);
+
+    await server.restart();
+
+    const changed = await writer.preferences.updatePreferences({
+      preferences: { theme: Theme.DARK, timezone: "Europe/Berlin" },
+      updateMask: { paths: ["theme", "timezone"] },
+    });
+    const later = await next((p) => p.etag === changed.preferences!.etag, 20_000);
+    assert.equal(later.theme, Theme.DARK);
+    assert.equal(later.timezone, "Europe/Berlin");
+    assert.ok(errors.length >= 1, "the restart was noticed as an error");
+    assert.ok(states.filter((s) => s === "connecting").length >= 2, `reconnected: ${states.join(",")}`);
+
+    abort.abort();
+    await watch.done;
+    assert.equal(states.at(-1), "stopped");
+  });
+
+  test("stops when the session is signed out", async () => {
+    const client = newClient(server);
+    await signIn(client);
+    let got = 0;
+    const watch = watchPreferences(client, { onPreferences: () => (got += 1) });
+    const deadline = Date.now() + 10_000;
+    while (got === 0 && Date.now() < deadline) await new Promise((ok) => setTimeout(ok, 50));
+    assert.equal(got, 1);
+    await client.signOut();
+    await watch.done;
+  });
+});
+
+describe("access token expiry", () => {
+  test("20 parallel calls with an expired token cause exactly one Refresh and all succeed", async () => {
+    const tokens = (await expiring.session.tokens())!;
+    const expiredAt = tokens.accessTokenExpiresAt + LEEWAY_MS + 1_500;
+    const wait = expiredAt - Date.now();
+    if (wait > 0) await new Promise((ok) => setTimeout(ok, wait));
+
+    // The server really refuses the old token now (asked without the session's interceptor).
+    const probe = newClient(server);
+    const expired = await probe.auth.getCurrentUser({}, { headers: { authorization: `Bearer ${tokens.accessToken}` } }).then(
+      () => assert.fail("the access token is still accepted"),
+      (e: unknown) => ConnectError.from(e),
+    );
+    assert.equal(errorReason(expired), Reason.ACCESS_TOKEN_EXPIRED);
+
+    const since = Date.now() - 1_000;
+    const before = expiring.session.refreshCount;
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => expiring.preferences.getPreferences({})),
+    );
+    assert.equal(results.length, 20);
+    for (const r of results) assert.ok(r.preferences);
+    const refreshes = expiring.session.refreshCount - before;
+    assert.equal(refreshes, 1, "one Refresh for 20 calls");
+    assert.equal(expiringRefreshes, 1);
+    const fresh = (await expiring.session.tokens())!;
+    assert.notEqual(fresh.accessToken, tokens.accessToken);
+    assert.notEqual(fresh.refreshToken, tokens.refreshToken);
+
+    // The server's audit trail agrees: one TOKEN_REFRESHED since the burst began.
+    assert.equal(await auditCount(expiring, AuditAction.TOKEN_REFRESHED, since), 1);
+    // And the next call goes through on the new token without another Refresh.
+    await expiring.auth.getCurrentUser({});
+    assert.equal(expiring.session.refreshCount - before, 1);
+    console.log(`refresh count under 20 parallel expired calls: ${refreshes}`);
+  });
+
+  test("a watch opened with an expired token refreshes once and delivers", async () => {
+    const tokens = (await expiringWatcher.session.tokens())!;
+    const wait = tokens.accessTokenExpiresAt + LEEWAY_MS + 1_500 - Date.now();
+    if (wait > 0) await new Promise((ok) => setTimeout(ok, wait));
+    const abort = new AbortController();
+    const seen: Preferences[] = [];
+    const errors: string[] = [];
+    const watch = watchPreferences(expiringWatcher, {
+      signal: abort.signal,
+      onError: (e) => errors.push(e.message),
+      onPreferences: (p) => {
+        seen.push(p);
+        abort.abort();
+      },
+    });
+    await watch.done;
+    assert.equal(seen.length, 1);
+    assert.equal(expiringWatcher.session.refreshCount, 1);
+    // Refreshed before the stream was opened: the server never refused it.
+    assert.deepEqual(errors, []);
+    assert.notEqual((await expiringWatcher.session.tokens())!.accessToken, tokens.accessToken);
+  });
+});

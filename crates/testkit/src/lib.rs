@@ -21,7 +21,8 @@
 pub mod gemini;
 pub mod kms;
 pub mod oidc;
-mod serve;
+// The HTTP/1.1 server loop is the one `assistd dev`'s stand-ins run on.
+use assistd_devkit::serve;
 
 pub use gemini::GeminiServer;
 pub use kms::{KmsProxy, MotoKms};

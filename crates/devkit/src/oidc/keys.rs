@@ -1,6 +1,7 @@
-//! The provider's RSA signing key: generated on first start and kept in a PEM file when one is
-//! given (so ID tokens a browser holds survive a restart), what the JWKS says of it, and RS256
-//! signing.
+//! RSA signing keys for ID tokens: generated on first start and kept in a PEM file when one is
+//! given (so ID tokens a browser holds survive a restart), what a JWKS says of them, and RS256
+//! signing. The test provider of `assistd-testkit` signs with the same type (and its own
+//! embedded test keys, which never reach this crate).
 
 use std::path::Path;
 
@@ -14,17 +15,30 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 /// An RSA key pair that signs ID tokens, with its JWKS entry.
-pub(crate) struct SigningKey {
+pub struct SigningKey {
     /// Derived from the public key, so a kid always names one key.
     kid: String,
     encoding: EncodingKey,
     jwk: Value,
+    /// The public key as a `-----BEGIN PUBLIC KEY-----` PEM (SubjectPublicKeyInfo).
+    public_pem: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SigningKey {
     /// Reads the PKCS#8 PEM at `path`, or generates a 2048-bit key and writes it there (mode
     /// 0600 on Unix); with no path, a fresh key that lives as long as the process.
-    pub(crate) fn load_or_generate(path: Option<&Path>) -> std::io::Result<Self> {
+    ///
+    /// # Errors
+    /// The file cannot be read or written, or holds no RSA PKCS#8 key.
+    pub fn load_or_generate(path: Option<&Path>) -> std::io::Result<Self> {
         if let Some(path) = path
             && path.exists()
         {
@@ -36,20 +50,26 @@ impl SigningKey {
                 )
             });
         }
-        let pair = RsaKeyPair::generate(KeySize::Rsa2048)
-            .map_err(|_| std::io::Error::other("generating an RSA key failed"))?;
-        let der = pair
-            .as_der()
-            .map_err(|_| std::io::Error::other("encoding an RSA key as PKCS#8 failed"))?;
-        let pem = to_pem("PRIVATE KEY", der.as_ref());
+        let pem = generate_pem()?;
         if let Some(path) = path {
             write_private(path, &pem)?;
         }
         Self::from_pkcs8_pem(&pem).map_err(std::io::Error::other)
     }
 
+    /// A fresh 2048-bit key that lives as long as the process.
+    ///
+    /// # Errors
+    /// The system could not generate or encode the key.
+    pub fn generate() -> std::io::Result<Self> {
+        Self::from_pkcs8_pem(&generate_pem()?).map_err(std::io::Error::other)
+    }
+
     /// Loads an unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
-    fn from_pkcs8_pem(pem: &str) -> Result<Self, String> {
+    ///
+    /// # Errors
+    /// The text is not a PEM of an RSA PKCS#8 private key; the message says which part failed.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, String> {
         let body: String = pem
             .lines()
             .filter(|line| !line.starts_with("-----"))
@@ -79,26 +99,69 @@ impl SigningKey {
             "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
             "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
         });
-        Ok(Self { kid, encoding, jwk })
+        Ok(Self {
+            kid,
+            encoding,
+            jwk,
+            public_pem: to_pem("PUBLIC KEY", spki.as_ref()),
+        })
     }
 
-    /// The JWKS document that publishes this key.
-    pub(crate) fn jwks(&self) -> Value {
+    /// The key id: the first 20 bytes of the SHA-256 of the public key, in hex.
+    #[must_use]
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The key's JWKS entry (`kty`, `kid`, `use`, `alg`, `n`, `e`).
+    #[must_use]
+    pub fn jwk(&self) -> &Value {
+        &self.jwk
+    }
+
+    /// The public key as a `-----BEGIN PUBLIC KEY-----` PEM (SubjectPublicKeyInfo).
+    #[must_use]
+    pub fn public_pem(&self) -> &str {
+        &self.public_pem
+    }
+
+    /// The JWKS document that publishes this key alone.
+    #[must_use]
+    pub fn jwks(&self) -> Value {
         json!({ "keys": [self.jwk] })
     }
 
     /// `claims` as an RS256 JWT, its header naming the kid.
-    pub(crate) fn sign(&self, claims: &Value) -> String {
+    #[must_use]
+    pub fn sign(&self, claims: &Value) -> String {
+        self.sign_with_kid(Some(&self.kid), claims)
+    }
+
+    /// `claims` as an RS256 JWT whose header names `kid` (or none): a relying party's tests
+    /// need tokens that name another key than the one that signed them.
+    #[must_use]
+    pub fn sign_with_kid(&self, kid: Option<&str>, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::RS256);
         header.typ = Some("JWT".to_owned());
-        header.kid = Some(self.kid.clone());
+        header.kid = kid.map(str::to_owned);
         jsonwebtoken::encode(&header, claims, &self.encoding)
             .expect("an RSA key that loaded signs RS256")
     }
 }
 
+/// A fresh 2048-bit RSA key as a PKCS#8 PEM.
+fn generate_pem() -> std::io::Result<String> {
+    let pair = RsaKeyPair::generate(KeySize::Rsa2048)
+        .map_err(|_| std::io::Error::other("generating an RSA key failed"))?;
+    let der = pair
+        .as_der()
+        .map_err(|_| std::io::Error::other("encoding an RSA key as PKCS#8 failed"))?;
+    Ok(to_pem("PRIVATE KEY", der.as_ref()))
+}
+
 /// The `at_hash` of an access token for RS256: the left half of its SHA-256, base64url.
-pub(crate) fn at_hash(access_token: &str) -> String {
+#[must_use]
+pub fn at_hash(access_token: &str) -> String {
     let digest = Sha256::digest(access_token.as_bytes());
     URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
 }

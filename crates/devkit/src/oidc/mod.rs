@@ -37,6 +37,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::serve::{Bound, Serving};
 
+pub use keys::{SigningKey, at_hash};
+
 /// How long an ID token the provider issues is valid, in seconds.
 const ID_TOKEN_LIFETIME_SECS: u64 = 3600;
 /// The `expires_in` of an access token, as Google answers it.

@@ -3,11 +3,11 @@
 //!
 //! - After a `functionResponse`: a sentence built from the tool's result.
 //! - "remember that X" (not "do you remember that X"): calls `remember` with `fact` X.
-//! - "do you remember", "what do you know about me" or "recall": calls `recall`, with
+//! - "do you remember", "what do you know about me" or the word "recall": calls `recall`, with
 //!   the words after "about" (or after "recall") as the query when there are any.
-//! - "search" or "did we talk about": calls `search_conversations` with the words after
+//! - the word "search" or "did we talk about": calls `search_conversations` with the words after
 //!   "for" or "about" (the whole message otherwise).
-//! - "what time", "what day", "the date" or "today": calls `current_time`.
+//! - "what time", "what day", "the date" or the word "today": calls `current_time`.
 //! - A title request (assistd asks for a title after the first exchange): the first words of
 //!   the user's message.
 //! - Anything else: a fixed reply quoting the message and listing these rules.
@@ -87,7 +87,7 @@ fn rule_for(text: &str, call: impl Fn(&'static str, Value) -> Option<Reply>) -> 
     }
     if lower.contains("do you remember")
         || lower.contains("what do you know about me")
-        || lower.contains("recall")
+        || has_word(&lower, "recall")
     {
         let query = words_after(text, &lower, &["about ", "recall "]);
         let args = if query.is_empty() || query.eq_ignore_ascii_case("me") {
@@ -97,7 +97,7 @@ fn rule_for(text: &str, call: impl Fn(&'static str, Value) -> Option<Reply>) -> 
         };
         return call("recall", args);
     }
-    if lower.contains("search") || lower.contains("did we talk about") {
+    if has_word(&lower, "search") || lower.contains("did we talk about") {
         let query = words_after(text, &lower, &["for ", "about "]);
         let query = if query.is_empty() {
             text.trim()
@@ -106,9 +106,10 @@ fn rule_for(text: &str, call: impl Fn(&'static str, Value) -> Option<Reply>) -> 
         };
         return call("search_conversations", json!({ "query": query }));
     }
-    if ["what time", "what day", "the date", "today"]
+    if ["what time", "what day", "the date"]
         .iter()
         .any(|words| lower.contains(words))
+        || has_word(&lower, "today")
     {
         return call("current_time", json!({}));
     }
@@ -195,6 +196,12 @@ fn words_after(text: &str, lower: &str, markers: &[&str]) -> String {
         .to_owned()
 }
 
+/// Whether `word` occurs in `text` as a whole word ("search", not "research").
+fn has_word(text: &str, word: &str) -> bool {
+    text.split(|c: char| !c.is_alphanumeric())
+        .any(|candidate| candidate == word)
+}
+
 fn capitalise(text: &str) -> String {
     let mut chars = text.chars();
     chars.next().map_or_else(String::new, |first| {
@@ -253,6 +260,14 @@ mod tests {
                 args: json!({})
             }
         );
+    }
+
+    #[test]
+    fn keywords_are_whole_words() {
+        assert!(matches!(
+            reply_to(&request("I do research on cats")),
+            Reply::Text(text) if text.starts_with("You said")
+        ));
     }
 
     #[test]

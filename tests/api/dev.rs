@@ -243,6 +243,43 @@ async fn the_login_page_renders() {
 }
 
 #[tokio::test]
+async fn a_vite_dev_server_and_added_origins_may_call_through_grpc_web() {
+    let dev = DevServer::start(&["--allow-origin", "http://localhost:3000"]).await;
+    let preflight = |origin: &str| {
+        dev.http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/assistd.auth.v1.AuthService/BeginLogin", dev.grpc),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,x-grpc-web")
+            .send()
+    };
+    for origin in [
+        "http://localhost:5173",
+        "http://127.0.0.1:5173",
+        "http://localhost:3000",
+    ] {
+        let answer = preflight(origin).await.unwrap();
+        assert_eq!(
+            answer
+                .headers()
+                .get("access-control-allow-origin")
+                .and_then(|value| value.to_str().ok()),
+            Some(origin)
+        );
+    }
+    let foreign = preflight("https://evil.example").await.unwrap();
+    assert!(
+        foreign
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn the_redirect_flow_with_pkce_ends_in_tokens() {
     let dev = DevServer::start(&[]).await;
     let begun = begin_login(&dev).await;

@@ -1,4 +1,6 @@
-//! The `assistd` command line: `serve`, `migrate` and `admin` tasks.
+//! The `assistd` command line: `serve`, `dev`, `migrate` and `admin` tasks.
+
+mod dev;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -34,6 +36,10 @@ enum Command {
         #[arg(long)]
         no_migrate: bool,
     },
+    /// Serve for frontend development: SQLite in ./dev-data, CORS for a Vite dev server, an
+    /// embedded OpenID provider where any email signs in, and a local model speaking the
+    /// Gemini API. Loopback only. For development only: never in production.
+    Dev(dev::DevArgs),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Operator tasks.
@@ -95,6 +101,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             app.run_until_stopped().await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dev(args) => dev::run(config, args).await,
         Command::Migrate => {
             let store = open_store(&config).await?;
             store

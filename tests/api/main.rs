@@ -6,6 +6,7 @@ mod admin;
 mod apikey;
 mod bearer;
 mod chat;
+mod dev;
 mod helpers;
 mod preferences;
 mod secrets;

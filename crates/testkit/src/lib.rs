@@ -16,12 +16,17 @@
 //!   flow with PKCE, refresh tokens) that signs a settable user in at once, with key rotation,
 //!   claim overrides, outages and forged ID tokens on demand.
 //!
+//! The HTTP server loop and the RSA signing keys are `assistd-devkit`'s, which runs the
+//! stand-ins of `assistd dev`; what is test-only (embedded keys, faults, forged tokens,
+//! recordings) stays here.
+//!
 //! Test code only: failures to bind, lock or start a peer panic.
 
 pub mod gemini;
 pub mod kms;
 pub mod oidc;
-mod serve;
+// The HTTP/1.1 server loop is the one `assistd dev`'s stand-ins run on.
+use assistd_devkit::serve;
 
 pub use gemini::GeminiServer;
 pub use kms::{KmsProxy, MotoKms};

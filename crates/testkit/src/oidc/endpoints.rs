@@ -342,7 +342,7 @@ fn exchange_code(
         }
     }
     let key = &state.keys.current;
-    let id_token = jwt::rs256(key, Some(&key.kid), &Value::Object(claims));
+    let id_token = key.sign(&Value::Object(claims));
     let mut body = json!({
         "access_token": access_token,
         "token_type": "Bearer",

@@ -4,7 +4,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
 use super::keys::{Keyring, SigningKey};
 
@@ -31,10 +30,7 @@ pub enum Hostile {
 
 /// An RS256 JWT of `claims` signed by `key`, its header naming `kid`.
 pub(super) fn rs256(key: &SigningKey, kid: Option<&str>, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.typ = Some("JWT".to_owned());
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, &key.encoding).expect("RS256-sign with a test key")
+    key.sign_with_kid(kid, claims)
 }
 
 /// A hostile token of `claims`.
@@ -42,23 +38,23 @@ pub(super) fn hostile(keys: &Keyring, claims: &Value, kind: Hostile) -> String {
     let current = &keys.current;
     match kind {
         Hostile::AlgNone => {
-            let header = json!({ "alg": "none", "typ": "JWT", "kid": current.kid });
+            let header = json!({ "alg": "none", "typ": "JWT", "kid": current.kid() });
             format!("{}.{}.", segment(&header), segment(claims))
         }
         Hostile::Hs256WithPublicKey => {
             let mut header = Header::new(Algorithm::HS256);
             header.typ = Some("JWT".to_owned());
-            header.kid = Some(current.kid.clone());
-            let secret = EncodingKey::from_secret(current.public_pem.as_bytes());
+            header.kid = Some(current.kid().to_owned());
+            let secret = EncodingKey::from_secret(current.public_pem().as_bytes());
             jsonwebtoken::encode(&header, claims, &secret).expect("HS256-sign a test token")
         }
         Hostile::UnknownKid => {
-            let kid = format!("unknown-{}", keys.foreign.kid);
+            let kid = format!("unknown-{}", keys.foreign.kid());
             rs256(&keys.foreign, Some(&kid), claims)
         }
-        Hostile::ForeignKeySameKid => rs256(&keys.foreign, Some(&current.kid), claims),
+        Hostile::ForeignKeySameKid => rs256(&keys.foreign, Some(current.kid()), claims),
         Hostile::BadSignature => {
-            let token = rs256(current, Some(&current.kid), claims);
+            let token = rs256(current, Some(current.kid()), claims);
             let (signed, signature) = token
                 .rsplit_once('.')
                 .expect("a JWS has a signature segment");
@@ -73,11 +69,7 @@ pub(super) fn hostile(keys: &Keyring, claims: &Value, kind: Hostile) -> String {
     }
 }
 
-/// The `at_hash` of an access token for RS256: the left half of its SHA-256, base64url.
-pub(super) fn at_hash(access_token: &str) -> String {
-    let digest = Sha256::digest(access_token.as_bytes());
-    URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
-}
+pub(super) use assistd_devkit::oidc::at_hash;
 
 /// A JSON value as a JWS segment.
 fn segment(value: &Value) -> String {

@@ -297,7 +297,7 @@ impl OidcProvider {
     /// The kid of the current signing key.
     #[must_use]
     pub fn current_kid(&self) -> String {
-        self.shared.lock().keys.current.kid.clone()
+        self.shared.lock().keys.current.kid().to_owned()
     }
 
     /// The claims of an ID token for the current user issued to `audience` now: `iss`, `aud`,
@@ -314,7 +314,7 @@ impl OidcProvider {
     pub fn mint(&self, claims: &Value) -> String {
         let state = self.shared.lock();
         let key = &state.keys.current;
-        jwt::rs256(key, Some(&key.kid), claims)
+        key.sign(claims)
     }
 
     /// `claims` as a token the JWKS does not vouch for, forged as `kind` says.

@@ -1,6 +1,6 @@
-//! The HTTP/1.1 server loop the local peers share: bind an ephemeral port on 127.0.0.1, accept
-//! connections until stopped, and serve each with hyper, handing every request to the peer's
-//! handler together with a way to drop its connection unanswered.
+//! The HTTP/1.1 server loop the local stand-ins share (the test peers of `assistd-testkit`
+//! too): bind an address, accept connections until stopped, and serve each with hyper, handing
+//! every request to the handler together with a way to drop its connection unanswered.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,10 +20,10 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// A response body that is either whole or streamed; a stream error cuts the connection.
-pub(crate) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A whole body.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never: Infallible| match never {})
         .boxed_unsync()
@@ -31,7 +31,7 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// A body written chunk by chunk as `chunks` yields them; an error ends the connection without
 /// the body's last chunk, as a server that dies mid-answer would.
-pub(crate) fn streamed(
+pub fn streamed(
     chunks: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
 ) -> Body {
     StreamBody::new(chunks.map_ok(Frame::data)).boxed_unsync()
@@ -40,12 +40,12 @@ pub(crate) fn streamed(
 /// One connection's way out: a handler that calls [`Hangup::drop_connection`] gets its
 /// connection closed with the request unanswered.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Hangup(Arc<Notify>);
+pub struct Hangup(Arc<Notify>);
 
 impl Hangup {
     /// Closes the connection; never returns, since the connection (and with it the handler)
     /// is dropped.
-    pub(crate) async fn drop_connection(&self) -> Infallible {
+    pub async fn drop_connection(&self) -> Infallible {
         self.0.notify_one();
         std::future::pending().await
     }
@@ -54,7 +54,7 @@ impl Hangup {
 /// A bound listener, not yet serving: peers whose state names their own address (an issuer
 /// URL) read it before they start.
 #[derive(Debug)]
-pub(crate) struct Bound {
+pub struct Bound {
     listener: TcpListener,
     addr: SocketAddr,
 }
@@ -64,7 +64,7 @@ impl Bound {
     ///
     /// # Panics
     /// No port can be bound; `peer` names the server in the message.
-    pub(crate) async fn localhost(peer: &str) -> Self {
+    pub async fn localhost(peer: &str) -> Self {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .unwrap_or_else(|err| panic!("bind 127.0.0.1:0 for the {peer}: {err}"));
@@ -74,13 +74,23 @@ impl Bound {
         Self { listener, addr }
     }
 
+    /// Binds `addr` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// The address cannot be bound (in use, not local, not permitted).
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(Self { listener, addr })
+    }
+
     /// The address bound.
-    pub(crate) fn addr(&self) -> SocketAddr {
+    pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Serves every connection with `handler` until the returned [`Serving`] is dropped.
-    pub(crate) fn serve<H, F, B>(self, handler: H) -> Serving
+    pub fn serve<H, F, B>(self, handler: H) -> Serving
     where
         H: Fn(Request<Incoming>, Hangup) -> F + Send + Sync + 'static,
         F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
@@ -98,14 +108,14 @@ impl Bound {
 
 /// A serving peer. Dropping it stops accepting and closes every open connection.
 #[derive(Debug)]
-pub(crate) struct Serving {
+pub struct Serving {
     addr: SocketAddr,
     task: JoinHandle<()>,
 }
 
 impl Serving {
     /// The address served.
-    pub(crate) fn addr(&self) -> SocketAddr {
+    pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 }

@@ -120,7 +120,9 @@ impl<S, B, R> Service<http::Request<B>> for BearerAuth<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     R: Default + Send + 'static,
 {
     type Response = http::Response<R>;
@@ -158,10 +160,38 @@ where
                 }
                 Err(err) => {
                     tracing::info!(method = request.uri().path(), error = %err, "rejected unauthenticated call");
+                    drain(request.into_body()).await;
                     Ok(status(err).into_http())
                 }
             }
         })
+    }
+}
+
+/// The most of a refused call's body that is read before answering.
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+/// The longest a refused call waits for the rest of its body.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops what is left of a refused call's body, at most [`DRAIN_LIMIT`] bytes for at
+/// most [`DRAIN_TIME`]. Over HTTP/1.1 an answer sent before the body was read makes the
+/// server close the connection under a client that may still be writing it (the client sees
+/// EPIPE) or about to reuse it (it sees the socket hang up, without knowing whether its next
+/// call went out). Reading the body first keeps the connection usable; the bounds keep a
+/// client that never finishes from holding the refusal open.
+async fn drain<B>(body: B)
+where
+    B: http_body::Body + Send,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt as _;
+    let limited = http_body_util::Limited::new(body, DRAIN_LIMIT);
+    if tokio::time::timeout(DRAIN_TIME, limited.collect())
+        .await
+        .is_err()
+    {
+        tracing::debug!("a refused call's body did not arrive in time");
     }
 }
 

@@ -303,3 +303,92 @@ async fn spawn_app_with_previous_key(path: &std::path::Path) -> TestApp {
     })
     .await
 }
+
+/// One grpc-web request whose body arrives `delay` after its headers, as a client that writes
+/// the headers first sends it.
+fn slow_body_request(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    delay: std::time::Duration,
+) -> http::Request<http_body_util::StreamBody<BodyFrames>> {
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&0u32.to_be_bytes());
+    let body: BodyFrames = Box::pin(futures::stream::once(async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(frame)))
+    }));
+    let mut request = http::Request::post(format!("{}{path}", app.address))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("content-length", "5");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request.body(http_body_util::StreamBody::new(body)).unwrap()
+}
+
+type BodyFrames = std::pin::Pin<
+    Box<
+        dyn futures::Stream<
+                Item = Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+            > + Send,
+    >,
+>;
+
+/// The grpc-status of a grpc-web response: in the headers, or in the trailer frame.
+async fn grpc_web_status(response: http::Response<hyper::body::Incoming>) -> String {
+    use http_body_util::BodyExt as _;
+    let header = response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    header.unwrap_or_else(|| {
+        String::from_utf8_lossy(&body)
+            .split("grpc-status:")
+            .nth(1)
+            .map(|rest| {
+                rest.trim()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+#[tokio::test]
+async fn a_refused_call_leaves_its_http1_connection_usable() {
+    let app = spawn_app().await;
+    let token = app.token_for(app.create_user().await);
+    let stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let path = "/assistd.preferences.v1.PreferencesService/GetPreferences";
+    let delay = std::time::Duration::from_millis(200);
+
+    // Refused for its token while its body is still on the way (as with clients that send
+    // the headers first): the server reads the body before it answers ...
+    let refused = sender
+        .send_request(slow_body_request(&app, path, None, delay))
+        .await
+        .unwrap();
+    assert_eq!(grpc_web_status(refused).await, "16");
+
+    // ... so the same connection carries the next call, instead of being closed under a
+    // client that is still writing (EPIPE) or about to reuse it (socket hang up).
+    sender.ready().await.expect("the connection is still open");
+    let served = sender
+        .send_request(slow_body_request(&app, path, Some(&token), delay))
+        .await
+        .expect("the second call goes out on the same connection");
+    assert_eq!(grpc_web_status(served).await, "0");
+    drop(sender);
+    connection.await.unwrap().unwrap();
+}

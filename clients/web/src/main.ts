@@ -213,7 +213,8 @@ $("key-delete").addEventListener("click", async () => {
 let currentSession = "";
 let streamAbort: AbortController | undefined;
 
-async function loadSessions(): Promise<void> {
+/** Refreshes the sidebar; returns the title of the current session ("" when it has none yet). */
+async function loadSessions(): Promise<string> {
   try {
     const { sessions } = await client.chat.listSessions({ pageSize: 50 });
     const list = $("sessions");
@@ -227,8 +228,18 @@ async function loadSessions(): Promise<void> {
         return li;
       }),
     );
+    return sessions.find((s) => s.id === currentSession)?.title ?? "";
   } catch (err) {
     $("chat-error").textContent = words(err);
+    return "";
+  }
+}
+
+/** The server titles a new session in the background after its first exchange: look again a few times. */
+async function refreshUntilTitled(): Promise<void> {
+  for (let attempt = 0; attempt < 10; attempt++) {
+    if ((await loadSessions()) !== "" || !currentSession) return;
+    await new Promise((ok) => setTimeout(ok, 1000));
   }
 }
 
@@ -238,8 +249,9 @@ async function openSession(id: string): Promise<void> {
   $("chat-error").textContent = "";
   for (const li of $("sessions").querySelectorAll<HTMLLIElement>("li")) li.classList.toggle("selected", li.dataset.id === id);
   try {
+    // The newest 100, oldest first on screen (BACKWARD is the default direction).
     const { messages } = await client.chat.listMessages({ sessionId: id, pageSize: 100 });
-    for (const m of messages) {
+    for (const m of messages.reverse()) {
       if (m.content.case !== "text") continue;
       bubble(m.role === ROLE_USER ? "user" : m.role === ROLE_MODEL ? "model" : "tool", m.content.value).dataset.state = "done";
     }
@@ -326,7 +338,7 @@ async function send(text: string, clientMessageId: string, userBubble?: HTMLLIEl
           break;
       }
     }
-    void loadSessions();
+    void refreshUntilTitled();
   } catch (err) {
     if (abort.signal.aborted) {
       if (reply) reply.dataset.state = "cancelled";
@@ -380,6 +392,7 @@ async function loadPreferences(): Promise<void> {
     }
     const { preferences } = await client.preferences.getPreferences({});
     if (preferences) fillPreferences(preferences);
+    $("prefs-form").dataset.loaded = "true";
   } catch (err) {
     $("prefs-message").textContent = words(err);
   }

@@ -248,9 +248,13 @@ describe("web app against assistd dev", () => {
     assert.match((await page.textContent("#chat-error")) ?? "", /\S/);
     await page.locator('#messages li.user[data-state="failed"]').waitFor();
     await page.click("#retry");
-    await page.locator("#messages li.model", { hasText: 'You said: "retry me please"' }).waitFor({ timeout: 60_000 });
+    await page.locator('#messages li.model[data-state="done"]', { hasText: 'You said: "retry me please"' }).waitFor({ timeout: 60_000 });
     assert.equal(bodies.length, 2);
     assert.equal(bodies[0], bodies[1], "the retry is the same request: same session, client message id and text");
+    assert.equal(await page.locator("#messages li.user", { hasText: "retry me please" }).count(), 1);
+    // What the server kept: the session read back holds the retried message once, with its reply.
+    await page.locator("#sessions li.selected").click();
+    await page.locator("#messages li.model", { hasText: 'You said: "retry me please"' }).waitFor();
     assert.equal(await page.locator("#messages li.user", { hasText: "retry me please" }).count(), 1);
 
     await page.click('#nav [data-screen="apikey"]');
@@ -265,20 +269,26 @@ describe("web app against assistd dev", () => {
     await signIn(phone, "linus@example.com", "Phone");
 
     await laptop.click('#nav [data-screen="preferences"]');
-    await laptop.locator("#theme option").first().waitFor({ state: "attached" });
+    await laptop.locator('#prefs-form[data-loaded="true"]').waitFor();
     await laptop.selectOption("#theme", "2");
     assert.equal(await laptop.getAttribute("html", "data-theme"), "dark", "the theme applies at once");
     await laptop.locator("#prefs-message", { hasText: "Saved." }).waitFor();
     await phone.waitForFunction(() => document.documentElement.dataset.theme === "dark", undefined, { timeout: 15_000 });
+    // With the phone's preferences screen open, its form follows too.
     await phone.click('#nav [data-screen="preferences"]');
+    await phone.locator('#prefs-form[data-loaded="true"]').waitFor();
+    assert.equal(await phone.inputValue("#theme"), "2");
     await laptop.selectOption("#theme", "1");
-    await phone.waitForFunction(() => (document.getElementById("theme") as HTMLSelectElement).value === "1", undefined, { timeout: 15_000 });
-    assert.equal(await phone.getAttribute("html", "data-theme"), "light");
+    await phone.waitForFunction(
+      () => (document.getElementById("theme") as HTMLSelectElement).value === "1" && document.documentElement.dataset.theme === "light",
+      undefined,
+      { timeout: 15_000 },
+    );
 
     // A bad timezone: the server's words next to the timezone field.
     await laptop.fill("#timezone", "Mars/Olympus_Mons");
     await laptop.click("#prefs-save");
-    await laptop.locator("#timezone-error").filter({ hasText: /\S/ }).waitFor();
+    await laptop.locator("#timezone-error", { hasText: "Mars/Olympus_Mons" }).waitFor();
     assert.equal(await laptop.textContent("#language-error"), "");
     assert.notEqual(await laptop.textContent("#prefs-message"), "Saved.");
     await laptop.screenshot({ path: join(artifacts, "preferences-bad-timezone.png") });

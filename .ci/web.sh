@@ -28,7 +28,7 @@ if [ ! -x "$chromium_bin" ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null
 fi
-"$chromium_bin" --version
+"$chromium_bin" --version 2> /dev/null  # Debian's launcher script complains on stderr about its memory check
 
 step "npm ci (clients/ts, clients/web)"
 npm ci --prefix "$root/clients/ts" --no-audit --no-fund --loglevel=error

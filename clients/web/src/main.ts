@@ -66,7 +66,7 @@ const client = createAssistdClient({
 function words(err: unknown): string {
   if (err instanceof LoginRedirectError) return err.message;
   const e = ConnectError.from(err);
-  if (e.code === Code.Unknown || (e.code === Code.Unavailable && /fetch|network/i.test(e.rawMessage))) {
+  if ((e.code === Code.Unknown || e.code === Code.Unavailable) && /fetch|network/i.test(e.rawMessage)) {
     return `Cannot reach the server at ${apiUrl} (${e.rawMessage}).`;
   }
   const d = describeError(err);
@@ -184,7 +184,7 @@ $("key-form").addEventListener("submit", async (ev) => {
     input.value = "";
     await loadKey();
   } catch (err) {
-    showFieldErrors(err, { api_key: "api-key-error" }, $("api-key-error"));
+    showFieldErrors(err, { api_key: "api-key-error" }, $("key-message"));
   }
 });
 

@@ -180,6 +180,8 @@ describe("web app against assistd dev", () => {
     await page.fill("#api-key", "short");
     await page.click("#key-save");
     await page.locator("#api-key-error").filter({ hasText: /\S/ }).waitFor();
+    assert.equal(await page.textContent("#key-message"), "", "the error is the field's, next to it");
+    console.log(`a short key: ${await page.textContent("#api-key-error")}`);
     await page.fill("#api-key", "dev-frontend-key-01");
     await page.click("#key-save");
     await page.locator("#key-status", { hasText: "valid" }).waitFor();

@@ -308,7 +308,9 @@ describe("web app against assistd dev", () => {
     await phoneRow.locator("button.revoke").click();
     await phoneRow.waitFor({ state: "detached" });
 
-    // The phone's next call.
+    // The phone's next call. (Its open WatchPreferences stream may end the session before that.)
+    await phone.waitForTimeout(300);
+    console.log(`the revoked phone showed the sign-in screen before its next call: ${await phone.isVisible("#screen-signin")}`);
     await phone.click('#nav [data-screen="devices"]');
     await phone.locator("#screen-signin").waitFor({ timeout: 15_000 });
     assert.match((await phone.textContent("#signin-reason")) ?? "", /signed out from another device/);

@@ -1,0 +1,334 @@
+// The web app in headless Chromium against a real `assistd dev` (its OpenID provider and local
+// model) on free loopback ports with a temporary data directory. Everything started here is
+// stopped in `after`.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { startStaticServer } from "../serve.mjs";
+import type { StaticServer } from "../serve.mjs";
+
+// dist-test/web.test.js → clients/web
+const webDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const repoRoot = resolve(webDir, "../..");
+const artifacts = join(webDir, "test-artifacts");
+const chromiumPath = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
+
+async function freePort(): Promise<number> {
+  return await new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.once("error", fail);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+async function accepting(port: number): Promise<boolean> {
+  return await new Promise((ok) => {
+    const s = connect({ host: "127.0.0.1", port }, () => {
+      s.destroy();
+      ok(true);
+    });
+    s.once("error", () => ok(false));
+  });
+}
+
+let dev: ChildProcess | undefined;
+let dataDir = "";
+let app: StaticServer | undefined;
+let otherOrigin: StaticServer | undefined;
+let browser: Browser | undefined;
+let providerUrl = "";
+const contexts: BrowserContext[] = [];
+
+process.on("exit", () => dev?.kill("SIGKILL"));
+
+before(async () => {
+  mkdirSync(artifacts, { recursive: true });
+  const [api, provider, model, web, other] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  dataDir = mkdtempSync(join(tmpdir(), "assistd-web-"));
+  const webOrigin = `http://127.0.0.1:${web}`;
+  providerUrl = `http://127.0.0.1:${provider}`;
+  const bin = process.env.SERVER_BIN ?? join(repoRoot, "target/debug/assistd");
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith("ASSISTD_") && k !== "DATABASE_URL" && k !== "RUST_LOG"),
+  );
+  dev = spawn(
+    bin,
+    [
+      "dev",
+      "--data-dir", dataDir,
+      "--listen", `127.0.0.1:${api}`,
+      "--provider-listen", `127.0.0.1:${provider}`,
+      "--model-listen", `127.0.0.1:${model}`,
+      "--allow-origin", webOrigin,
+      "--redirect-uri", `${webOrigin}/auth/callback`,
+    ],
+    { env, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const log = createWriteStream(join(artifacts, "assistd-dev.log"));
+  dev.stdout!.pipe(log);
+  dev.stderr!.pipe(log);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (dev.exitCode !== null) throw new Error(`assistd dev exited with ${dev.exitCode}; see test-artifacts/assistd-dev.log`);
+    if ((await accepting(api)) && (await accepting(provider)) && (await accepting(model))) break;
+    if (Date.now() > deadline) throw new Error("assistd dev did not listen in 30 s");
+    await new Promise((ok) => setTimeout(ok, 100));
+  }
+  app = await startStaticServer({ port: web, apiUrl: `http://127.0.0.1:${api}` });
+  otherOrigin = await startStaticServer({ port: other, apiUrl: `http://127.0.0.1:${api}` });
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+});
+
+after(async () => {
+  for (const c of contexts) await c.close().catch(() => undefined);
+  await browser?.close().catch(() => undefined);
+  await app?.close();
+  await otherOrigin?.close();
+  if (dev && dev.exitCode === null && dev.signalCode === null) {
+    const exited = new Promise((ok) => dev!.once("exit", ok));
+    dev.kill("SIGTERM");
+    const timer = setTimeout(() => dev?.kill("SIGKILL"), 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function newPage(): Promise<Page> {
+  const context = await browser!.newContext({ viewport: { width: 1100, height: 720 } });
+  contexts.push(context);
+  const page = await context.newPage();
+  page.setDefaultTimeout(20_000);
+  return page;
+}
+
+/** The whole redirect sign-in, as a person does it; returns the URLs the tab went through. */
+async function signIn(page: Page, email: string, device: string): Promise<string[]> {
+  const visited: string[] = [];
+  page.on("framenavigated", (f) => {
+    if (f === page.mainFrame()) visited.push(f.url());
+  });
+  await page.goto(app!.url);
+  await page.locator("#screen-signin").waitFor();
+  await page.fill("#device-name", device);
+  await page.click("#sign-in");
+  await page.waitForURL((u) => u.origin === providerUrl);
+  await page.fill('input[name="email"]', email);
+  await page.fill('input[name="name"]', email.split("@")[0] ?? "someone");
+  await page.click('button[type="submit"]');
+  await page.waitForURL(`${app!.url}/`);
+  await page.locator("#screen-chat").waitFor();
+  await assert.doesNotReject(page.locator("#whoami", { hasText: email }).waitFor());
+  return visited;
+}
+
+describe("web app against assistd dev", () => {
+  test("signs in through the development provider with PKCE and signs out", async () => {
+    const page = await newPage();
+    await page.goto(app!.url);
+    await page.locator("#screen-signin").waitFor();
+    await page.screenshot({ path: join(artifacts, "sign-in.png") });
+
+    const visited = await signIn(page, "ada@example.com", "Laptop");
+    const authorize = visited.find((u) => u.startsWith(providerUrl));
+    assert.ok(authorize, `the tab visited the provider: ${visited.join(" → ")}`);
+    const authUrl = new URL(authorize);
+    assert.equal(authUrl.searchParams.get("code_challenge_method"), "S256");
+    assert.ok((authUrl.searchParams.get("code_challenge") ?? "").length >= 43);
+    assert.equal(authUrl.searchParams.get("redirect_uri"), `${app!.url}/auth/callback`);
+    const callback = visited.find((u) => u.startsWith(`${app!.url}/auth/callback`));
+    assert.ok(callback, `the provider redirected to the callback: ${visited.join(" → ")}`);
+    assert.ok(new URL(callback).searchParams.get("code"));
+    assert.equal(new URL(callback).searchParams.get("state"), authUrl.searchParams.get("state"));
+    assert.ok(await page.evaluate(() => sessionStorage.getItem("assistd.tokens")));
+
+    // A reload keeps the session of this tab.
+    await page.reload();
+    await page.locator("#whoami", { hasText: "ada@example.com" }).waitFor();
+
+    await page.click("#sign-out");
+    await page.locator("#screen-signin").waitFor();
+    assert.equal(await page.textContent("#signin-reason"), "You signed out.");
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("assistd.tokens")), null);
+    await page.reload();
+    await page.locator("#screen-signin").waitFor();
+    assert.equal(await page.isVisible("#nav"), false);
+  });
+
+  test("API key, then chat: deltas on screen before the reply ends, stop keeps the partial reply, retry reuses the id", async () => {
+    const page = await newPage();
+    await signIn(page, "grace@example.com", "Desktop");
+
+    await page.click('#nav [data-screen="apikey"]');
+    await page.locator("#key-hint", { hasText: "none" }).waitFor();
+    await page.fill("#api-key", "short");
+    await page.click("#key-save");
+    await page.locator("#api-key-error").filter({ hasText: /\S/ }).waitFor();
+    assert.equal(await page.textContent("#key-message"), "", "the error is the field's, next to it");
+    console.log(`a short key: ${await page.textContent("#api-key-error")}`);
+    await page.fill("#api-key", "dev-frontend-key-01");
+    await page.click("#key-save");
+    await page.locator("#key-status", { hasText: "valid" }).waitFor();
+    assert.equal(await page.textContent("#api-key-error"), "");
+    const hint = (await page.textContent("#key-hint")) ?? "";
+    assert.notEqual(hint, "none");
+    assert.ok(!hint.includes("dev-frontend-key-01"), `the hint is masked: ${hint}`);
+    await page.click("#key-validate");
+    await page.locator("#key-status", { hasText: "valid" }).waitFor();
+    await page.screenshot({ path: join(artifacts, "api-key.png") });
+
+    // A fresh page load, then a message: when does the first delta show, when does the reply end?
+    await page.goto(app!.url);
+    await page.locator("#screen-chat").waitFor();
+    await page.evaluate(() => {
+      const w = window as unknown as { timings: Record<string, number> };
+      w.timings = {};
+      new MutationObserver(() => {
+        const reply = document.querySelector<HTMLElement>("#messages li.model");
+        if (!reply) return;
+        if (!w.timings.firstDelta && (reply.textContent ?? "").length > 0) w.timings.firstDelta = performance.now();
+        if (!w.timings.done && reply.dataset.state === "done") w.timings.done = performance.now();
+      }).observe(document.getElementById("messages")!, { subtree: true, childList: true, characterData: true, attributes: true });
+    });
+    await page.fill("#message", "hello there");
+    await page.evaluate(() => ((window as unknown as { timings: Record<string, number> }).timings.sent = performance.now()));
+    await page.click("#send");
+    await page.locator('#messages li.model[data-state="done"]').waitFor({ timeout: 60_000 });
+    const t = await page.evaluate(() => (window as unknown as { timings: Record<string, number> }).timings);
+    const reply = (await page.textContent("#messages li.model")) ?? "";
+    assert.match(reply, /You said: "hello there"/);
+    assert.ok(t.firstDelta !== undefined && t.done !== undefined && t.sent !== undefined, JSON.stringify(t));
+    assert.ok(t.firstDelta! < t.done!, `first delta at ${t.firstDelta}, reply done at ${t.done}`);
+    assert.ok(t.done! - t.firstDelta! > 200, `the reply kept streaming after the first delta: ${JSON.stringify(t)}`);
+    console.log(
+      `page load → first delta on screen: ${Math.round(t.firstDelta!)} ms; send → first delta: ${Math.round(t.firstDelta! - t.sent!)} ms; ` +
+        `first delta → reply done: ${Math.round(t.done! - t.firstDelta!)} ms (${reply.split(/\s+/).length} words)`,
+    );
+    await page.locator("#sessions li", { hasText: "hello there" }).waitFor();
+    await page.screenshot({ path: join(artifacts, "chat.png") });
+
+    // Stop mid-reply: the words that arrived stay on screen.
+    await page.fill("#message", "tell me a long story");
+    await page.click("#send");
+    const second = page.locator("#messages li.model").nth(1);
+    await page.waitForFunction(() => (document.querySelectorAll("#messages li.model")[1]?.textContent ?? "").split(" ").length >= 3);
+    await page.click("#cancel");
+    await page.locator('#messages li.model[data-state="cancelled"]').waitFor();
+    const partial = (await second.textContent()) ?? "";
+    assert.ok(partial.length > 0);
+    await page.waitForTimeout(500);
+    assert.equal(await second.textContent(), partial, "nothing is added after stopping");
+    const words = (s: string) => s.trim().split(/\s+/).length;
+    assert.ok(words(partial) < words(reply) - 10, `stopped after ${words(partial)} words; a whole reply has ${words(reply)}`);
+    assert.equal(await page.isVisible("#send"), true);
+
+    // A send whose request fails on the way: Retry sends the same client message id once more.
+    const bodies: string[] = [];
+    page.on("request", (r) => {
+      if (r.url().endsWith("/assistd.chat.v1.ChatService/StreamMessage")) bodies.push(r.postDataBuffer()?.toString("base64") ?? "");
+    });
+    await page.route("**/assistd.chat.v1.ChatService/StreamMessage", (route) => route.abort("connectionreset"), { times: 1 });
+    await page.fill("#message", "retry me please");
+    await page.click("#send");
+    await page.locator("#retry").waitFor();
+    assert.match((await page.textContent("#chat-error")) ?? "", /\S/);
+    await page.locator('#messages li.user[data-state="failed"]').waitFor();
+    await page.click("#retry");
+    await page.locator('#messages li.model[data-state="done"]', { hasText: 'You said: "retry me please"' }).waitFor({ timeout: 60_000 });
+    assert.equal(bodies.length, 2);
+    assert.equal(bodies[0], bodies[1], "the retry is the same request: same session, client message id and text");
+    assert.equal(await page.locator("#messages li.user", { hasText: "retry me please" }).count(), 1);
+    // What the server kept: the session read back holds the retried message once, with its reply.
+    await page.locator("#sessions li.selected").click();
+    await page.locator("#messages li.model", { hasText: 'You said: "retry me please"' }).waitFor();
+    assert.equal(await page.locator("#messages li.user", { hasText: "retry me please" }).count(), 1);
+
+    await page.click('#nav [data-screen="apikey"]');
+    await page.click("#key-delete");
+    await page.locator("#key-hint", { hasText: "none" }).waitFor();
+  });
+
+  test("two devices: a preference change shows on the other, and a revoked device is signed out on its next call", async () => {
+    const laptop = await newPage();
+    const phone = await newPage();
+    await signIn(laptop, "linus@example.com", "Laptop");
+    await signIn(phone, "linus@example.com", "Phone");
+
+    await laptop.click('#nav [data-screen="preferences"]');
+    await laptop.locator('#prefs-form[data-loaded="true"]').waitFor();
+    await laptop.selectOption("#theme", "2");
+    assert.equal(await laptop.getAttribute("html", "data-theme"), "dark", "the theme applies at once");
+    await laptop.locator("#prefs-message", { hasText: "Saved." }).waitFor();
+    await phone.waitForFunction(() => document.documentElement.dataset.theme === "dark", undefined, { timeout: 15_000 });
+    // With the phone's preferences screen open, its form follows too.
+    await phone.click('#nav [data-screen="preferences"]');
+    await phone.locator('#prefs-form[data-loaded="true"]').waitFor();
+    assert.equal(await phone.inputValue("#theme"), "2");
+    await laptop.selectOption("#theme", "1");
+    await phone.waitForFunction(
+      () => (document.getElementById("theme") as HTMLSelectElement).value === "1" && document.documentElement.dataset.theme === "light",
+      undefined,
+      { timeout: 15_000 },
+    );
+
+    // A bad timezone: the server's words next to the timezone field.
+    await laptop.fill("#timezone", "Mars/Olympus_Mons");
+    await laptop.click("#prefs-save");
+    await laptop.locator("#timezone-error", { hasText: "Mars/Olympus_Mons" }).waitFor();
+    assert.equal(await laptop.textContent("#language-error"), "");
+    assert.notEqual(await laptop.textContent("#prefs-message"), "Saved.");
+    await laptop.screenshot({ path: join(artifacts, "preferences-bad-timezone.png") });
+    await laptop.fill("#timezone", "Europe/Berlin");
+    await laptop.click("#prefs-save");
+    await laptop.locator("#prefs-message", { hasText: "Saved." }).waitFor();
+    assert.equal(await laptop.textContent("#timezone-error"), "");
+    await phone.waitForFunction(() => (document.getElementById("timezone") as HTMLInputElement).value === "Europe/Berlin", undefined, { timeout: 15_000 });
+    await laptop.screenshot({ path: join(artifacts, "preferences.png") });
+
+    await laptop.click('#nav [data-screen="devices"]');
+    await laptop.locator("#devices li", { hasText: "Laptop (this device)" }).waitFor();
+    const phoneRow = laptop.locator("#devices li", { hasText: "Phone" });
+    await laptop.screenshot({ path: join(artifacts, "devices.png") });
+    await phoneRow.locator("button.revoke").click();
+    await phoneRow.waitFor({ state: "detached" });
+
+    // The phone's next call. (Its open WatchPreferences stream may end the session before that.)
+    await phone.waitForTimeout(300);
+    console.log(`the revoked phone showed the sign-in screen before its next call: ${await phone.isVisible("#screen-signin")}`);
+    await phone.click('#nav [data-screen="devices"]');
+    await phone.locator("#screen-signin").waitFor({ timeout: 15_000 });
+    assert.match((await phone.textContent("#signin-reason")) ?? "", /signed out from another device/);
+    assert.equal(await phone.evaluate(() => sessionStorage.getItem("assistd.tokens")), null);
+    // The laptop is still signed in.
+    await laptop.click("#devices-refresh");
+    await laptop.locator("#devices li", { hasText: "Laptop (this device)" }).waitFor();
+  });
+
+  test("a page from an origin the server does not allow cannot call it", async () => {
+    const page = await newPage();
+    const refused: string[] = [];
+    page.on("requestfailed", (r) => refused.push(r.url()));
+    await page.goto(otherOrigin!.url);
+    await page.locator("#screen-signin").waitFor();
+    await page.click("#sign-in");
+    await page.locator("#signin-error").filter({ hasText: /Cannot reach the server/ }).waitFor();
+    assert.ok(refused.some((u) => u.endsWith("/assistd.auth.v1.AuthService/BeginLogin")), refused.join(", "));
+    assert.equal(new URL(page.url()).origin, otherOrigin!.url, "no redirect to the provider");
+  });
+});

@@ -160,7 +160,9 @@ where
                 }
                 Err(err) => {
                     tracing::info!(method = request.uri().path(), error = %err, "rejected unauthenticated call");
-                    drain(request.into_body()).await;
+                    if request.version() <= http::Version::HTTP_11 {
+                        drain(request.into_body()).await;
+                    }
                     Ok(status(err).into_http())
                 }
             }
@@ -173,24 +175,33 @@ const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 /// The longest a refused call waits for the rest of its body.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reads and drops what is left of a refused call's body, at most [`DRAIN_LIMIT`] bytes for at
-/// most [`DRAIN_TIME`]. Over HTTP/1.1 an answer sent before the body was read makes the
-/// server close the connection under a client that may still be writing it (the client sees
-/// EPIPE) or about to reuse it (it sees the socket hang up, without knowing whether its next
-/// call went out). Reading the body first keeps the connection usable; the bounds keep a
-/// client that never finishes from holding the refusal open.
+/// Reads and drops what is left of a refused HTTP/1.1 call's body, at most [`DRAIN_LIMIT`]
+/// bytes for at most [`DRAIN_TIME`], keeping none of it. Over HTTP/1.1 an answer sent before
+/// the body was read makes the server close the connection under a client that may still be
+/// writing it (the client sees EPIPE) or about to reuse it (it sees the socket hang up, without
+/// knowing whether its next call went out). HTTP/2 streams end on their own and need none of
+/// this. The bounds keep a client that never finishes from holding the refusal open.
 async fn drain<B>(body: B)
 where
     B: http_body::Body + Send,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    use bytes::Buf as _;
     use http_body_util::BodyExt as _;
-    let limited = http_body_util::Limited::new(body, DRAIN_LIMIT);
-    if tokio::time::timeout(DRAIN_TIME, limited.collect())
-        .await
-        .is_err()
-    {
+    let discard = async {
+        let mut body = std::pin::pin!(body);
+        let mut read = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                read = read.saturating_add(data.remaining());
+            }
+            if read > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(DRAIN_TIME, discard).await.is_err() {
         tracing::debug!("a refused call's body did not arrive in time");
     }
 }

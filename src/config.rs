@@ -309,6 +309,19 @@ impl Default for LogConfig {
 }
 
 impl Config {
+    /// The configuration of `assistd dev`: the defaults, and `DATABASE_URL` to try PostgreSQL.
+    /// No configuration file and no `ASSISTD_*` variable is read, so the keys, database and
+    /// signing key of a production setup in the same shell never reach a server on which
+    /// anyone can sign in as anyone.
+    #[must_use]
+    pub fn for_development() -> Self {
+        let mut config = Self::default();
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            config.database.url = url;
+        }
+        config
+    }
+
     /// Loads the configuration from the defaults, `file` (if given), `DATABASE_URL` and
     /// `ASSISTD_*` variables, and validates it.
     ///

@@ -36,9 +36,10 @@ enum Command {
         #[arg(long)]
         no_migrate: bool,
     },
-    /// Serve for frontend development: SQLite in ./dev-data, CORS for a Vite dev server, an
-    /// embedded OpenID provider where any email signs in, and a local model speaking the
-    /// Gemini API. Loopback only. For development only: never in production.
+    /// Serve for frontend development: SQLite in ./dev-data (or DATABASE_URL), CORS for a Vite
+    /// dev server, an embedded OpenID provider where any email signs in, and a local model
+    /// speaking the Gemini API. Loopback only. Reads no configuration file and no ASSISTD_*
+    /// variable. For development only: never in production.
     Dev(dev::DevArgs),
     /// Apply pending database migrations and exit.
     Migrate,
@@ -85,7 +86,17 @@ enum AdminCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let mut config = Config::load(cli.config.as_deref())?;
+    let mut config = if matches!(cli.command, Command::Dev(_)) {
+        anyhow::ensure!(
+            cli.config.is_none(),
+            "assistd dev reads no configuration file (--config / ASSISTD_CONFIG): it runs on the \
+             defaults, its own flags and DATABASE_URL only, so that no production setting reaches \
+             a development server"
+        );
+        Config::for_development()
+    } else {
+        Config::load(cli.config.as_deref())?
+    };
     assistd::telemetry::init(&config.log);
     match cli.command {
         Command::Serve { no_migrate } => {

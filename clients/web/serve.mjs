@@ -18,7 +18,14 @@ const types = {
 export async function startStaticServer({ port = 5173, host = "127.0.0.1", apiUrl = "http://127.0.0.1:50051", dir } = {}) {
   const root = resolve(dir ?? join(dirname(fileURLToPath(import.meta.url)), "dist"));
   const server = createServer(async (req, res) => {
-    const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
+    let path;
+    try {
+      path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
+    } catch {
+      res.writeHead(400, { "content-type": "text/plain" });
+      res.end("bad request path\n");
+      return;
+    }
     if (path === "/config.js") {
       res.writeHead(200, { "content-type": types[".js"], "cache-control": "no-store" });
       res.end(`window.ASSISTD_CONFIG = ${JSON.stringify({ apiUrl })};\n`);

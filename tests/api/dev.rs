@@ -62,6 +62,11 @@ async fn assistd(args: &[&str]) -> (Command, TempDir) {
 impl DevServer {
     /// Starts `assistd dev` on ephemeral ports with a short word delay, plus `extra` options.
     async fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[]).await
+    }
+
+    /// [`DevServer::start`] with `env` variables set for the process.
+    async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut args = vec!["dev"];
         if !extra.contains(&"--listen") {
             args.extend(["--listen", "127.0.0.1:0"]);
@@ -77,6 +82,7 @@ impl DevServer {
         args.extend_from_slice(extra);
         let (mut command, dir) = assistd(&args).await;
         command.arg("--data-dir").arg(dir.path().join("dev-data"));
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("start assistd dev");
         let banner = read_banner(&mut child).await;
         let url = |label: &str| {
@@ -589,6 +595,39 @@ async fn dev_refuses_a_non_loopback_listen_address_without_the_flag() {
     // With the flag it starts.
     let dev = DevServer::start(&["--listen", "0.0.0.0:0", "--i-know-this-is-not-production"]).await;
     assert!(dev.grpc.starts_with("http://0.0.0.0:"), "{}", dev.grpc);
+}
+
+#[tokio::test]
+async fn dev_reads_no_production_configuration() {
+    // A configuration file is refused outright ...
+    let (mut command, dir) = assistd(&["--config", "/nonexistent/assistd.toml", "dev"]).await;
+    command
+        .arg("--data-dir")
+        .arg(dir.path().join("dev-data"))
+        .stderr(Stdio::piped());
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("assistd dev exits at once")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("reads no configuration file"), "{stderr}");
+    assert!(
+        !dir.path().join("dev-data").exists(),
+        "nothing was started or written"
+    );
+
+    // ... and `ASSISTD_*` variables are not read: a key-encryption key in KMS and a signing
+    // key file that does not exist would each stop the server if they were.
+    let dev = DevServer::start_with_env(
+        &[],
+        &[
+            ("ASSISTD_KEYS__KEK__PROVIDER", "kms"),
+            ("ASSISTD_AUTH__SIGNING_KEY_FILE", "/nonexistent/signing.pem"),
+        ],
+    )
+    .await;
+    assert!(dev.grpc.starts_with("http://127.0.0.1:"), "{}", dev.grpc);
 }
 
 #[tokio::test]

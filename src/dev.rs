@@ -69,6 +69,10 @@ pub(crate) struct DevArgs {
     /// Prefix of the API keys the local model accepts.
     #[arg(long, default_value = LocalModelConfig::DEFAULT_KEY_PREFIX, value_name = "PREFIX")]
     key_prefix: String,
+    /// Lifetime of access tokens (e.g. "10m", "5s"; between 1s and 15m). Short lifetimes let a
+    /// frontend exercise its refresh path.
+    #[arg(long, value_name = "DURATION", value_parser = humantime_serde::re::humantime::parse_duration)]
+    access_token_ttl: Option<Duration>,
 }
 
 /// Runs `assistd dev` until SIGINT/SIGTERM.
@@ -136,6 +140,9 @@ pub(crate) async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<Exi
     config.sign_in.client_secret = CLIENT_SECRET.to_owned();
     config.sign_in.allowed_redirect_uris = redirect_uris;
     config.gemini.base_url = gemini_base_url;
+    if let Some(ttl) = args.access_token_ttl {
+        config.auth.access_token_ttl = ttl;
+    }
     config.validate()?;
 
     let app = Application::build(config.clone()).await?;

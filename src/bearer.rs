@@ -7,12 +7,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use assistd_core::auth::SessionGate;
-use assistd_domain::{AuthSessionId, Error, ErrorReason, UserId};
-use assistd_identity::{AccessClaims, AccessTokens, TokenError};
+use assistd_core::{ON_BEHALF_OF_METADATA, ServiceAccounts};
+use assistd_domain::audit::{AuditOutcome, RequestContext};
+use assistd_domain::{AuthSessionId, Error, ErrorReason, ServiceAccountId, UserId};
+use assistd_identity::{AccessClaims, AccessTokens, TokenError, service_token_account};
 use futures::future::BoxFuture;
 use tonic::Status;
 use tower::{Layer, Service};
 
+use crate::request_context::ClientAddressPolicy;
 use crate::status::status;
 
 /// Methods (full gRPC paths) and services (path prefixes ending in `/`) that need no token.
@@ -38,13 +41,35 @@ pub fn is_public(path: &str) -> bool {
     })
 }
 
+/// Every RPC of assistd's contracts that needs a token, as full gRPC paths
+/// (`/assistd.chat.v1.ChatService/ListSessions`): what a service account may be allowed.
+#[must_use]
+pub fn authenticated_methods() -> Vec<String> {
+    use prost::Message as _;
+    let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+        .expect("the compiled-in descriptor set decodes");
+    set.file
+        .iter()
+        .flat_map(|file| {
+            file.service.iter().flat_map(move |service| {
+                service.method.iter().map(move |method| {
+                    format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                })
+            })
+        })
+        .filter(|path| !is_public(path))
+        .collect()
+}
+
 /// The authenticated caller, put into the request extensions by [`BearerLayer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
-    /// The user the access token was issued to.
+    /// The user the access token was issued to, or the user a service call is for.
     pub user: UserId,
     /// The sign-in session of the token, if it was issued in one.
     pub session: Option<AuthSessionId>,
+    /// The service account making the call for `user`, if a service calls.
+    pub service: Option<ServiceAccountId>,
 }
 
 /// The authenticated caller of an RPC.
@@ -84,14 +109,27 @@ pub fn caller_session<T>(request: &tonic::Request<T>) -> Result<Option<AuthSessi
 pub struct BearerLayer {
     tokens: AccessTokens,
     sessions: Arc<SessionGate>,
+    services: ServiceAccounts,
+    addresses: ClientAddressPolicy,
 }
 
 impl BearerLayer {
-    /// A layer that verifies tokens with `tokens` and the sessions they name with
-    /// `sessions`.
+    /// A layer that verifies users' tokens with `tokens` and the sessions they name with
+    /// `sessions`, and the tokens services sign with `services` (auditing their calls with
+    /// the client addresses `addresses` finds).
     #[must_use]
-    pub fn new(tokens: AccessTokens, sessions: Arc<SessionGate>) -> Self {
-        Self { tokens, sessions }
+    pub fn new(
+        tokens: AccessTokens,
+        sessions: Arc<SessionGate>,
+        services: ServiceAccounts,
+        addresses: ClientAddressPolicy,
+    ) -> Self {
+        Self {
+            tokens,
+            sessions,
+            services,
+            addresses,
+        }
     }
 }
 
@@ -103,6 +141,8 @@ impl<S> Layer<S> for BearerLayer {
             inner,
             tokens: self.tokens.clone(),
             sessions: Arc::clone(&self.sessions),
+            services: self.services.clone(),
+            addresses: self.addresses.clone(),
         }
     }
 }
@@ -114,6 +154,8 @@ pub struct BearerAuth<S> {
     inner: S,
     tokens: AccessTokens,
     sessions: Arc<SessionGate>,
+    services: ServiceAccounts,
+    addresses: ClientAddressPolicy,
 }
 
 impl<S, B, R> Service<http::Request<B>> for BearerAuth<S>
@@ -140,22 +182,25 @@ where
         // The service that was polled ready handles this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let verified = authenticate(&self.tokens, request.headers());
+        let token = bearer_token(request.headers()).map(str::to_owned);
+        let tokens = self.tokens.clone();
         let sessions = Arc::clone(&self.sessions);
+        let services = self.services.clone();
+        let addresses = self.addresses.clone();
         Box::pin(async move {
-            let checked = match verified {
-                Ok(claims) => match claims.session {
-                    Some(session) => sessions.check(claims.user, session).await.map(|()| claims),
-                    None => Ok(claims),
+            let checked = match token {
+                Ok(token) => match service_token_account(&token) {
+                    Some(account) => {
+                        let call = IncomingServiceCall::of(&addresses, &request);
+                        authorize_service(&services, call, &token, account).await
+                    }
+                    None => authenticate_user(&tokens, &sessions, &token).await,
                 },
                 Err(err) => Err(err),
             };
             match checked {
-                Ok(claims) => {
-                    request.extensions_mut().insert(Caller {
-                        user: claims.user,
-                        session: claims.session,
-                    });
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
                 Err(err) => {
@@ -206,19 +251,22 @@ where
     }
 }
 
-/// The verified claims of the bearer token in `headers`.
-fn authenticate(tokens: &AccessTokens, headers: &http::HeaderMap) -> Result<AccessClaims, Error> {
-    let unauthenticated = |reason: ErrorReason, message: &str| Error::Unauthenticated {
+fn unauthenticated(reason: ErrorReason, message: &str) -> Error {
+    Error::Unauthenticated {
         reason,
         message: message.to_owned(),
-    };
+    }
+}
+
+/// The bearer token in `headers`.
+fn bearer_token(headers: &http::HeaderMap) -> Result<&str, Error> {
     let value = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
         unauthenticated(
             ErrorReason::AccessTokenMissing,
             "this call needs `authorization: Bearer <access token>` metadata; sign in to get a token",
         )
     })?;
-    let token = value
+    value
         .to_str()
         .ok()
         .and_then(|value| {
@@ -231,13 +279,87 @@ fn authenticate(tokens: &AccessTokens, headers: &http::HeaderMap) -> Result<Acce
                 ErrorReason::AccessTokenInvalid,
                 "the authorization metadata must be `Bearer <access token>`",
             )
-        })?;
+        })
+}
+
+/// The user a user's access token names, once its session (if any) is checked.
+async fn authenticate_user(
+    tokens: &AccessTokens,
+    sessions: &SessionGate,
+    token: &str,
+) -> Result<Caller, Error> {
+    let claims = verify_access_token(tokens, token)?;
+    if let Some(session) = claims.session {
+        sessions.check(claims.user, session).await?;
+    }
+    Ok(Caller {
+        user: claims.user,
+        session: claims.session,
+        service: None,
+    })
+}
+
+/// The verified claims of a user's access token.
+fn verify_access_token(tokens: &AccessTokens, token: &str) -> Result<AccessClaims, Error> {
     tokens.verify(token).map_err(|err| {
         let reason = match err {
             TokenError::Expired => ErrorReason::AccessTokenExpired,
             _ => ErrorReason::AccessTokenInvalid,
         };
         unauthenticated(reason, &err.to_string())
+    })
+}
+
+/// What the bearer layer reads of a service's call before checking it.
+struct IncomingServiceCall {
+    method: String,
+    context: RequestContext,
+    on_behalf_of: Option<String>,
+}
+
+impl IncomingServiceCall {
+    fn of<B>(addresses: &ClientAddressPolicy, request: &http::Request<B>) -> Self {
+        Self {
+            method: request.uri().path().to_owned(),
+            context: addresses.context_of_http(request),
+            on_behalf_of: request
+                .headers()
+                .get(ON_BEHALF_OF_METADATA)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+}
+
+/// The caller of a service's call: the account's token, RPC allowlist and users checked, and
+/// the call recorded in the user's audit trail before it goes ahead.
+async fn authorize_service(
+    services: &ServiceAccounts,
+    incoming: IncomingServiceCall,
+    token: &str,
+    account: ServiceAccountId,
+) -> Result<Caller, Error> {
+    let call = services
+        .authorize(
+            token,
+            account,
+            &incoming.method,
+            incoming.on_behalf_of.as_deref(),
+            &incoming.context,
+        )
+        .await?;
+    services
+        .record(
+            &call,
+            &incoming.method,
+            AuditOutcome::Success,
+            &incoming.context,
+        )
+        .await?;
+    Ok(Caller {
+        user: call.user,
+        session: None,
+        service: Some(call.account),
     })
 }
 
@@ -258,5 +380,18 @@ mod tests {
             "/assistd.preferences.v1.PreferencesService/GetPreferences"
         ));
         assert!(!is_public("/grpc.health.v1.HealthX/Check"));
+    }
+
+    #[test]
+    fn authenticated_methods_are_every_rpc_but_the_public_ones() {
+        let methods = authenticated_methods();
+        assert!(methods.contains(&"/assistd.chat.v1.ChatService/ListSessions".to_owned()));
+        assert!(
+            methods
+                .contains(&"/assistd.preferences.v1.PreferencesService/GetPreferences".to_owned())
+        );
+        assert!(methods.contains(&"/assistd.auth.v1.AuthService/SignOut".to_owned()));
+        assert!(!methods.contains(&"/assistd.auth.v1.AuthService/Refresh".to_owned()));
+        assert!(!methods.iter().any(|m| m.starts_with("/grpc.")));
     }
 }

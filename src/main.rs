@@ -1,6 +1,7 @@
 //! The `assistd` command line: `serve`, `dev`, `migrate` and `admin` tasks.
 
 mod dev;
+mod service_account_cmd;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -81,6 +82,9 @@ enum AdminCommand {
     /// head outside the database: rolling the log back to an earlier genuine head is only
     /// noticed by comparing with such a record (that row must still carry that hash).
     VerifyAudit,
+    /// Accounts other backends call assistd with, as themselves.
+    #[command(subcommand)]
+    ServiceAccount(service_account_cmd::ServiceAccountCommand),
 }
 
 #[tokio::main]
@@ -155,6 +159,9 @@ async fn main() -> anyhow::Result<ExitCode> {
             rotate_kek(&config, batch_size).await
         }
         Command::Admin(AdminCommand::VerifyAudit) => verify_audit(&config).await,
+        Command::Admin(AdminCommand::ServiceAccount(command)) => {
+            service_account_cmd::run(&config, command).await
+        }
     }
 }
 

@@ -31,12 +31,35 @@ impl ClientAddressPolicy {
     #[must_use]
     pub fn context<T>(&self, request: &tonic::Request<T>) -> RequestContext {
         let metadata = request.metadata();
-        let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        self.build(
+            |name| metadata.get(name).and_then(|v| v.to_str().ok()),
+            peer,
+        )
+    }
+
+    /// The context of a plain HTTP request, before tonic has made it a [`tonic::Request`]
+    /// (the bearer layer's view).
+    #[must_use]
+    pub fn context_of_http<B>(&self, request: &http::Request<B>) -> RequestContext {
+        let headers = request.headers();
+        let peer = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+            .map(|addr| addr.ip());
+        self.build(|name| headers.get(name).and_then(|v| v.to_str().ok()), peer)
+    }
+
+    fn build<'a>(
+        &self,
+        text: impl Fn(&str) -> Option<&'a str>,
+        peer: Option<IpAddr>,
+    ) -> RequestContext {
         let request_id = text("x-request-id").unwrap_or_default().to_owned();
         let user_agent = text("x-user-agent")
             .or_else(|| text("user-agent"))
             .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
-        let peer = request.remote_addr().map(|addr| addr.ip());
         let client_ip = peer.map(|peer| self.client_ip(peer, text("x-forwarded-for")));
         RequestContext {
             request_id,

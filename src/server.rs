@@ -342,7 +342,17 @@ impl Application {
                     .on_eos(crate::telemetry::on_rpc_eos)
                     .on_failure(()),
             )
-            .layer(BearerLayer::new(tokens.clone(), auth.session_gate()))
+            .layer(BearerLayer::new(
+                tokens.clone(),
+                auth.session_gate(),
+                assistd_core::ServiceAccounts::new(
+                    store.clone(),
+                    audit.clone(),
+                    Arc::new(SystemClock),
+                    config.auth.audience.clone(),
+                ),
+                addresses.clone(),
+            ))
             .layer(PlannedLayer)
             .into_inner();
 

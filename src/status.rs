@@ -40,6 +40,9 @@ pub fn status(err: Error) -> Status {
                 details,
             )
         }
+        Error::PermissionDenied { reason, message } => {
+            with_reason(Code::PermissionDenied, message, reason)
+        }
         Error::FailedPrecondition { reason, message } => {
             with_reason(Code::FailedPrecondition, message, reason)
         }

@@ -8,6 +8,7 @@ mod m20261125_000001_users_and_preferences;
 mod m20261125_000002_secrets_and_audit;
 mod m20261126_000003_chat;
 mod m20261126_000004_auth;
+mod m20261202_000005_service_accounts;
 
 /// Applies assistd's migrations in order.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_secrets_and_audit::Migration),
             Box::new(m20261126_000003_chat::Migration),
             Box::new(m20261126_000004_auth::Migration),
+            Box::new(m20261202_000005_service_accounts::Migration),
         ]
     }
 }

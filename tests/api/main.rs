@@ -11,5 +11,6 @@ mod helpers;
 mod preferences;
 mod secrets;
 mod server;
+mod service_accounts;
 mod signin;
 mod signin_canary;

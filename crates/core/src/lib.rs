@@ -9,9 +9,13 @@ pub mod chat;
 mod preferences;
 mod rotation;
 mod secrets;
+mod service_accounts;
 
 pub use api_keys::{ApiKeyVault, RevealedKey};
 pub use audit_trail::AuditTrail;
 pub use preferences::{PreferencesService, PreferencesWatch};
 pub use rotation::{RotationError, RotationProgress, RotationReport, rotate_data_keys};
 pub use secrets::{SecretSealer, UserDataKey};
+pub use service_accounts::{
+    CreatedServiceAccount, ON_BEHALF_OF_METADATA, ServiceAccounts, ServiceCall,
+};

@@ -50,11 +50,17 @@ pub enum AuditAction {
     TokenBudgetSet,
     /// The user cleared their monthly token budget.
     TokenBudgetCleared,
+    /// An administrator created a service account.
+    ServiceAccountCreated,
+    /// An administrator revoked a service account.
+    ServiceAccountRevoked,
+    /// A service account called an RPC for the user (or was refused).
+    ServiceCall,
 }
 
 impl AuditAction {
     /// Every action, for parsing.
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 17] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::TokenRefreshed,
@@ -69,6 +75,9 @@ impl AuditAction {
         Self::AccountDeleted,
         Self::TokenBudgetSet,
         Self::TokenBudgetCleared,
+        Self::ServiceAccountCreated,
+        Self::ServiceAccountRevoked,
+        Self::ServiceCall,
     ];
 
     /// The stable name stored in the log.
@@ -89,6 +98,9 @@ impl AuditAction {
             Self::AccountDeleted => "account_deleted",
             Self::TokenBudgetSet => "token_budget_set",
             Self::TokenBudgetCleared => "token_budget_cleared",
+            Self::ServiceAccountCreated => "service_account_created",
+            Self::ServiceAccountRevoked => "service_account_revoked",
+            Self::ServiceCall => "service_call",
         }
     }
 

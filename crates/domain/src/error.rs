@@ -73,6 +73,12 @@ pub enum ErrorReason {
     ConfirmationMismatch,
     /// Google refused the stored refresh token: the user must sign in again with consent.
     GoogleReauthRequired,
+    /// The service account that signed the token was revoked.
+    ServiceAccountRevoked,
+    /// The service account may not call this RPC.
+    RpcNotAllowed,
+    /// The service account may not act for this user.
+    UserNotAllowed,
 }
 
 impl ErrorReason {
@@ -111,6 +117,9 @@ impl ErrorReason {
             Self::RateLimited => "RATE_LIMITED",
             Self::ConfirmationMismatch => "CONFIRMATION_MISMATCH",
             Self::GoogleReauthRequired => "GOOGLE_REAUTH_REQUIRED",
+            Self::ServiceAccountRevoked => "SERVICE_ACCOUNT_REVOKED",
+            Self::RpcNotAllowed => "RPC_NOT_ALLOWED",
+            Self::UserNotAllowed => "USER_NOT_ALLOWED",
         }
     }
 }
@@ -166,6 +175,14 @@ pub enum Error {
         /// Machine-readable reason, e.g. whether refreshing the token helps.
         reason: ErrorReason,
         /// What is wrong, for humans.
+        message: String,
+    },
+    /// The caller is authenticated but may not do this.
+    #[error("permission denied: {message}")]
+    PermissionDenied {
+        /// Machine-readable reason.
+        reason: ErrorReason,
+        /// What is not allowed, for humans.
         message: String,
     },
     /// The object does not exist, or belongs to someone else (the two are indistinguishable).

@@ -13,7 +13,9 @@ mod error;
 mod id;
 pub mod preferences;
 pub mod secret_file;
+pub mod service_account;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorReason, FieldViolation, InvalidValue, Result};
 pub use id::{AuthSessionId, UserId};
+pub use service_account::ServiceAccountId;

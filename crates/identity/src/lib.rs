@@ -13,6 +13,7 @@ mod access;
 mod keys;
 mod oidc;
 mod secrets;
+mod service;
 
 pub use access::{
     AccessClaims, AccessTokenSettings, AccessTokens, IssuedToken, MAX_ACCESS_TOKEN_TTL,
@@ -25,3 +26,7 @@ pub use oidc::{
     VerifiedIdentity,
 };
 pub use secrets::{DerivedSecrets, random_token, token_hash};
+pub use service::{
+    MAX_SERVICE_TOKEN_TTL, ServiceClaims, TOKEN_TYPE_SERVICE, service_token_account,
+    sign_service_token, verify_service_token,
+};

@@ -55,7 +55,13 @@ pub(super) fn action_to_proto(action: &str) -> pb::AuditAction {
         Some(AuditAction::ApiKeyRevealed) => pb::AuditAction::ApiKeyRevealed,
         Some(AuditAction::TokenBudgetSet) => pb::AuditAction::TokenBudgetSet,
         Some(AuditAction::TokenBudgetCleared) => pb::AuditAction::TokenBudgetCleared,
-        Some(AuditAction::AccountDeleted) | None => pb::AuditAction::Unspecified,
+        Some(AuditAction::ServiceCall) => pb::AuditAction::ServiceCall,
+        Some(
+            AuditAction::AccountDeleted
+            | AuditAction::ServiceAccountCreated
+            | AuditAction::ServiceAccountRevoked,
+        )
+        | None => pb::AuditAction::Unspecified,
     }
 }
 

@@ -19,7 +19,8 @@ pub(super) fn message_error(err: &Error) -> MessageError {
         | Error::Aborted { reason, .. }
         | Error::ResourceExhausted { reason, .. }
         | Error::Unavailable { reason, .. }
-        | Error::Unauthenticated { reason, .. } => reason.as_str(),
+        | Error::Unauthenticated { reason, .. }
+        | Error::PermissionDenied { reason, .. } => reason.as_str(),
         Error::InvalidArgument { .. } => "INVALID_ARGUMENT",
         Error::NotFound { .. } => "NOT_FOUND",
         Error::Internal(_) => "INTERNAL",

@@ -12,6 +12,8 @@ pub(crate) mod google_links;
 pub(crate) mod login_attempts;
 pub(crate) mod preferences;
 pub(crate) mod refresh_tokens;
+pub(crate) mod service_account_users;
+pub(crate) mod service_accounts;
 pub(crate) mod token_budgets;
 pub(crate) mod usage_daily;
 pub(crate) mod used_id_tokens;

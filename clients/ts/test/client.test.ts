@@ -5,11 +5,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
+import type { DescEnum } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { AuditAction } from "../gen/assistd/apikey/v1/apikey_pb.js";
-import { PreferencesSchema, Theme } from "../gen/assistd/preferences/v1/preferences_pb.js";
-import type { Preferences } from "../gen/assistd/preferences/v1/preferences_pb.js";
 import {
+  AuditAction,
   Code,
   ConnectError,
   LoginRedirectError,
@@ -20,12 +19,15 @@ import {
   createAssistdClient,
   describeError,
   errorReason,
+  PreferencesSchema,
+  SignInMethod,
+  Theme,
   fieldViolations,
   signInWithIdToken,
   watchPreferences,
 } from "../src/index.js";
-import { SignInMethod } from "../gen/assistd/auth/v1/auth_pb.js";
-import type { AssistdClient, SessionEndedEvent, WatchState } from "../src/index.js";
+import * as entry from "../src/index.js";
+import type { AssistdClient, Preferences, SessionEndedEvent, WatchState } from "../src/index.js";
 import {
   Provider,
   Server,
@@ -85,6 +87,30 @@ async function auditCount(client: AssistdClient, action: AuditAction, sinceMs: n
   } while (pageToken);
   return count;
 }
+
+describe("package exports", () => {
+  test("every generated enum is exported by name, with its values by name", () => {
+    const aliases: Record<string, string> = { Provider: "ApiKeyProvider" };
+    const namespaces = [entry.authV1, entry.apikeyV1, entry.chatV1, entry.preferencesV1, entry.gmailV1];
+    const enums = namespaces.flatMap((ns) =>
+      Object.values(ns).filter(
+        (v): v is DescEnum =>
+          typeof v === "object" && v !== null && (v as { kind?: unknown }).kind === "enum",
+      ),
+    );
+    assert.ok(enums.length >= 13, `found ${enums.length} enums`);
+    for (const desc of enums) {
+      const name = aliases[desc.name] ?? desc.name;
+      const exported = (entry as Record<string, unknown>)[name] as Record<string, number> | undefined;
+      assert.ok(exported, `${desc.typeName} is exported as ${name}`);
+      for (const value of desc.values) {
+        assert.equal(exported[value.localName], value.number, `${name}.${value.localName}`);
+      }
+    }
+    assert.equal(entry.Theme.DARK, entry.preferencesV1.Theme.DARK);
+    assert.equal(entry.MessageRole[entry.MessageRole.USER], "USER");
+  });
+});
 
 describe("sign-in", () => {
   test("the redirect path yields real tokens that the interceptor sends", async () => {

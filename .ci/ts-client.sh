@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The TypeScript client (clients/ts, @assistd/client): installs from package-lock.json, checks
 # that the committed generated code is what `buf generate` makes from proto/, type-checks, runs
-# its tests against a real `assistd serve` signed in through the npm oidc-provider, reports the
+# its tests against a real `assistd dev` (its embedded OpenID provider and local model), reports the
 # size of a browser bundle, and runs `buf breaking` against the contracts this branch started
 # from. Stops everything it started. Usage: ts-client.sh ASSISTD_BIN
 set -euo pipefail
@@ -26,7 +26,6 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 
 step "npm ci"
 npm ci --prefix "$ts" --no-audit --no-fund --loglevel=error
-npm ci --prefix "$root/.ci/oidc-interop" --no-audit --no-fund --loglevel=error
 
 step "generated code is up to date (buf generate, then git diff)"
 (cd "$ts" && npx buf generate)
@@ -40,7 +39,7 @@ fi
 step "type-check (tsc --strict)"
 (cd "$ts" && rm -rf dist && npx tsc -p tsconfig.json)
 
-step "tests against assistd serve + oidc-provider"
+step "tests against assistd dev"
 # In a session of their own, so that whatever they start goes down with them.
 (cd "$ts" && SERVER_BIN=$bin exec setsid timeout -k 10 300 \
   node --test --test-concurrency=1 --test-timeout=120000 dist/test/client.test.js) &

@@ -1,6 +1,7 @@
-// @assistd/client against a real `assistd serve` (SQLite in a temp dir) whose sign-in points at
-// the npm oidc-provider. Access tokens live 1 s (+ the server's 30 s of clock-skew leeway), so
-// expiry and refresh are the server's own decisions, not simulated.
+// @assistd/client against a real `assistd dev` (SQLite in a temp dir, its embedded OpenID
+// provider for sign-in, its local model for chat). Access tokens live 1 s (`--access-token-ttl`)
+// plus the server's 30 s of clock-skew leeway, so expiry and refresh are the server's own
+// decisions, not simulated.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { join } from "node:path";
@@ -29,45 +30,47 @@ import {
 import * as entry from "../src/index.js";
 import type { AssistdClient, Preferences, SessionEndedEvent, WatchState } from "../src/index.js";
 import {
-  Provider,
-  Server,
+  DevServer,
   authorize,
-  freePort,
-  googleStyleIdToken,
+  devIdToken,
   memoryStateStore,
   newClient,
+  newUser,
   redirectUri,
+  readyToChat,
   removeDir,
   signIn,
+  streamReply,
   tempDir,
 } from "./harness.js";
+import type { TestClient } from "./harness.js";
 
 const LEEWAY_MS = 30_000; // the server's clock-skew leeway on access tokens
 
 let work: string;
-let provider: Provider;
-let server: Server;
+let server: DevServer;
 // Signed in first so that its access token has expired by the time the expiry test runs.
-let expiring: AssistdClient;
+let expiring: TestClient;
 let expiringRefreshes = 0;
-let expiringWatcher: AssistdClient;
+let expiringWatcher: TestClient;
+let throughRefresh: TestClient;
+let throughRefreshChat: string;
 
 before(async () => {
   work = tempDir();
-  provider = await Provider.start(join(work, "provider.log"));
-  server = new Server(await freePort(), join(work, "data"), provider.issuer, join(work, "server.log"), {
-    ASSISTD_AUTH__ACCESS_TOKEN_TTL: "1s",
-  });
+  server = new DevServer(join(work, "data"), join(work, "server.log"), ["--access-token-ttl", "1s"]);
   await server.start();
   expiring = newClient(server, { onRefresh: () => (expiringRefreshes += 1) });
   await signIn(expiring, "expiry test");
   expiringWatcher = newClient(server);
   await signIn(expiringWatcher, "expiry watch test");
+  throughRefresh = newClient(server);
+  await signIn(throughRefresh, "through refresh test");
+  throughRefreshChat = await readyToChat(throughRefresh);
 });
 
 after(async () => {
   await server?.stop();
-  await provider?.stop();
   if (process.env.KEEP_TEST_LOGS) console.error(`logs kept in ${work}`);
   else if (work) removeDir(work);
 });
@@ -115,13 +118,14 @@ describe("package exports", () => {
 describe("sign-in", () => {
   test("the redirect path yields real tokens that the interceptor sends", async () => {
     const client = newClient(server);
-    const done = await signIn(client, "laptop");
-    assert.equal(done.user?.email, "grace@example.org");
+    const user = newUser("grace");
+    const done = await signIn(client, "laptop", user);
+    assert.equal(done.user?.email, user.email);
     const tokens = await client.session.tokens();
     assert.ok(tokens && tokens.accessToken.split(".").length === 3, "a JWT access token is stored");
     assert.ok(tokens.accessTokenExpiresAt > Date.now() - 5_000);
     const me = await client.auth.getCurrentUser({});
-    assert.equal(me.user?.displayName, "Grace Hopper");
+    assert.equal(me.user?.displayName, user.name);
     const sessions = await client.auth.listSessions({});
     const current = sessions.sessions.find((s) => s.current);
     assert.equal(current?.id, tokens.sessionId);
@@ -130,8 +134,9 @@ describe("sign-in", () => {
 
   test("the default transport (connect-web over fetch) works too", async () => {
     const client = createAssistdClient({ baseUrl: server.baseUrl });
-    await signIn(client, "fetch");
-    assert.equal((await client.auth.getCurrentUser({})).user?.email, "grace@example.org");
+    const user = newUser("fetch");
+    await signIn(client, "fetch", user);
+    assert.equal((await client.auth.getCurrentUser({})).user?.email, user.email);
     const themes = await client.preferences.listThemes({});
     assert.deepEqual(
       themes.themes.map((t) => t.theme),
@@ -144,7 +149,7 @@ describe("sign-in", () => {
     const stateStore = memoryStateStore();
     const { authorizationUrl, state } = await beginRedirectLogin(client, { redirectUri, stateStore });
     assert.equal(stateStore.value, state);
-    const callback = new URL(await authorize(authorizationUrl));
+    const callback = new URL(await authorize(authorizationUrl, newUser()));
     callback.searchParams.set("state", "forged-state");
     await assert.rejects(
       completeRedirectLogin(client, { callbackUrl: callback, stateStore }),
@@ -159,9 +164,10 @@ describe("sign-in", () => {
   test("a Google-style ID token signs in once", async () => {
     const client = newClient(server);
     const nonce = `n-${Date.now()}`;
-    const idToken = await googleStyleIdToken(provider.issuer, nonce);
+    const user = newUser("gis");
+    const idToken = await devIdToken(server.issuer, user, nonce);
     const res = await signInWithIdToken(client, { idToken, nonce, deviceName: "gis" });
-    assert.equal(res.user?.email, "grace@example.org");
+    assert.equal(res.user?.email, user.email);
     assert.equal((await client.auth.getCurrentUser({})).user?.id, res.user?.id);
     const current = (await client.auth.listSessions({})).sessions.find((s) => s.current);
     assert.equal(current?.signInMethod, SignInMethod.GOOGLE_ID_TOKEN);
@@ -250,14 +256,13 @@ describe("error helpers", () => {
   });
 
   test("a rate-limited sign-in is RESOURCE_EXHAUSTED with a RetryInfo delay", async () => {
-    const limited = new Server(await freePort(), join(work, "limited-data"), provider.issuer, join(work, "limited.log"), {
-      ASSISTD_SIGN_IN__SIGN_IN_PER_IP_PER_MINUTE: "2",
-    });
+    // A server of its own: assistd dev allows 60 sign-in calls a minute from one address.
+    const limited = new DevServer(join(work, "limited-data"), join(work, "limited.log"));
     await limited.start();
     try {
       const client = newClient(limited);
       let err: unknown;
-      for (let i = 0; i < 5 && err === undefined; i += 1) {
+      for (let i = 0; i < 100 && err === undefined; i += 1) {
         await beginRedirectLogin(client, { redirectUri, stateStore: memoryStateStore() }).catch((e: unknown) => (err = e));
       }
       const d = describeError(err);
@@ -283,9 +288,10 @@ describe("session end", () => {
   test("a session revoked from another device is reported and cleared", async () => {
     const ended: SessionEndedEvent[] = [];
     const phone = newClient(server, { onSessionEnded: (e) => ended.push(e) });
-    await signIn(phone, "phone");
+    const user = newUser("two-devices");
+    await signIn(phone, "phone", user);
     const laptop = newClient(server);
-    await signIn(laptop, "laptop");
+    await signIn(laptop, "laptop", user);
     await phone.preferences.getPreferences({});
 
     const phoneSession = (await phone.session.tokens())!.sessionId;
@@ -351,10 +357,11 @@ describe("session end", () => {
 
 describe("preferences watch", () => {
   test("reconnects after the server restarts and delivers a later change", async () => {
+    const user = newUser("watch");
     const watcher = newClient(server);
-    await signIn(watcher, "watcher");
+    await signIn(watcher, "watcher", user);
     const writer = newClient(server);
-    await signIn(writer, "writer");
+    await signIn(writer, "writer", user);
     const baseline = await writer.preferences.updatePreferences({
       preferences: { language: "en", theme: Theme.LIGHT },
       updateMask: { paths: ["theme", "language"] },
@@ -446,6 +453,16 @@ describe("access token expiry", () => {
     for (const r of results) assert.ok(r.preferences);
     const refreshes = expiring.session.refreshCount - before;
     assert.equal(refreshes, 1, "one Refresh for 20 calls");
+    // Counted on the wire too: one Refresh request went to the server, and it answered OK.
+    assert.equal(expiring.wire.count("Refresh"), 1);
+    assert.deepEqual(
+      expiring.wire.answers.filter((a) => a.method === "Refresh").map((a) => a.code),
+      ["OK"],
+    );
+    // Each call was refused once with the old token and answered once with the new one.
+    const answers = expiring.wire.answers.filter((a) => a.method === "GetPreferences");
+    assert.equal(answers.filter((a) => a.code === "OK").length, 20);
+    assert.equal(answers.filter((a) => a.code === Code.Unauthenticated).length, 20);
     assert.equal(expiringRefreshes, 1);
     const fresh = (await expiring.session.tokens())!;
     assert.notEqual(fresh.accessToken, tokens.accessToken);
@@ -457,6 +474,23 @@ describe("access token expiry", () => {
     await expiring.auth.getCurrentUser({});
     assert.equal(expiring.session.refreshCount - before, 1);
     console.log(`refresh count under 20 parallel expired calls: ${refreshes}`);
+  });
+
+  test("unary and streaming calls keep working through one Refresh", async () => {
+    const tokens = (await throughRefresh.session.tokens())!;
+    const sentBefore = throughRefresh.wire.count("Refresh");
+    assert.equal(sentBefore, 0);
+    const wait = tokens.accessTokenExpiresAt + LEEWAY_MS + 1_500 - Date.now();
+    if (wait > 0) await new Promise((ok) => setTimeout(ok, wait));
+
+    const prefs = await throughRefresh.preferences.getPreferences({});
+    assert.ok(prefs.preferences);
+    const reply = await streamReply(throughRefresh, throughRefreshChat, "hello through a refresh");
+    assert.match(reply, /hello through a refresh/);
+    const messages = await throughRefresh.chat.listMessages({ sessionId: throughRefreshChat, pageSize: 10 });
+    assert.equal(messages.messages.length, 2);
+    assert.equal(throughRefresh.wire.count("Refresh"), 1, "one Refresh request on the wire");
+    assert.notEqual((await throughRefresh.session.tokens())!.accessToken, tokens.accessToken);
   });
 
   test("a watch opened with an expired token refreshes once and delivers", async () => {

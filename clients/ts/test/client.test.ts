@@ -31,6 +31,7 @@ import * as entry from "../src/index.js";
 import type { AssistdClient, Preferences, SessionEndedEvent, WatchState } from "../src/index.js";
 import {
   DevServer,
+  FaultyLink,
   authorize,
   devIdToken,
   memoryStateStore,
@@ -40,6 +41,7 @@ import {
   readyToChat,
   removeDir,
   signIn,
+  sleep,
   streamReply,
   tempDir,
 } from "./harness.js";
@@ -414,6 +416,54 @@ describe("preferences watch", () => {
     abort.abort();
     await watch.done;
     assert.equal(states.at(-1), "stopped");
+  });
+
+  test("a stream that opens and then fails keeps its backoff; a healthy stream resets it", async () => {
+    const link = await FaultyLink.start(server.baseUrl);
+    try {
+      const client = newClient(link);
+      await signIn(client, "flaky link");
+      const delays: (number | undefined)[] = [];
+      let opened = 0;
+      let onOpen: (() => void) | undefined;
+      const watch = watchPreferences(client, {
+        backoff: { initialMs: 100, maxMs: 10_000, multiplier: 2, random: () => 0, healthyAfterMs: 1_500 },
+        onPreferences: () => {},
+        onError: (_e, willRetry, delayMs) => {
+          assert.ok(willRetry);
+          delays.push(delayMs);
+        },
+        onStateChange: (s) => {
+          if (s === "open") {
+            opened += 1;
+            onOpen?.();
+          }
+        },
+      });
+      const nextOpen = (n: number) =>
+        new Promise<void>((ok) => {
+          onOpen = () => opened >= n && ok();
+          onOpen();
+        });
+      // Each time the stream opens (its first message arrived), the link drops it at once.
+      for (let n = 1; n <= 4; n += 1) {
+        await nextOpen(n);
+        link.cut();
+      }
+      await nextOpen(5);
+      // Open-then-fail cycles do not reset the backoff: 50, 100, 200, 400 ms (random() = 0
+      // gives the lower half of the jitter).
+      assert.deepEqual(delays, [50, 100, 200, 400]);
+      // Healthy for longer than healthyAfterMs: the next failure starts from the first step.
+      await sleep(2_000);
+      link.cut();
+      await nextOpen(6);
+      assert.deepEqual(delays, [50, 100, 200, 400, 50]);
+      watch.stop();
+      await watch.done;
+    } finally {
+      await link.stop();
+    }
   });
 
   test("stops when the session is signed out", async () => {

@@ -4,6 +4,8 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, createWriteStream } from "node:fs";
 import { Agent } from "node:http";
+import { connect, createServer as createNetServer } from "node:net";
+import type { AddressInfo, Server as NetServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -324,4 +326,55 @@ export async function streamReply(client: AssistdClient, sessionId: string, text
   }
   if (!completed) throw new Error("the stream ended without an ExchangeCompleted event");
   return reply;
+}
+
+/**
+ * A TCP relay in front of the server that plays a bad network on command: `cut()` drops every
+ * open connection (as a NAT timeout or a flaky mobile link does); while `stalled`, it accepts new
+ * connections and never forwards them (a server that does not answer).
+ */
+export class FaultyLink {
+  stalled = false;
+
+  private constructor(
+    private readonly listener: NetServer,
+    private readonly open: Set<Socket>,
+    readonly baseUrl: string,
+  ) {}
+
+  static async start(target: string): Promise<FaultyLink> {
+    const { hostname, port } = new URL(target);
+    const open = new Set<Socket>();
+    let link: FaultyLink | undefined;
+    const listener = createNetServer((client) => {
+      open.add(client);
+      client.once("close", () => open.delete(client));
+      client.on("error", () => {});
+      if (link?.stalled) return;
+      const upstream = connect(Number(port), hostname);
+      open.add(upstream);
+      upstream.once("close", () => {
+        open.delete(upstream);
+        client.destroy();
+      });
+      upstream.on("error", () => client.destroy());
+      client.once("close", () => upstream.destroy());
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise<void>((ok) => listener.listen(0, "127.0.0.1", ok));
+    const addr = listener.address() as AddressInfo;
+    link = new FaultyLink(listener, open, `http://127.0.0.1:${addr.port}`);
+    return link;
+  }
+
+  /** Drops every connection open now; later ones go through. */
+  cut(): void {
+    for (const socket of [...this.open]) socket.destroy();
+  }
+
+  async stop(): Promise<void> {
+    this.cut();
+    await new Promise<void>((ok) => this.listener.close(() => ok()));
+  }
 }

@@ -33,7 +33,15 @@ export interface SessionOptions {
   onSessionEnded?: (event: SessionEndedEvent) => void;
   /** Called after every successful Refresh (e.g. for metrics). */
   onRefresh?: (tokens: Tokens) => void;
+  /**
+   * How long a Refresh may take before it fails with DEADLINE_EXCEEDED (the tokens are kept, so
+   * a later call tries again). Default 15000 ms.
+   */
+  refreshTimeoutMs?: number;
 }
+
+/** The default of SessionOptions.refreshTimeoutMs. */
+export const DEFAULT_REFRESH_TIMEOUT_MS = 15_000;
 
 /**
  * The signed-in session of one client: its token store, a single-flight Refresh and the
@@ -46,10 +54,17 @@ export class AssistdSession {
   private inflight: Promise<Tokens> | undefined;
   private refreshTransport: Transport | undefined;
   private refreshCountValue = 0;
+  private readonly refreshTimeoutMs: number;
+  /**
+   * Changes whenever the stored session is replaced or ended (sign-in, sign-out, revocation), so
+   * that a Refresh answered afterwards can tell that its result belongs to a session gone by.
+   */
+  private generation = 0;
 
   constructor(options: SessionOptions = {}) {
     this.store = options.store ?? memoryTokenStore();
     this.onRefresh = options.onRefresh;
+    this.refreshTimeoutMs = options.refreshTimeoutMs ?? DEFAULT_REFRESH_TIMEOUT_MS;
     if (options.onSessionEnded) this.listeners.add(options.onSessionEnded);
   }
 
@@ -79,6 +94,8 @@ export class AssistdSession {
 
   /** Stores the tokens of a new sign-in. */
   async setTokens(tokens: Tokens): Promise<void> {
+    this.generation += 1;
+    this.inflight = undefined; // a Refresh of the session before is no one's to wait for
     await this.store.set(tokens);
   }
 
@@ -97,27 +114,51 @@ export class AssistdSession {
       return current;
     }
     if (this.inflight) return this.inflight;
-    this.inflight = this.doRefresh(current).finally(() => {
-      this.inflight = undefined;
+    const inflight: Promise<Tokens> = this.doRefresh(current).finally(() => {
+      if (this.inflight === inflight) this.inflight = undefined;
     });
-    return this.inflight;
+    this.inflight = inflight;
+    return inflight;
   }
 
   private async doRefresh(current: Tokens): Promise<Tokens> {
     if (!this.refreshTransport) throw new Error("the session has no transport");
     const auth = createClient(AuthService, this.refreshTransport);
+    const generation = this.generation;
     this.refreshCountValue += 1;
+    let res;
     try {
-      const res = await auth.refresh({ refreshToken: current.refreshToken });
-      const next = tokensFromProto(res.tokens);
-      await this.store.set(next);
-      this.onRefresh?.(next);
-      return next;
+      res = await auth.refresh({ refreshToken: current.refreshToken }, { timeoutMs: this.refreshTimeoutMs });
     } catch (e) {
-      const err = ConnectError.from(e);
-      await this.endIfFinal(err);
+      let err = ConnectError.from(e);
+      if (err.code === Code.DeadlineExceeded) {
+        err = new ConnectError(
+          `Refresh got no answer within ${this.refreshTimeoutMs} ms; the session is kept and the next call tries again`,
+          Code.DeadlineExceeded,
+          undefined,
+          undefined,
+          err,
+        );
+      }
+      // After a sign-out or a new sign-in, a failed Refresh of the old session ends nothing.
+      if (generation === this.generation) await this.endIfFinal(err);
       throw err;
     }
+    const next = tokensFromProto(res.tokens);
+    if (generation !== this.generation) {
+      // Signed out (or signed in anew) while the Refresh was on its way: its tokens belong to
+      // a session the app has left, and storing them would sign it back in.
+      const signedIn = (await this.store.get()) !== undefined;
+      throw new ConnectError(
+        signedIn
+          ? "a new sign-in replaced the session while its access token was being refreshed"
+          : "signed out while the access token was being refreshed; the new tokens were discarded",
+        Code.Unauthenticated,
+      );
+    }
+    await this.store.set(next);
+    this.onRefresh?.(next);
+    return next;
   }
 
   /** Clears the tokens and tells the listeners, when `err` means the session cannot go on. */
@@ -131,6 +172,8 @@ export class AssistdSession {
 
   /** Forgets the tokens and tells the listeners (once per signed-in session). */
   async end(reason: SessionEndReason, error?: ConnectError): Promise<void> {
+    this.generation += 1;
+    this.inflight = undefined;
     const had = await this.store.get();
     await this.store.clear();
     if (!had) return;

@@ -28,6 +28,7 @@ import {
   watchPreferences,
 } from "../src/index.js";
 import * as entry from "../src/index.js";
+import type { Interceptor } from "@connectrpc/connect";
 import type { AssistdClient, Preferences, SessionEndedEvent, WatchState } from "../src/index.js";
 import {
   DevServer,
@@ -354,6 +355,72 @@ describe("session end", () => {
     assert.equal(ended.length, 1);
     assert.equal(ended[0]!.reason, Reason.SESSION_REVOKED);
     assert.equal(await client.session.signedIn(), false);
+  });
+});
+
+describe("refresh", () => {
+  test("a Refresh answered after signOut does not sign the client in again", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((ok) => (release = ok));
+    let answered!: () => void;
+    const refreshAnswered = new Promise<void>((ok) => (answered = ok));
+    // Holds the Refresh answer on its way back, like a slow network, until signOut is done.
+    const slowRefreshAnswer: Interceptor = (next) => async (req) => {
+      const res = await next(req);
+      if (req.method.name === "Refresh") {
+        answered();
+        await gate;
+      }
+      return res;
+    };
+    const ended: SessionEndedEvent[] = [];
+    const client = newClient(server, { onSessionEnded: (e) => ended.push(e) }, [slowRefreshAnswer]);
+    await signIn(client);
+    const refreshing = client.session.refresh().then(
+      () => assert.fail("a Refresh that finished after signOut was taken"),
+      (e: unknown) => ConnectError.from(e),
+    );
+    await refreshAnswered; // the server has rotated the tokens; the client has not seen them yet
+    await client.signOut();
+    release();
+    const err = await refreshing;
+    assert.equal(err.code, Code.Unauthenticated);
+    assert.match(err.rawMessage, /signed out/);
+    assert.equal(await client.session.tokens(), undefined);
+    assert.equal(await client.session.signedIn(), false);
+    assert.deepEqual(
+      ended.map((e) => e.reason),
+      ["SIGNED_OUT"],
+    );
+    assert.equal(client.wire.count("Refresh"), 1);
+  });
+
+  test("a Refresh that gets no answer fails after its timeout with a clear error and keeps the session", async () => {
+    const link = await FaultyLink.start(server.baseUrl);
+    try {
+      const client = newClient(link, { refreshTimeoutMs: 500 });
+      await signIn(client);
+      const signedIn = await client.session.tokens();
+      link.stalled = true;
+      const outcome = await Promise.race([
+        client.session.refresh().then(
+          () => "refreshed",
+          (e: unknown) => ConnectError.from(e),
+        ),
+        sleep(20_000).then(() => "no answer in 20 s"),
+      ]);
+      assert.ok(outcome instanceof ConnectError, `Refresh settled with: ${String(outcome)}`);
+      assert.equal(outcome.code, Code.DeadlineExceeded);
+      assert.match(outcome.rawMessage, /Refresh .*500 ms/);
+      assert.deepEqual(await client.session.tokens(), signedIn, "a timeout keeps the tokens");
+      // The next Refresh is a new attempt, not the stuck one.
+      link.stalled = false;
+      const fresh = await client.session.refresh();
+      assert.notEqual(fresh.accessToken, signedIn!.accessToken);
+      assert.equal(client.wire.count("Refresh"), 2);
+    } finally {
+      await link.stop();
+    }
   });
 });
 

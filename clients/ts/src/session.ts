@@ -1,5 +1,6 @@
+import type { Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import type { Interceptor, Transport } from "@connectrpc/connect";
+import type { Interceptor, StreamRequest, StreamResponse, Transport, UnaryRequest } from "@connectrpc/connect";
 import { AuthService } from "../gen/assistd/auth/v1/auth_pb.js";
 import { Reason, errorReason } from "./errors.js";
 import { memoryTokenStore, tokensFromProto } from "./tokens.js";
@@ -187,43 +188,148 @@ export class AssistdSession {
     }
   }
 
+  /** True when `err` says the access token `tokens` carried has expired, and a retry may help. */
+  private expired(err: ConnectError, tokens: Tokens | undefined, signal: AbortSignal): tokens is Tokens {
+    return (
+      tokens !== undefined &&
+      err.code === Code.Unauthenticated &&
+      errorReason(err) === Reason.ACCESS_TOKEN_EXPIRED &&
+      !signal.aborted
+    );
+  }
+
+  /** Ends the session on a final error, unless the tokens that met it were replaced meanwhile. */
+  private async endIfFinalFor(err: ConnectError, used: Tokens | undefined): Promise<void> {
+    const current = await this.store.get();
+    if (used && current && current.accessToken !== used.accessToken) return;
+    await this.endIfFinal(err);
+  }
+
   /**
    * The interceptor: sends `authorization: Bearer <access>` when signed in; on
-   * UNAUTHENTICATED/ACCESS_TOKEN_EXPIRED refreshes (single flight) and retries a unary call
-   * once; refreshes before a streaming call whose token is past its expiry time; on a reason
-   * that ends the session, clears it and tells the listeners.
+   * UNAUTHENTICATED/ACCESS_TOKEN_EXPIRED refreshes (single flight) and sends the call again once
+   * — a unary call, or a server stream refused before its first message; refreshes before a
+   * streaming call whose token is past its expiry time by the client's clock; on a reason that
+   * ends the session, clears it and tells the listeners.
    */
   readonly interceptor: Interceptor = (next) => async (req) => {
     let tokens = await this.store.get();
-    // A streaming call cannot be sent again once it has started, so it refreshes first when the
-    // access token is known to have expired already.
+    // Refresh first when the client's clock says the token has expired: it saves a round trip.
+    // (The server has the last word: its ACCESS_TOKEN_EXPIRED is handled below.)
     if (tokens && req.stream && tokens.accessTokenExpiresAt > 0 && Date.now() >= tokens.accessTokenExpiresAt) {
       tokens = await this.refresh(tokens.accessToken);
     }
+    if (!req.stream) return await this.unary(next, req, tokens);
+    if (req.method.methodKind === "server_streaming") {
+      return await this.serverStream(next as (req: StreamRequest) => Promise<StreamResponse>, req, tokens);
+    }
+    // Client and bidi streams cannot be sent again: one attempt.
     if (tokens) req.header.set("authorization", `Bearer ${tokens.accessToken}`);
     try {
       return await next(req);
     } catch (e) {
       const err = ConnectError.from(e);
-      if (
-        tokens &&
-        !req.stream &&
-        err.code === Code.Unauthenticated &&
-        errorReason(err) === Reason.ACCESS_TOKEN_EXPIRED &&
-        !req.signal.aborted
-      ) {
-        const fresh = await this.refresh(tokens.accessToken);
-        req.header.set("authorization", `Bearer ${fresh.accessToken}`);
-        try {
-          return await next(req);
-        } catch (e2) {
-          const err2 = ConnectError.from(e2);
-          await this.endIfFinal(err2);
-          throw err2;
-        }
-      }
-      await this.endIfFinal(err);
+      await this.endIfFinalFor(err, tokens);
       throw err;
     }
   };
+
+  private async unary(
+    next: (req: UnaryRequest) => Promise<unknown>,
+    req: UnaryRequest,
+    tokens: Tokens | undefined,
+  ): Promise<never> {
+    if (tokens) req.header.set("authorization", `Bearer ${tokens.accessToken}`);
+    let used = tokens;
+    try {
+      try {
+        return (await next(req)) as never;
+      } catch (e) {
+        const err = ConnectError.from(e);
+        if (!this.expired(err, tokens, req.signal)) throw err;
+        used = await this.refresh(tokens.accessToken);
+        req.header.set("authorization", `Bearer ${used.accessToken}`);
+        return (await next(req)) as never;
+      }
+    } catch (e) {
+      const err = ConnectError.from(e);
+      await this.endIfFinalFor(err, used);
+      throw err;
+    }
+  }
+
+  /**
+   * A server stream: opened once more with a refreshed token when the server refuses it with
+   * ACCESS_TOKEN_EXPIRED before any message arrived — in the response headers, or as the first
+   * thing read from the body. After a message, an error is the caller's: the stream has begun.
+   */
+  private async serverStream(
+    next: (req: StreamRequest) => Promise<StreamResponse>,
+    req: StreamRequest,
+    tokens: Tokens | undefined,
+  ): Promise<StreamResponse> {
+    // The one request message, kept so that the call can be sent again.
+    const input: Message[] = [];
+    for await (const m of req.message) input.push(m);
+    let used = tokens;
+    let retried = false;
+    const open = (t: Tokens | undefined) => {
+      if (t) req.header.set("authorization", `Bearer ${t.accessToken}`);
+      return next({ ...req, message: replay(input) });
+    };
+    // Refreshes and opens the stream again, once, when `err` is an expired token; else throws.
+    const retryOrThrow = async (e: unknown): Promise<StreamResponse> => {
+      const err = ConnectError.from(e);
+      try {
+        if (retried || !this.expired(err, tokens, req.signal)) throw err;
+        retried = true;
+        used = await this.refresh(tokens.accessToken);
+        return await open(used);
+      } catch (e2) {
+        const err2 = ConnectError.from(e2);
+        await this.endIfFinalFor(err2, used);
+        throw err2;
+      }
+    };
+    let res: StreamResponse;
+    try {
+      res = await open(tokens);
+    } catch (e) {
+      res = await retryOrThrow(e);
+    }
+    const first = res;
+    const session = this;
+    async function* messages() {
+      const it = first.message[Symbol.asyncIterator]();
+      let head: IteratorResult<unknown>;
+      try {
+        head = await it.next();
+      } catch (e) {
+        const again = await retryOrThrow(e);
+        try {
+          yield* again.message;
+        } catch (e2) {
+          const err = ConnectError.from(e2);
+          await session.endIfFinalFor(err, used);
+          throw err;
+        }
+        again.trailer.forEach((value, key) => first.trailer.set(key, value));
+        return;
+      }
+      if (head.done) return;
+      yield head.value;
+      try {
+        yield* { [Symbol.asyncIterator]: () => it };
+      } catch (e) {
+        const err = ConnectError.from(e);
+        await session.endIfFinalFor(err, used);
+        throw err;
+      }
+    }
+    return { ...first, message: messages() } as StreamResponse;
+  }
+}
+
+async function* replay<T>(items: T[]): AsyncIterable<T> {
+  yield* items;
 }

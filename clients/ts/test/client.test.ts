@@ -24,12 +24,13 @@ import {
   SignInMethod,
   Theme,
   fieldViolations,
+  memoryTokenStore,
   signInWithIdToken,
   watchPreferences,
 } from "../src/index.js";
 import * as entry from "../src/index.js";
 import type { Interceptor } from "@connectrpc/connect";
-import type { AssistdClient, Preferences, SessionEndedEvent, WatchState } from "../src/index.js";
+import type { AssistdClient, Preferences, SessionEndedEvent, TokenStore, WatchState } from "../src/index.js";
 import {
   DevServer,
   FaultyLink,
@@ -58,6 +59,25 @@ let expiringRefreshes = 0;
 let expiringWatcher: TestClient;
 let throughRefresh: TestClient;
 let throughRefreshChat: string;
+// Their clocks run behind the server's: they believe their tokens valid after the server stopped
+// accepting them, so only the server's answer can tell them to refresh.
+let behindChat: TestClient;
+let behindChatSession: string;
+let behindWatch: TestClient;
+const CLOCK_BEHIND_MS = 10 * 60_000;
+
+/**
+ * A token store of a client whose clock is `ms` behind the server's. The client compares the
+ * server's expiry time with its own clock; storing the expiry `ms` later is the same comparison.
+ */
+function clockBehindStore(ms: number): TokenStore {
+  const inner = memoryTokenStore();
+  return {
+    get: () => inner.get(),
+    set: (t) => inner.set({ ...t, accessTokenExpiresAt: t.accessTokenExpiresAt + ms }),
+    clear: () => inner.clear(),
+  };
+}
 
 before(async () => {
   work = tempDir();
@@ -70,6 +90,11 @@ before(async () => {
   throughRefresh = newClient(server);
   await signIn(throughRefresh, "through refresh test");
   throughRefreshChat = await readyToChat(throughRefresh);
+  behindChat = newClient(server, { store: clockBehindStore(CLOCK_BEHIND_MS) });
+  await signIn(behindChat, "slow clock chat");
+  behindChatSession = await readyToChat(behindChat);
+  behindWatch = newClient(server, { store: clockBehindStore(CLOCK_BEHIND_MS) });
+  await signIn(behindWatch, "slow clock watch");
 });
 
 after(async () => {
@@ -608,6 +633,34 @@ describe("access token expiry", () => {
     assert.equal(messages.messages.length, 2);
     assert.equal(throughRefresh.wire.count("Refresh"), 1, "one Refresh request on the wire");
     assert.notEqual((await throughRefresh.session.tokens())!.accessToken, tokens.accessToken);
+  });
+
+  test("a stream refused with ACCESS_TOKEN_EXPIRED before its first message refreshes and opens again (client clock behind)", async () => {
+    for (const client of [behindChat, behindWatch]) {
+      const tokens = (await client.session.tokens())!;
+      const serverExpiry = tokens.accessTokenExpiresAt - CLOCK_BEHIND_MS + LEEWAY_MS + 1_500;
+      const wait = serverExpiry - Date.now();
+      if (wait > 0) await sleep(wait);
+      assert.ok(Date.now() < tokens.accessTokenExpiresAt, "the client still believes its token valid");
+    }
+
+    const reply = await streamReply(behindChat, behindChatSession, "hello from a slow clock");
+    assert.match(reply, /hello from a slow clock/);
+    assert.equal(behindChat.wire.count("Refresh"), 1);
+    assert.equal(behindChat.wire.count("StreamMessage"), 2, "refused once, then sent with the new token");
+    const messages = await behindChat.chat.listMessages({ sessionId: behindChatSession, pageSize: 10 });
+    assert.equal(messages.messages.length, 2, "one exchange stored");
+
+    const abort = new AbortController();
+    let first: Preferences | undefined;
+    for await (const ev of behindWatch.preferences.watchPreferences({}, { signal: abort.signal })) {
+      first = ev.preferences;
+      break;
+    }
+    abort.abort();
+    assert.ok(first, "the watch delivered the current preferences");
+    assert.equal(behindWatch.wire.count("Refresh"), 1);
+    assert.equal(behindWatch.wire.count("WatchPreferences"), 2);
   });
 
   test("a watch opened with an expired token refreshes once and delivers", async () => {

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
+import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import type { DescEnum } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
@@ -222,6 +223,46 @@ describe("sign-in", () => {
       assert.equal(errorReason(err), Reason.ACCESS_TOKEN_MISSING);
     }
   });
+});
+
+describe("resending unsent requests", () => {
+  // What Node's http client reports when the connection closes while the request body is still
+  // being written.
+  const epipe = () => Object.assign(new Error("write EPIPE"), { code: "EPIPE", errno: -32, syscall: "write" });
+
+  for (const [httpVersion, attempts] of [
+    ["1.1", 2],
+    ["2", 1],
+  ] as const) {
+    test(`a request cut while being written is sent again over HTTP/${httpVersion} ${attempts === 2 ? "once more" : "never"}`, async () => {
+      let sent = 0;
+      // Innermost, where the network is: the first request fails as its write does.
+      const cutFirstWrite: Interceptor = (next) => async (req) => {
+        sent += 1;
+        if (sent === 1) throw new ConnectError("write EPIPE", Code.Unavailable, undefined, undefined, epipe());
+        return await next(req);
+      };
+      const client = createAssistdClient({
+        baseUrl: server.baseUrl,
+        httpVersion,
+        transport: (init) =>
+          createGrpcWebTransport({ baseUrl: init.baseUrl, interceptors: [...init.interceptors, cutFirstWrite], httpVersion }),
+      });
+      const err = await client.preferences.getPreferences({}).then(
+        () => assert.fail("accepted without a token"),
+        (e: unknown) => ConnectError.from(e),
+      );
+      assert.equal(sent, attempts);
+      if (httpVersion === "1.1") {
+        // Sent again, and answered by the server itself.
+        assert.equal(err.code, Code.Unauthenticated);
+        assert.equal(errorReason(err), Reason.ACCESS_TOKEN_MISSING);
+      } else {
+        assert.equal(err.code, Code.Unavailable);
+        assert.match(err.rawMessage, /EPIPE/);
+      }
+    });
+  }
 });
 
 describe("error helpers", () => {

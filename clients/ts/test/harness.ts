@@ -216,6 +216,7 @@ export function newClient(
     baseUrl: server.baseUrl,
     session: { store: memoryTokenStore(), ...session },
     transport: nodeTransport(wire),
+    httpVersion: "1.1",
     interceptors,
   });
   return Object.assign(client, { wire });

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The TypeScript client (clients/ts, @assistd/client): installs from package-lock.json, checks
 # that the committed generated code is what `buf generate` makes from proto/, type-checks, runs
-# its tests against a real `assistd serve` signed in through the npm oidc-provider, reports the
+# its tests against a real `assistd dev` (its embedded OpenID provider and local model), reports the
 # size of a browser bundle, and runs `buf breaking` against the contracts this branch started
 # from. Stops everything it started. Usage: ts-client.sh ASSISTD_BIN
 set -euo pipefail
@@ -10,12 +10,25 @@ bin=$(realpath "${1:?usage: ts-client.sh ASSISTD_BIN}")
 root=$(cd "$(dirname "$0")/.." && pwd)
 ts=$root/clients/ts
 work=$(mktemp -d)
-tests_pid=
-cleanup() {
-  if [ -n "$tests_pid" ] && kill -0 "$tests_pid" 2>/dev/null; then
-    kill -- "-$tests_pid" 2>/dev/null || true
-    wait "$tests_pid" 2>/dev/null || true
+# The tests run in a process group of their own (setsid: its id is the test runner's pid), so
+# that whatever they start — assistd dev, relays — goes down with it, whether they pass or fail.
+tests_pgid=
+stop_tests() {
+  [ -n "$tests_pgid" ] || return 0
+  kill -TERM -- "-$tests_pgid" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 -- "-$tests_pgid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if kill -0 -- "-$tests_pgid" 2>/dev/null; then
+    echo "processes of the tests outlived SIGTERM by 10 s; killing them" >&2
+    kill -KILL -- "-$tests_pgid" 2>/dev/null || true
   fi
+  wait "$tests_pgid" 2>/dev/null || true
+  tests_pgid=
+}
+cleanup() {
+  stop_tests
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -26,7 +39,6 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 
 step "npm ci"
 npm ci --prefix "$ts" --no-audit --no-fund --loglevel=error
-npm ci --prefix "$root/.ci/oidc-interop" --no-audit --no-fund --loglevel=error
 
 step "generated code is up to date (buf generate, then git diff)"
 (cd "$ts" && npx buf generate)
@@ -40,13 +52,17 @@ fi
 step "type-check (tsc --strict)"
 (cd "$ts" && rm -rf dist && npx tsc -p tsconfig.json)
 
-step "tests against assistd serve + oidc-provider"
-# In a session of their own, so that whatever they start goes down with them.
+step "tests against assistd dev"
+# The server and the relays the tests need bind port 0 and report the port they got, so no port
+# is chosen here and released before use.
 (cd "$ts" && SERVER_BIN=$bin exec setsid timeout -k 10 300 \
   node --test --test-concurrency=1 --test-timeout=120000 dist/test/client.test.js) &
-tests_pid=$!
-wait "$tests_pid"
-tests_pid=
+tests_pgid=$!
+tests_status=0
+wait "$tests_pgid" || tests_status=$?
+# On success too: a server a passing test failed to stop must not outlive the step.
+stop_tests
+[ "$tests_status" -eq 0 ] || { echo "the client's tests failed (exit $tests_status)" >&2; exit "$tests_status"; }
 
 step "bundle size (chat + preferences clients, minified, gzip)"
 (cd "$ts" && npx esbuild size/chat-and-preferences.ts --bundle --minify --format=esm \

@@ -29,9 +29,20 @@ export interface AssistdClientOptions {
   /**
    * Builds a grpc-web (binary) transport. Default: connect-web's createGrpcWebTransport
    * (browsers, and runtimes with fetch). In Node, pass connect-node's:
-   * `(init) => createGrpcWebTransport({ ...init, httpVersion: "1.1" })`.
+   * `(init) => createGrpcWebTransport({ ...init, httpVersion: "1.1" })`, and say so in
+   * `httpVersion`.
    */
   transport?: (init: TransportInit) => Transport;
+  /**
+   * The HTTP version `transport` speaks. Over "1.1" a unary request that the connection closed
+   * under while it was still being written (EPIPE) is sent again: one connection carries one
+   * call at a time, so the server cannot have read it whole. Over "2" nothing is sent again: many
+   * calls share a connection, and a write error on it also fails calls the server may already
+   * have run. Default: "1.1" with the default transport (fetch; Node's speaks HTTP/1.1, and
+   * browsers never report such errors); with a `transport` of the app's own, no resend unless
+   * this says "1.1".
+   */
+  httpVersion?: "1.1" | "2";
 }
 
 export interface AssistdClient {
@@ -53,9 +64,10 @@ export function createAssistdClient(options: AssistdClientOptions): AssistdClien
     options.transport ??
     ((init: TransportInit) => createGrpcWebTransport({ baseUrl: init.baseUrl, interceptors: init.interceptors }));
   const extra = options.interceptors ?? [];
-  const retry = retryUnsentRequests();
-  const authed = make({ baseUrl: options.baseUrl, interceptors: [...extra, session.interceptor, retry] });
-  session.bindTransport(make({ baseUrl: options.baseUrl, interceptors: [...extra, retry] }));
+  const httpVersion = options.httpVersion ?? (options.transport ? undefined : "1.1");
+  const resend = httpVersion === "1.1" ? [retryUnsentRequests()] : [];
+  const authed = make({ baseUrl: options.baseUrl, interceptors: [...extra, session.interceptor, ...resend] });
+  session.bindTransport(make({ baseUrl: options.baseUrl, interceptors: [...extra, ...resend] }));
   const auth = createClient(AuthService, authed);
   return {
     auth,

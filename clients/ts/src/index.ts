@@ -32,3 +32,56 @@ export type {
   LoginStateStore,
 } from "./signin.js";
 export { Code, ConnectError } from "@connectrpc/connect";
+
+// The contracts. Enums are exported by name so that apps compare with `Theme.DARK`, never with
+// the number 2; message types for the values apps keep and show. Names that two packages share
+// are exported under the name of what they are (`ChatSession`, `DeviceSession`, `ChatUsage`).
+// Everything else generated (requests, responses, schemas for `create`) is in the per-package
+// namespaces `authV1`, `apikeyV1`, `chatV1`, `preferencesV1` and `gmailV1`.
+export { AuthService, SignInMethod } from "../gen/assistd/auth/v1/auth_pb.js";
+export type { Session as DeviceSession, SessionTokens, User } from "../gen/assistd/auth/v1/auth_pb.js";
+export {
+  ApiKeyStatus,
+  AuditAction,
+  AuditOutcome,
+  Provider as ApiKeyProvider,
+  UserApiKeyService,
+} from "../gen/assistd/apikey/v1/apikey_pb.js";
+export type { ApiKey, AuditEvent, TokenBudget, UsageRecord } from "../gen/assistd/apikey/v1/apikey_pb.js";
+export {
+  ArchivedFilter,
+  ChatService,
+  FinishReason,
+  ListMessagesDirection,
+  MessageRole,
+} from "../gen/assistd/chat/v1/chat_pb.js";
+export type {
+  ExchangeCompleted,
+  FunctionCall,
+  FunctionResult,
+  Memory,
+  Message,
+  MessageError,
+  MessageMetadata,
+  Model,
+  SearchHit,
+  Session as ChatSession,
+  SnippetSegment,
+  StreamMessageResponse,
+  TextDelta,
+  Usage as ChatUsage,
+} from "../gen/assistd/chat/v1/chat_pb.js";
+export { PreferencesSchema, PreferencesService, Theme } from "../gen/assistd/preferences/v1/preferences_pb.js";
+export type { Language, Preferences, ThemeOption } from "../gen/assistd/preferences/v1/preferences_pb.js";
+export {
+  GmailConnectionState,
+  GmailService,
+  TriageCategory,
+  TriagePriority,
+} from "../gen/assistd/gmail/v1/gmail_pb.js";
+export type { GmailConnection, MailMessage, MailSummary, TriageResult } from "../gen/assistd/gmail/v1/gmail_pb.js";
+export * as authV1 from "../gen/assistd/auth/v1/auth_pb.js";
+export * as apikeyV1 from "../gen/assistd/apikey/v1/apikey_pb.js";
+export * as chatV1 from "../gen/assistd/chat/v1/chat_pb.js";
+export * as preferencesV1 from "../gen/assistd/preferences/v1/preferences_pb.js";
+export * as gmailV1 from "../gen/assistd/gmail/v1/gmail_pb.js";

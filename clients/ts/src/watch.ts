@@ -12,6 +12,12 @@ export interface BackoffOptions {
   multiplier?: number;
   /** Source of randomness for the jitter, [0, 1). Default Math.random. */
   random?: () => number;
+  /**
+   * How long a stream must stay open before its failure counts as a fresh start: the backoff
+   * starts from the first step again. A stream that opens and fails sooner keeps growing the
+   * delay, so a server that accepts and then drops the stream is not hammered. Default 10000.
+   */
+  healthyAfterMs?: number;
 }
 
 /**
@@ -35,8 +41,11 @@ export interface WatchPreferencesOptions {
   onPreferences: (preferences: Preferences) => void;
   /** Stops the watch. Signing out (or the session ending) stops it too. */
   signal?: AbortSignal;
-  /** Each error that led to a reconnect, or that stopped the watch. */
-  onError?: (error: ConnectError, willRetry: boolean) => void;
+  /**
+   * Each error that led to a reconnect, or that stopped the watch. `delayMs` is the wait before
+   * the next attempt (0: at once, after a refresh); undefined when the watch stops.
+   */
+  onError?: (error: ConnectError, willRetry: boolean, delayMs?: number) => void;
   onStateChange?: (state: WatchState) => void;
   backoff?: BackoffOptions;
 }
@@ -61,8 +70,11 @@ const RETRYABLE: ReadonlySet<Code> = new Set([
 /**
  * Keeps WatchPreferences open: delivers the current preferences and every change, reopens the
  * stream with capped, jittered backoff after UNAVAILABLE or a dropped connection (e.g. a server
- * restart) and resumes from the state the server sends first; refreshes an expired access token
- * and reopens at once; stops on abort, sign-out or a session that ended.
+ * restart) and resumes from the state the server sends first. The backoff starts over only once
+ * a stream has stayed open for `healthyAfterMs`; a stream that opens and fails again keeps
+ * growing it. An access token that expired on an open stream is refreshed and the stream
+ * reopened at once — once; should that stream fail the same way before it is healthy, the
+ * reopen waits its backoff like any other. Stops on abort, sign-out or a session that ended.
  */
 export function watchPreferences(
   client: Pick<AssistdClient, "preferences" | "session">,
@@ -87,16 +99,23 @@ export function watchPreferences(
       signal.addEventListener("abort", done, { once: true });
     });
 
+  const healthyAfterMs = options.backoff?.healthyAfterMs ?? 10_000;
+
   const run = async () => {
     let attempt = 0;
     let lastEtag: string | undefined;
+    // Whether the last reopen came straight after a refresh, with no healthy stream since.
+    let reopenedAfterRefresh = false;
     while (!signal.aborted) {
       setState("connecting");
+      let openedAt: number | undefined;
       let err: ConnectError;
       try {
         for await (const event of client.preferences.watchPreferences({}, { signal })) {
-          setState("open");
-          attempt = 0;
+          if (openedAt === undefined) {
+            openedAt = performance.now();
+            setState("open");
+          }
           const prefs = event.preferences;
           if (!prefs || prefs.etag === lastEtag) continue;
           lastEtag = prefs.etag;
@@ -108,27 +127,42 @@ export function watchPreferences(
         err = ConnectError.from(e);
       }
       if (signal.aborted) break;
+      if (openedAt !== undefined && performance.now() - openedAt >= healthyAfterMs) {
+        attempt = 0;
+        reopenedAfterRefresh = false;
+      }
       if (err.code === Code.Unauthenticated) {
         const tokens = await client.session.tokens();
         if (errorReason(err) === Reason.ACCESS_TOKEN_EXPIRED && tokens) {
-          options.onError?.(err, true);
+          let refreshed = false;
           try {
             await client.session.refresh(tokens.accessToken);
-            continue;
+            refreshed = true;
           } catch (refreshError) {
             err = ConnectError.from(refreshError);
+          }
+          if (refreshed) {
+            const delay = reopenedAfterRefresh ? backoffDelay(attempt++, options.backoff) : 0;
+            reopenedAfterRefresh = true;
+            options.onError?.(err, true, delay);
+            if (delay > 0) {
+              setState("waiting");
+              await sleep(delay);
+            }
+            continue;
           }
         }
         await client.session.endIfFinal(err);
         if (signal.aborted || !(await client.session.signedIn())) break;
       }
       if (!RETRYABLE.has(err.code)) {
-        options.onError?.(err, false);
+        options.onError?.(err, false, undefined);
         throw err;
       }
-      options.onError?.(err, true);
+      const delay = Math.max(retryDelayMs(err) ?? 0, backoffDelay(attempt, options.backoff));
+      options.onError?.(err, true, delay);
       setState("waiting");
-      await sleep(Math.max(retryDelayMs(err) ?? 0, backoffDelay(attempt, options.backoff)));
+      await sleep(delay);
       attempt += 1;
     }
   };

@@ -1,15 +1,16 @@
-// @assistd/client against a real `assistd serve` (SQLite in a temp dir) whose sign-in points at
-// the npm oidc-provider. Access tokens live 1 s (+ the server's 30 s of clock-skew leeway), so
-// expiry and refresh are the server's own decisions, not simulated.
+// @assistd/client against a real `assistd dev` (SQLite in a temp dir, its embedded OpenID
+// provider for sign-in, its local model for chat). Access tokens live 1 s (`--access-token-ttl`)
+// plus the server's 30 s of clock-skew leeway, so expiry and refresh are the server's own
+// decisions, not simulated.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
+import { createGrpcWebTransport } from "@connectrpc/connect-node";
+import type { DescEnum } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { AuditAction } from "../gen/assistd/apikey/v1/apikey_pb.js";
-import { PreferencesSchema, Theme } from "../gen/assistd/preferences/v1/preferences_pb.js";
-import type { Preferences } from "../gen/assistd/preferences/v1/preferences_pb.js";
 import {
+  AuditAction,
   Code,
   ConnectError,
   LoginRedirectError,
@@ -20,52 +21,85 @@ import {
   createAssistdClient,
   describeError,
   errorReason,
+  PreferencesSchema,
+  SignInMethod,
+  Theme,
   fieldViolations,
+  memoryTokenStore,
   signInWithIdToken,
   watchPreferences,
 } from "../src/index.js";
-import { SignInMethod } from "../gen/assistd/auth/v1/auth_pb.js";
-import type { AssistdClient, SessionEndedEvent, WatchState } from "../src/index.js";
+import * as entry from "../src/index.js";
+import type { Interceptor } from "@connectrpc/connect";
+import type { AssistdClient, Preferences, SessionEndedEvent, TokenStore, WatchState } from "../src/index.js";
 import {
-  Provider,
-  Server,
+  DevServer,
+  FaultyLink,
   authorize,
-  freePort,
-  googleStyleIdToken,
+  devIdToken,
   memoryStateStore,
   newClient,
+  newUser,
   redirectUri,
+  readyToChat,
   removeDir,
   signIn,
+  sleep,
+  streamReply,
   tempDir,
 } from "./harness.js";
+import type { TestClient } from "./harness.js";
 
 const LEEWAY_MS = 30_000; // the server's clock-skew leeway on access tokens
 
 let work: string;
-let provider: Provider;
-let server: Server;
+let server: DevServer;
 // Signed in first so that its access token has expired by the time the expiry test runs.
-let expiring: AssistdClient;
+let expiring: TestClient;
 let expiringRefreshes = 0;
-let expiringWatcher: AssistdClient;
+let expiringWatcher: TestClient;
+let throughRefresh: TestClient;
+let throughRefreshChat: string;
+// Their clocks run behind the server's: they believe their tokens valid after the server stopped
+// accepting them, so only the server's answer can tell them to refresh.
+let behindChat: TestClient;
+let behindChatSession: string;
+let behindWatch: TestClient;
+const CLOCK_BEHIND_MS = 10 * 60_000;
+
+/**
+ * A token store of a client whose clock is `ms` behind the server's. The client compares the
+ * server's expiry time with its own clock; storing the expiry `ms` later is the same comparison.
+ */
+function clockBehindStore(ms: number): TokenStore {
+  const inner = memoryTokenStore();
+  return {
+    get: () => inner.get(),
+    set: (t) => inner.set({ ...t, accessTokenExpiresAt: t.accessTokenExpiresAt + ms }),
+    clear: () => inner.clear(),
+  };
+}
 
 before(async () => {
   work = tempDir();
-  provider = await Provider.start(join(work, "provider.log"));
-  server = new Server(await freePort(), join(work, "data"), provider.issuer, join(work, "server.log"), {
-    ASSISTD_AUTH__ACCESS_TOKEN_TTL: "1s",
-  });
+  server = new DevServer(join(work, "data"), join(work, "server.log"), ["--access-token-ttl", "1s"]);
   await server.start();
   expiring = newClient(server, { onRefresh: () => (expiringRefreshes += 1) });
   await signIn(expiring, "expiry test");
   expiringWatcher = newClient(server);
   await signIn(expiringWatcher, "expiry watch test");
+  throughRefresh = newClient(server);
+  await signIn(throughRefresh, "through refresh test");
+  throughRefreshChat = await readyToChat(throughRefresh);
+  behindChat = newClient(server, { store: clockBehindStore(CLOCK_BEHIND_MS) });
+  await signIn(behindChat, "slow clock chat");
+  behindChatSession = await readyToChat(behindChat);
+  behindWatch = newClient(server, { store: clockBehindStore(CLOCK_BEHIND_MS) });
+  await signIn(behindWatch, "slow clock watch");
 });
 
 after(async () => {
   await server?.stop();
-  await provider?.stop();
   if (process.env.KEEP_TEST_LOGS) console.error(`logs kept in ${work}`);
   else if (work) removeDir(work);
 });
@@ -86,16 +120,41 @@ async function auditCount(client: AssistdClient, action: AuditAction, sinceMs: n
   return count;
 }
 
+describe("package exports", () => {
+  test("every generated enum is exported by name, with its values by name", () => {
+    const aliases: Record<string, string> = { Provider: "ApiKeyProvider" };
+    const namespaces = [entry.authV1, entry.apikeyV1, entry.chatV1, entry.preferencesV1, entry.gmailV1];
+    const enums = namespaces.flatMap((ns) =>
+      Object.values(ns).filter(
+        (v): v is DescEnum =>
+          typeof v === "object" && v !== null && (v as { kind?: unknown }).kind === "enum",
+      ),
+    );
+    assert.ok(enums.length >= 13, `found ${enums.length} enums`);
+    for (const desc of enums) {
+      const name = aliases[desc.name] ?? desc.name;
+      const exported = (entry as Record<string, unknown>)[name] as Record<string, number> | undefined;
+      assert.ok(exported, `${desc.typeName} is exported as ${name}`);
+      for (const value of desc.values) {
+        assert.equal(exported[value.localName], value.number, `${name}.${value.localName}`);
+      }
+    }
+    assert.equal(entry.Theme.DARK, entry.preferencesV1.Theme.DARK);
+    assert.equal(entry.MessageRole[entry.MessageRole.USER], "USER");
+  });
+});
+
 describe("sign-in", () => {
   test("the redirect path yields real tokens that the interceptor sends", async () => {
     const client = newClient(server);
-    const done = await signIn(client, "laptop");
-    assert.equal(done.user?.email, "grace@example.org");
+    const user = newUser("grace");
+    const done = await signIn(client, "laptop", user);
+    assert.equal(done.user?.email, user.email);
     const tokens = await client.session.tokens();
     assert.ok(tokens && tokens.accessToken.split(".").length === 3, "a JWT access token is stored");
     assert.ok(tokens.accessTokenExpiresAt > Date.now() - 5_000);
     const me = await client.auth.getCurrentUser({});
-    assert.equal(me.user?.displayName, "Grace Hopper");
+    assert.equal(me.user?.displayName, user.name);
     const sessions = await client.auth.listSessions({});
     const current = sessions.sessions.find((s) => s.current);
     assert.equal(current?.id, tokens.sessionId);
@@ -104,8 +163,9 @@ describe("sign-in", () => {
 
   test("the default transport (connect-web over fetch) works too", async () => {
     const client = createAssistdClient({ baseUrl: server.baseUrl });
-    await signIn(client, "fetch");
-    assert.equal((await client.auth.getCurrentUser({})).user?.email, "grace@example.org");
+    const user = newUser("fetch");
+    await signIn(client, "fetch", user);
+    assert.equal((await client.auth.getCurrentUser({})).user?.email, user.email);
     const themes = await client.preferences.listThemes({});
     assert.deepEqual(
       themes.themes.map((t) => t.theme),
@@ -118,7 +178,7 @@ describe("sign-in", () => {
     const stateStore = memoryStateStore();
     const { authorizationUrl, state } = await beginRedirectLogin(client, { redirectUri, stateStore });
     assert.equal(stateStore.value, state);
-    const callback = new URL(await authorize(authorizationUrl));
+    const callback = new URL(await authorize(authorizationUrl, newUser()));
     callback.searchParams.set("state", "forged-state");
     await assert.rejects(
       completeRedirectLogin(client, { callbackUrl: callback, stateStore }),
@@ -133,9 +193,10 @@ describe("sign-in", () => {
   test("a Google-style ID token signs in once", async () => {
     const client = newClient(server);
     const nonce = `n-${Date.now()}`;
-    const idToken = await googleStyleIdToken(provider.issuer, nonce);
+    const user = newUser("gis");
+    const idToken = await devIdToken(server.issuer, user, nonce);
     const res = await signInWithIdToken(client, { idToken, nonce, deviceName: "gis" });
-    assert.equal(res.user?.email, "grace@example.org");
+    assert.equal(res.user?.email, user.email);
     assert.equal((await client.auth.getCurrentUser({})).user?.id, res.user?.id);
     const current = (await client.auth.listSessions({})).sessions.find((s) => s.current);
     assert.equal(current?.signInMethod, SignInMethod.GOOGLE_ID_TOKEN);
@@ -162,6 +223,46 @@ describe("sign-in", () => {
       assert.equal(errorReason(err), Reason.ACCESS_TOKEN_MISSING);
     }
   });
+});
+
+describe("resending unsent requests", () => {
+  // What Node's http client reports when the connection closes while the request body is still
+  // being written.
+  const epipe = () => Object.assign(new Error("write EPIPE"), { code: "EPIPE", errno: -32, syscall: "write" });
+
+  for (const [httpVersion, attempts] of [
+    ["1.1", 2],
+    ["2", 1],
+  ] as const) {
+    test(`a request cut while being written is sent again over HTTP/${httpVersion} ${attempts === 2 ? "once more" : "never"}`, async () => {
+      let sent = 0;
+      // Innermost, where the network is: the first request fails as its write does.
+      const cutFirstWrite: Interceptor = (next) => async (req) => {
+        sent += 1;
+        if (sent === 1) throw new ConnectError("write EPIPE", Code.Unavailable, undefined, undefined, epipe());
+        return await next(req);
+      };
+      const client = createAssistdClient({
+        baseUrl: server.baseUrl,
+        httpVersion,
+        transport: (init) =>
+          createGrpcWebTransport({ baseUrl: init.baseUrl, interceptors: [...init.interceptors, cutFirstWrite], httpVersion }),
+      });
+      const err = await client.preferences.getPreferences({}).then(
+        () => assert.fail("accepted without a token"),
+        (e: unknown) => ConnectError.from(e),
+      );
+      assert.equal(sent, attempts);
+      if (httpVersion === "1.1") {
+        // Sent again, and answered by the server itself.
+        assert.equal(err.code, Code.Unauthenticated);
+        assert.equal(errorReason(err), Reason.ACCESS_TOKEN_MISSING);
+      } else {
+        assert.equal(err.code, Code.Unavailable);
+        assert.match(err.rawMessage, /EPIPE/);
+      }
+    });
+  }
 });
 
 describe("error helpers", () => {
@@ -224,14 +325,13 @@ describe("error helpers", () => {
   });
 
   test("a rate-limited sign-in is RESOURCE_EXHAUSTED with a RetryInfo delay", async () => {
-    const limited = new Server(await freePort(), join(work, "limited-data"), provider.issuer, join(work, "limited.log"), {
-      ASSISTD_SIGN_IN__SIGN_IN_PER_IP_PER_MINUTE: "2",
-    });
+    // A server of its own: assistd dev allows 60 sign-in calls a minute from one address.
+    const limited = new DevServer(join(work, "limited-data"), join(work, "limited.log"));
     await limited.start();
     try {
       const client = newClient(limited);
       let err: unknown;
-      for (let i = 0; i < 5 && err === undefined; i += 1) {
+      for (let i = 0; i < 100 && err === undefined; i += 1) {
         await beginRedirectLogin(client, { redirectUri, stateStore: memoryStateStore() }).catch((e: unknown) => (err = e));
       }
       const d = describeError(err);
@@ -257,9 +357,10 @@ describe("session end", () => {
   test("a session revoked from another device is reported and cleared", async () => {
     const ended: SessionEndedEvent[] = [];
     const phone = newClient(server, { onSessionEnded: (e) => ended.push(e) });
-    await signIn(phone, "phone");
+    const user = newUser("two-devices");
+    await signIn(phone, "phone", user);
     const laptop = newClient(server);
-    await signIn(laptop, "laptop");
+    await signIn(laptop, "laptop", user);
     await phone.preferences.getPreferences({});
 
     const phoneSession = (await phone.session.tokens())!.sessionId;
@@ -323,12 +424,79 @@ describe("session end", () => {
   });
 });
 
+describe("refresh", () => {
+  test("a Refresh answered after signOut does not sign the client in again", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((ok) => (release = ok));
+    let answered!: () => void;
+    const refreshAnswered = new Promise<void>((ok) => (answered = ok));
+    // Holds the Refresh answer on its way back, like a slow network, until signOut is done.
+    const slowRefreshAnswer: Interceptor = (next) => async (req) => {
+      const res = await next(req);
+      if (req.method.name === "Refresh") {
+        answered();
+        await gate;
+      }
+      return res;
+    };
+    const ended: SessionEndedEvent[] = [];
+    const client = newClient(server, { onSessionEnded: (e) => ended.push(e) }, [slowRefreshAnswer]);
+    await signIn(client);
+    const refreshing = client.session.refresh().then(
+      () => assert.fail("a Refresh that finished after signOut was taken"),
+      (e: unknown) => ConnectError.from(e),
+    );
+    await refreshAnswered; // the server has rotated the tokens; the client has not seen them yet
+    await client.signOut();
+    release();
+    const err = await refreshing;
+    assert.equal(err.code, Code.Unauthenticated);
+    assert.match(err.rawMessage, /signed out/);
+    assert.equal(await client.session.tokens(), undefined);
+    assert.equal(await client.session.signedIn(), false);
+    assert.deepEqual(
+      ended.map((e) => e.reason),
+      ["SIGNED_OUT"],
+    );
+    assert.equal(client.wire.count("Refresh"), 1);
+  });
+
+  test("a Refresh that gets no answer fails after its timeout with a clear error and keeps the session", async () => {
+    const link = await FaultyLink.start(server.baseUrl);
+    try {
+      const client = newClient(link, { refreshTimeoutMs: 500 });
+      await signIn(client);
+      const signedIn = await client.session.tokens();
+      link.stalled = true;
+      const outcome = await Promise.race([
+        client.session.refresh().then(
+          () => "refreshed",
+          (e: unknown) => ConnectError.from(e),
+        ),
+        sleep(20_000).then(() => "no answer in 20 s"),
+      ]);
+      assert.ok(outcome instanceof ConnectError, `Refresh settled with: ${String(outcome)}`);
+      assert.equal(outcome.code, Code.DeadlineExceeded);
+      assert.match(outcome.rawMessage, /Refresh .*500 ms/);
+      assert.deepEqual(await client.session.tokens(), signedIn, "a timeout keeps the tokens");
+      // The next Refresh is a new attempt, not the stuck one.
+      link.stalled = false;
+      const fresh = await client.session.refresh();
+      assert.notEqual(fresh.accessToken, signedIn!.accessToken);
+      assert.equal(client.wire.count("Refresh"), 2);
+    } finally {
+      await link.stop();
+    }
+  });
+});
+
 describe("preferences watch", () => {
   test("reconnects after the server restarts and delivers a later change", async () => {
+    const user = newUser("watch");
     const watcher = newClient(server);
-    await signIn(watcher, "watcher");
+    await signIn(watcher, "watcher", user);
     const writer = newClient(server);
-    await signIn(writer, "writer");
+    await signIn(writer, "writer", user);
     const baseline = await writer.preferences.updatePreferences({
       preferences: { language: "en", theme: Theme.LIGHT },
       updateMask: { paths: ["theme", "language"] },
@@ -383,6 +551,54 @@ describe("preferences watch", () => {
     assert.equal(states.at(-1), "stopped");
   });
 
+  test("a stream that opens and then fails keeps its backoff; a healthy stream resets it", async () => {
+    const link = await FaultyLink.start(server.baseUrl);
+    try {
+      const client = newClient(link);
+      await signIn(client, "flaky link");
+      const delays: (number | undefined)[] = [];
+      let opened = 0;
+      let onOpen: (() => void) | undefined;
+      const watch = watchPreferences(client, {
+        backoff: { initialMs: 100, maxMs: 10_000, multiplier: 2, random: () => 0, healthyAfterMs: 1_500 },
+        onPreferences: () => {},
+        onError: (_e, willRetry, delayMs) => {
+          assert.ok(willRetry);
+          delays.push(delayMs);
+        },
+        onStateChange: (s) => {
+          if (s === "open") {
+            opened += 1;
+            onOpen?.();
+          }
+        },
+      });
+      const nextOpen = (n: number) =>
+        new Promise<void>((ok) => {
+          onOpen = () => opened >= n && ok();
+          onOpen();
+        });
+      // Each time the stream opens (its first message arrived), the link drops it at once.
+      for (let n = 1; n <= 4; n += 1) {
+        await nextOpen(n);
+        link.cut();
+      }
+      await nextOpen(5);
+      // Open-then-fail cycles do not reset the backoff: 50, 100, 200, 400 ms (random() = 0
+      // gives the lower half of the jitter).
+      assert.deepEqual(delays, [50, 100, 200, 400]);
+      // Healthy for longer than healthyAfterMs: the next failure starts from the first step.
+      await sleep(2_000);
+      link.cut();
+      await nextOpen(6);
+      assert.deepEqual(delays, [50, 100, 200, 400, 50]);
+      watch.stop();
+      await watch.done;
+    } finally {
+      await link.stop();
+    }
+  });
+
   test("stops when the session is signed out", async () => {
     const client = newClient(server);
     await signIn(client);
@@ -420,6 +636,16 @@ describe("access token expiry", () => {
     for (const r of results) assert.ok(r.preferences);
     const refreshes = expiring.session.refreshCount - before;
     assert.equal(refreshes, 1, "one Refresh for 20 calls");
+    // Counted on the wire too: one Refresh request went to the server, and it answered OK.
+    assert.equal(expiring.wire.count("Refresh"), 1);
+    assert.deepEqual(
+      expiring.wire.answers.filter((a) => a.method === "Refresh").map((a) => a.code),
+      ["OK"],
+    );
+    // Each call was refused once with the old token and answered once with the new one.
+    const answers = expiring.wire.answers.filter((a) => a.method === "GetPreferences");
+    assert.equal(answers.filter((a) => a.code === "OK").length, 20);
+    assert.equal(answers.filter((a) => a.code === Code.Unauthenticated).length, 20);
     assert.equal(expiringRefreshes, 1);
     const fresh = (await expiring.session.tokens())!;
     assert.notEqual(fresh.accessToken, tokens.accessToken);
@@ -431,6 +657,51 @@ describe("access token expiry", () => {
     await expiring.auth.getCurrentUser({});
     assert.equal(expiring.session.refreshCount - before, 1);
     console.log(`refresh count under 20 parallel expired calls: ${refreshes}`);
+  });
+
+  test("unary and streaming calls keep working through one Refresh", async () => {
+    const tokens = (await throughRefresh.session.tokens())!;
+    const sentBefore = throughRefresh.wire.count("Refresh");
+    assert.equal(sentBefore, 0);
+    const wait = tokens.accessTokenExpiresAt + LEEWAY_MS + 1_500 - Date.now();
+    if (wait > 0) await new Promise((ok) => setTimeout(ok, wait));
+
+    const prefs = await throughRefresh.preferences.getPreferences({});
+    assert.ok(prefs.preferences);
+    const reply = await streamReply(throughRefresh, throughRefreshChat, "hello through a refresh");
+    assert.match(reply, /hello through a refresh/);
+    const messages = await throughRefresh.chat.listMessages({ sessionId: throughRefreshChat, pageSize: 10 });
+    assert.equal(messages.messages.length, 2);
+    assert.equal(throughRefresh.wire.count("Refresh"), 1, "one Refresh request on the wire");
+    assert.notEqual((await throughRefresh.session.tokens())!.accessToken, tokens.accessToken);
+  });
+
+  test("a stream refused with ACCESS_TOKEN_EXPIRED before its first message refreshes and opens again (client clock behind)", async () => {
+    for (const client of [behindChat, behindWatch]) {
+      const tokens = (await client.session.tokens())!;
+      const serverExpiry = tokens.accessTokenExpiresAt - CLOCK_BEHIND_MS + LEEWAY_MS + 1_500;
+      const wait = serverExpiry - Date.now();
+      if (wait > 0) await sleep(wait);
+      assert.ok(Date.now() < tokens.accessTokenExpiresAt, "the client still believes its token valid");
+    }
+
+    const reply = await streamReply(behindChat, behindChatSession, "hello from a slow clock");
+    assert.match(reply, /hello from a slow clock/);
+    assert.equal(behindChat.wire.count("Refresh"), 1);
+    assert.equal(behindChat.wire.count("StreamMessage"), 2, "refused once, then sent with the new token");
+    const messages = await behindChat.chat.listMessages({ sessionId: behindChatSession, pageSize: 10 });
+    assert.equal(messages.messages.length, 2, "one exchange stored");
+
+    const abort = new AbortController();
+    let first: Preferences | undefined;
+    for await (const ev of behindWatch.preferences.watchPreferences({}, { signal: abort.signal })) {
+      first = ev.preferences;
+      break;
+    }
+    abort.abort();
+    assert.ok(first, "the watch delivered the current preferences");
+    assert.equal(behindWatch.wire.count("Refresh"), 1);
+    assert.equal(behindWatch.wire.count("WatchPreferences"), 2);
   });
 
   test("a watch opened with an expired token refreshes once and delivers", async () => {

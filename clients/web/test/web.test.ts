@@ -43,27 +43,29 @@ async function accepting(port: number): Promise<boolean> {
   });
 }
 
-let dev: ChildProcess | undefined;
-let dataDir = "";
-let app: StaticServer | undefined;
-let otherOrigin: StaticServer | undefined;
-let browser: Browser | undefined;
-let providerUrl = "";
-const contexts: BrowserContext[] = [];
+/** One `assistd dev` with its temporary data directory and a static server for the app. */
+interface Stack {
+  /** The app's origin, e.g. http://127.0.0.1:PORT. */
+  url: string;
+  providerUrl: string;
+  /** assistd's grpc-web address. */
+  apiUrl: string;
+  app: StaticServer;
+  stop(): Promise<void>;
+}
 
-process.on("exit", () => dev?.kill("SIGKILL"));
+const stacks: Stack[] = [];
 
-before(async () => {
-  mkdirSync(artifacts, { recursive: true });
-  const [api, provider, model, web, other] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
-  dataDir = mkdtempSync(join(tmpdir(), "assistd-web-"));
+/** Starts `assistd dev` (with `extraArgs`) on free loopback ports and serves the app for it. */
+async function startStack(name: string, extraArgs: string[] = []): Promise<Stack> {
+  const [api, provider, model, web] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const dataDir = mkdtempSync(join(tmpdir(), "assistd-web-"));
   const webOrigin = `http://127.0.0.1:${web}`;
-  providerUrl = `http://127.0.0.1:${provider}`;
   const bin = process.env.SERVER_BIN ?? join(repoRoot, "target/debug/assistd");
   const env = Object.fromEntries(
     Object.entries(process.env).filter(([k]) => !k.startsWith("ASSISTD_") && k !== "DATABASE_URL" && k !== "RUST_LOG"),
   );
-  dev = spawn(
+  const dev = spawn(
     bin,
     [
       "dev",
@@ -73,21 +75,58 @@ before(async () => {
       "--model-listen", `127.0.0.1:${model}`,
       "--allow-origin", webOrigin,
       "--redirect-uri", `${webOrigin}/auth/callback`,
+      ...extraArgs,
     ],
     { env, stdio: ["ignore", "pipe", "pipe"] },
   );
-  const log = createWriteStream(join(artifacts, "assistd-dev.log"));
+  devs.push(dev);
+  const log = createWriteStream(join(artifacts, `${name}.log`));
   dev.stdout!.pipe(log);
   dev.stderr!.pipe(log);
   const deadline = Date.now() + 30_000;
   for (;;) {
-    if (dev.exitCode !== null) throw new Error(`assistd dev exited with ${dev.exitCode}; see test-artifacts/assistd-dev.log`);
+    if (dev.exitCode !== null) throw new Error(`assistd dev exited with ${dev.exitCode}; see test-artifacts/${name}.log`);
     if ((await accepting(api)) && (await accepting(provider)) && (await accepting(model))) break;
     if (Date.now() > deadline) throw new Error("assistd dev did not listen in 30 s");
     await new Promise((ok) => setTimeout(ok, 100));
   }
-  app = await startStaticServer({ port: web, apiUrl: `http://127.0.0.1:${api}` });
-  otherOrigin = await startStaticServer({ port: other, apiUrl: `http://127.0.0.1:${api}` });
+  const app = await startStaticServer({ port: web, apiUrl: `http://127.0.0.1:${api}` });
+  const stack: Stack = {
+    url: app.url,
+    providerUrl: `http://127.0.0.1:${provider}`,
+    apiUrl: `http://127.0.0.1:${api}`,
+    app,
+    async stop() {
+      await app.close();
+      if (dev.exitCode === null && dev.signalCode === null) {
+        const exited = new Promise((ok) => dev.once("exit", ok));
+        dev.kill("SIGTERM");
+        const timer = setTimeout(() => dev.kill("SIGKILL"), 15_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  stacks.push(stack);
+  return stack;
+}
+
+const devs: ChildProcess[] = [];
+let main: Stack | undefined;
+let otherOrigin: StaticServer | undefined;
+let browser: Browser | undefined;
+const contexts: BrowserContext[] = [];
+
+process.on("exit", () => {
+  for (const d of devs) d.kill("SIGKILL");
+});
+
+before(async () => {
+  mkdirSync(artifacts, { recursive: true });
+  main = await startStack("assistd-dev");
+  // Serves the same app from an origin the server does not allow.
+  otherOrigin = await startStaticServer({ port: await freePort(), apiUrl: main.apiUrl });
   browser = await chromium.launch({
     executablePath: chromiumPath,
     headless: true,
@@ -98,16 +137,8 @@ before(async () => {
 after(async () => {
   for (const c of contexts) await c.close().catch(() => undefined);
   await browser?.close().catch(() => undefined);
-  await app?.close();
   await otherOrigin?.close();
-  if (dev && dev.exitCode === null && dev.signalCode === null) {
-    const exited = new Promise((ok) => dev!.once("exit", ok));
-    dev.kill("SIGTERM");
-    const timer = setTimeout(() => dev?.kill("SIGKILL"), 15_000);
-    await exited;
-    clearTimeout(timer);
-  }
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  for (const s of stacks) await s.stop();
 });
 
 async function newPage(): Promise<Page> {
@@ -119,40 +150,58 @@ async function newPage(): Promise<Page> {
 }
 
 /** The whole redirect sign-in, as a person does it; returns the URLs the tab went through. */
-async function signIn(page: Page, email: string, device: string): Promise<string[]> {
+async function signIn(page: Page, email: string, device: string, stack: Stack = main!): Promise<string[]> {
   const visited: string[] = [];
   page.on("framenavigated", (f) => {
     if (f === page.mainFrame()) visited.push(f.url());
   });
-  await page.goto(app!.url);
+  await page.goto(stack.url);
   await page.locator("#screen-signin").waitFor();
   await page.fill("#device-name", device);
   await page.click("#sign-in");
-  await page.waitForURL((u) => u.origin === providerUrl);
+  await page.waitForURL((u) => u.origin === stack.providerUrl);
   await page.fill('input[name="email"]', email);
   await page.fill('input[name="name"]', email.split("@")[0] ?? "someone");
   await page.click('button[type="submit"]');
-  await page.waitForURL(`${app!.url}/`);
+  await page.waitForURL(`${stack.url}/`);
   await page.locator("#screen-chat").waitFor();
   await assert.doesNotReject(page.locator("#whoami", { hasText: email }).waitFor());
   return visited;
 }
 
+/** Stores a key the local model accepts, through the API key screen, and goes back to the chat. */
+async function storeApiKey(page: Page): Promise<void> {
+  await page.click('#nav [data-screen="apikey"]');
+  await page.locator("#key-hint", { hasText: "none" }).waitFor();
+  await page.fill("#api-key", "dev-frontend-key-01");
+  await page.click("#key-save");
+  await page.locator("#key-status", { hasText: "valid" }).waitFor();
+  await page.click('#nav [data-screen="chat"]');
+}
+
+/** Types a message, sends it and waits for the finished reply that matches `reply`. */
+async function chat(page: Page, text: string, reply: RegExp | string): Promise<void> {
+  await page.fill("#message", text);
+  await page.click("#send");
+  await page.locator('#messages li.model[data-state="done"]', { hasText: reply }).waitFor({ timeout: 60_000 });
+  await page.locator("#send:not([disabled])").waitFor();
+}
+
 describe("web app against assistd dev", () => {
   test("signs in through the development provider with PKCE and signs out", async () => {
     const page = await newPage();
-    await page.goto(app!.url);
+    await page.goto(main!.url);
     await page.locator("#screen-signin").waitFor();
     await page.screenshot({ path: join(artifacts, "sign-in.png") });
 
     const visited = await signIn(page, "ada@example.com", "Laptop");
-    const authorize = visited.find((u) => u.startsWith(providerUrl));
+    const authorize = visited.find((u) => u.startsWith(main!.providerUrl));
     assert.ok(authorize, `the tab visited the provider: ${visited.join(" → ")}`);
     const authUrl = new URL(authorize);
     assert.equal(authUrl.searchParams.get("code_challenge_method"), "S256");
     assert.ok((authUrl.searchParams.get("code_challenge") ?? "").length >= 43);
-    assert.equal(authUrl.searchParams.get("redirect_uri"), `${app!.url}/auth/callback`);
-    const callback = visited.find((u) => u.startsWith(`${app!.url}/auth/callback`));
+    assert.equal(authUrl.searchParams.get("redirect_uri"), `${main!.url}/auth/callback`);
+    const callback = visited.find((u) => u.startsWith(`${main!.url}/auth/callback`));
     assert.ok(callback, `the provider redirected to the callback: ${visited.join(" → ")}`);
     assert.ok(new URL(callback).searchParams.get("code"));
     assert.equal(new URL(callback).searchParams.get("state"), authUrl.searchParams.get("state"));
@@ -194,7 +243,7 @@ describe("web app against assistd dev", () => {
     await page.screenshot({ path: join(artifacts, "api-key.png") });
 
     // A fresh page load, then a message: when does the first delta show, when does the reply end?
-    await page.goto(app!.url);
+    await page.goto(main!.url);
     await page.locator("#screen-chat").waitFor();
     await page.evaluate(() => {
       const w = window as unknown as { timings: Record<string, number> };

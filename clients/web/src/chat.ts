@@ -52,14 +52,15 @@ function sessionItem(s: Session): HTMLLIElement {
   return li;
 }
 
-/** Loads the next page(s) of the sidebar, until a full page of sessions has been added. */
-async function loadMoreSessions(generation = sidebarGeneration): Promise<void> {
+/** Loads the next page(s) of the sidebar, until `wanted` sessions have been added. */
+async function loadMoreSessions(generation = sidebarGeneration, wanted = SESSIONS_PAGE): Promise<void> {
   let added = 0;
   const more = $<HTMLButtonElement>("sessions-more");
   more.disabled = true;
+  $("sessions").setAttribute("aria-busy", "true");
   try {
     for (const listing of listings) {
-      while (!listing.done && added < SESSIONS_PAGE) {
+      while (!listing.done && added < wanted) {
         const res = await client.chat.listSessions({
           pageSize: SESSIONS_PAGE,
           pageToken: listing.token,
@@ -77,6 +78,7 @@ async function loadMoreSessions(generation = sidebarGeneration): Promise<void> {
     $("chat-error").textContent = words(err);
   } finally {
     if (generation === sidebarGeneration) {
+      $("sessions").setAttribute("aria-busy", "false");
       more.disabled = false;
       more.hidden = listings.every((l) => l.done);
       $("sessions-empty").hidden = $("sessions").childElementCount > 0;
@@ -84,8 +86,12 @@ async function loadMoreSessions(generation = sidebarGeneration): Promise<void> {
   }
 }
 
-/** Reloads the sidebar from its first page. */
-export async function loadSessions(): Promise<void> {
+/**
+ * Reloads the sidebar from its first page; with `keep`, as many sessions as it showed (after a
+ * rename, pin or archive, so the list does not shrink under the user).
+ */
+export async function loadSessions(keep = false): Promise<void> {
+  const wanted = keep ? Math.max(SESSIONS_PAGE, $("sessions").childElementCount) : SESSIONS_PAGE;
   const generation = ++sidebarGeneration;
   listings =
     view === "archived"
@@ -97,7 +103,7 @@ export async function loadSessions(): Promise<void> {
   $("sessions").replaceChildren();
   $("sessions-heading").textContent = view === "archived" ? "Archived chats" : "Chats";
   $("toggle-archived").textContent = view === "archived" ? "Back to chats" : "Archived chats";
-  await loadMoreSessions(generation);
+  await loadMoreSessions(generation, wanted);
 }
 
 $("sessions-more").addEventListener("click", () => void loadMoreSessions());
@@ -113,7 +119,7 @@ async function refreshUntilTitled(id: string): Promise<void> {
       const { session } = await client.chat.getSession({ sessionId: id });
       if (session?.title) {
         if (currentSession === id) showHeader(session);
-        await loadSessions();
+        await loadSessions(true);
         return;
       }
     } catch {
@@ -346,7 +352,7 @@ async function updateCurrent(patch: Partial<Pick<Session, "title" | "pinned" | "
   try {
     const { session } = await client.chat.updateSession({ session: { ...current, ...patch }, updateMask: { paths: Object.keys(patch) } });
     showHeader(session);
-    await loadSessions();
+    await loadSessions(true);
   } catch (err) {
     if (patch.title !== undefined) $("rename-error").textContent = words(err);
     else $("chat-error").textContent = words(err);
@@ -376,7 +382,7 @@ $("delete-confirmed").addEventListener("click", async () => {
   try {
     await client.chat.deleteSession({ sessionId: id });
     closeSession();
-    await loadSessions();
+    await loadSessions(true);
   } catch (err) {
     $("chat-error").textContent = words(err);
   }
@@ -451,7 +457,7 @@ async function send(text: string, clientMessageId: string, userItem?: HTMLLIElem
       if (!session) return;
       currentSession = session.id;
       showHeader(session);
-      void loadSessions();
+      void loadSessions(true);
     } catch (err) {
       $("chat-error").textContent = words(err);
       return;

@@ -187,6 +187,85 @@ async function chat(page: Page, text: string, reply: RegExp | string): Promise<v
   await page.locator("#send:not([disabled])").waitFor();
 }
 
+/**
+ * The server accepts an access token up to 30 s past its expiry time (clock skew between
+ * replicas); only later does it answer UNAUTHENTICATED / ACCESS_TOKEN_EXPIRED.
+ */
+const SERVER_LEEWAY_MS = 30_000;
+
+/** Waits until the page's access token is `beyond` ms past its expiry time (by the page's clock). */
+async function untilAccessTokenExpired(page: Page, beyond = 0): Promise<void> {
+  await page.waitForFunction(
+    (beyondMs) => {
+      const raw = sessionStorage.getItem("assistd.tokens");
+      return raw !== null && Date.now() > (JSON.parse(raw) as { accessTokenExpiresAt: number }).accessTokenExpiresAt + beyondMs + 500;
+    },
+    beyond,
+    { polling: 100, timeout: beyond + 30_000 },
+  );
+}
+
+describe("access tokens that expire while the app is open", () => {
+  let short: Stack | undefined;
+  before(async () => {
+    short = await startStack("assistd-dev-short-tokens", ["--access-token-ttl", "1s"]);
+  });
+
+  test("calls after expiry succeed through one Refresh, also 20 at once", async () => {
+    const page = await newPage();
+    const refreshes: string[] = [];
+    const apiCalls: string[] = [];
+    page.on("request", (r) => {
+      if (r.url().endsWith("/assistd.auth.v1.AuthService/Refresh")) refreshes.push(r.url());
+      else if (r.url().startsWith(short!.apiUrl)) apiCalls.push(r.url());
+    });
+    await signIn(page, "ttl@example.com", "Laptop", short);
+    await storeApiKey(page);
+
+    // A call once the server refuses the token: the devices screen loads as if nothing happened.
+    await untilAccessTokenExpired(page, SERVER_LEEWAY_MS);
+    const before1 = refreshes.length;
+    await page.click('#nav [data-screen="devices"]');
+    await page.locator("#devices li", { hasText: "Laptop (this device)" }).waitFor();
+    assert.equal(await page.textContent("#devices-error"), "");
+    assert.equal(await page.isVisible("#screen-signin"), false);
+    assert.equal(refreshes.length - before1, 1, "the expired token was refreshed once");
+
+    // 20 calls fired together once the server refuses the token: one Refresh, and all 20 succeed.
+    await untilAccessTokenExpired(page, SERVER_LEEWAY_MS);
+    const before20 = refreshes.length;
+    const callsBefore20 = apiCalls.length;
+    const outcomes = await page.evaluate(async () => {
+      const c = window.assistd!.client;
+      const calls = Array.from({ length: 20 }, (_, i) => {
+        switch (i % 4) {
+          case 0: return c.auth.getCurrentUser({});
+          case 1: return c.chat.listSessions({ pageSize: 5 });
+          case 2: return c.preferences.getPreferences({});
+          default: return c.apiKeys.getTokenBudget({});
+        }
+      });
+      const settled = await Promise.allSettled(calls);
+      return settled.map((s) => (s.status === "fulfilled" ? "ok" : String(s.reason)));
+    });
+    const parallelRefreshes = refreshes.length - before20;
+    console.log(`20 parallel calls after access-token expiry: ${outcomes.filter((o) => o === "ok").length} succeeded, Refresh requests: ${parallelRefreshes}`);
+    assert.deepEqual(outcomes, Array(20).fill("ok"));
+    assert.equal(parallelRefreshes, 1);
+    assert.equal(apiCalls.length - callsBefore20, 40, "each call was refused as expired once, then sent again with the new token");
+
+    // A streamed reply after expiry: the client refreshes before opening the stream (a started
+    // stream cannot be sent again), as soon as its own clock says the token has expired.
+    await page.click('#nav [data-screen="chat"]');
+    await untilAccessTokenExpired(page);
+    const beforeStream = refreshes.length;
+    await chat(page, "hello after expiry", 'You said: "hello after expiry"');
+    assert.equal(refreshes.length - beforeStream, 1);
+    assert.equal(await page.textContent("#chat-error"), "");
+    assert.equal(await page.isVisible("#screen-signin"), false);
+  });
+});
+
 describe("web app against assistd dev", () => {
   test("signs in through the development provider with PKCE and signs out", async () => {
     const page = await newPage();
@@ -367,6 +446,284 @@ describe("web app against assistd dev", () => {
     // The laptop is still signed in.
     await laptop.click("#devices-refresh");
     await laptop.locator("#devices li", { hasText: "Laptop (this device)" }).waitFor();
+  });
+
+  test("sessions sidebar: load more, rename, pin, archive and the archived view, delete", async () => {
+    const page = await newPage();
+    await signIn(page, "sidebar@example.com", "Laptop");
+    // 25 titled sessions, oldest first, so "Trip 25" is the most recent.
+    await page.evaluate(async () => {
+      for (let i = 1; i <= 25; i++) await window.assistd!.client.chat.createSession({ title: `Trip ${i}` });
+    });
+    await page.click('#nav [data-screen="chat"]');
+    const items = page.locator("#sessions li");
+    await page.locator("#sessions li", { hasText: "Trip 25" }).waitFor();
+    await page.locator("#sessions-more:not([hidden])").waitFor();
+    assert.equal(await items.count(), 20, "one page of sessions");
+    assert.equal(await items.first().textContent(), "Trip 25");
+    await page.click("#sessions-more");
+    await page.locator("#sessions li", { hasText: /^Trip 1$/ }).waitFor();
+    assert.equal(await items.count(), 25);
+    assert.equal(await page.isVisible("#sessions-more"), false, "no more pages");
+
+    // Rename.
+    await page.locator("#sessions li", { hasText: /^Trip 3$/ }).click();
+    await page.locator("#session-title", { hasText: "Trip 3" }).waitFor();
+    await page.click("#rename-session");
+    await page.fill("#rename-input", "Lisbon in May");
+    await page.click("#rename-save");
+    await page.locator("#session-title", { hasText: "Lisbon in May" }).waitFor();
+    await page.locator("#sessions li.selected", { hasText: "Lisbon in May" }).waitFor();
+    assert.equal(await page.locator("#sessions li", { hasText: /^Trip 3$/ }).count(), 0);
+    // A title longer than the server allows: its words next to the field, nothing changed.
+    await page.click("#rename-session");
+    await page.fill("#rename-input", "x".repeat(201));
+    await page.click("#rename-save");
+    await page.locator("#rename-error").filter({ hasText: /\S/ }).waitFor();
+    console.log(`a 201-character title: ${await page.textContent("#rename-error")}`);
+    await page.click("#rename-cancel");
+    assert.equal(await page.textContent("#session-title"), "Lisbon in May");
+
+    // Pin: on top of the list, though it is not the most recent.
+    await page.click("#pin-session");
+    await page.locator("#pin-session", { hasText: "Unpin" }).waitFor();
+    await page.locator("#sessions li.pinned", { hasText: "Lisbon in May" }).waitFor();
+    await page.locator('#sessions[aria-busy="false"]').waitFor({ state: "attached" });
+    assert.match((await items.first().textContent()) ?? "", /Lisbon in May/);
+    assert.equal(await items.count(), 25, "the list keeps the sessions it showed");
+    await page.screenshot({ path: join(artifacts, "sessions-pinned.png") });
+
+    // Archive: gone from the list, present in the archived view, and back after unarchiving.
+    await page.locator("#sessions li", { hasText: /^Trip 24$/ }).click();
+    await page.locator("#session-title", { hasText: "Trip 24" }).waitFor();
+    await page.click("#archive-session");
+    await page.locator("#archive-session", { hasText: "Unarchive" }).waitFor();
+    await page.locator("#sessions li", { hasText: /^Trip 24$/ }).waitFor({ state: "detached" });
+    await page.click("#toggle-archived");
+    await page.locator("#sessions-heading", { hasText: "Archived chats" }).waitFor();
+    await page.locator("#sessions li", { hasText: /^Trip 24$/ }).waitFor();
+    assert.equal(await items.count(), 1, "only archived sessions");
+    await page.screenshot({ path: join(artifacts, "sessions-archived.png") });
+    await page.locator("#sessions li", { hasText: /^Trip 24$/ }).click();
+    await page.click("#archive-session");
+    await page.locator("#sessions-empty:not([hidden])").waitFor();
+    await page.click("#toggle-archived");
+    await page.locator("#sessions li", { hasText: /^Trip 24$/ }).waitFor();
+
+    // Delete, after a confirmation.
+    await page.locator("#sessions li", { hasText: /^Trip 25$/ }).click();
+    await page.locator("#session-title", { hasText: "Trip 25" }).waitFor();
+    await page.click("#delete-session");
+    await page.locator("#delete-confirm:not([hidden])").waitFor();
+    await page.click("#delete-cancel");
+    assert.equal(await page.isVisible("#delete-confirm"), false);
+    await page.click("#delete-session");
+    await page.click("#delete-confirmed");
+    await page.locator("#sessions li", { hasText: /^Trip 25$/ }).waitFor({ state: "detached" });
+    assert.equal(await page.isVisible("#chat-header"), false);
+    const left = await page.evaluate(async () => {
+      const c = window.assistd!.client.chat;
+      const [active, archived] = await Promise.all([c.listSessions({ pageSize: 100 }), c.listSessions({ pageSize: 100, archived: 3 })]);
+      return { active: active.sessions.map((s) => s.title), all: archived.sessions.length };
+    });
+    assert.equal(left.all, 24);
+    assert.ok(!left.active.includes("Trip 25"));
+    assert.ok(left.active.includes("Lisbon in May"));
+  });
+
+  test("a long conversation opens at its end, earlier messages load on demand, and search opens a hit in context", async () => {
+    const page = await newPage();
+    await signIn(page, "pages@example.com", "Laptop");
+    await storeApiKey(page);
+    // 14 exchanges that each call a tool: 56 messages (user, call, result, reply).
+    const sessionId = await page.evaluate(async () => {
+      const c = window.assistd!.client.chat;
+      const { session } = await c.createSession({ title: "Clock questions" });
+      for (let i = 1; i <= 14; i++) {
+        await c.sendMessage({ sessionId: session!.id, clientMessageId: crypto.randomUUID(), text: `what time is it, question ${i}` });
+      }
+      return session!.id;
+    });
+    await page.click('#nav [data-screen="chat"]');
+    await page.locator(`#sessions li[data-id="${sessionId}"]`).click();
+    await page.locator("#messages li.user", { hasText: "question 14" }).waitFor();
+    assert.equal(await page.locator("#messages li").count(), 50, "the newest 50 messages");
+    assert.equal(await page.locator("#messages li.user", { hasText: /question 1$/ }).count(), 0);
+    // The tool calls of the history are shown in the conversation.
+    assert.ok((await page.locator("#messages li.tool-call", { hasText: "current_time" }).count()) >= 12);
+    assert.ok((await page.locator("#messages li.tool-result", { hasText: "current_time" }).count()) >= 12);
+    const last = page.locator("#messages li").last();
+    assert.ok(await last.evaluate((li) => {
+      const box = document.getElementById("messages")!.getBoundingClientRect();
+      const r = li.getBoundingClientRect();
+      return r.bottom <= box.bottom + 1 && r.top >= box.top - 1;
+    }), "the newest message is in view");
+    await page.click("#messages-more");
+    await page.locator("#messages li.user", { hasText: /question 1$/ }).waitFor();
+    assert.equal(await page.locator("#messages li").count(), 56);
+    assert.equal(await page.isVisible("#messages-more"), false);
+    assert.match((await page.locator("#messages li").first().textContent()) ?? "", /question 1$/, "oldest first");
+
+    // Search across conversations, with highlighted words; a hit opens its session around it.
+    await page.click("#new-session");
+    await page.fill("#search-query", "question 2");
+    await page.press("#search-query", "Enter");
+    const hit = page.locator("#search-results li", { hasText: /question 2$/ });
+    await hit.waitFor();
+    assert.equal(await hit.locator("mark").first().textContent().then((t) => (t ?? "").toLowerCase()), "question");
+    assert.equal(await page.isVisible("#sessions"), false, "the results take the sidebar's place");
+    await page.screenshot({ path: join(artifacts, "search.png") });
+    await hit.click();
+    const focused = page.locator("#messages li.focused");
+    await focused.waitFor();
+    assert.match((await focused.textContent()) ?? "", /question 2$/);
+    assert.equal(await page.locator("#session-title").textContent(), "Clock questions");
+    await page.click("#search-clear");
+    await page.locator("#sessions").waitFor();
+    // A query nothing matches.
+    await page.fill("#search-query", "zeppelin");
+    await page.press("#search-query", "Enter");
+    await page.locator("#search-empty:not([hidden])").waitFor();
+  });
+
+  test("tool calls in the conversation, memories, safe Markdown, and a reply that streams while another chat is open", async () => {
+    const page = await newPage();
+    await signIn(page, "tools@example.com", "Laptop");
+    await storeApiKey(page);
+
+    // remember: the call, its result and the reply, as they stream.
+    await chat(page, "remember that my cat is Tom", "Got it. I will remember: My cat is Tom.");
+    const call = page.locator("#messages li.tool-call", { hasText: "remember" });
+    assert.match((await call.textContent()) ?? "", /"fact":"My cat is Tom"/);
+    await page.locator("#messages li.tool-result", { hasText: "remember" }).waitFor();
+    await chat(page, "what time is it", /^It is /);
+    await page.locator("#messages li.tool-call", { hasText: "current_time" }).waitFor();
+    await page.screenshot({ path: join(artifacts, "chat-tools.png") });
+    const chatA = (await page.locator("#sessions li.selected").getAttribute("data-id")) ?? "";
+    assert.ok(chatA);
+
+    // Memories: listed, then forgotten; recall then finds nothing.
+    await page.click('#nav [data-screen="memories"]');
+    const memory = page.locator("#memories li", { hasText: "My cat is Tom" });
+    await memory.waitFor();
+    await page.screenshot({ path: join(artifacts, "memories.png") });
+    await memory.locator("button.forget").click();
+    await memory.waitFor({ state: "detached" });
+    await page.locator("#memories-empty:not([hidden])").waitFor();
+    await page.reload();
+    await page.click('#nav [data-screen="memories"]');
+    await page.locator("#memories-empty:not([hidden])").waitFor();
+    await page.click('#nav [data-screen="chat"]');
+    await page.locator(`#sessions li[data-id="${chatA}"]`).click();
+    await page.locator("#messages li.tool-call", { hasText: "remember" }).waitFor();
+    await chat(page, "what do you remember about my cat", "I don't remember anything about that yet.");
+    await page.locator("#messages li.tool-call", { hasText: "recall" }).waitFor();
+
+    // Markdown is rendered, HTML in a reply is shown as text and never runs.
+    const hostile = 'Look: **bold**, `code`, [a link](https://example.com/) [bad](javascript:window.__injected=2) <img src=x onerror="window.__injected=1">';
+    await chat(page, hostile, "You said:");
+    const reply = page.locator("#messages li.model").last();
+    assert.equal(await reply.locator("strong").first().textContent(), "bold");
+    assert.equal(await reply.locator("code").first().textContent(), "code");
+    assert.equal(await reply.locator("a").count(), 1, "only the https link is a link");
+    assert.equal(await reply.locator("a").getAttribute("href"), "https://example.com/");
+    assert.equal(await reply.locator("a").getAttribute("rel"), "noopener noreferrer");
+    assert.match((await reply.textContent()) ?? "", /<img src=x onerror="window.__injected=1">/);
+    assert.match((await reply.textContent()) ?? "", /\[bad\]\(javascript:window.__injected=2\)/);
+    assert.equal(await page.locator("#messages img").count(), 0);
+    assert.equal(await page.evaluate(() => (window as unknown as { __injected?: number }).__injected), undefined);
+    // The same after reading the history back from the server.
+    await page.locator(`#sessions li[data-id="${chatA}"]`).click();
+    await page.locator("#messages li.model strong", { hasText: "bold" }).waitFor();
+    assert.equal(await page.locator("#messages img").count(), 0);
+    assert.equal(await page.evaluate(() => (window as unknown as { __injected?: number }).__injected), undefined);
+    await page.screenshot({ path: join(artifacts, "chat-markdown.png") });
+
+    // A reply streams in chat B while the user opens chat A: it does not show in A, and it is
+    // there, complete and in view, on going back to B.
+    await page.click("#new-session");
+    await page.locator("#chat-header:not([hidden])").waitFor();
+    const chatB = (await page.locator("#sessions li.selected").getAttribute("data-id")) ?? "";
+    assert.ok(chatB && chatB !== chatA);
+    await page.fill("#message", "tell me a long story");
+    await page.click("#send");
+    await page.waitForFunction(() => (document.querySelector('#messages li.model[data-state="streaming"]')?.textContent ?? "").split(" ").length >= 3);
+    await page.locator(`#sessions li[data-id="${chatA}"]`).click();
+    await page.locator("#messages li.model strong", { hasText: "bold" }).waitFor();
+    await page.locator("#streaming-elsewhere:not([hidden])").waitFor();
+    const modelsInA = await page.locator("#messages li.model").count();
+    await page.waitForTimeout(600);
+    assert.equal(await page.locator("#messages li.model").count(), modelsInA, "nothing of B's reply arrives in A");
+    assert.equal(await page.locator("#messages li", { hasText: "tell me a long story" }).count(), 0);
+    assert.equal(await page.locator('#messages li[data-state="streaming"]').count(), 0);
+    assert.equal(await page.isVisible("#cancel"), false, "Stop belongs to B");
+    await page.screenshot({ path: join(artifacts, "chat-streaming-elsewhere.png") });
+    await page.click("#streaming-elsewhere");
+    await page.locator(`#sessions li.selected[data-id="${chatB}"]`).waitFor();
+    const replyB = page.locator('#messages li.model[data-state="done"]', { hasText: 'You said: "tell me a long story"' });
+    await replyB.waitFor({ timeout: 60_000 });
+    assert.equal(await page.locator("#messages li.user", { hasText: "tell me a long story" }).count(), 1);
+    assert.equal(await page.locator("#messages li.model").count(), 1);
+    assert.ok(await replyB.evaluate((li) => {
+      const box = document.getElementById("messages")!.getBoundingClientRect();
+      const r = li.getBoundingClientRect();
+      return r.bottom <= box.bottom + 1 && r.bottom > box.top;
+    }), "the end of the reply is in view");
+    // What the server kept for B is what the screen showed.
+    await page.locator(`#sessions li[data-id="${chatB}"]`).click();
+    await page.locator('#messages li.model[data-state="done"]', { hasText: 'You said: "tell me a long story"' }).waitFor();
+    assert.equal(await page.locator("#messages li.user").count(), 1);
+    await page.locator(`#sessions li[data-id="${chatA}"]`).click();
+    await page.locator("#messages li.model strong", { hasText: "bold" }).waitFor();
+    assert.equal(await page.locator("#messages li", { hasText: "tell me a long story" }).count(), 0);
+  });
+
+  test("usage and budget: this month's calls, a budget that stops chatting until it is removed, and the activity it leaves", async () => {
+    const page = await newPage();
+    await signIn(page, "budget@example.com", "Laptop");
+    await storeApiKey(page);
+    await chat(page, "hello budget", 'You said: "hello budget"');
+
+    await page.click('#nav [data-screen="usage"]');
+    await page.locator('#screen-usage[data-loaded="true"]').waitFor();
+    await page.locator("#usage-rows tr").first().waitFor();
+    const requests = Number(((await page.textContent("#usage-total-requests")) ?? "").replace(/,/g, ""));
+    const tokens = Number(((await page.textContent("#usage-total-tokens")) ?? "").replace(/,/g, ""));
+    assert.ok(requests >= 1, `requests: ${requests}`);
+    assert.ok(tokens > 0, `tokens: ${tokens}`);
+    assert.equal(await page.textContent("#budget-limit"), "no budget");
+    console.log(`usage after one exchange: ${requests} model calls, ${tokens} tokens`);
+
+    await page.fill("#budget-input", "0");
+    await page.click("#budget-save");
+    await page.locator("#budget-error").filter({ hasText: /\S/ }).waitFor();
+    console.log(`a budget of 0: ${await page.textContent("#budget-error")}`);
+    await page.fill("#budget-input", "1");
+    await page.click("#budget-save");
+    await page.locator("#budget-exhausted:not([hidden])").waitFor();
+    assert.equal(await page.textContent("#budget-limit"), "1 tokens a month");
+    assert.equal(await page.textContent("#budget-error"), "");
+    await page.screenshot({ path: join(artifacts, "usage.png") });
+
+    await page.click('#nav [data-screen="chat"]');
+    await page.locator("#sessions li.selected").click();
+    await page.locator("#messages li.model").first().waitFor();
+    await page.fill("#message", "one more please");
+    await page.click("#send");
+    await page.locator("#chat-error").filter({ hasText: /budget/i }).waitFor();
+    console.log(`sending with the budget spent: ${await page.locator("#chat-error").evaluate((p) => p.firstChild?.textContent ?? "")}`);
+
+    await page.click('#nav [data-screen="usage"]');
+    await page.locator("#budget-clear:not([hidden])").click();
+    await page.locator("#budget-limit", { hasText: "no budget" }).waitFor();
+    assert.equal(await page.isVisible("#budget-exhausted"), false);
+
+    await page.click('#nav [data-screen="apikey"]');
+    await page.locator("#audit li", { hasText: "Token budget cleared" }).waitFor();
+    await page.locator("#audit li", { hasText: "Token budget set" }).first().waitFor();
+    await page.locator("#audit li", { hasText: "API key stored" }).waitFor();
+    await page.locator("#audit li", { hasText: "Signed in" }).waitFor();
+    await page.screenshot({ path: join(artifacts, "api-key-activity.png") });
   });
 
   test("a page from an origin the server does not allow cannot call it", async () => {

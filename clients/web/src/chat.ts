@@ -320,7 +320,7 @@ $("messages-more").addEventListener("click", async () => {
   }
 });
 
-/** Forgets the open session (after it was deleted). */
+/** Forgets the open session (after it was deleted, or on sign-out). */
 export function closeSession(): void {
   openGeneration++;
   currentSession = "";

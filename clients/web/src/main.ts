@@ -4,7 +4,7 @@
 import { Code, ConnectError, beginRedirectLogin, completeRedirectLogin, watchPreferences } from "@assistd/client";
 import type { PreferencesWatch, SessionEndReason, SessionEndedEvent } from "@assistd/client";
 import { $, client, el, showFieldErrors, when, words } from "./app.js";
-import { loadSessions, stopStreaming } from "./chat.js";
+import { closeSession, loadSessions, stopStreaming } from "./chat.js";
 import { loadMemories } from "./memories.js";
 import { loadUsage } from "./usage.js";
 
@@ -67,6 +67,7 @@ function showSignIn(reason?: string): void {
   watch?.stop();
   watch = undefined;
   stopStreaming();
+  closeSession();
   $("whoami").textContent = "";
   $("signin-reason").hidden = !reason;
   $("signin-reason").textContent = reason ?? "";

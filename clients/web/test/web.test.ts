@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import type { Browser, BrowserContext, Page } from "playwright-core";
+import type { Browser, BrowserContext, Locator, Page } from "playwright-core";
 import { startStaticServer } from "../serve.mjs";
 import type { StaticServer } from "../serve.mjs";
 
@@ -177,6 +177,15 @@ async function storeApiKey(page: Page): Promise<void> {
   await page.click("#key-save");
   await page.locator("#key-status", { hasText: "valid" }).waitFor();
   await page.click('#nav [data-screen="chat"]');
+}
+
+/** Whether the bottom of `li` is inside the scrolled conversation's visible part. */
+async function endInView(li: Locator): Promise<boolean> {
+  return await li.evaluate((item) => {
+    const box = document.getElementById("messages")!.getBoundingClientRect();
+    const r = item.getBoundingClientRect();
+    return r.bottom <= box.bottom + 1 && r.bottom > box.top;
+  });
 }
 
 /** Types a message, sends it and waits for the finished reply that matches `reply`. */
@@ -529,6 +538,18 @@ describe("web app against assistd dev", () => {
     assert.equal(left.all, 24);
     assert.ok(!left.active.includes("Trip 25"));
     assert.ok(left.active.includes("Lisbon in May"));
+
+    // Someone else signs in in the same tab: nothing of the first account stays on screen.
+    await page.locator("#sessions li", { hasText: "Lisbon in May" }).click();
+    await page.locator("#session-title", { hasText: "Lisbon in May" }).waitFor();
+    await page.click("#sign-out");
+    await page.locator("#screen-signin").waitFor();
+    await signIn(page, "second@example.com", "Laptop");
+    await page.locator('#sessions[aria-busy="false"]').waitFor({ state: "attached" });
+    await page.locator("#sessions-empty:not([hidden])").waitFor();
+    assert.equal(await page.locator("#sessions li").count(), 0);
+    assert.equal(await page.isVisible("#chat-header"), false);
+    assert.equal(await page.locator("#messages li").count(), 0);
   });
 
   test("a long conversation opens at its end, earlier messages load on demand, and search opens a hit in context", async () => {
@@ -623,6 +644,8 @@ describe("web app against assistd dev", () => {
     const hostile = 'Look: **bold**, `code`, [a link](https://example.com/) [bad](javascript:window.__injected=2) <img src=x onerror="window.__injected=1">';
     await chat(page, hostile, "You said:");
     const reply = page.locator("#messages li.model").last();
+    assert.ok(await endInView(reply), "a conversation longer than the screen follows the reply to its end");
+    assert.ok(await page.locator("#messages").evaluate((box) => box.scrollHeight > box.clientHeight), "the conversation is longer than the screen");
     assert.equal(await reply.locator("strong").first().textContent(), "bold");
     assert.equal(await reply.locator("code").first().textContent(), "code");
     assert.equal(await reply.locator("a").count(), 1, "only the https link is a link");
@@ -664,11 +687,7 @@ describe("web app against assistd dev", () => {
     await replyB.waitFor({ timeout: 60_000 });
     assert.equal(await page.locator("#messages li.user", { hasText: "tell me a long story" }).count(), 1);
     assert.equal(await page.locator("#messages li.model").count(), 1);
-    assert.ok(await replyB.evaluate((li) => {
-      const box = document.getElementById("messages")!.getBoundingClientRect();
-      const r = li.getBoundingClientRect();
-      return r.bottom <= box.bottom + 1 && r.bottom > box.top;
-    }), "the end of the reply is in view");
+    assert.ok(await endInView(replyB), "the end of the reply is in view");
     // What the server kept for B is what the screen showed.
     await page.locator(`#sessions li[data-id="${chatB}"]`).click();
     await page.locator('#messages li.model[data-state="done"]', { hasText: 'You said: "tell me a long story"' }).waitFor();

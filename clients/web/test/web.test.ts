@@ -665,10 +665,13 @@ describe("web app against assistd dev", () => {
     // A reply streams in chat B while the user opens chat A: it does not show in A, and it is
     // there, complete and in view, on going back to B.
     await page.click("#new-session");
-    await page.locator("#chat-header:not([hidden])").waitFor();
+    await page.locator("#session-title", { hasText: "New chat" }).waitFor();
+    await page.locator("#sessions li.selected", { hasText: "New chat" }).waitFor();
     const chatB = (await page.locator("#sessions li.selected").getAttribute("data-id")) ?? "";
     assert.ok(chatB && chatB !== chatA);
-    await page.fill("#message", "tell me a long story");
+    // The local model quotes the message, so a long one makes a long reply (a word every 40 ms).
+    const story = "tell me a long story about the lighthouse keeper who counted every ship that passed his island for forty years and wrote their names in a blue book";
+    await page.fill("#message", story);
     await page.click("#send");
     await page.waitForFunction(() => (document.querySelector('#messages li.model[data-state="streaming"]')?.textContent ?? "").split(" ").length >= 3);
     await page.locator(`#sessions li[data-id="${chatA}"]`).click();
@@ -683,14 +686,14 @@ describe("web app against assistd dev", () => {
     await page.screenshot({ path: join(artifacts, "chat-streaming-elsewhere.png") });
     await page.click("#streaming-elsewhere");
     await page.locator(`#sessions li.selected[data-id="${chatB}"]`).waitFor();
-    const replyB = page.locator('#messages li.model[data-state="done"]', { hasText: 'You said: "tell me a long story"' });
+    const replyB = page.locator('#messages li.model[data-state="done"]', { hasText: `You said: "${story}"` });
     await replyB.waitFor({ timeout: 60_000 });
     assert.equal(await page.locator("#messages li.user", { hasText: "tell me a long story" }).count(), 1);
     assert.equal(await page.locator("#messages li.model").count(), 1);
     assert.ok(await endInView(replyB), "the end of the reply is in view");
     // What the server kept for B is what the screen showed.
     await page.locator(`#sessions li[data-id="${chatB}"]`).click();
-    await page.locator('#messages li.model[data-state="done"]', { hasText: 'You said: "tell me a long story"' }).waitFor();
+    await page.locator('#messages li.model[data-state="done"]', { hasText: `You said: "${story}"` }).waitFor();
     assert.equal(await page.locator("#messages li.user").count(), 1);
     await page.locator(`#sessions li[data-id="${chatA}"]`).click();
     await page.locator("#messages li.model strong", { hasText: "bold" }).waitFor();

@@ -40,7 +40,7 @@ step "build (tsc --strict, esbuild)"
 
 step "browser tests against assistd dev"
 # In a session of their own, so that whatever they start goes down with them.
-(cd "$web" && SERVER_BIN=$bin CHROMIUM_BIN=$chromium_bin exec setsid timeout -k 10 300 \
+(cd "$web" && SERVER_BIN=$bin CHROMIUM_BIN=$chromium_bin exec setsid timeout -k 10 600 \
   node --test --test-concurrency=1 --test-timeout=180000 dist-test/web.test.js) &
 tests_pid=$!
 wait "$tests_pid"

@@ -1,49 +1,37 @@
 // The reference web app: plain DOM on @assistd/client. One page; the screens are sections shown
 // one at a time. Tokens live in sessionStorage, so a reload or the sign-in redirect keeps the
 // session of this tab and nothing else.
-import {
-  Code,
-  ConnectError,
-  LoginRedirectError,
-  beginRedirectLogin,
-  completeRedirectLogin,
-  createAssistdClient,
-  describeError,
-  fieldViolations,
-  watchPreferences,
-} from "@assistd/client";
-import type { PreferencesWatch, SessionEndReason, SessionEndedEvent, TokenStore, Tokens } from "@assistd/client";
+import { Code, ConnectError, beginRedirectLogin, completeRedirectLogin, watchPreferences } from "@assistd/client";
+import type { PreferencesWatch, SessionEndReason, SessionEndedEvent } from "@assistd/client";
+import { $, client, el, showFieldErrors, when, words } from "./app.js";
+import { closeSession, loadSessions, stopStreaming } from "./chat.js";
+import { loadMemories } from "./memories.js";
+import { loadUsage } from "./usage.js";
 
 // Enum numbers of the contracts (assistd.*.v1); the client package exports the services, not
 // the generated enums.
 const PROVIDER_GEMINI = 1;
 const KEY_STATUS: Record<number, string> = { 0: "unknown", 1: "valid", 2: "invalid", 3: "not yet checked" };
-const ROLE_USER = 1;
-const ROLE_MODEL = 2;
 const THEME_NAMES: Record<number, string> = { 1: "light", 2: "dark", 3: "system" };
-
-declare global {
-  interface Window {
-    ASSISTD_CONFIG?: { apiUrl?: string };
-  }
-}
-
-const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
-  const el = document.getElementById(id);
-  if (!el) throw new Error(`#${id} is missing from index.html`);
-  return el as T;
+const AUDIT_ACTIONS: Record<number, string> = {
+  1: "Signed in",
+  2: "Sign-in failed",
+  3: "Session refreshed",
+  4: "Refresh token reused: session revoked",
+  5: "Signed out",
+  6: "Device signed out",
+  7: "Profile updated",
+  8: "API key stored",
+  9: "API key validated",
+  10: "API key deleted",
+  11: "API key used",
+  12: "Token budget set",
+  13: "Token budget cleared",
+  14: "Gmail connected",
+  15: "Gmail disconnected",
+  16: "Google asked to reconnect",
 };
-
-function sessionStorageTokens(key: string): TokenStore {
-  return {
-    get: () => {
-      const raw = sessionStorage.getItem(key);
-      return raw ? (JSON.parse(raw) as Tokens) : undefined;
-    },
-    set: (t) => sessionStorage.setItem(key, JSON.stringify(t)),
-    clear: () => sessionStorage.removeItem(key),
-  };
-}
+const AUDIT_FAILURE = 2;
 
 const SESSION_END_WORDS: Record<SessionEndReason, string> = {
   SIGNED_OUT: "You signed out.",
@@ -53,44 +41,12 @@ const SESSION_END_WORDS: Record<SessionEndReason, string> = {
   ACCOUNT_NOT_FOUND: "This account no longer exists.",
 } as Record<SessionEndReason, string>;
 
-const apiUrl = window.ASSISTD_CONFIG?.apiUrl ?? "http://127.0.0.1:50051";
-const client = createAssistdClient({
-  baseUrl: apiUrl,
-  session: {
-    store: sessionStorageTokens("assistd.tokens"),
-    onSessionEnded: ({ reason }: SessionEndedEvent) => showSignIn(SESSION_END_WORDS[reason] ?? `Signed out (${reason}).`),
-  },
-});
-
-/** An error in words: the server's message, or what a browser means by a failed fetch. */
-function words(err: unknown): string {
-  if (err instanceof LoginRedirectError) return err.message;
-  const e = ConnectError.from(err);
-  if ((e.code === Code.Unknown || e.code === Code.Unavailable) && /fetch|network/i.test(e.rawMessage)) {
-    return `Cannot reach the server at ${apiUrl} (${e.rawMessage}).`;
-  }
-  const d = describeError(err);
-  return d.message || d.codeName;
-}
-
-/** Shows field violations next to their fields (`preferences.timezone` → #timezone-error). */
-function showFieldErrors(err: unknown, fields: Record<string, string>, fallback: HTMLElement): void {
-  const violations = fieldViolations(err);
-  let shown = false;
-  for (const [path, messages] of Object.entries(violations)) {
-    const target = fields[path];
-    if (target) {
-      $(target).textContent = messages.join(" ");
-      shown = true;
-    }
-  }
-  if (!shown) fallback.textContent = words(err);
-}
+client.session.onSessionEnded(({ reason }: SessionEndedEvent) => showSignIn(SESSION_END_WORDS[reason] ?? `Signed out (${reason}).`));
 
 // ---------------------------------------------------------------- screens
 
-type Screen = "signin" | "chat" | "apikey" | "preferences" | "devices";
-const screens: Screen[] = ["signin", "chat", "apikey", "preferences", "devices"];
+type Screen = "signin" | "chat" | "memories" | "usage" | "apikey" | "preferences" | "devices";
+const screens: Screen[] = ["signin", "chat", "memories", "usage", "apikey", "preferences", "devices"];
 let watch: PreferencesWatch | undefined;
 
 function show(screen: Screen): void {
@@ -100,6 +56,8 @@ function show(screen: Screen): void {
     b.setAttribute("aria-current", String(b.dataset.screen === screen));
   }
   if (screen === "chat") void loadSessions();
+  if (screen === "memories") void loadMemories();
+  if (screen === "usage") void loadUsage();
   if (screen === "apikey") void loadKey();
   if (screen === "preferences") void loadPreferences();
   if (screen === "devices") void loadDevices();
@@ -108,7 +66,8 @@ function show(screen: Screen): void {
 function showSignIn(reason?: string): void {
   watch?.stop();
   watch = undefined;
-  streamAbort?.abort();
+  stopStreaming();
+  closeSession();
   $("whoami").textContent = "";
   $("signin-reason").hidden = !reason;
   $("signin-reason").textContent = reason ?? "";
@@ -160,6 +119,7 @@ for (const b of document.querySelectorAll<HTMLButtonElement>("#nav [data-screen]
 
 async function loadKey(): Promise<void> {
   $("key-message").textContent = "";
+  void loadAudit(true);
   try {
     const { apiKey } = await client.apiKeys.getApiKey({ provider: PROVIDER_GEMINI });
     $("key-hint").textContent = apiKey?.maskedHint || "none";
@@ -173,6 +133,29 @@ async function loadKey(): Promise<void> {
     }
   }
 }
+
+let auditToken = "";
+
+/** The user's audit trail, newest first: sign-ins, key changes, budget changes… */
+async function loadAudit(first: boolean): Promise<void> {
+  try {
+    const res = await client.apiKeys.listAuditEvents({ pageSize: 20, pageToken: first ? "" : auditToken });
+    const rows = res.events.map((e) => {
+      const li = el("li", e.outcome === AUDIT_FAILURE ? "failure" : "");
+      const what = AUDIT_ACTIONS[e.action] ?? `Event ${e.action}`;
+      li.append(el("span", "", `${when(e.createTime)} — ${what}${e.outcome === AUDIT_FAILURE ? " (failed)" : ""}`));
+      if (e.ipAddress) li.append(el("small", "", ` from ${e.ipAddress}`));
+      return li;
+    });
+    if (first) $("audit").replaceChildren(...rows);
+    else $("audit").append(...rows);
+    auditToken = res.nextPageToken;
+    $("audit-more").hidden = auditToken === "";
+  } catch (err) {
+    $("key-message").textContent = words(err);
+  }
+}
+$("audit-more").addEventListener("click", () => void loadAudit(false));
 
 $("key-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
@@ -207,162 +190,6 @@ $("key-delete").addEventListener("click", async () => {
     $("key-message").textContent = words(err);
   }
 });
-
-// ---------------------------------------------------------------- chat
-
-let currentSession = "";
-let streamAbort: AbortController | undefined;
-
-/** Refreshes the sidebar; returns the title of the current session ("" when it has none yet). */
-async function loadSessions(): Promise<string> {
-  try {
-    const { sessions } = await client.chat.listSessions({ pageSize: 50 });
-    const list = $("sessions");
-    list.replaceChildren(
-      ...sessions.map((s) => {
-        const li = document.createElement("li");
-        li.textContent = s.title || "New chat";
-        li.dataset.id = s.id;
-        li.classList.toggle("selected", s.id === currentSession);
-        li.addEventListener("click", () => void openSession(s.id));
-        return li;
-      }),
-    );
-    return sessions.find((s) => s.id === currentSession)?.title ?? "";
-  } catch (err) {
-    $("chat-error").textContent = words(err);
-    return "";
-  }
-}
-
-/** The server titles a new session in the background after its first exchange: look again a few times. */
-async function refreshUntilTitled(): Promise<void> {
-  for (let attempt = 0; attempt < 10; attempt++) {
-    if ((await loadSessions()) !== "" || !currentSession) return;
-    await new Promise((ok) => setTimeout(ok, 1000));
-  }
-}
-
-async function openSession(id: string): Promise<void> {
-  currentSession = id;
-  $("messages").replaceChildren();
-  $("chat-error").textContent = "";
-  for (const li of $("sessions").querySelectorAll<HTMLLIElement>("li")) li.classList.toggle("selected", li.dataset.id === id);
-  try {
-    // The newest 100, oldest first on screen (BACKWARD is the default direction).
-    const { messages } = await client.chat.listMessages({ sessionId: id, pageSize: 100 });
-    for (const m of messages.reverse()) {
-      if (m.content.case !== "text") continue;
-      bubble(m.role === ROLE_USER ? "user" : m.role === ROLE_MODEL ? "model" : "tool", m.content.value).dataset.state = "done";
-    }
-  } catch (err) {
-    $("chat-error").textContent = words(err);
-  }
-}
-
-function bubble(kind: "user" | "model" | "tool", text: string): HTMLLIElement {
-  const li = document.createElement("li");
-  li.className = kind;
-  li.textContent = text;
-  $("messages").append(li);
-  li.scrollIntoView({ block: "end" });
-  return li;
-}
-
-$("new-session").addEventListener("click", async () => {
-  try {
-    const { session } = await client.chat.createSession({});
-    if (session) {
-      await loadSessions();
-      await openSession(session.id);
-    }
-  } catch (err) {
-    $("chat-error").textContent = words(err);
-  }
-});
-
-$("composer").addEventListener("submit", (ev) => {
-  ev.preventDefault();
-  const box = $<HTMLTextAreaElement>("message");
-  const text = box.value.trim();
-  if (!text || streamAbort) return;
-  box.value = "";
-  void send(text, crypto.randomUUID());
-});
-
-$("cancel").addEventListener("click", () => streamAbort?.abort());
-
-/** Sends one message and renders the reply as it streams; a retry reuses the client message id. */
-async function send(text: string, clientMessageId: string, userBubble?: HTMLLIElement): Promise<void> {
-  $("chat-error").textContent = "";
-  if (!currentSession) {
-    try {
-      const { session } = await client.chat.createSession({});
-      currentSession = session?.id ?? "";
-    } catch (err) {
-      $("chat-error").textContent = words(err);
-      return;
-    }
-  }
-  const mine = userBubble ?? bubble("user", text);
-  mine.dataset.state = "sending";
-  let reply: HTMLLIElement | undefined;
-  const abort = new AbortController();
-  streamAbort = abort;
-  $("send").hidden = true;
-  $("cancel").hidden = false;
-  try {
-    for await (const res of client.chat.streamMessage({ sessionId: currentSession, clientMessageId, text }, { signal: abort.signal })) {
-      const ev = res.event;
-      switch (ev.case) {
-        case "userMessage":
-          mine.dataset.state = "done";
-          break;
-        case "textDelta":
-          reply ??= bubble("model", "");
-          reply.dataset.state = "streaming";
-          reply.textContent += ev.value.text;
-          break;
-        case "functionCall":
-          bubble("tool", `using ${ev.value.content.case === "functionCall" ? ev.value.content.value.name : "a tool"}…`).dataset.state = "done";
-          break;
-        case "modelMessage":
-          // Text before a tool call is committed as its own message; the next text is new.
-          if (reply) reply.dataset.state = "done";
-          reply = undefined;
-          break;
-        case "completed":
-          if (reply) reply.dataset.state = "done";
-          break;
-        default:
-          break;
-      }
-    }
-    void refreshUntilTitled();
-  } catch (err) {
-    if (abort.signal.aborted) {
-      if (reply) reply.dataset.state = "cancelled";
-      mine.dataset.state = "done";
-    } else {
-      mine.dataset.state = "failed";
-      if (reply) reply.dataset.state = "failed";
-      const p = $("chat-error");
-      p.textContent = `${words(err)} `;
-      const retry = document.createElement("button");
-      retry.id = "retry";
-      retry.textContent = "Retry";
-      retry.addEventListener("click", () => {
-        reply?.remove();
-        void send(text, clientMessageId, mine);
-      });
-      p.append(retry);
-    }
-  } finally {
-    if (streamAbort === abort) streamAbort = undefined;
-    $("send").hidden = false;
-    $("cancel").hidden = true;
-  }
-}
 
 // ---------------------------------------------------------------- preferences
 
@@ -466,7 +293,7 @@ async function loadDevices(): Promise<void> {
       ...sessions.map((s) => {
         const li = document.createElement("li");
         li.dataset.id = s.id;
-        const seen = s.lastUsedTime ? new Date(Number(s.lastUsedTime.seconds) * 1000).toLocaleString() : "never";
+        const seen = when(s.lastUsedTime) || "never";
         li.textContent = `${s.deviceName || "Unnamed device"}${s.current ? " (this device)" : ""} — last used ${seen} `;
         if (!s.current) {
           const b = document.createElement("button");

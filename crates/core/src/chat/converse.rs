@@ -371,15 +371,15 @@ impl Exchange<'_> {
         let metadata = call.metadata(turn, Some(finish));
         usage.add(&metadata);
         let reply = self
-            .commit_reply(
+            .finish_with_reply(
                 session.id,
                 exchange_id,
                 turn,
                 metadata,
                 Some(call.usage(turn)),
+                ExchangeState::Done,
             )
             .await?;
-        self.finish(exchange_id, ExchangeState::Done).await?;
         self.emit(ExchangeEvent::ModelMessage(Box::new(reply.clone())))
             .await;
         self.emit(ExchangeEvent::Completed(ExchangeSummary {
@@ -411,15 +411,15 @@ impl Exchange<'_> {
     ) -> Result<()> {
         let exchange_id = conversation.exchange_id();
         let metadata = call.metadata(turn, Some(FinishReason::Cancelled));
-        self.commit_reply(
+        self.finish_with_reply(
             conversation.session.id,
             exchange_id,
             turn,
             metadata,
             Some(call.usage(turn)),
+            ExchangeState::Done,
         )
         .await?;
-        self.finish(exchange_id, ExchangeState::Done).await?;
         tracing::info!(session = %conversation.session.id, "the client cancelled an exchange");
         Ok(())
     }
@@ -447,9 +447,15 @@ impl Exchange<'_> {
         // Usage is only known if Gemini reported it before the stream broke.
         let delta = turn.has_usage.then(|| call.usage(turn));
         let reply = self
-            .commit_reply(conversation.session.id, exchange_id, turn, metadata, delta)
+            .finish_with_reply(
+                conversation.session.id,
+                exchange_id,
+                turn,
+                metadata,
+                delta,
+                ExchangeState::Done,
+            )
             .await?;
-        self.finish(exchange_id, ExchangeState::Done).await?;
         self.emit(ExchangeEvent::ModelMessage(Box::new(reply)))
             .await;
         Err(error)
@@ -479,15 +485,15 @@ impl Exchange<'_> {
             ..ModelCallMetadata::default()
         };
         let reply = self
-            .commit_reply(
+            .finish_with_reply(
                 conversation.session.id,
                 exchange_id,
                 &Turn::default(),
                 metadata,
                 None,
+                ExchangeState::Failed,
             )
             .await?;
-        self.finish(exchange_id, ExchangeState::Failed).await?;
         self.emit(ExchangeEvent::ModelMessage(Box::new(reply)))
             .await;
         Err(error)

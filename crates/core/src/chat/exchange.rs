@@ -225,26 +225,18 @@ impl Exchange<'_> {
         Ok(())
     }
 
-    /// Marks the exchange ended in `state`: a resend now gets its outcome.
-    pub(super) async fn finish(
+    /// Commits the MODEL message that ends an exchange and, in the same transaction, the
+    /// exchange's end in `state`: a resend then gets this reply, and there is no moment at
+    /// which the reply is stored but the exchange still looks unfinished (which would make a
+    /// resend call the model again and store a second reply).
+    pub(super) async fn finish_with_reply(
         &mut self,
-        exchange_id: MessageId,
-        state: ExchangeState,
-    ) -> Result<()> {
-        let chat = self.inner.store.chat();
-        Box::pin(chat.finish_exchange(self.user, exchange_id, state)).await?;
-        self.open = None;
-        Ok(())
-    }
-
-    /// Commits the MODEL message that ends an exchange.
-    pub(super) async fn commit_reply(
-        &self,
         session: SessionId,
         exchange_id: MessageId,
         turn: &Turn,
         metadata: ModelCallMetadata,
         usage: Option<UsageDelta>,
+        state: ExchangeState,
     ) -> Result<ChatMessage> {
         let message = NewMessage {
             role: MessageRole::Model,
@@ -254,15 +246,18 @@ impl Exchange<'_> {
             metadata: Some(metadata),
         };
         let chat = self.inner.store.chat();
-        Box::pin(chat.append_messages(
+        let reply = Box::pin(chat.append_and_finish(
             self.user,
             session,
             vec![message],
             usage,
+            Some((exchange_id, state)),
             self.inner.clock.now(),
         ))
         .await?
         .pop()
-        .ok_or_else(|| Error::internal("appending a message returned nothing"))
+        .ok_or_else(|| Error::internal("appending a message returned nothing"))?;
+        self.open = None;
+        Ok(reply)
     }
 }

@@ -4,7 +4,8 @@
 //! exchange commits carry its id.
 
 use assistd_domain::chat::{
-    ChatMessage, ClientMessageId, ExchangeStart, ExchangeState, MessageId, MessageRole, SessionId,
+    ChatMessage, ClientMessageId, ExchangeStart, ExchangeState, FinishReason, MessageId,
+    MessageRole, SessionId,
 };
 use assistd_domain::{Error, ErrorReason, Result, UserId};
 use chrono::{DateTime, Utc};
@@ -177,32 +178,7 @@ impl ChatRepository {
         exchange_id: MessageId,
         state: ExchangeState,
     ) -> Result<()> {
-        use chat_messages::Column;
-        let state = match state {
-            ExchangeState::Done => DONE,
-            ExchangeState::Failed => FAILED,
-            ExchangeState::Running { .. } => {
-                return Err(Error::internal(
-                    "finish_exchange takes Done or Failed, not Running",
-                ));
-            }
-        };
-        let updated = chat_messages::Entity::update_many()
-            .col_expr(Column::ExchangeState, Expr::value(state))
-            .col_expr(
-                Column::LeaseUntil,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .filter(Column::Id.eq(exchange_id.as_uuid()))
-            .filter(Column::UserId.eq(user.as_uuid()))
-            .filter(Column::ExchangeState.is_not_null())
-            .exec(self.store.connection())
-            .await
-            .map_err(db_error)?;
-        if updated.rows_affected == 0 {
-            return Err(not_found(MESSAGE, exchange_id));
-        }
-        Ok(())
+        set_exchange_state(self.store.connection(), user, exchange_id, state).await
     }
 
     /// The messages an exchange committed after its USER message, in sequence order.
@@ -224,6 +200,42 @@ impl ChatRepository {
                 .collect(),
         )
     }
+}
+
+/// Records how a send ended on its USER message and releases its lease (see
+/// [`ChatRepository::finish_exchange`]).
+pub(super) async fn set_exchange_state<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    exchange_id: MessageId,
+    state: ExchangeState,
+) -> Result<()> {
+    use chat_messages::Column;
+    let state = match state {
+        ExchangeState::Done => DONE,
+        ExchangeState::Failed => FAILED,
+        ExchangeState::Running { .. } => {
+            return Err(Error::internal(
+                "finish_exchange takes Done or Failed, not Running",
+            ));
+        }
+    };
+    let updated = chat_messages::Entity::update_many()
+        .col_expr(Column::ExchangeState, Expr::value(state))
+        .col_expr(
+            Column::LeaseUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(Column::Id.eq(exchange_id.as_uuid()))
+        .filter(Column::UserId.eq(user.as_uuid()))
+        .filter(Column::ExchangeState.is_not_null())
+        .exec(db)
+        .await
+        .map_err(db_error)?;
+    if updated.rows_affected == 0 {
+        return Err(not_found(MESSAGE, exchange_id));
+    }
+    Ok(())
 }
 
 /// What an earlier send with the same client message id became; `None` when another request
@@ -253,35 +265,90 @@ async fn resend<C: ConnectionTrait>(
         ExchangeState::Running {
             lease_until: current,
         } if current > now => Ok(Some(ExchangeStart::InProgress)),
-        ExchangeState::Running { .. } | ExchangeState::Failed => {
-            // Take the lease only if nobody else took it since the row was read.
-            let taken = chat_messages::Entity::update_many()
-                .col_expr(Column::ExchangeState, Expr::value(RUNNING))
-                .col_expr(Column::LeaseUntil, Expr::value(lease_until))
+        ExchangeState::Running { .. } => {
+            let messages = replies(db, user, row.id).await?;
+            if !ends_with_final_reply(&messages) {
+                return take_over(db, user, row, lease_until, now).await;
+            }
+            // Its reply was committed but not its end (a server of an earlier version
+            // stopped between the two writes): it is finished, not run again.
+            let finished = chat_messages::Entity::update_many()
+                .col_expr(Column::ExchangeState, Expr::value(DONE))
+                .col_expr(
+                    Column::LeaseUntil,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
                 .filter(Column::Id.eq(row.id))
                 .filter(Column::UserId.eq(user.as_uuid()))
-                .filter(
-                    Condition::any().add(Column::ExchangeState.eq(FAILED)).add(
-                        Condition::all().add(Column::ExchangeState.eq(RUNNING)).add(
-                            Condition::any()
-                                .add(Column::LeaseUntil.is_null())
-                                .add(Column::LeaseUntil.lte(now)),
-                        ),
-                    ),
-                )
+                .filter(lease_lapsed(now))
                 .exec(db)
                 .await
                 .map_err(db_error)?;
-            if taken.rows_affected == 0 {
+            if finished.rows_affected == 0 {
                 return Ok(None);
             }
-            let messages = replies(db, user, row.id).await?;
-            Ok(Some(ExchangeStart::Resumed {
+            Ok(Some(ExchangeStart::Finished {
                 user_message: message_of(row)?,
                 messages,
             }))
         }
+        ExchangeState::Failed => take_over(db, user, row, lease_until, now).await,
     }
+}
+
+/// Whether an exchange's last message is a MODEL reply that ended it without an error (a
+/// text before tool calls is followed by the calls; a failed call's reply says ERROR).
+fn ends_with_final_reply(messages: &[ChatMessage]) -> bool {
+    messages.last().is_some_and(|last| {
+        last.role == MessageRole::Model
+            && last
+                .metadata
+                .as_ref()
+                .and_then(|metadata| metadata.finish_reason)
+                .is_some_and(|finish| finish != FinishReason::Error)
+    })
+}
+
+/// A failed send, or a running one whose lease lapsed at `now`.
+fn lease_lapsed(now: DateTime<Utc>) -> Condition {
+    use chat_messages::Column;
+    Condition::any().add(Column::ExchangeState.eq(FAILED)).add(
+        Condition::all().add(Column::ExchangeState.eq(RUNNING)).add(
+            Condition::any()
+                .add(Column::LeaseUntil.is_null())
+                .add(Column::LeaseUntil.lte(now)),
+        ),
+    )
+}
+
+/// Takes a failed or lapsed send over with a new lease; `None` when another request took it
+/// since the row was read.
+async fn take_over<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    row: chat_messages::Model,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<ExchangeStart>> {
+    use chat_messages::Column;
+    // Take the lease only if nobody else took it since the row was read.
+    let taken = chat_messages::Entity::update_many()
+        .col_expr(Column::ExchangeState, Expr::value(RUNNING))
+        .col_expr(Column::LeaseUntil, Expr::value(lease_until))
+        .filter(Column::Id.eq(row.id))
+        .filter(Column::UserId.eq(user.as_uuid()))
+        .filter(lease_lapsed(now))
+        .exec(db)
+        .await
+        .map_err(db_error)?;
+    if taken.rows_affected == 0 {
+        return Ok(None);
+    }
+    let messages = replies(db, user, row.id).await?;
+    Ok(Some(ExchangeStart::Resumed {
+        user_message: message_of(row)?,
+        messages,
+    }))
 }
 
 /// The user's USER message sent with `client_message_id`.

@@ -1,12 +1,13 @@
 //! Messages: the per-session sequence allocator, appending messages at the end of a
 //! session, and paging through its history.
 
-use assistd_domain::chat::{ChatMessage, NewMessage, SessionId};
+use assistd_domain::chat::{ChatMessage, ExchangeState, MessageId, NewMessage, SessionId};
 use assistd_domain::{Error, Result, UserId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
+use super::exchanges::set_exchange_state;
 use super::rows::{messages_of, new_row};
 use super::sessions::session_owned;
 use super::usage::add_usage;
@@ -33,6 +34,25 @@ impl ChatRepository {
         usage: Option<UsageDelta>,
         now: DateTime<Utc>,
     ) -> Result<Vec<ChatMessage>> {
+        self.append_and_finish(user, session, messages, usage, None, now)
+            .await
+    }
+
+    /// [`Self::append_messages`], and — in the same transaction — the exchange `finish.0` ends
+    /// in state `finish.1` (see [`Self::finish_exchange`]), so a reply that ends an exchange
+    /// and the exchange's end are committed together or not at all.
+    ///
+    /// # Errors
+    /// As [`Self::append_messages`]; NOT_FOUND when the user has no such send.
+    pub async fn append_and_finish(
+        &self,
+        user: UserId,
+        session: SessionId,
+        messages: Vec<NewMessage>,
+        usage: Option<UsageDelta>,
+        finish: Option<(MessageId, ExchangeState)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ChatMessage>> {
         let now = micros(now);
         let mut rows = messages
             .iter()
@@ -55,6 +75,9 @@ impl ChatRepository {
         }
         if let Some(usage) = &usage {
             add_usage(&txn, user, usage).await?;
+        }
+        if let Some((exchange, state)) = finish {
+            set_exchange_state(&txn, user, exchange, state).await?;
         }
         txn.commit().await.map_err(db_error)?;
         messages_of(rows)

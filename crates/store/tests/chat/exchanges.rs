@@ -192,3 +192,152 @@ async fn resends_find_what_became_of_the_send() {
     );
     assert_eq!(sequences(&all), [1, 2, 3]);
 }
+
+#[tokio::test]
+async fn a_reply_and_the_end_of_its_send_commit_together() {
+    let (store, _dir) = fresh_store().await;
+    let chat = store.chat();
+    let user = new_user(&store).await;
+    let session = new_session(&chat, user, "", 0).await;
+    let ExchangeStart::Started(sent) = chat
+        .begin_exchange(user, session.id, &cid("c1"), "hello", at(60), at(0))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new send");
+    };
+    let answer = chat
+        .append_and_finish(
+            user,
+            session.id,
+            vec![reply(Some(sent.id), "hi there")],
+            None,
+            Some((sent.id, ExchangeState::Done)),
+            at(1),
+        )
+        .await
+        .unwrap();
+    // Done at once, lease or not.
+    assert_eq!(
+        chat.begin_exchange(user, session.id, &cid("c1"), "hello", at(90), at(2))
+            .await
+            .unwrap(),
+        ExchangeStart::Finished {
+            user_message: sent.clone(),
+            messages: answer,
+        }
+    );
+
+    // A send that is not the user's is not finished, and its reply is not stored either.
+    let other = new_user(&store).await;
+    let ExchangeStart::Started(theirs) = chat
+        .begin_exchange(user, session.id, &cid("c2"), "again", at(60), at(3))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new send");
+    };
+    let other_session = new_session(&chat, other, "", 0).await;
+    assert_not_found(
+        chat.append_and_finish(
+            other,
+            other_session.id,
+            vec![reply(Some(theirs.id), "sneaky")],
+            None,
+            Some((theirs.id, ExchangeState::Done)),
+            at(4),
+        )
+        .await,
+        "message",
+    );
+    assert!(
+        chat.list_messages(other, other_session.id, true, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_send_whose_reply_was_stored_but_not_its_end_is_finished_not_run_again() {
+    let (store, _dir) = fresh_store().await;
+    let chat = store.chat();
+    let user = new_user(&store).await;
+    let session = new_session(&chat, user, "", 0).await;
+    let begin = |id: &'static str, lease: i64, now: i64| {
+        let chat = chat.clone();
+        async move {
+            chat.begin_exchange(user, session.id, &cid(id), "hello", at(lease), at(now))
+                .await
+                .unwrap()
+        }
+    };
+    let ExchangeStart::Started(sent) = begin("c1", 60, 0).await else {
+        panic!("expected a new send");
+    };
+    // The reply went in, then the server stopped before the send was marked done (two
+    // separate writes, as servers before this one made them).
+    let mut stop = reply(Some(sent.id), "the whole answer");
+    if let Some(metadata) = stop.metadata.as_mut() {
+        metadata.finish_reason = Some(FinishReason::Stop);
+        metadata.error = None;
+    }
+    let answer = chat
+        .append_messages(user, session.id, vec![stop], None, at(5))
+        .await
+        .unwrap();
+    // While the lease holds the send is in progress; once it lapses the resend gets the
+    // stored reply instead of a new model call.
+    assert_eq!(begin("c1", 120, 30).await, ExchangeStart::InProgress);
+    assert_eq!(
+        begin("c1", 120, 61).await,
+        ExchangeStart::Finished {
+            user_message: sent.clone(),
+            messages: answer.clone(),
+        }
+    );
+    assert_eq!(
+        chat.peek_exchange(user, session.id, &cid("c1"), "hello", at(62))
+            .await
+            .unwrap(),
+        Some(ExchangeStart::Finished {
+            user_message: sent,
+            messages: answer,
+        })
+    );
+
+    // A send that stopped after a tool call, or whose reply records a failure, is resumed.
+    let ExchangeStart::Started(second) = begin("c2", 60, 0).await else {
+        panic!("expected a new send");
+    };
+    chat.append_messages(
+        user,
+        session.id,
+        vec![NewMessage {
+            exchange_id: Some(second.id),
+            ..function_call("lookup")
+        }],
+        None,
+        at(5),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        begin("c2", 200, 61).await,
+        ExchangeStart::Resumed { .. }
+    ));
+    let ExchangeStart::Started(third) = begin("c3", 60, 0).await else {
+        panic!("expected a new send");
+    };
+    let mut failed = reply(Some(third.id), "");
+    if let Some(metadata) = failed.metadata.as_mut() {
+        metadata.finish_reason = Some(FinishReason::Error);
+    }
+    chat.append_messages(user, session.id, vec![failed], None, at(5))
+        .await
+        .unwrap();
+    assert!(matches!(
+        begin("c3", 200, 61).await,
+        ExchangeStart::Resumed { .. }
+    ));
+}

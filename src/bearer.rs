@@ -1,7 +1,8 @@
 //! The bearer-token layer: every call except the explicitly public ones must carry
-//! `authorization: Bearer <access token>`. The layer verifies the token and hands the caller's
-//! user id to handlers through the request extensions; handlers never read a user id from a
-//! request field.
+//! `authorization: Bearer <access token>`. The layer verifies the token, checks that its
+//! account still exists and that its session (if it names one) is still active, and hands the
+//! caller's user id to handlers through the request extensions; handlers never read a user id
+//! from a request field.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -87,8 +88,8 @@ pub struct BearerLayer {
 }
 
 impl BearerLayer {
-    /// A layer that verifies tokens with `tokens` and the sessions they name with
-    /// `sessions`.
+    /// A layer that verifies tokens with `tokens`, and the accounts and sessions they name
+    /// with `sessions`.
     #[must_use]
     pub fn new(tokens: AccessTokens, sessions: Arc<SessionGate>) -> Self {
         Self { tokens, sessions }
@@ -143,11 +144,13 @@ where
         let verified = authenticate(&self.tokens, request.headers());
         let sessions = Arc::clone(&self.sessions);
         Box::pin(async move {
+            // Every caller's account must still exist, and its session, when the token names
+            // one, must be the account's and active: a token outlives neither.
             let checked = match verified {
-                Ok(claims) => match claims.session {
-                    Some(session) => sessions.check(claims.user, session).await.map(|()| claims),
-                    None => Ok(claims),
-                },
+                Ok(claims) => sessions
+                    .check(claims.user, claims.session)
+                    .await
+                    .map(|()| claims),
                 Err(err) => Err(err),
             };
             match checked {

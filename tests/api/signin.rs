@@ -1441,3 +1441,40 @@ async fn the_id_token_of_a_redirect_sign_in_cannot_sign_in_again() {
     assert!(status.message().contains("already used"), "{status:?}");
     assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 1);
 }
+
+/// A signed-in session's access token answers ACCOUNT_NOT_FOUND once its account is deleted,
+/// on every call, though the session went with the account.
+#[tokio::test]
+async fn a_session_token_of_a_deleted_account_is_account_not_found() {
+    let (app, _provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let signed = sign_in(&mut auth, false).await;
+    let access = signed.tokens.unwrap().access_token;
+    let user = signed.user.unwrap();
+    auth.list_sessions(authed(pb::ListSessionsRequest::default(), &access))
+        .await
+        .unwrap();
+    auth.delete_account(authed(
+        pb::DeleteAccountRequest {
+            confirm_email: user.email.clone(),
+        },
+        &access,
+    ))
+    .await
+    .unwrap();
+    let statuses = [
+        auth.list_sessions(authed(pb::ListSessionsRequest::default(), &access))
+            .await
+            .unwrap_err(),
+        auth.get_current_user(authed(pb::GetCurrentUserRequest {}, &access))
+            .await
+            .unwrap_err(),
+        auth.sign_out(authed(pb::SignOutRequest::default(), &access))
+            .await
+            .unwrap_err(),
+    ];
+    for status in statuses {
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert_eq!(reason(&status), "ACCOUNT_NOT_FOUND", "{status:?}");
+    }
+}

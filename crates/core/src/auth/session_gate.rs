@@ -208,6 +208,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_session_named_with_another_subject_leaves_the_owners_entry_alone() {
+        let (gate, _dir) = gate().await;
+        let users = gate.store.users();
+        let owner = users.create(NewUser::default()).await.unwrap().id;
+        let other = users.create(NewUser::default()).await.unwrap().id;
+        let now = chrono::Utc::now();
+        let session = gate
+            .store
+            .auth()
+            .create_session(
+                gate.store.connection(),
+                &assistd_store::NewAuthSession {
+                    user: owner,
+                    device_name: String::new(),
+                    user_agent: String::new(),
+                    ip_address: String::new(),
+                    method: assistd_domain::auth::SignInMethod::GoogleIdToken,
+                    now,
+                    expires_at: now + chrono::Duration::days(1),
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        gate.check(owner, Some(session)).await.unwrap();
+        let err = gate.check(other, Some(session)).await.unwrap_err();
+        assert_eq!(reason(err), ErrorReason::SessionRevoked);
+        assert_eq!(
+            gate.known.get(&(owner, Some(session))),
+            Some(Standing::Admitted)
+        );
+        assert_eq!(
+            gate.known.get(&(other, Some(session))),
+            Some(Standing::SessionEnded)
+        );
+        gate.check(owner, Some(session)).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_missing_account_is_refused_with_or_without_a_session() {
         let (gate, _dir) = gate().await;
         let stranger = UserId::new();

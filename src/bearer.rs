@@ -1,7 +1,8 @@
 //! The bearer-token layer: every call except the explicitly public ones must carry
-//! `authorization: Bearer <access token>`. The layer verifies the token and hands the caller's
-//! user id to handlers through the request extensions; handlers never read a user id from a
-//! request field.
+//! `authorization: Bearer <access token>`. The layer verifies the token, checks that its
+//! account still exists and that its session (if it names one) is still active, and hands the
+//! caller's user id to handlers through the request extensions; handlers never read a user id
+//! from a request field.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -114,9 +115,9 @@ pub struct BearerLayer {
 }
 
 impl BearerLayer {
-    /// A layer that verifies users' tokens with `tokens` and the sessions they name with
-    /// `sessions`, and the tokens services sign with `services` (auditing their calls with
-    /// the client addresses `addresses` finds).
+    /// A layer that verifies users' tokens with `tokens` and the accounts and sessions they
+    /// name with `sessions`, and the tokens services sign with `services` (auditing their
+    /// calls with the client addresses `addresses` finds).
     #[must_use]
     pub fn new(
         tokens: AccessTokens,
@@ -204,7 +205,7 @@ where
                     inner.call(request).await
                 }
                 Err(err) => {
-                    tracing::info!(method = request.uri().path(), error = %err, "rejected unauthenticated call");
+                    tracing::info!(method = request.uri().path(), error = %err, "refused a call before its handler");
                     if request.version() <= http::Version::HTTP_11 {
                         drain(request.into_body()).await;
                     }
@@ -289,9 +290,9 @@ async fn authenticate_user(
     token: &str,
 ) -> Result<Caller, Error> {
     let claims = verify_access_token(tokens, token)?;
-    if let Some(session) = claims.session {
-        sessions.check(claims.user, session).await?;
-    }
+    // Every caller's account must still exist, and its session, when the token names one,
+    // must be the account's and active: a token outlives neither.
+    sessions.check(claims.user, claims.session).await?;
     Ok(Caller {
         user: claims.user,
         session: claims.session,

@@ -634,3 +634,88 @@ async fn usage_and_budgets_check_their_arguments() {
         ]
     );
 }
+
+/// A key pasted with surrounding whitespace (a trailing newline, a leading space) is stored
+/// and checked without it, as the contract says; whitespace inside a key is still refused.
+#[tokio::test]
+async fn surrounding_whitespace_of_a_key_is_trimmed() {
+    let app = spawn_app().await;
+    app.gemini.allow_key(GOOD_KEY);
+    let user = app.create_user().await;
+    let token = app.token_for(user);
+    let mut keys = client(&app).await;
+    let stored = keys
+        .set_api_key(authed(set(&format!(" \t{GOOD_KEY}\r\n")), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key
+        .unwrap();
+    assert_eq!(stored.status(), ApiKeyStatus::Valid);
+    assert_eq!(stored.masked_hint, "…jklm");
+    // Gemini accepted it (it knows the trimmed key only), and the stored key opens to it.
+    assert_eq!(app.gemini.request_count(), 1);
+    let revealed = app
+        .vault
+        .reveal(user, DomainProvider::Gemini)
+        .await
+        .unwrap();
+    assert_eq!(revealed.expose_secret_str().unwrap(), GOOD_KEY);
+    let status = keys
+        .set_api_key(authed(set(&format!("{GOOD_KEY} x")), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["api_key"]);
+}
+
+/// ListAuditEvents returns at most 200 events per page, as its contract says, however many
+/// are asked for.
+#[tokio::test]
+async fn audit_pages_hold_at_most_200_events() {
+    use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome};
+    let app = spawn_app().await;
+    let user = app.create_user().await;
+    let token = app.token_for(user);
+    let txn = app.store.begin_write().await.unwrap();
+    for _ in 0..201 {
+        let event = AuditEvent {
+            actor: Some(user),
+            action: AuditAction::ApiKeyValidated,
+            target: "api_key/gemini".into(),
+            outcome: AuditOutcome::Success,
+            context: Default::default(),
+            metadata: Default::default(),
+        };
+        app.audit.append(&txn, &event).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    let mut keys = client(&app).await;
+    let first = keys
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                page_size: 500,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.events.len(), 200);
+    assert!(!first.next_page_token.is_empty());
+    let rest = keys
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                page_size: 500,
+                page_token: first.next_page_token,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.events.len(), 1);
+    assert!(rest.next_page_token.is_empty());
+}

@@ -392,3 +392,187 @@ async fn a_refused_call_leaves_its_http1_connection_usable() {
     drop(sender);
     connection.await.unwrap().unwrap();
 }
+
+/// The UNAUTHENTICATED reason of `result`, which must have failed.
+fn refusal<T: std::fmt::Debug>(name: &str, result: Result<T, tonic::Status>) -> String {
+    let status = result.expect_err(name);
+    assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// A token issued outside any session (as `assistd admin issue-token` issues them) stops
+/// working everywhere as soon as its account is deleted, not only in the handlers that read
+/// the account.
+#[tokio::test]
+async fn a_sessionless_token_of_a_deleted_account_is_refused_by_every_rpc() {
+    use apikey::user_api_key_service_client::UserApiKeyServiceClient;
+    use assistd::proto::apikey::v1 as apikey;
+    use assistd::proto::auth::v1 as auth;
+    use assistd::proto::chat::v1 as chat;
+    use auth::auth_service_client::AuthServiceClient;
+    use chat::chat_service_client::ChatServiceClient;
+
+    let app = spawn_app().await;
+    let user = app.create_user().await;
+    let token = app.token_for(user);
+    let channel = app.channel().await;
+    let mut keys = UserApiKeyServiceClient::new(channel.clone());
+    let mut accounts = AuthServiceClient::new(channel.clone());
+    let mut chats = ChatServiceClient::new(channel.clone());
+    let mut preferences = app.preferences().await;
+    // A trail to read: a refused attempt to store a key is audited.
+    let status = keys
+        .set_api_key(authed(
+            apikey::SetApiKeyRequest {
+                provider: apikey::Provider::Gemini.into(),
+                api_key: "short".into(),
+                allow_unverified: false,
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    macro_rules! calls {
+        () => {
+            vec![
+                (
+                    "ListAuditEvents",
+                    keys.list_audit_events(authed(
+                        apikey::ListAuditEventsRequest::default(),
+                        &token,
+                    ))
+                    .await
+                    .map(|r| r.into_inner().events.len()),
+                ),
+                (
+                    "ListApiKeys",
+                    keys.list_api_keys(authed(apikey::ListApiKeysRequest::default(), &token))
+                        .await
+                        .map(|r| r.into_inner().api_keys.len()),
+                ),
+                (
+                    "GetUsage",
+                    keys.get_usage(authed(apikey::GetUsageRequest::default(), &token))
+                        .await
+                        .map(|_| 0),
+                ),
+                (
+                    "GetTokenBudget",
+                    keys.get_token_budget(authed(apikey::GetTokenBudgetRequest::default(), &token))
+                        .await
+                        .map(|_| 0),
+                ),
+                (
+                    "auth ListSessions",
+                    accounts
+                        .list_sessions(authed(auth::ListSessionsRequest::default(), &token))
+                        .await
+                        .map(|r| r.into_inner().sessions.len()),
+                ),
+                (
+                    "SignOut",
+                    accounts
+                        .sign_out(authed(auth::SignOutRequest::default(), &token))
+                        .await
+                        .map(|_| 0),
+                ),
+                (
+                    "chat ListSessions",
+                    chats
+                        .list_sessions(authed(chat::ListSessionsRequest::default(), &token))
+                        .await
+                        .map(|r| r.into_inner().sessions.len()),
+                ),
+                (
+                    "GetPreferences",
+                    preferences
+                        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
+                        .await
+                        .map(|_| 0),
+                ),
+            ]
+        };
+    }
+    // Every call works while the account exists (and its answer is remembered).
+    for (name, result) in calls!() {
+        assert!(result.is_ok(), "{name}: {result:?}");
+    }
+    accounts
+        .delete_account(authed(
+            auth::DeleteAccountRequest {
+                confirm_email: user.to_string(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    // At once, on the replica that deleted it, and on one that never saw the token.
+    for (name, result) in calls!() {
+        assert_eq!(refusal(name, result), "ACCOUNT_NOT_FOUND", "{name}");
+    }
+    let replica = app.replica().await;
+    let status = replica
+        .preferences()
+        .await
+        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
+        .await;
+    assert_eq!(refusal("replica", status), "ACCOUNT_NOT_FOUND");
+}
+
+/// A session of `user` opened directly in the store, and an access token naming it.
+async fn session_of(app: &TestApp, user: UserId) -> assistd_domain::AuthSessionId {
+    let now = chrono::Utc::now();
+    app.store
+        .auth()
+        .create_session(
+            app.store.connection(),
+            &assistd_store::NewAuthSession {
+                user,
+                device_name: "laptop".into(),
+                user_agent: String::new(),
+                ip_address: String::new(),
+                method: assistd_domain::auth::SignInMethod::GoogleIdToken,
+                now,
+                expires_at: now + chrono::Duration::days(1),
+            },
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+/// A token whose `sub` names one account and whose `sid` names another account's session is
+/// refused whether or not the owner's session is remembered, and refusing it changes nothing
+/// for the owner.
+#[tokio::test]
+async fn a_token_whose_subject_and_session_disagree_is_refused_and_the_owner_is_not() {
+    let app = spawn_app().await;
+    let (owner, other) = (app.create_user().await, app.create_user().await);
+    let mut client = app.preferences().await;
+    let get = |token: &str| authed(pb::GetPreferencesRequest {}, token);
+
+    // The owner's session is remembered as active first; the mismatched token comes after.
+    let session = session_of(&app, owner).await;
+    let owners = app.tokens.issue_for_session(owner, session).token;
+    let mismatched = app.tokens.issue_for_session(other, session).token;
+    client.get_preferences(get(&owners)).await.unwrap();
+    let result = client.get_preferences(get(&mismatched)).await;
+    assert_eq!(refusal("after the owner", result), "SESSION_REVOKED");
+    client.get_preferences(get(&owners)).await.unwrap();
+
+    // The mismatched token comes first: its refusal does not lock the owner out.
+    let session = session_of(&app, owner).await;
+    let owners = app.tokens.issue_for_session(owner, session).token;
+    let mismatched = app.tokens.issue_for_session(other, session).token;
+    let result = client.get_preferences(get(&mismatched)).await;
+    assert_eq!(refusal("before the owner", result), "SESSION_REVOKED");
+    client.get_preferences(get(&owners)).await.unwrap();
+    let result = client.get_preferences(get(&mismatched)).await;
+    assert_eq!(refusal("again", result), "SESSION_REVOKED");
+}

@@ -1389,3 +1389,92 @@ async fn concurrent_first_sign_ins_make_one_account() {
     assert_eq!(count(&app, "SELECT count(*) FROM users").await, 1);
     assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 10);
 }
+
+refused_id_token!(
+    an_id_token_not_valid_before_a_future_time_is_refused,
+    "ID_TOKEN_INVALID",
+    |p, c| {
+        let now = chrono::Utc::now().timestamp();
+        (
+            p.mint(&patched(c, serde_json::json!({"nbf": now + 3600}))),
+            String::new(),
+        )
+    }
+);
+
+/// `at_hash` of an OAuth access token (OpenID Connect Core 3.1.3.6, RS256).
+fn at_hash(access_token: &str) -> String {
+    use base64::Engine as _;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes());
+    let digest = digest.as_ref();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+}
+
+/// The ID token the server received in CompleteLogin was used to sign in: presenting it to
+/// SignInWithIdToken afterwards is a replay.
+#[tokio::test]
+async fn the_id_token_of_a_redirect_sign_in_cannot_sign_in_again() {
+    let (app, provider) = app_with(|_| {}).await;
+    // Fixed times make the provider's ID token reproducible: RS256 signatures are
+    // deterministic, so the same claims under the same key give the same token.
+    let now = chrono::Utc::now().timestamp();
+    let times = serde_json::json!({"iat": now, "exp": now + 3600});
+    provider.set_id_token_claims(times.clone());
+    let mut auth = client(&app).await;
+    sign_in(&mut auth, false).await;
+    let nonce = provider.authorize_requests().last().unwrap()["nonce"].clone();
+    let access_token = provider.issued_access_tokens().last().unwrap().clone();
+    let mut claims = provider.default_claims(OidcProvider::CLIENT_ID, Some(&nonce));
+    claims["at_hash"] = at_hash(&access_token).into();
+    let received = provider.mint(&patched(claims, times));
+
+    let status = auth
+        .sign_in_with_id_token(pb::SignInWithIdTokenRequest {
+            id_token: received,
+            nonce,
+            device_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(reason(&status), "ID_TOKEN_INVALID");
+    assert!(status.message().contains("already used"), "{status:?}");
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 1);
+}
+
+/// A signed-in session's access token answers ACCOUNT_NOT_FOUND once its account is deleted,
+/// on every call, though the session went with the account.
+#[tokio::test]
+async fn a_session_token_of_a_deleted_account_is_account_not_found() {
+    let (app, _provider) = app_with(|_| {}).await;
+    let mut auth = client(&app).await;
+    let signed = sign_in(&mut auth, false).await;
+    let access = signed.tokens.unwrap().access_token;
+    let user = signed.user.unwrap();
+    auth.list_sessions(authed(pb::ListSessionsRequest::default(), &access))
+        .await
+        .unwrap();
+    auth.delete_account(authed(
+        pb::DeleteAccountRequest {
+            confirm_email: user.email.clone(),
+        },
+        &access,
+    ))
+    .await
+    .unwrap();
+    let statuses = [
+        auth.list_sessions(authed(pb::ListSessionsRequest::default(), &access))
+            .await
+            .unwrap_err(),
+        auth.get_current_user(authed(pb::GetCurrentUserRequest {}, &access))
+            .await
+            .unwrap_err(),
+        auth.sign_out(authed(pb::SignOutRequest::default(), &access))
+            .await
+            .unwrap_err(),
+    ];
+    for status in statuses {
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert_eq!(reason(&status), "ACCOUNT_NOT_FOUND", "{status:?}");
+    }
+}

@@ -96,8 +96,16 @@ pub const MAX_API_KEY_LEN: usize = 256;
 /// Shortest key accepted.
 pub const MIN_API_KEY_LEN: usize = 16;
 
-/// Checks the shape of a key before anything else is done with it: 16 to 256 visible ASCII
-/// characters, no spaces. Descriptions never include the key.
+/// The key a user meant: what they sent without surrounding whitespace, which copying a key
+/// from a web page or a terminal often adds (a trailing newline, a leading space). Whitespace
+/// inside the key is not removed: [`check_api_key_format`] refuses it.
+#[must_use]
+pub fn trim_api_key(key: &str) -> &str {
+    key.trim()
+}
+
+/// Checks the shape of a key (already [trimmed](trim_api_key)) before anything else is done
+/// with it: 16 to 256 visible ASCII characters, no spaces. Descriptions never include the key.
 ///
 /// # Errors
 /// The key is empty, too short, too long, or contains other characters.
@@ -160,6 +168,21 @@ mod tests {
             );
         }
         assert!(check_api_key_format(&"a".repeat(10 * 1024)).is_err());
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_trimmed_and_inner_whitespace_refused() {
+        let key = "AIzaSyD-0123456789abcdefghijklmnopqrstu";
+        for pasted in [
+            format!("{key}\n"),
+            format!("  {key}"),
+            format!("\t{key} \r\n"),
+        ] {
+            assert_eq!(trim_api_key(&pasted), key);
+            assert!(check_api_key_format(trim_api_key(&pasted)).is_ok());
+        }
+        assert!(check_api_key_format(trim_api_key("AIzaSyD-0123 456789abcdefghij")).is_err());
+        assert!(check_api_key_format(trim_api_key(" \n ")).is_err());
     }
 
     #[test]

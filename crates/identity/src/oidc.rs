@@ -179,6 +179,9 @@ impl std::fmt::Debug for AuthorizationRequest {
 pub struct CodeExchange {
     /// Who signed in.
     pub identity: VerifiedIdentity,
+    /// The ID token `identity` was read from, as received, so the caller can record it as
+    /// used. A bearer credential while it is valid: never log it.
+    pub id_token: String,
     /// OAuth access token for the granted scopes. A bearer credential: never log it.
     pub access_token: String,
     /// When the access token expires, if the provider said.
@@ -193,6 +196,7 @@ impl std::fmt::Debug for CodeExchange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CodeExchange")
             .field("identity", &self.identity)
+            .field("id_token", &"[redacted]")
             .field("access_token", &"[redacted]")
             .field("access_token_expires_at", &self.access_token_expires_at)
             .field(
@@ -418,6 +422,7 @@ impl OidcClient {
         let now = self.inner.clock.now();
         Ok(CodeExchange {
             identity,
+            id_token: id_token.to_string(),
             access_token: response.access_token().secret().clone(),
             access_token_expires_at: expires_at(now, response.expires_in()),
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
@@ -642,6 +647,7 @@ mod tests {
                 issued_at: now,
                 expires_at: now,
             },
+            id_token: "eyJ.secret-id-token.sig".into(),
             access_token: "ya29.secret-access".into(),
             access_token_expires_at: None,
             refresh_token: Some("1//secret-refresh".into()),
@@ -649,6 +655,7 @@ mod tests {
         };
         let printed = format!("{exchange:?}");
         assert!(!printed.contains("secret-access") && !printed.contains("secret-refresh"));
+        assert!(!printed.contains("secret-id-token"));
         let refreshed = RefreshedAccess {
             access_token: "ya29.secret-access".into(),
             expires_at: None,

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QuerySelect,
 };
 
 use crate::{Store, db_error, entity::users};
@@ -128,6 +129,21 @@ impl UserRepository {
                 resource: "user",
                 id: id.to_string(),
             })
+    }
+
+    /// Whether the account with this id exists, read through `db`; reads its key only.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn exists_in<C: ConnectionTrait>(&self, db: &C, id: UserId) -> Result<bool> {
+        let found: Option<uuid::Uuid> = users::Entity::find_by_id(id.as_uuid())
+            .select_only()
+            .column(users::Column::Id)
+            .into_tuple()
+            .one(db)
+            .await
+            .map_err(db_error)?;
+        Ok(found.is_some())
     }
 
     /// Deletes the account inside `db`'s transaction; foreign keys remove every row that

@@ -3,7 +3,7 @@
 
 use assistd_crypto::Secret;
 use assistd_domain::FieldViolation;
-use assistd_domain::apikey::{Provider, check_api_key_format};
+use assistd_domain::apikey::{Provider, check_api_key_format, trim_api_key};
 use assistd_domain::audit::AuditFilter;
 use assistd_domain::chat::{MAX_MONTHLY_TOKEN_LIMIT, validate_model};
 use chrono::{Datelike as _, NaiveDate};
@@ -17,9 +17,10 @@ use crate::services::{Violations, collect, from_timestamp};
 /// Longest `GetUsage` range: `end_date` at most this many days after `start_date`.
 const MAX_USAGE_DAYS: i64 = 366;
 
+/// As ListAuditEventsRequest.page_size documents.
 const AUDIT_PAGES: PageLimits = PageLimits {
     default: 50,
-    max: 500,
+    max: 200,
 };
 
 /// A user has at most one key per provider, so every key list fits on one page.
@@ -54,7 +55,15 @@ impl TryFrom<pb::SetApiKeyRequest> for NewApiKey {
     type Error = Violations;
 
     fn try_from(request: pb::SetApiKeyRequest) -> Result<Self, Self::Error> {
-        let key = Secret::from(request.api_key);
+        let sent = Secret::from(request.api_key);
+        // Surrounding whitespace is trimmed, as the contract says; the key stays a `Secret`
+        // (the untrimmed copy is zeroed when `sent` drops).
+        let trimmed = sent
+            .expose_secret_str()
+            .ok()
+            .filter(|text| trim_api_key(text).len() != text.len())
+            .map(|text| trim_api_key(text).to_owned());
+        let key = trimmed.map_or(sent, Secret::from);
         let format = match key.expose_secret_str() {
             Ok(text) => check_api_key_format(text).map_err(|err| vec![err.at("api_key")]),
             Err(_) => Err(vec![FieldViolation::new(

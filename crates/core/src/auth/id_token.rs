@@ -1,6 +1,7 @@
 //! Signing in with an ID token the client obtained itself (Android, iOS, Google Identity
-//! Services). Each token signs in once: it is remembered by its signed part until the
-//! verifier would refuse it anyway.
+//! Services). Each token signs in once, on either path (the redirect flow records the ID token
+//! of its code exchange too): it is remembered by its signed part until the verifier would
+//! refuse it anyway.
 
 use assistd_domain::auth::SignInMethod;
 use assistd_domain::{FieldViolation, Result};
@@ -67,7 +68,11 @@ impl AuthService {
     /// be rewritten into another valid one and the whole text would let a replay through.
     /// Kept until the verifier would refuse the token anyway (its expiry plus the tolerated
     /// skew).
-    fn single_use_record(&self, id_token: &str, identity: &VerifiedIdentity) -> SingleUse {
+    pub(super) fn single_use_record(
+        &self,
+        id_token: &str,
+        identity: &VerifiedIdentity,
+    ) -> SingleUse {
         let signed_part = id_token
             .rsplit_once('.')
             .map_or(id_token, |(signed, _)| signed);

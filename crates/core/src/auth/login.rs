@@ -148,12 +148,15 @@ impl AuthService {
             .scopes
             .iter()
             .any(|s| s == assistd_identity::GMAIL_READONLY_SCOPE);
+        // The ID token of the exchange signs in once, like one presented to
+        // SignInWithIdToken: recorded as used, it cannot open a second session there.
+        let single_use = self.single_use_record(&exchange.id_token, &exchange.identity);
         let mut signed_in = self
             .open_session(
                 &exchange.identity,
                 SignInMethod::GoogleRedirect,
                 client,
-                None,
+                Some(single_use),
             )
             .await?;
         let user = signed_in.user.id;

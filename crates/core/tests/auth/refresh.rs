@@ -124,7 +124,7 @@ async fn a_replay_after_the_grace_window_revokes_the_session_family() {
     let err = fixture
         .auth
         .session_gate()
-        .check(user, successor.session_id)
+        .check(user, Some(successor.session_id))
         .await
         .unwrap_err();
     assert_eq!(unauthenticated_reason(err), ErrorReason::SessionRevoked);

@@ -32,7 +32,7 @@ pub(super) struct TokenHeader {
 
 /// Reads the header of a compact JWS without trusting it: only RS256 and ES256 pass (never
 /// `none`, never HMAC, which an attacker could key with our client secret or a public key),
-/// and a `kid` is required.
+/// a `kid` is required and a `crit` refused.
 pub(super) fn peek_header(token: &str) -> Result<TokenHeader, OidcError> {
     if token.len() > MAX_ID_TOKEN_BYTES {
         return Err(invalid("the ID token is too large"));
@@ -56,6 +56,14 @@ pub(super) fn peek_header(token: &str) -> Result<TokenHeader, OidcError> {
             ));
         }
     };
+    // RFC 7515 §4.1.11: a recipient must reject a token whose `crit` names an extension it
+    // does not understand. This server understands none, so any `crit` is refused (an empty
+    // or malformed one is invalid by the same section).
+    if header.get("crit").is_some() {
+        return Err(invalid(
+            "the ID token requires header extensions this server does not understand",
+        ));
+    }
     let kid = header
         .get("kid")
         .and_then(serde_json::Value::as_str)
@@ -108,6 +116,8 @@ pub(super) struct IdTokenClaims {
     exp: i64,
     #[serde(deserialize_with = "numeric_date")]
     iat: i64,
+    #[serde(default, deserialize_with = "optional_numeric_date")]
+    nbf: Option<i64>,
     #[serde(default)]
     nonce: Option<String>,
     #[serde(default)]
@@ -151,6 +161,15 @@ fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Er
                 .map(|f| f as i64)
         })
         .ok_or_else(|| serde::de::Error::custom("not a NumericDate"))
+}
+
+/// An optional NumericDate: absent or `null` is `None`.
+fn optional_numeric_date<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Date(#[serde(deserialize_with = "numeric_date")] i64);
+    Ok(Option::<Date>::deserialize(deserializer)?.map(|Date(date)| date))
 }
 
 /// A boolean, or the strings `"true"`/`"false"` that Google once sent for `email_verified`.
@@ -256,6 +275,10 @@ pub(super) fn check_claims(
     }
     if claims.iat > now.saturating_add(skew) {
         return Err(invalid("the ID token was issued in the future"));
+    }
+    // RFC 7519 §4.1.5: not to be accepted before `nbf`, with the same skew as `exp` and `iat`.
+    if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
+        return Err(invalid("the ID token is not valid yet"));
     }
     let (Some(issued_at), Some(expires_at)) = (
         DateTime::from_timestamp(claims.iat, 0),
@@ -431,6 +454,15 @@ mod tests {
         assert!(check(json!({"iat": NOW + 60}), &r).is_ok());
         rejected(check(json!({"iat": NOW + 61}), &r), "in the future");
         assert!(check(json!({"iat": NOW as f64 + 0.5}), &r).is_ok());
+        assert!(check(json!({"nbf": NOW + 60}), &r).is_ok());
+        assert!(check(json!({"nbf": NOW - 3600}), &r).is_ok());
+        assert!(check(json!({"nbf": null}), &r).is_ok());
+        rejected(check(json!({"nbf": NOW + 61}), &r), "not valid yet");
+        rejected(
+            check(json!({"nbf": NOW + 3600, "iat": NOW}), &r),
+            "not valid yet",
+        );
+        rejected(check(json!({"nbf": "tomorrow"}), &r), "malformed");
         rejected(check(json!({"exp": null}), &r), "malformed");
         rejected(check(json!({"iat": "yesterday"}), &r), "malformed");
     }
@@ -503,6 +535,14 @@ mod tests {
             assert_eq!(
                 err,
                 invalid("the ID token uses an algorithm this server does not accept")
+            );
+        }
+        for crit in [json!(["exp"]), json!(["b64"]), json!([]), json!("x")] {
+            let err = peek_header(&token(json!({"alg": "RS256", "kid": "k1", "crit": crit})))
+                .unwrap_err();
+            assert_eq!(
+                err,
+                invalid("the ID token requires header extensions this server does not understand")
             );
         }
         assert!(peek_header(&token(json!({"alg": "RS256"}))).is_err());

@@ -99,8 +99,9 @@ export type SetApiKeyRequest = Message<"assistd.apikey.v1.SetApiKeyRequest"> & {
   provider: Provider;
 
   /**
-   * The API key itself. Required; 1 to 256 printable ASCII characters, surrounding whitespace
-   * trimmed. Write-only: no response ever contains it.
+   * The API key itself. Required; surrounding whitespace (e.g. a pasted trailing newline) is
+   * trimmed, then 16 to 256 visible ASCII characters without spaces. Write-only: no response
+   * ever contains it.
    *
    * @generated from field: string api_key = 2;
    */
@@ -1080,8 +1081,9 @@ export const UserApiKeyService: GenService<{
    * check, then a free call to the provider (Gemini: list models, key in the `x-goog-api-key`
    * header, never a billable generate call). Nothing is stored when a check fails.
    *
-   * Errors: INVALID_ARGUMENT with a field violation on "api_key" for an empty key, one longer
-   * than 256 characters, or characters outside printable ASCII; INVALID_ARGUMENT with
+   * Errors: INVALID_ARGUMENT with a field violation on "api_key" for an empty key, one shorter
+   * than 16 or longer than 256 characters, or characters outside visible ASCII (a space
+   * inside the key included; surrounding whitespace is trimmed first); INVALID_ARGUMENT with
    * ErrorInfo reason API_KEY_INVALID when the provider rejects the key; RESOURCE_EXHAUSTED
    * (reason PROVIDER_RATE_LIMITED, with RetryInfo) when the provider rate-limits the check and
    * UNAVAILABLE (reason PROVIDER_UNAVAILABLE) when it is unreachable, times out or fails —

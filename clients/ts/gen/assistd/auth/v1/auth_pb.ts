@@ -835,8 +835,11 @@ export const SignInMethodSchema: GenEnum<SignInMethod> = /*@__PURE__*/
  *
  * BeginLogin, CompleteLogin, SignInWithIdToken and Refresh are public. Every other RPC needs a
  * valid access token and answers UNAUTHENTICATED (ErrorInfo reason ACCESS_TOKEN_MISSING,
- * ACCESS_TOKEN_EXPIRED, ACCESS_TOKEN_INVALID or SESSION_REVOKED) without one; the user is the
- * token's subject and never a request field. The public RPCs are rate limited per client IP:
+ * ACCESS_TOKEN_EXPIRED, ACCESS_TOKEN_INVALID or SESSION_REVOKED) without one, and
+ * UNAUTHENTICATED (ACCOUNT_NOT_FOUND) once the token's account was deleted, whether or not
+ * the token belongs to a session. SESSION_REVOKED covers a session signed out, revoked or
+ * ended, and a token whose session is not its subject's. The user is the token's subject and
+ * never a request field. The public RPCs are rate limited per client IP:
  * RESOURCE_EXHAUSTED (reason RATE_LIMITED) with RetryInfo saying when to try again.
  *
  * @generated from service assistd.auth.v1.AuthService
@@ -862,9 +865,10 @@ export const AuthService: GenService<{
   /**
    * CompleteLogin finishes the redirect sign-in: it consumes the login attempt named by
    * `state`, exchanges `code` at Google's token endpoint with the PKCE verifier, validates the
-   * ID token fully (signature, issuer, audience, azp, expiry, issued-at, nonce, allowed hosted
-   * domains, email_verified where required), creates or updates the user keyed by Google's
-   * subject, stores Google's tokens encrypted, and opens a new session. Public.
+   * ID token fully (signature, issuer, audience, azp, expiry, issued-at, not-before, no `crit`
+   * header, nonce, allowed hosted domains, email_verified where required), records the ID
+   * token as used (SignInWithIdToken refuses it afterwards), creates or updates the user keyed
+   * by Google's subject, stores Google's tokens encrypted, and opens a new session. Public.
    *
    * Errors: INVALID_ARGUMENT with field violations for an empty or malformed `state` or
    * `code`; UNAUTHENTICATED with reason LOGIN_STATE_INVALID (unknown, expired or already used
@@ -883,7 +887,8 @@ export const AuthService: GenService<{
   /**
    * SignInWithIdToken signs in with a Google ID token the client obtained itself (Google
    * Identity Services, Android or iOS Google Sign-In). The token gets the same validation as in
-   * CompleteLogin and is accepted only once. Public. Grants no Gmail access: use the redirect
+   * CompleteLogin and is accepted only once (a token already received through CompleteLogin
+   * counts as used). Public. Grants no Gmail access: use the redirect
    * path with `request_gmail_access` for that.
    *
    * Errors: INVALID_ARGUMENT with a field violation for an empty or malformed `id_token`;
@@ -996,7 +1001,9 @@ export const AuthService: GenService<{
    * DeleteAccount deletes the user for good: every row that belongs to them (sessions, API
    * keys, chats, memories, preferences, synced mail, Google tokens) is removed, their data key
    * is destroyed so any copy of their encrypted secrets can no longer be opened, and all their
-   * sessions are revoked. One pseudonymous audit row records the deletion. Not reversible.
+   * sessions are revoked: every access token of the account answers UNAUTHENTICATED
+   * (ACCOUNT_NOT_FOUND) from then on. One pseudonymous audit row records the deletion. Not
+   * reversible.
    *
    * Errors: INVALID_ARGUMENT with a field violation on `confirm_email` (ErrorInfo reason
    * CONFIRMATION_MISMATCH) when it does not match the account's email address.

@@ -715,6 +715,81 @@ async fn safety_blocks_are_replies_not_errors() {
 }
 
 #[tokio::test]
+async fn refused_and_failed_sends_do_not_ride_along_in_later_requests() {
+    let app = spawn_app().await;
+    let mut user = User::new(&app, true).await;
+    let session = user.session().await;
+    // Gemini refuses the prompt itself.
+    app.gemini
+        .push_reply(ScriptedReply::blocked_prompt("SAFETY"));
+    let blocked = user
+        .send(&session.id, "p-1", "tell me about the forbidden topic")
+        .await
+        .unwrap();
+    assert_eq!(finish(&blocked.reply.unwrap()), pb::FinishReason::Safety);
+    // Then a run of failed calls.
+    for id in ["p-2", "p-3", "p-4"] {
+        app.gemini.fail_next(1, ErrorBody::InvalidArgument);
+        failing_send(&mut user, &session.id, id, false).await;
+    }
+    app.gemini.push_reply(ScriptedReply::text("Paris."));
+    let france = user
+        .send(&session.id, "p-5", "What is the capital of France?")
+        .await
+        .unwrap();
+    assert_eq!(text_of(&france.reply.unwrap()), "Paris.");
+    app.gemini.push_reply(ScriptedReply::text("Madrid."));
+    let spain = user
+        .send(&session.id, "p-6", "And of Spain?")
+        .await
+        .unwrap();
+    assert_eq!(text_of(&spain.reply.unwrap()), "Madrid.");
+
+    // The last request holds the answered turns only, alternating, one text per user turn.
+    let bodies = generate_bodies(&app);
+    let last = bodies.last().unwrap();
+    let turns: Vec<(String, Vec<String>)> = last["contents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|content| {
+            let texts = content["parts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|part| part["text"].as_str().map(str::to_owned))
+                .collect();
+            (content["role"].as_str().unwrap().to_owned(), texts)
+        })
+        .collect();
+    assert_eq!(
+        turns,
+        [
+            (
+                "user".to_owned(),
+                vec!["What is the capital of France?".to_owned()]
+            ),
+            ("model".to_owned(), vec!["Paris.".to_owned()]),
+            ("user".to_owned(), vec!["And of Spain?".to_owned()]),
+        ]
+    );
+    // The request after the block already left it out.
+    let after_block = &bodies[1];
+    assert!(
+        !after_block.to_string().contains("forbidden"),
+        "{after_block}"
+    );
+    // Everything stays stored and listed.
+    let history = user.messages(&session.id).await;
+    assert!(
+        history
+            .iter()
+            .any(|m| text_of(m) == "tell me about the forbidden topic")
+    );
+    assert_eq!(history.len(), 12);
+}
+
+#[tokio::test]
 async fn cancelling_a_stream_aborts_upstream_and_commits_the_partial_reply() {
     let app = spawn_app().await;
     let mut user = User::new(&app, true).await;

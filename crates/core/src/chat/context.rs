@@ -90,11 +90,21 @@ pub(crate) fn window(history: &[ChatMessage], current: MessageId, budget: usize)
 }
 
 /// The Gemini contents for `messages`: consecutive messages of one side merged into one turn,
-/// model parts sent back exactly as Gemini wrote them (with their thought signatures). Failed
-/// replies (finish reason ERROR) and server notices are left out.
-pub(crate) fn contents(messages: &[ChatMessage]) -> Vec<Content> {
+/// model parts sent back exactly as Gemini wrote them (with their thought signatures).
+///
+/// An earlier exchange that got no answer — its call failed (an ERROR reply), or Gemini
+/// refused the prompt or stopped before any text (an empty SAFETY, CANCELLED or other reply) —
+/// is left out whole, its USER message included: sending that text again would have Gemini
+/// refuse every later message over it, and a question without its answer would merge into the
+/// next user turn. The exchange `current` is always sent. Server notices are left out.
+pub(crate) fn contents(messages: &[ChatMessage], current: MessageId) -> Vec<Content> {
+    let unanswered = unanswered_exchanges(messages, current);
     let mut contents: Vec<Content> = Vec::new();
     for message in messages {
+        let exchange = message.exchange_id.unwrap_or(message.id);
+        if unanswered.contains(&exchange) {
+            continue;
+        }
         let Some((role, parts)) = turn_parts(message) else {
             continue;
         };
@@ -107,6 +117,28 @@ pub(crate) fn contents(messages: &[ChatMessage]) -> Vec<Content> {
         }
     }
     contents
+}
+
+/// The exchanges among `messages`, other than `current`, whose last message is not a MODEL
+/// reply the model can be shown (see [`turn_parts`]).
+fn unanswered_exchanges(
+    messages: &[ChatMessage],
+    current: MessageId,
+) -> std::collections::HashSet<MessageId> {
+    let mut last_of: std::collections::HashMap<MessageId, &ChatMessage> =
+        std::collections::HashMap::new();
+    for message in messages {
+        if let Some(exchange) = message.exchange_id {
+            last_of.insert(exchange, message);
+        }
+    }
+    last_of
+        .into_iter()
+        .filter(|(exchange, last)| {
+            *exchange != current && !(last.role == MessageRole::Model && turn_parts(last).is_some())
+        })
+        .map(|(exchange, _)| exchange)
+        .collect()
 }
 
 /// The role and parts one message contributes, if any.
@@ -252,7 +284,7 @@ mod tests {
             failed,
             text(7, MessageRole::User, "thanks"),
         ];
-        let contents = contents(&history);
+        let contents = contents(&history, MessageId::new());
         let roles: Vec<_> = contents.iter().map(|c| c.role.clone().unwrap()).collect();
         assert_eq!(roles, ["user", "model", "user", "model", "user"]);
         assert_eq!(contents[1].parts.len(), 2);
@@ -262,6 +294,98 @@ mod tests {
         );
         let response = contents[2].parts[0].function_response.as_ref().unwrap();
         assert_eq!(response.id.as_deref(), Some("c1"));
+    }
+
+    /// A message of the exchange `exchange`.
+    fn of(exchange: MessageId, mut message: ChatMessage) -> ChatMessage {
+        message.exchange_id = Some(exchange);
+        message
+    }
+
+    fn ended(mut message: ChatMessage, finish: FinishReason) -> ChatMessage {
+        message.metadata = Some(ModelCallMetadata {
+            finish_reason: Some(finish),
+            ..ModelCallMetadata::default()
+        });
+        message
+    }
+
+    /// A USER message that opens its own exchange.
+    fn asked(sequence: i64, question: &str) -> ChatMessage {
+        let message = text(sequence, MessageRole::User, question);
+        let id = message.id;
+        of(id, message)
+    }
+
+    #[test]
+    fn exchanges_without_an_answer_are_left_out_whole() {
+        let blocked = asked(1, "tell me about the blocked topic");
+        let blocked_reply = of(
+            blocked.id,
+            ended(text(2, MessageRole::Model, ""), FinishReason::Safety),
+        );
+        let answered = asked(3, "What is the capital of France?");
+        let answer = of(
+            answered.id,
+            ended(text(4, MessageRole::Model, "Paris."), FinishReason::Stop),
+        );
+        let failed = asked(5, "and this one failed");
+        let failed_reply = of(
+            failed.id,
+            ended(text(6, MessageRole::Model, ""), FinishReason::Error),
+        );
+        // A send that stopped after a tool call and never answered.
+        let stalled = asked(7, "look something up");
+        let stalled_call = of(
+            stalled.id,
+            message(
+                8,
+                MessageRole::FunctionCall,
+                MessageContent::FunctionCall {
+                    call_id: "c1".into(),
+                    name: "recall".into(),
+                    args: json!({}),
+                },
+            ),
+        );
+        let current = asked(9, "And of Spain?");
+        let current_id = current.id;
+        let history = vec![
+            blocked,
+            blocked_reply,
+            answered,
+            answer,
+            failed,
+            failed_reply,
+            stalled,
+            stalled_call,
+            current,
+        ];
+        let contents = contents(&history, current_id);
+        let turns: Vec<(String, Vec<String>)> = contents
+            .iter()
+            .map(|c| {
+                (
+                    c.role.clone().unwrap(),
+                    c.parts.iter().filter_map(|p| p.text.clone()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            turns,
+            [
+                (
+                    "user".to_owned(),
+                    vec!["What is the capital of France?".to_owned()]
+                ),
+                ("model".to_owned(), vec!["Paris.".to_owned()]),
+                ("user".to_owned(), vec!["And of Spain?".to_owned()]),
+            ]
+        );
+        // The current exchange is sent even when it has nothing yet.
+        let alone = asked(1, "hello");
+        let id = alone.id;
+        assert_eq!(super::contents(&[alone], id).len(), 1);
     }
 
     #[test]

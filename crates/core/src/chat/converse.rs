@@ -237,11 +237,10 @@ impl Exchange<'_> {
         let memories =
             Box::pin(chat.list_memories(self.user, None, config.max_memories_in_context)).await?;
         let history = Box::pin(chat.recent_messages(self.user, session.id, HISTORY_READ)).await?;
-        let contents = context::contents(context::window(
-            &history,
+        let contents = context::contents(
+            context::window(&history, user_message.id, config.context_token_budget),
             user_message.id,
-            config.context_token_budget,
-        ));
+        );
         let conversation = Conversation {
             session,
             model,

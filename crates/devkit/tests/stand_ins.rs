@@ -284,3 +284,58 @@ async fn the_model_checks_keys_and_streams_word_by_word() {
     );
     assert!(events[0]["candidates"][0].get("finishReason").is_none());
 }
+
+/// `POST /dev/id-token` for ada, sent to `base` with `host` in the `Host` header.
+async fn id_token_with_host(base: &str, host: &str) -> reqwest::Response {
+    client()
+        .post(format!("{base}/dev/id-token"))
+        .header("host", host)
+        .form(&[("email", "ada@example.com")])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_rebound_host_name_gets_no_id_token() {
+    let provider = provider().await;
+    let port = provider.addr().port();
+    for host in [
+        format!("rebound.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        "127.0.0.1".to_owned(),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+    ] {
+        let refused = id_token_with_host(provider.issuer(), &host).await;
+        assert_eq!(refused.status(), 421, "Host: {host}");
+        let text = refused.text().await.unwrap();
+        assert!(!text.contains("id_token"), "{text}");
+        assert!(text.contains(&format!("localhost:{port}")), "{text}");
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let minted = id_token_with_host(provider.issuer(), &host).await;
+        assert_eq!(minted.status(), 200, "Host: {host}");
+        assert!(json_of(minted).await["id_token"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn the_model_answers_to_its_own_host_names_only() {
+    let model = model().await;
+    let port = model.addr().port();
+    let models = |host: String| {
+        client()
+            .get(format!("{}/v1beta/models", model.base_url()))
+            .header("host", host)
+            .header("x-goog-api-key", "dev-anything")
+            .send()
+    };
+    let refused = models(format!("rebound.example:{port}")).await.unwrap();
+    assert_eq!(refused.status(), 421);
+    let served = models(format!("localhost:{port}")).await.unwrap();
+    assert_eq!(served.status(), 200);
+}

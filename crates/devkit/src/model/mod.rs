@@ -10,7 +10,9 @@
 //!
 //! Every call needs an `x-goog-api-key` header starting with
 //! [`LocalModelConfig::key_prefix`] (`dev-` by default); any other key gets Gemini's own
-//! `400 API_KEY_INVALID` body, and none at all its `403 PERMISSION_DENIED`.
+//! `400 API_KEY_INVALID` body, and none at all its `403 PERMISSION_DENIED`. A request whose
+//! `Host` is not `127.0.0.1`, `localhost` or `[::1]` with the model's port gets `421`, so a
+//! web page cannot reach it through DNS rebinding.
 
 mod rules;
 
@@ -26,7 +28,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::serve::{Body, Bound, Serving, full, streamed};
+use crate::serve::{AllowedHosts, Body, Bound, Serving, full, streamed};
 use rules::Reply;
 
 /// The models the local model answers as: `(id, display name)`.
@@ -72,7 +74,11 @@ impl LocalModel {
     pub async fn start(config: LocalModelConfig) -> std::io::Result<Self> {
         let bound = Bound::bind(config.listen).await?;
         let config = Arc::new(config);
-        let server = bound.serve(move |request, _| handle(Arc::clone(&config), request));
+        // Browsers can reach a loopback port too (DNS rebinding): answer to its own names only.
+        let hosts = AllowedHosts::for_addr(bound.addr());
+        let server = bound
+            .answer_only_to(hosts)
+            .serve(move |request, _| handle(Arc::clone(&config), request));
         Ok(Self { server })
     }
 

@@ -14,6 +14,10 @@
 //! | `GET /userinfo` (`Authorization: Bearer`) | the user's claims |
 //! | `POST /dev/id-token` (form or JSON: `email`, `name`, `audience`, `nonce`) | `{"id_token": …}`, as Google Identity Services hands one to a web page |
 //!
+//! A request whose `Host` is not the issuer's host or one of its loopback aliases
+//! (`127.0.0.1`, `localhost`, `[::1]` with the issuer's port) gets `421 Misdirected Request`:
+//! a page that rebinds its own name to this port cannot make a browser mint ID tokens here.
+//!
 //! An unknown client or a redirect URI not registered for it gets a plain `400` page; other
 //! mistakes redirect back with `error`, as Google does. Codes are single-use and live 60 s.
 //! The subject (`sub`) is derived from the email address, so the same address is the same
@@ -35,7 +39,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::serve::{Bound, Serving};
+use crate::serve::{AllowedHosts, Bound, Serving};
 
 pub use keys::{SigningKey, at_hash};
 
@@ -149,7 +153,12 @@ impl DevProvider {
                 access_tokens: HashMap::new(),
             }),
         });
-        let server = bound.serve(move |request, _| endpoints::handle(Arc::clone(&shared), request));
+        // The issuer's host and its loopback aliases only: a page that rebinds its own name to
+        // this port must not get ID tokens minted.
+        let hosts = AllowedHosts::for_addr(bound.addr());
+        let server = bound
+            .answer_only_to(hosts)
+            .serve(move |request, _| endpoints::handle(Arc::clone(&shared), request));
         Ok(Self {
             issuer,
             client_id,

@@ -43,6 +43,36 @@ pub fn streamed(
     StreamBody::new(chunks.map_ok(Frame::data)).boxed_unsync()
 }
 
+/// Why a request body could not be read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// It is longer than the limit (answer `413 Payload Too Large`).
+    TooLarge,
+    /// The client stopped sending, or sent a malformed body.
+    Broken,
+}
+
+/// Reads a request body of at most `limit` bytes, refusing a longer one as soon as its
+/// `Content-Length` or its bytes pass the limit, without reading further.
+///
+/// # Errors
+/// [`BodyError::TooLarge`] past `limit`, [`BodyError::Broken`] if the body fails.
+pub async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let declared = hyper::body::Body::size_hint(&body).lower();
+    if usize::try_from(declared).map_or(true, |declared| declared > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Broken),
+    }
+}
+
 /// One connection's way out: a handler that calls [`Hangup::drop_connection`] gets its
 /// connection closed with the request unanswered.
 #[derive(Clone, Debug, Default)]

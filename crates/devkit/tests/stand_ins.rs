@@ -339,3 +339,29 @@ async fn the_model_answers_to_its_own_host_names_only() {
     let served = models(format!("localhost:{port}")).await.unwrap();
     assert_eq!(served.status(), 200);
 }
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_refused_unread() {
+    let provider = provider().await;
+    let padding = "x".repeat(64 * 1024);
+    for path in ["/token", "/dev/id-token", "/authorize"] {
+        let refused = client()
+            .post(format!("{}{path}", provider.issuer()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("email=ada%40example.com&name={padding}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 413, "{path}");
+        assert_eq!(json_of(refused).await["error"], "invalid_request");
+    }
+    // Just under the limit is read (and answered on its merits).
+    let name = "x".repeat(60 * 1024);
+    let minted = client()
+        .post(format!("{}/dev/id-token", provider.issuer()))
+        .form(&[("email", "ada@example.com"), ("name", name.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), 200);
+}

@@ -10,8 +10,8 @@
 //!
 //! Every call needs an `x-goog-api-key` header starting with
 //! [`LocalModelConfig::key_prefix`] (`dev-` by default); any other key gets Gemini's own
-//! `400 API_KEY_INVALID` body, and none at all its `403 PERMISSION_DENIED`. A request whose
-//! `Host` is not `127.0.0.1`, `localhost` or `[::1]` with the model's port gets `421`, so a
+//! `400 API_KEY_INVALID` body, and none at all its `403 PERMISSION_DENIED`. A request body is
+//! read up to 20 MiB (`413` past that). A request whose `Host` is not `127.0.0.1`, `localhost` or `[::1]` with the model's port gets `421`, so a
 //! web page cannot reach it through DNS rebinding.
 
 mod rules;
@@ -24,11 +24,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::serve::{AllowedHosts, Body, Bound, Serving, full, streamed};
+use crate::serve::{AllowedHosts, Body, BodyError, Bound, Serving, full, read_body, streamed};
 use rules::Reply;
 
 /// The models the local model answers as: `(id, display name)`.
@@ -43,6 +42,9 @@ const MODELS: [(&str, &str); 3] = [
         "Gemini 2.5 Flash-Lite (local development model)",
     ),
 ];
+
+/// The largest request body read, Gemini's own limit; a larger one gets `413`.
+const MAX_REQUEST_BYTES: usize = 20 * 1024 * 1024;
 
 /// How the local model behaves.
 #[derive(Debug, Clone)]
@@ -123,11 +125,23 @@ async fn handle(
         (&Method::POST, call) => {
             let call = call.trim_start_matches('/');
             let (id, method) = call.split_once(':').unwrap_or((call, ""));
-            let body = body
-                .collect()
-                .await
-                .map(http_body_util::Collected::to_bytes)
-                .unwrap_or_default();
+            let body = match read_body(body, MAX_REQUEST_BYTES).await {
+                Ok(body) => body,
+                Err(BodyError::TooLarge) => {
+                    return Ok(error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!(
+                            "Request payload size exceeds the limit: {MAX_REQUEST_BYTES} bytes."
+                        ),
+                    ));
+                }
+                Err(BodyError::Broken) => {
+                    return Ok(error(
+                        StatusCode::BAD_REQUEST,
+                        "The request body could not be read.",
+                    ));
+                }
+            };
             match (find_model(id), serde_json::from_slice::<Value>(&body)) {
                 (None, _) => model_not_found(id),
                 (Some(_), Err(err)) => error(
@@ -336,6 +350,7 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     let name = match status {
         StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
         StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::PAYLOAD_TOO_LARGE => "INVALID_ARGUMENT",
         _ => "UNIMPLEMENTED",
     };
     json_response(

@@ -3,21 +3,23 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    ACCESS_TOKEN_EXPIRES_IN, CODE_LIFETIME, DevUser, IssuedCode, Shared, State, id_token_claims,
+    ACCESS_TOKEN_EXPIRES_IN, DevUser, IssuedCode, MAX_BODY_BYTES, Shared, State, id_token_claims,
     keys, page,
 };
+use crate::serve::{BodyError, read_body};
 
 const JSON: &str = "application/json; charset=utf-8";
 const DISCOVERY: &str = "/.well-known/openid-configuration";
@@ -33,11 +35,24 @@ pub(super) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(http_body_util::Collected::to_bytes)
-        .unwrap_or_default();
+    let body = match read_body(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return Ok(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({
+                    "error": "invalid_request",
+                    "error_description": format!("The request body is larger than {} KiB.", MAX_BODY_BYTES / 1024),
+                }),
+            ));
+        }
+        Err(BodyError::Broken) => {
+            return Ok(json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": "invalid_request", "error_description": "The request body could not be read." }),
+            ));
+        }
+    };
     let mut state = shared.lock();
     let response = match (&parts.method, parts.uri.path()) {
         (&Method::GET, DISCOVERY) => json_response(StatusCode::OK, &discovery(&state.issuer)),
@@ -168,6 +183,7 @@ fn sign_in(state: &mut State, params: &HashMap<String, String>) -> Response<Full
     let user = DevUser::new(email, params.get("name").map_or("", String::as_str));
     let code = format!("4/0A{}", random_token());
     state.codes.insert(
+        Instant::now(),
         code.clone(),
         IssuedCode {
             redirect_uri: redirect_uri.clone(),
@@ -176,7 +192,6 @@ fn sign_in(state: &mut State, params: &HashMap<String, String>) -> Response<Full
             scope: params.get("scope").cloned().unwrap_or_default(),
             user,
             offline: params.get("access_type").map(String::as_str) == Some("offline"),
-            issued_at: tokio::time::Instant::now(),
         },
     );
     redirect(
@@ -236,12 +251,10 @@ fn token(state: &mut State, headers: &HeaderMap, body: &[u8]) -> Response<Full<B
 fn exchange_code(state: &mut State, fields: &HashMap<String, String>) -> Response<Full<Bytes>> {
     let code = fields.get("code").map_or("", String::as_str);
     // Single use: the first redemption consumes the code, whatever happens next.
-    let Some(issued) = state.codes.remove(code) else {
-        return invalid_grant("The code is unknown or was already redeemed.");
+    let now = Instant::now();
+    let Some(issued) = state.codes.remove(now, code) else {
+        return invalid_grant("The code is unknown, expired or already redeemed.");
     };
-    if issued.issued_at.elapsed() > CODE_LIFETIME {
-        return invalid_grant("The code expired.");
-    }
     if fields.get("redirect_uri") != Some(&issued.redirect_uri) {
         return invalid_grant("redirect_uri differs from the authorization request's.");
     }
@@ -253,7 +266,7 @@ fn exchange_code(state: &mut State, fields: &HashMap<String, String>) -> Respons
     let access_token = format!("ya29.dev{}", random_token());
     state
         .access_tokens
-        .insert(access_token.clone(), issued.user.clone());
+        .insert(now, access_token.clone(), issued.user.clone());
     let mut claims = id_token_claims(
         &state.issuer,
         &state.client.client_id,
@@ -272,7 +285,7 @@ fn exchange_code(state: &mut State, fields: &HashMap<String, String>) -> Respons
         let refresh_token = format!("1//dev{}", random_token());
         state
             .refresh_tokens
-            .insert(refresh_token.clone(), (issued.scope, issued.user));
+            .insert(now, refresh_token.clone(), (issued.scope, issued.user));
         body["refresh_token"] = refresh_token.into();
     }
     json_response(StatusCode::OK, &body)
@@ -281,11 +294,12 @@ fn exchange_code(state: &mut State, fields: &HashMap<String, String>) -> Respons
 /// `grant_type=refresh_token`.
 fn refresh(state: &mut State, fields: &HashMap<String, String>) -> Response<Full<Bytes>> {
     let token = fields.get("refresh_token").map_or("", String::as_str);
-    let Some((scope, user)) = state.refresh_tokens.get(token).cloned() else {
+    let now = Instant::now();
+    let Some((scope, user)) = state.refresh_tokens.get(now, token).cloned() else {
         return invalid_grant("Token has been expired or revoked.");
     };
     let access_token = format!("ya29.dev{}", random_token());
-    state.access_tokens.insert(access_token.clone(), user);
+    state.access_tokens.insert(now, access_token.clone(), user);
     json_response(
         StatusCode::OK,
         &json!({
@@ -303,7 +317,7 @@ fn userinfo(state: &State, headers: &HeaderMap) -> Response<Full<Bytes>> {
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .and_then(|token| state.access_tokens.get(token.trim()));
+        .and_then(|token| state.access_tokens.get(Instant::now(), token.trim()));
     match user {
         Some(user) => json_response(StatusCode::OK, &Value::Object(user.claims())),
         None => json_response(

@@ -19,7 +19,9 @@
 //! a page that rebinds its own name to this port cannot make a browser mint ID tokens here.
 //!
 //! An unknown client or a redirect URI not registered for it gets a plain `400` page; other
-//! mistakes redirect back with `error`, as Google does. Codes are single-use and live 60 s.
+//! mistakes redirect back with `error`, as Google does. Codes are single-use and live 60 s,
+//! access tokens an hour, refresh tokens a week; expired ones are forgotten, and at most
+//! 10 000 of each are kept (the oldest go first). A request body over 64 KiB gets `413`.
 //! The subject (`sub`) is derived from the email address, so the same address is the same
 //! account every time.
 //!
@@ -27,10 +29,10 @@
 //! provider vouches for whoever asks: it is for development only.
 
 mod endpoints;
+mod grants;
 mod keys;
 mod page;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +42,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::serve::{AllowedHosts, Bound, Serving};
+use grants::Expiring;
 
 pub use keys::{SigningKey, at_hash};
 
@@ -49,6 +52,14 @@ const ID_TOKEN_LIFETIME_SECS: u64 = 3600;
 const ACCESS_TOKEN_EXPIRES_IN: u64 = 3599;
 /// How long an authorization code can be redeemed.
 const CODE_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a refresh token is honoured (Google's live until revoked; this provider forgets
+/// them at restart anyway).
+const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How many codes, access tokens and refresh tokens (each) are remembered at once; past that
+/// the oldest are forgotten.
+const MAX_GRANTS: usize = 10_000;
+/// The largest request body read; a larger one gets `413`.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Who the provider knows and where it keeps its key.
 #[derive(Debug, Clone)]
@@ -148,9 +159,12 @@ impl DevProvider {
                 issuer: issuer.clone(),
                 client: config,
                 key,
-                codes: HashMap::new(),
-                refresh_tokens: HashMap::new(),
-                access_tokens: HashMap::new(),
+                codes: Expiring::new(CODE_LIFETIME, MAX_GRANTS),
+                refresh_tokens: Expiring::new(REFRESH_TOKEN_LIFETIME, MAX_GRANTS),
+                access_tokens: Expiring::new(
+                    Duration::from_secs(ACCESS_TOKEN_EXPIRES_IN),
+                    MAX_GRANTS,
+                ),
             }),
         });
         // The issuer's host and its loopback aliases only: a page that rebinds its own name to
@@ -232,18 +246,17 @@ struct IssuedCode {
     user: DevUser,
     /// `access_type=offline`: the exchange also gives a refresh token.
     offline: bool,
-    issued_at: tokio::time::Instant,
 }
 
 struct State {
     issuer: String,
     client: DevProviderConfig,
     key: keys::SigningKey,
-    codes: HashMap<String, IssuedCode>,
+    codes: Expiring<IssuedCode>,
     /// Refresh token → scope and user.
-    refresh_tokens: HashMap<String, (String, DevUser)>,
+    refresh_tokens: Expiring<(String, DevUser)>,
     /// Access token → user, for `/userinfo`.
-    access_tokens: HashMap<String, DevUser>,
+    access_tokens: Expiring<DevUser>,
 }
 
 #[cfg(test)]

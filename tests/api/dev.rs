@@ -68,17 +68,12 @@ impl DevServer {
     /// [`DevServer::start`] with `env` variables set for the process.
     async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut args = vec!["dev"];
-        if !extra.contains(&"--listen") {
-            args.extend(["--listen", "127.0.0.1:0"]);
+        for flag in ["--listen", "--provider-listen", "--model-listen"] {
+            if !extra.contains(&flag) {
+                args.extend([flag, "127.0.0.1:0"]);
+            }
         }
-        args.extend([
-            "--provider-listen",
-            "127.0.0.1:0",
-            "--model-listen",
-            "127.0.0.1:0",
-            "--word-delay-ms",
-            "5",
-        ]);
+        args.extend(["--word-delay-ms", "5"]);
         args.extend_from_slice(extra);
         let (mut command, dir) = assistd(&args).await;
         command.arg("--data-dir").arg(dir.path().join("dev-data"));
@@ -595,6 +590,67 @@ async fn dev_refuses_a_non_loopback_listen_address_without_the_flag() {
     // With the flag it starts.
     let dev = DevServer::start(&["--listen", "0.0.0.0:0", "--i-know-this-is-not-production"]).await;
     assert!(dev.grpc.starts_with("http://0.0.0.0:"), "{}", dev.grpc);
+}
+
+#[tokio::test]
+async fn dev_refuses_an_unspecified_provider_address_even_with_the_flag() {
+    let (mut command, dir) = assistd(&[
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--provider-listen",
+        "0.0.0.0:0",
+        "--model-listen",
+        "127.0.0.1:0",
+        "--i-know-this-is-not-production",
+    ])
+    .await;
+    command
+        .arg("--data-dir")
+        .arg(dir.path().join("dev-data"))
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("assistd dev exits at once")
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--provider-listen 0.0.0.0:0 is an unspecified address")
+            && stderr.contains("give the address of one interface"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("dev-data").exists(),
+        "nothing was started or written"
+    );
+}
+
+#[tokio::test]
+async fn a_model_on_every_interface_is_called_on_loopback() {
+    let dev = DevServer::start(&[
+        "--model-listen",
+        "0.0.0.0:0",
+        "--i-know-this-is-not-production",
+    ])
+    .await;
+    assert!(dev.model.starts_with("http://127.0.0.1:"), "{}", dev.model);
+    let models = dev
+        .http
+        .get(format!("{}/v1beta/models", dev.model))
+        .header("x-goog-api-key", "dev-frontend-key-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@
 mod rules;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,10 +90,18 @@ impl LocalModel {
         self.server.addr()
     }
 
-    /// The base URL to configure as assistd's Gemini base URL, e.g. `http://127.0.0.1:50053`.
+    /// The base URL to configure as assistd's Gemini base URL, e.g. `http://127.0.0.1:50053`;
+    /// loopback when the model listens on every interface (`0.0.0.0`, `::`), since that is
+    /// one of the names it answers to.
     #[must_use]
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr())
+        let mut addr = self.addr();
+        match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+            IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
+            _ => {}
+        }
+        format!("http://{addr}")
     }
 }
 

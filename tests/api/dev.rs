@@ -750,3 +750,107 @@ async fn serve_has_none_of_it() {
         .unwrap();
     assert!(!stdout.contains("for development only"), "{stdout}");
 }
+
+/// The access token's `exp - iat`, in seconds, and its `exp`.
+fn access_token_lifetime(access_token: &str) -> (i64, i64) {
+    use base64::Engine as _;
+    let payload = access_token.split('.').nth(1).expect("a JWT payload");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    (exp - iat, exp)
+}
+
+/// Signs `email` in through a development ID token; the tokens.
+async fn session_tokens(dev: &DevServer, email: &str) -> authpb::SessionTokens {
+    let id_token = dev.id_token(email, "", "n-ttl").await;
+    dev.auth()
+        .await
+        .sign_in_with_id_token(authpb::SignInWithIdTokenRequest {
+            id_token,
+            nonce: "n-ttl".into(),
+            device_name: "browser".into(),
+        })
+        .await
+        .expect("sign in with a development ID token")
+        .into_inner()
+        .tokens
+        .unwrap()
+}
+
+#[tokio::test]
+async fn access_token_ttl_sets_how_long_signed_in_tokens_live() {
+    let dev = DevServer::start(&["--access-token-ttl", "90s"]).await;
+    let tokens = session_tokens(&dev, "ada@example.com").await;
+    let (lifetime, exp) = access_token_lifetime(&tokens.access_token);
+    assert_eq!(lifetime, 90);
+    let expire_time = tokens.access_token_expire_time.expect("an expiry");
+    assert_eq!(
+        expire_time.seconds, exp,
+        "the response states the token's own expiry"
+    );
+
+    // A refreshed access token gets the same lifetime.
+    let refreshed = dev
+        .auth()
+        .await
+        .refresh(authpb::RefreshRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .expect("refresh")
+        .into_inner()
+        .tokens
+        .unwrap();
+    assert_eq!(access_token_lifetime(&refreshed.access_token).0, 90);
+
+    // Without the flag, the server's default (ten minutes).
+    let default = DevServer::start(&[]).await;
+    let tokens = session_tokens(&default, "ada@example.com").await;
+    assert_eq!(access_token_lifetime(&tokens.access_token).0, 600);
+}
+
+#[tokio::test]
+async fn an_access_token_ttl_past_fifteen_minutes_is_refused_at_start() {
+    let (mut command, dir) = assistd(&[
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--provider-listen",
+        "127.0.0.1:0",
+        "--model-listen",
+        "127.0.0.1:0",
+        "--access-token-ttl",
+        "1h",
+    ])
+    .await;
+    command
+        .arg("--data-dir")
+        .arg(dir.path().join("dev-data"))
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("assistd dev exits at once")
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("access_token_ttl must be between 1s and 15m"),
+        "{stderr}"
+    );
+}

@@ -32,11 +32,12 @@ mod endpoints;
 mod grants;
 mod keys;
 mod page;
+pub mod protocol;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
@@ -46,10 +47,6 @@ use grants::Expiring;
 
 pub use keys::{SigningKey, at_hash};
 
-/// How long an ID token the provider issues is valid, in seconds.
-const ID_TOKEN_LIFETIME_SECS: u64 = 3600;
-/// The `expires_in` of an access token, as Google answers it.
-const ACCESS_TOKEN_EXPIRES_IN: u64 = 3599;
 /// How long an authorization code can be redeemed.
 const CODE_LIFETIME: Duration = Duration::from_secs(60);
 /// How long a refresh token is honoured (Google's live until revoked; this provider forgets
@@ -58,8 +55,6 @@ const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How many codes, access tokens and refresh tokens (each) are remembered at once; past that
 /// the oldest are forgotten.
 const MAX_GRANTS: usize = 10_000;
-/// The largest request body read; a larger one gets `413`.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Who the provider knows and where it keeps its key.
 #[derive(Debug, Clone)]
@@ -106,7 +101,8 @@ impl DevUser {
     }
 
     /// The user's claims: `sub`, `email`, `email_verified`, `name`.
-    fn claims(&self) -> Map<String, Value> {
+    #[must_use]
+    pub fn claims(&self) -> Map<String, Value> {
         let mut claims = Map::new();
         claims.insert("sub".into(), self.sub.clone().into());
         claims.insert("email".into(), self.email.clone().into());
@@ -162,7 +158,7 @@ impl DevProvider {
                 codes: Expiring::new(CODE_LIFETIME, MAX_GRANTS),
                 refresh_tokens: Expiring::new(REFRESH_TOKEN_LIFETIME, MAX_GRANTS),
                 access_tokens: Expiring::new(
-                    Duration::from_secs(ACCESS_TOKEN_EXPIRES_IN),
+                    Duration::from_secs(protocol::ACCESS_TOKEN_EXPIRES_IN),
                     MAX_GRANTS,
                 ),
             }),
@@ -197,29 +193,6 @@ impl DevProvider {
     pub fn client_id(&self) -> &str {
         &self.client_id
     }
-}
-
-/// The claims of an ID token for `user` issued by `issuer` to `audience` now.
-fn id_token_claims(
-    issuer: &str,
-    audience: &str,
-    user: &DevUser,
-    nonce: Option<&str>,
-) -> Map<String, Value> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let mut claims = Map::new();
-    claims.insert("iss".into(), issuer.into());
-    claims.insert("aud".into(), audience.into());
-    claims.insert("azp".into(), audience.into());
-    claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), (now + ID_TOKEN_LIFETIME_SECS).into());
-    claims.extend(user.claims());
-    if let Some(nonce) = nonce {
-        claims.insert("nonce".into(), nonce.into());
-    }
-    claims
 }
 
 /// State shared by the handle and the connections.

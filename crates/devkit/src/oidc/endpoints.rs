@@ -14,11 +14,11 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::protocol::{
-    ACCESS_TOKEN_EXPIRES_IN, AUTHORIZE, ClientAuth, DISCOVERY, ID_TOKEN_LIFETIME_SECS, JWKS, TOKEN,
-    USERINFO, bearer_token, client_credentials, discovery, html, id_token_claims, invalid_client,
-    invalid_grant, is_form, json_response, jwks_response, new_access_token, new_code,
-    new_refresh_token, parse_form, pkce_challenge_problem, plain, read_request_body, redirect,
-    repeated_parameter, scopes, token_error, unreadable_credentials, userinfo_answer,
+    ACCESS_TOKEN_EXPIRES_IN, AUTHORIZE, Authorization, ClientAuth, DISCOVERY,
+    ID_TOKEN_LIFETIME_SECS, JWKS, TOKEN, USERINFO, bearer_token, check_authorization,
+    client_credentials, discovery, html, id_token_claims, invalid_client, invalid_grant, is_form,
+    json_response, jwks_response, new_access_token, new_code, new_refresh_token, parse_form, plain,
+    read_request_body, repeated_parameter, token_error, unreadable_credentials, userinfo_answer,
     verifier_matches,
 };
 use super::{DevUser, IssuedCode, Shared, State, keys, page};
@@ -43,7 +43,7 @@ pub(super) async fn handle(
         (&Method::GET, JWKS) => jwks_response(&state.key.jwks(), JWKS_MAX_AGE_SECS),
         (&Method::GET, AUTHORIZE) => {
             let (params, repeated) = parse_form(parts.uri.query().unwrap_or("").as_bytes());
-            match check_authorization(&state, &params, repeated.as_deref()) {
+            match authorization(&state, &params, repeated.as_deref()) {
                 Ok(_) => html(StatusCode::OK, page::login(&params)),
                 Err(response) => *response,
             }
@@ -68,69 +68,15 @@ pub(super) async fn handle(
     Ok(response)
 }
 
-/// Checks an authorization request; `Err` is the answer to give instead: a plain `400` until
-/// the redirect URI is known to be the client's, a redirect with `error` after.
-fn check_authorization<'a>(
+/// Checks an authorization request against the one registered client.
+fn authorization(
     state: &State,
-    params: &'a HashMap<String, String>,
+    params: &HashMap<String, String>,
     repeated: Option<&str>,
-) -> Result<&'a str, Box<Response<Full<Bytes>>>> {
-    if let Some(name) = repeated {
-        return Err(Box::new(plain(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid_request: parameter {name} given more than once"),
-        )));
-    }
-    let client_id = params.get("client_id").map_or("", String::as_str);
-    if client_id != state.client.client_id {
-        return Err(Box::new(plain(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "invalid_client: the OAuth client {client_id:?} is not registered; this provider knows {:?}",
-                state.client.client_id
-            ),
-        )));
-    }
-    let redirect_uri = params.get("redirect_uri").map_or("", String::as_str);
-    if !state
-        .client
-        .redirect_uris
-        .iter()
-        .any(|uri| uri == redirect_uri)
-    {
-        return Err(Box::new(plain(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "redirect_uri_mismatch: {redirect_uri:?} is not registered for {client_id}; registered: {}",
-                state.client.redirect_uris.join(", ")
-            ),
-        )));
-    }
-    let client_state = params.get("state").map(String::as_str);
-    let fail = |error: &str, description: &str| {
-        Box::new(redirect(
-            redirect_uri,
-            &[
-                ("error", Some(error)),
-                ("error_description", Some(description)),
-                ("state", client_state),
-            ],
-        ))
-    };
-    if params.get("response_type").map(String::as_str) != Some("code") {
-        return Err(fail(
-            "unsupported_response_type",
-            "Only response_type=code is supported.",
-        ));
-    }
-    let scope = params.get("scope").map_or("", String::as_str);
-    if !scopes(scope).iter().any(|scope| scope == "openid") {
-        return Err(fail("invalid_scope", "The scope must include openid."));
-    }
-    if let Some(problem) = pkce_challenge_problem(params) {
-        return Err(fail("invalid_request", problem));
-    }
-    Ok(redirect_uri)
+) -> Result<Authorization, Box<Response<Full<Bytes>>>> {
+    check_authorization(params, repeated, |client_id| {
+        (client_id == state.client.client_id).then(|| state.client.redirect_uris.clone())
+    })
 }
 
 /// The login form's POST: signs the typed-in user in and redirects back with a code.
@@ -139,8 +85,8 @@ fn sign_in(
     params: &HashMap<String, String>,
     repeated: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    let redirect_uri = match check_authorization(state, params, repeated) {
-        Ok(uri) => uri.to_owned(),
+    let request = match authorization(state, params, repeated) {
+        Ok(request) => request,
         Err(response) => return *response,
     };
     let email = params.get("email").map_or("", String::as_str).trim();
@@ -152,25 +98,20 @@ fn sign_in(
     }
     let user = DevUser::new(email, params.get("name").map_or("", String::as_str));
     let code = new_code();
+    let response = request.grant(&code);
     state.codes.insert(
         Instant::now(),
-        code.clone(),
+        code,
         IssuedCode {
-            redirect_uri: redirect_uri.clone(),
-            code_challenge: params["code_challenge"].clone(),
-            nonce: params.get("nonce").cloned(),
-            scope: scopes(params.get("scope").map_or("", String::as_str)).join(" "),
+            redirect_uri: request.redirect_uri,
+            code_challenge: request.code_challenge,
+            nonce: request.nonce,
+            scope: request.scopes.join(" "),
             user,
-            offline: params.get("access_type").map(String::as_str) == Some("offline"),
+            offline: request.offline,
         },
     );
-    redirect(
-        &redirect_uri,
-        &[
-            ("code", Some(&code)),
-            ("state", params.get("state").map(String::as_str)),
-        ],
-    )
+    response
 }
 
 /// The token endpoint: authenticate the client, then grant.

@@ -159,6 +159,106 @@ pub fn scopes(scope: &str) -> Vec<String> {
     scopes
 }
 
+/// An authorization request that passed [`check_authorization`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    /// The registered client asking.
+    pub client_id: String,
+    /// One of that client's registered redirect URIs.
+    pub redirect_uri: String,
+    /// The client's `state`, to send back.
+    pub state: Option<String>,
+    /// The distinct scopes asked for, `openid` among them.
+    pub scopes: Vec<String>,
+    /// The S256 PKCE challenge.
+    pub code_challenge: String,
+    /// The `nonce` to put in the ID token.
+    pub nonce: Option<String>,
+    /// `access_type=offline`: the code exchange also gives a refresh token.
+    pub offline: bool,
+}
+
+impl Authorization {
+    /// The redirect back to the client with `code` and its `state`.
+    #[must_use]
+    pub fn grant(&self, code: &str) -> Response<Full<Bytes>> {
+        redirect(
+            &self.redirect_uri,
+            &[("code", Some(code)), ("state", self.state.as_deref())],
+        )
+    }
+}
+
+/// Checks an authorization request's `params` (`repeated`, the first repeated name, from
+/// [`parse_form`]) against the clients `redirect_uris_of` knows (`None` for an unknown
+/// client). `Err` is the answer to give instead: a plain `400` page until the redirect URI is
+/// known to be the client's, then a redirect to it with `error`, as Google does.
+///
+/// # Errors
+/// As above.
+pub fn check_authorization(
+    params: &HashMap<String, String>,
+    repeated: Option<&str>,
+    redirect_uris_of: impl FnOnce(&str) -> Option<Vec<String>>,
+) -> Result<Authorization, Box<Response<Full<Bytes>>>> {
+    let refuse = |text: &str| Err(Box::new(plain(StatusCode::BAD_REQUEST, text)));
+    if let Some(name) = repeated {
+        return refuse(&format!(
+            "invalid_request: parameter {name} given more than once"
+        ));
+    }
+    let Some(client_id) = params.get("client_id") else {
+        return refuse("invalid_request: missing client_id");
+    };
+    let Some(registered) = redirect_uris_of(client_id) else {
+        return refuse(&format!(
+            "invalid_client: the OAuth client {client_id:?} is not registered with this provider"
+        ));
+    };
+    let Some(redirect_uri) = params.get("redirect_uri") else {
+        return refuse("invalid_request: missing redirect_uri");
+    };
+    if !registered.contains(redirect_uri) {
+        return refuse(&format!(
+            "redirect_uri_mismatch: {redirect_uri:?} is not registered for {client_id}; registered: {}",
+            registered.join(", ")
+        ));
+    }
+    let client_state = params.get("state").map(String::as_str);
+    let fail = |error: &str, description: &str| {
+        Err(Box::new(redirect(
+            redirect_uri,
+            &[
+                ("error", Some(error)),
+                ("error_description", Some(description)),
+                ("state", client_state),
+            ],
+        )))
+    };
+    if params.get("response_type").map(String::as_str) != Some("code") {
+        return fail(
+            "unsupported_response_type",
+            "Only response_type=code is supported.",
+        );
+    }
+    let scopes = scopes(params.get("scope").map_or("", String::as_str));
+    if !scopes.iter().any(|scope| scope == "openid") {
+        return fail("invalid_scope", "The scope must include openid.");
+    }
+    if let Some(problem) = pkce_challenge_problem(params) {
+        return fail("invalid_request", problem);
+    }
+    Ok(Authorization {
+        client_id: client_id.clone(),
+        redirect_uri: redirect_uri.clone(),
+        state: client_state.map(str::to_owned),
+        scopes,
+        code_challenge: params["code_challenge"].clone(),
+        nonce: params.get("nonce").cloned(),
+        offline: params.get("access_type").map(String::as_str) == Some("offline"),
+    })
+}
+
 /// Why an authorization request's PKCE parameters are refused, if they are: `S256` and a
 /// base64url SHA-256 digest are required.
 #[must_use]

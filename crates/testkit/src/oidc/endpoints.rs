@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use assistd_devkit::oidc::protocol::{
     ACCESS_TOKEN_EXPIRES_IN, AUTHORIZE, DISCOVERY, JWKS, TOKEN, USERINFO, bearer_token,
-    client_credentials, discovery, id_token_claims, invalid_client, invalid_grant, is_form,
-    json_response, jwks_response, new_access_token, new_code, new_refresh_token, parse_form,
-    pkce_challenge_problem, plain, read_request_body, redirect, repeated_parameter, scopes,
-    token_error, unreadable_credentials, userinfo_answer, verifier_matches,
+    check_authorization, client_credentials, discovery, id_token_claims, invalid_client,
+    invalid_grant, is_form, json_response, jwks_response, new_access_token, new_code,
+    new_refresh_token, parse_form, read_request_body, repeated_parameter, token_error,
+    unreadable_credentials, userinfo_answer, verifier_matches,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -58,79 +58,28 @@ fn jwks(state: &mut State) -> Response<Full<Bytes>> {
 fn authorize(state: &mut State, query: &str) -> Response<Full<Bytes>> {
     let (params, repeated) = parse_form(query.as_bytes());
     state.authorize_requests.push(params.clone());
-    if let Some(name) = repeated {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid_request: parameter {name} given more than once"),
-        );
-    }
-    let Some(client_id) = params.get("client_id") else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "invalid_request: missing client_id",
-        );
+    let request = match check_authorization(&params, repeated.as_deref(), |client_id| {
+        let client = state.clients.get(client_id)?;
+        Some(client.redirect_uris.clone())
+    }) {
+        Ok(request) => request,
+        Err(refusal) => return *refusal,
     };
-    let Some(client) = state.clients.get(client_id) else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid_client: the OAuth client {client_id} was not found"),
-        );
-    };
-    let Some(redirect_uri) = params.get("redirect_uri") else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "invalid_request: missing redirect_uri",
-        );
-    };
-    if !client.redirect_uris.contains(redirect_uri) {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            &format!("redirect_uri_mismatch: {redirect_uri} is not registered for {client_id}"),
-        );
-    }
-    let client_state = params.get("state").map(String::as_str);
-    let fail = |error: &str, description: &str| {
-        redirect(
-            redirect_uri,
-            &[
-                ("error", Some(error)),
-                ("error_description", Some(description)),
-                ("state", client_state),
-            ],
-        )
-    };
-    if params.get("response_type").map(String::as_str) != Some("code") {
-        return fail(
-            "unsupported_response_type",
-            "Only response_type=code is supported.",
-        );
-    }
-    let scopes = scopes(params.get("scope").map_or("", String::as_str));
-    if !scopes.iter().any(|scope| scope == "openid") {
-        return fail("invalid_scope", "The scope must include openid.");
-    }
-    if let Some(problem) = pkce_challenge_problem(&params) {
-        return fail("invalid_request", problem);
-    }
-    let code_challenge = &params["code_challenge"];
     let code = new_code();
+    let response = request.grant(&code);
     let issued = IssuedCode {
-        client_id: client_id.clone(),
-        redirect_uri: redirect_uri.clone(),
-        code_challenge: code_challenge.clone(),
-        nonce: params.get("nonce").cloned(),
-        scopes,
+        client_id: request.client_id,
+        redirect_uri: request.redirect_uri,
+        code_challenge: request.code_challenge,
+        nonce: request.nonce,
+        scopes: request.scopes,
         user: state.user.clone(),
-        offline: params.get("access_type").map(String::as_str) == Some("offline"),
+        offline: request.offline,
         issued_at: tokio::time::Instant::now(),
         used: false,
         access_tokens: Vec::new(),
         refresh_tokens: Vec::new(),
     };
-    let response = redirect(
-        redirect_uri,
-        &[("code", Some(&code)), ("state", client_state)],
-    );
     state.codes.insert(code, issued);
     response
 }

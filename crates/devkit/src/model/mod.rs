@@ -14,6 +14,7 @@
 //! read up to 20 MiB (`413` past that). A request whose `Host` is not `127.0.0.1`, `localhost` or `[::1]` with the model's port gets `421`, so a
 //! web page cannot reach it through DNS rebinding.
 
+pub mod api;
 mod rules;
 
 use std::convert::Infallible;
@@ -27,7 +28,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::serve::{AllowedHosts, Body, BodyError, Bound, Serving, full, read_body, streamed};
+use crate::serve::{AllowedHosts, Body, BodyError, Bound, Serving, read_body, streamed};
 use rules::Reply;
 
 /// The models the local model answers as: `(id, display name)`.
@@ -215,21 +216,12 @@ fn find_model(id: &str) -> Option<(&'static str, &'static str)> {
 
 /// A `Model` resource.
 fn model(id: &str, display_name: &str) -> Value {
-    json!({
-        "name": format!("models/{id}"),
-        "baseModelId": id,
-        "version": "001",
-        "displayName": display_name,
-        "description": "assistd's local development model: fixed replies and keyword rules.",
-        "inputTokenLimit": 1_048_576,
-        "outputTokenLimit": 65_536,
-        "supportedGenerationMethods": ["generateContent", "countTokens"],
-        "temperature": 1,
-        "topP": 0.95,
-        "topK": 64,
-        "maxTemperature": 2,
-        "thinking": false,
-    })
+    api::model_resource(
+        id,
+        display_name,
+        "assistd's local development model: fixed replies and keyword rules.",
+        false,
+    )
 }
 
 /// `generateContent`: the whole reply in one answer.
@@ -245,7 +237,7 @@ fn generate(id: &str, request: &Value) -> Response<Body> {
             id,
             part,
             true,
-            prompt_tokens(request),
+            api::prompt_tokens(request),
             output_tokens(&reply),
         ),
     )
@@ -254,7 +246,7 @@ fn generate(id: &str, request: &Value) -> Response<Body> {
 /// `streamGenerateContent`: the reply as SSE events, a word at a time.
 fn stream(id: &str, request: &Value, word_delay: Duration) -> Response<Body> {
     let reply = rules::reply_to(request);
-    let (prompt, output) = (prompt_tokens(request), output_tokens(&reply));
+    let (prompt, output) = (api::prompt_tokens(request), output_tokens(&reply));
     let events: Vec<Value> = match &reply {
         Reply::Call { name, args } => vec![chunk(
             id,
@@ -319,26 +311,9 @@ fn chunk(id: &str, part: Value, last: bool, prompt: u64, output: u64) -> Value {
     })
 }
 
-/// A rough token count of the request: its words.
-fn prompt_tokens(request: &Value) -> u64 {
-    let words = request["contents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|content| content["parts"].as_array())
-        .flatten()
-        .map(|part| {
-            part["text"]
-                .as_str()
-                .map_or(1, |text| text.split_whitespace().count())
-        })
-        .sum::<usize>();
-    u64::try_from(words).unwrap_or(u64::MAX).max(1)
-}
-
 fn output_tokens(reply: &Reply) -> u64 {
     match reply {
-        Reply::Text(text) => u64::try_from(text.split_whitespace().count()).unwrap_or(u64::MAX),
+        Reply::Text(text) => api::word_count(text),
         Reply::Call { .. } => 1,
     }
 }
@@ -347,7 +322,8 @@ fn model_not_found(id: &str) -> Response<Body> {
     error(
         StatusCode::NOT_FOUND,
         &format!(
-            "models/{id} is not found for API version v1beta, or is not supported for generateContent. The local model serves {}.",
+            "{} The local model serves {}.",
+            api::model_not_found_message(&format!("models/{id}"), "generateContent"),
             MODELS.map(|(id, _)| id).join(", ")
         ),
     )
@@ -356,25 +332,15 @@ fn model_not_found(id: &str) -> Response<Body> {
 /// Google's error body for `status`.
 fn error(status: StatusCode, message: &str) -> Response<Body> {
     let name = match status {
-        StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "INVALID_ARGUMENT",
         StatusCode::NOT_FOUND => "NOT_FOUND",
-        StatusCode::PAYLOAD_TOO_LARGE => "INVALID_ARGUMENT",
         _ => "UNIMPLEMENTED",
     };
-    json_response(
-        status,
-        &json!({"error": {"code": status.as_u16(), "message": message, "status": name}}),
-    )
+    api::google_error(status.as_u16(), name, message)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
-    response
+    api::json_response(status.as_u16(), body)
 }
 
 #[cfg(test)]

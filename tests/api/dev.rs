@@ -593,6 +593,27 @@ async fn dev_refuses_a_non_loopback_listen_address_without_the_flag() {
 }
 
 #[tokio::test]
+async fn a_page_rebinding_its_name_to_the_provider_gets_no_id_token() {
+    let dev = DevServer::start(&[]).await;
+    let port = reqwest::Url::parse(&dev.provider)
+        .unwrap()
+        .port()
+        .expect("the issuer names its port");
+    let mint = |host: String| {
+        dev.http
+            .post(format!("{}/dev/id-token", dev.provider))
+            .header("host", host)
+            .form(&[("email", "ada@example.com")])
+            .send()
+    };
+    let refused = mint(format!("attacker.example:{port}")).await.unwrap();
+    assert_eq!(refused.status(), 421);
+    assert!(!refused.text().await.unwrap().contains("id_token"));
+    let minted = mint(format!("localhost:{port}")).await.unwrap();
+    assert_eq!(minted.status(), 200);
+}
+
+#[tokio::test]
 async fn dev_refuses_an_unspecified_provider_address_even_with_the_flag() {
     let (mut command, dir) = assistd(&[
         "dev",

@@ -151,6 +151,31 @@ impl DevServer {
     }
 }
 
+/// Runs `assistd` with `args` and a fresh `--data-dir`, expecting it to refuse to start; its
+/// stderr, and the directory the data directory would have been made in.
+async fn refused_start(args: &[&str]) -> (String, TempDir) {
+    let (mut command, dir) = assistd(args).await;
+    command
+        .arg("--data-dir")
+        .arg(dir.path().join("dev-data"))
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("assistd dev exits at once")
+        .unwrap();
+    assert!(!status.success());
+    (stderr, dir)
+}
+
 /// The banner's `label  URL` lines, read until its last line (the database); the rest of
 /// stdout is drained in the background.
 async fn read_banner(child: &mut Child) -> HashMap<String, String> {
@@ -558,25 +583,7 @@ async fn remember_that_stores_a_memory_through_the_tool_loop() {
 
 #[tokio::test]
 async fn dev_refuses_a_non_loopback_listen_address_without_the_flag() {
-    let (mut command, dir) = assistd(&["dev", "--listen", "0.0.0.0:0"]).await;
-    command
-        .arg("--data-dir")
-        .arg(dir.path().join("dev-data"))
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("assistd dev exits at once")
-        .unwrap();
-    assert!(!status.success());
+    let (stderr, dir) = refused_start(&["dev", "--listen", "0.0.0.0:0"]).await;
     assert!(
         stderr.contains("--listen 0.0.0.0:0 is not a loopback address")
             && stderr.contains("--i-know-this-is-not-production"),
@@ -615,7 +622,7 @@ async fn a_page_rebinding_its_name_to_the_provider_gets_no_id_token() {
 
 #[tokio::test]
 async fn dev_refuses_an_unspecified_provider_address_even_with_the_flag() {
-    let (mut command, dir) = assistd(&[
+    let (stderr, dir) = refused_start(&[
         "dev",
         "--listen",
         "127.0.0.1:0",
@@ -626,24 +633,6 @@ async fn dev_refuses_an_unspecified_provider_address_even_with_the_flag() {
         "--i-know-this-is-not-production",
     ])
     .await;
-    command
-        .arg("--data-dir")
-        .arg(dir.path().join("dev-data"))
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("assistd dev exits at once")
-        .unwrap();
-    assert!(!status.success());
     assert!(
         stderr.contains("--provider-listen 0.0.0.0:0 is an unspecified address")
             && stderr.contains("give the address of one interface"),
@@ -840,7 +829,7 @@ async fn access_token_ttl_sets_how_long_signed_in_tokens_live() {
 
 #[tokio::test]
 async fn an_access_token_ttl_past_fifteen_minutes_is_refused_at_start() {
-    let (mut command, dir) = assistd(&[
+    let (stderr, _dir) = refused_start(&[
         "dev",
         "--listen",
         "127.0.0.1:0",
@@ -852,24 +841,6 @@ async fn an_access_token_ttl_past_fifteen_minutes_is_refused_at_start() {
         "1h",
     ])
     .await;
-    command
-        .arg("--data-dir")
-        .arg(dir.path().join("dev-data"))
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("assistd dev exits at once")
-        .unwrap();
-    assert!(!status.success());
     assert!(
         stderr.contains("access_token_ttl must be between 1s and 15m"),
         "{stderr}"

@@ -41,7 +41,8 @@ pub(crate) struct DevArgs {
     /// --i-know-this-is-not-production.
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
-    /// Address of the embedded OpenID provider (loopback only, like --listen).
+    /// Address of the embedded OpenID provider (loopback only, like --listen). Its issuer is
+    /// http:// this address, so it must name one interface (0.0.0.0 and :: are refused).
     #[arg(long, default_value = "127.0.0.1:50052")]
     provider_listen: SocketAddr,
     /// Address of the local model (loopback only, like --listen).
@@ -84,6 +85,7 @@ pub(crate) async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<Exi
     ] {
         check_loopback(flag, addr, args.not_production)?;
     }
+    check_issuer_address(args.provider_listen)?;
     anyhow::ensure!(
         !args.key_prefix.is_empty(),
         "--key-prefix must not be empty: the local model would accept every key"
@@ -169,6 +171,18 @@ fn check_loopback(flag: &str, addr: SocketAddr, allowed: bool) -> anyhow::Result
     Ok(())
 }
 
+/// Refuses an unspecified provider address (`0.0.0.0`, `::`): the issuer is `http://` the
+/// address listened on, and `http://0.0.0.0:PORT` is no URL a browser can be sent to, nor one
+/// the ID tokens' `iss` could match.
+fn check_issuer_address(addr: SocketAddr) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !addr.ip().is_unspecified(),
+        "--provider-listen {addr} is an unspecified address, but the provider's issuer URL is http:// the address it listens on, and browsers cannot be sent to http://{addr}; give the address of one interface that browsers and the server reach it by (e.g. --provider-listen 192.168.1.20:{port} with {NOT_PRODUCTION_FLAG})",
+        port = addr.port()
+    );
+    Ok(())
+}
+
 /// Where the provider keeps its signing key, so browser sessions survive a restart.
 fn provider_key_file(data_dir: &Path) -> PathBuf {
     data_dir.join("keys").join("dev-oidc-signing.pem")
@@ -223,5 +237,16 @@ mod tests {
         let err = check_loopback("--listen", any, false).unwrap_err();
         assert!(err.to_string().contains(NOT_PRODUCTION_FLAG), "{err}");
         assert!(check_loopback("--listen", any, true).is_ok());
+    }
+
+    #[test]
+    fn the_provider_needs_an_address_an_issuer_can_name() {
+        for unspecified in ["0.0.0.0:50052", "[::]:50052"] {
+            let err = check_issuer_address(unspecified.parse().unwrap()).unwrap_err();
+            assert!(err.to_string().contains("unspecified address"), "{err}");
+        }
+        for specific in ["127.0.0.1:50052", "[::1]:0", "192.168.1.20:50052"] {
+            assert!(check_issuer_address(specific.parse().unwrap()).is_ok());
+        }
     }
 }

@@ -68,17 +68,12 @@ impl DevServer {
     /// [`DevServer::start`] with `env` variables set for the process.
     async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut args = vec!["dev"];
-        if !extra.contains(&"--listen") {
-            args.extend(["--listen", "127.0.0.1:0"]);
+        for flag in ["--listen", "--provider-listen", "--model-listen"] {
+            if !extra.contains(&flag) {
+                args.extend([flag, "127.0.0.1:0"]);
+            }
         }
-        args.extend([
-            "--provider-listen",
-            "127.0.0.1:0",
-            "--model-listen",
-            "127.0.0.1:0",
-            "--word-delay-ms",
-            "5",
-        ]);
+        args.extend(["--word-delay-ms", "5"]);
         args.extend_from_slice(extra);
         let (mut command, dir) = assistd(&args).await;
         command.arg("--data-dir").arg(dir.path().join("dev-data"));
@@ -154,6 +149,31 @@ impl DevServer {
             .unwrap()
             .access_token
     }
+}
+
+/// Runs `assistd` with `args` and a fresh `--data-dir`, expecting it to refuse to start; its
+/// stderr, and the directory the data directory would have been made in.
+async fn refused_start(args: &[&str]) -> (String, TempDir) {
+    let (mut command, dir) = assistd(args).await;
+    command
+        .arg("--data-dir")
+        .arg(dir.path().join("dev-data"))
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("assistd dev exits at once")
+        .unwrap();
+    assert!(!status.success());
+    (stderr, dir)
 }
 
 /// The banner's `label  URL` lines, read until its last line (the database); the rest of
@@ -563,25 +583,7 @@ async fn remember_that_stores_a_memory_through_the_tool_loop() {
 
 #[tokio::test]
 async fn dev_refuses_a_non_loopback_listen_address_without_the_flag() {
-    let (mut command, dir) = assistd(&["dev", "--listen", "0.0.0.0:0"]).await;
-    command
-        .arg("--data-dir")
-        .arg(dir.path().join("dev-data"))
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("assistd dev exits at once")
-        .unwrap();
-    assert!(!status.success());
+    let (stderr, dir) = refused_start(&["dev", "--listen", "0.0.0.0:0"]).await;
     assert!(
         stderr.contains("--listen 0.0.0.0:0 is not a loopback address")
             && stderr.contains("--i-know-this-is-not-production"),
@@ -595,6 +597,70 @@ async fn dev_refuses_a_non_loopback_listen_address_without_the_flag() {
     // With the flag it starts.
     let dev = DevServer::start(&["--listen", "0.0.0.0:0", "--i-know-this-is-not-production"]).await;
     assert!(dev.grpc.starts_with("http://0.0.0.0:"), "{}", dev.grpc);
+}
+
+#[tokio::test]
+async fn a_page_rebinding_its_name_to_the_provider_gets_no_id_token() {
+    let dev = DevServer::start(&[]).await;
+    let port = reqwest::Url::parse(&dev.provider)
+        .unwrap()
+        .port()
+        .expect("the issuer names its port");
+    let mint = |host: String| {
+        dev.http
+            .post(format!("{}/dev/id-token", dev.provider))
+            .header("host", host)
+            .form(&[("email", "ada@example.com")])
+            .send()
+    };
+    let refused = mint(format!("attacker.example:{port}")).await.unwrap();
+    assert_eq!(refused.status(), 421);
+    assert!(!refused.text().await.unwrap().contains("id_token"));
+    let minted = mint(format!("localhost:{port}")).await.unwrap();
+    assert_eq!(minted.status(), 200);
+}
+
+#[tokio::test]
+async fn dev_refuses_an_unspecified_provider_address_even_with_the_flag() {
+    let (stderr, dir) = refused_start(&[
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--provider-listen",
+        "0.0.0.0:0",
+        "--model-listen",
+        "127.0.0.1:0",
+        "--i-know-this-is-not-production",
+    ])
+    .await;
+    assert!(
+        stderr.contains("--provider-listen 0.0.0.0:0 is an unspecified address")
+            && stderr.contains("give the address of one interface"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("dev-data").exists(),
+        "nothing was started or written"
+    );
+}
+
+#[tokio::test]
+async fn a_model_on_every_interface_is_called_on_loopback() {
+    let dev = DevServer::start(&[
+        "--model-listen",
+        "0.0.0.0:0",
+        "--i-know-this-is-not-production",
+    ])
+    .await;
+    assert!(dev.model.starts_with("http://127.0.0.1:"), "{}", dev.model);
+    let models = dev
+        .http
+        .get(format!("{}/v1beta/models", dev.model))
+        .header("x-goog-api-key", "dev-frontend-key-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
 }
 
 #[tokio::test]
@@ -693,4 +759,90 @@ async fn serve_has_none_of_it() {
         .await
         .unwrap();
     assert!(!stdout.contains("for development only"), "{stdout}");
+}
+
+/// The access token's `exp - iat`, in seconds, and its `exp`.
+fn access_token_lifetime(access_token: &str) -> (i64, i64) {
+    use base64::Engine as _;
+    let payload = access_token.split('.').nth(1).expect("a JWT payload");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    (exp - iat, exp)
+}
+
+/// Signs `email` in through a development ID token; the tokens.
+async fn session_tokens(dev: &DevServer, email: &str) -> authpb::SessionTokens {
+    let id_token = dev.id_token(email, "", "n-ttl").await;
+    dev.auth()
+        .await
+        .sign_in_with_id_token(authpb::SignInWithIdTokenRequest {
+            id_token,
+            nonce: "n-ttl".into(),
+            device_name: "browser".into(),
+        })
+        .await
+        .expect("sign in with a development ID token")
+        .into_inner()
+        .tokens
+        .unwrap()
+}
+
+#[tokio::test]
+async fn access_token_ttl_sets_how_long_signed_in_tokens_live() {
+    let dev = DevServer::start(&["--access-token-ttl", "90s"]).await;
+    let tokens = session_tokens(&dev, "ada@example.com").await;
+    let (lifetime, exp) = access_token_lifetime(&tokens.access_token);
+    assert_eq!(lifetime, 90);
+    let expire_time = tokens.access_token_expire_time.expect("an expiry");
+    assert_eq!(
+        expire_time.seconds, exp,
+        "the response states the token's own expiry"
+    );
+
+    // A refreshed access token gets the same lifetime.
+    let refreshed = dev
+        .auth()
+        .await
+        .refresh(authpb::RefreshRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .expect("refresh")
+        .into_inner()
+        .tokens
+        .unwrap();
+    assert_eq!(access_token_lifetime(&refreshed.access_token).0, 90);
+
+    // Without the flag, the server's default (ten minutes).
+    let default = DevServer::start(&[]).await;
+    let tokens = session_tokens(&default, "ada@example.com").await;
+    assert_eq!(access_token_lifetime(&tokens.access_token).0, 600);
+}
+
+#[tokio::test]
+async fn an_access_token_ttl_past_fifteen_minutes_is_refused_at_start() {
+    let (stderr, _dir) = refused_start(&[
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--provider-listen",
+        "127.0.0.1:0",
+        "--model-listen",
+        "127.0.0.1:0",
+        "--access-token-ttl",
+        "1h",
+    ])
+    .await;
+    assert!(
+        stderr.contains("access_token_ttl must be between 1s and 15m"),
+        "{stderr}"
+    );
 }

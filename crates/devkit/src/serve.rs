@@ -1,6 +1,11 @@
 //! The HTTP/1.1 server loop the local stand-ins share (the test peers of `assistd-testkit`
 //! too): bind an address, accept connections until stopped, and serve each with hyper, handing
 //! every request to the handler together with a way to drop its connection unanswered.
+//!
+//! A listener can be held to the host names it was started for ([`Bound::answer_only_to`]):
+//! a web page on another origin can make a browser send requests to a loopback port by DNS
+//! rebinding (its own name resolving to 127.0.0.1), but the browser still sends that name in
+//! `Host`, so such requests get `421 Misdirected Request` before any handler sees them.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,9 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt as _};
-use http::{Request, Response};
+use http::header::{CONTENT_TYPE, HOST};
+use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt as _, Full, StreamBody};
+use http_body_util::{BodyExt as _, Either, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +43,36 @@ pub fn streamed(
     StreamBody::new(chunks.map_ok(Frame::data)).boxed_unsync()
 }
 
+/// Why a request body could not be read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// It is longer than the limit (answer `413 Payload Too Large`).
+    TooLarge,
+    /// The client stopped sending, or sent a malformed body.
+    Broken,
+}
+
+/// Reads a request body of at most `limit` bytes, refusing a longer one as soon as its
+/// `Content-Length` or its bytes pass the limit, without reading further.
+///
+/// # Errors
+/// [`BodyError::TooLarge`] past `limit`, [`BodyError::Broken`] if the body fails.
+pub async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let declared = hyper::body::Body::size_hint(&body).lower();
+    if usize::try_from(declared).map_or(true, |declared| declared > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Broken),
+    }
+}
+
 /// One connection's way out: a handler that calls [`Hangup::drop_connection`] gets its
 /// connection closed with the request unanswered.
 #[derive(Clone, Debug, Default)]
@@ -51,12 +87,85 @@ impl Hangup {
     }
 }
 
+/// The `Host` values a listener answers to, compared without regard to case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHosts(Vec<String>);
+
+impl AllowedHosts {
+    /// The names a browser on this machine reaches `addr` by: `127.0.0.1:PORT`,
+    /// `localhost:PORT` and `[::1]:PORT` for a loopback or unspecified address, the address
+    /// itself (`192.0.2.7:PORT`, `[2001:db8::7]:PORT`) for any other.
+    #[must_use]
+    pub fn for_addr(addr: SocketAddr) -> Self {
+        let port = addr.port();
+        let ip = addr.ip();
+        if ip.is_loopback() || ip.is_unspecified() {
+            Self(vec![
+                format!("127.0.0.1:{port}"),
+                format!("localhost:{port}"),
+                format!("[::1]:{port}"),
+            ])
+        } else {
+            Self(vec![addr.to_string()])
+        }
+    }
+
+    /// These hosts and `authority` (`host:port`, e.g. the authority of a public URL).
+    #[must_use]
+    pub fn and(mut self, authority: &str) -> Self {
+        let authority = authority.to_ascii_lowercase();
+        if !self.0.contains(&authority) {
+            self.0.push(authority);
+        }
+        self
+    }
+
+    /// The allowed values, in order.
+    #[must_use]
+    pub fn hosts(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Whether `request` names an allowed host: its `Host` header, and the authority of an
+    /// absolute-form target if it has one. A request without `Host` is refused.
+    #[must_use]
+    pub fn allows<B>(&self, request: &Request<B>) -> bool {
+        let allowed = |host: &str| self.0.iter().any(|known| known.eq_ignore_ascii_case(host));
+        let host = request
+            .headers()
+            .get(HOST)
+            .and_then(|value| value.to_str().ok());
+        host.is_some_and(allowed)
+            && request
+                .uri()
+                .authority()
+                .is_none_or(|authority| allowed(authority.as_str()))
+    }
+
+    /// The answer to a request for another host: `421 Misdirected Request`, naming the hosts
+    /// that are served (not the one asked for).
+    fn refusal(&self) -> Response<Full<Bytes>> {
+        let text = format!(
+            "misdirected request: this development server answers only to Host {}\n",
+            self.0.join(", ")
+        );
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        *response.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
 /// A bound listener, not yet serving: peers whose state names their own address (an issuer
 /// URL) read it before they start.
 #[derive(Debug)]
 pub struct Bound {
     listener: TcpListener,
     addr: SocketAddr,
+    hosts: Option<Arc<AllowedHosts>>,
 }
 
 impl Bound {
@@ -71,7 +180,11 @@ impl Bound {
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
-        Self { listener, addr }
+        Self {
+            listener,
+            addr,
+            hosts: None,
+        }
     }
 
     /// Binds `addr` (port 0 picks a free port).
@@ -81,7 +194,19 @@ impl Bound {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        Ok(Self { listener, addr })
+        Ok(Self {
+            listener,
+            addr,
+            hosts: None,
+        })
+    }
+
+    /// Answers only requests whose `Host` is one of `hosts`; others get `421` without reaching
+    /// the handler.
+    #[must_use]
+    pub fn answer_only_to(mut self, hosts: AllowedHosts) -> Self {
+        self.hosts = Some(Arc::new(hosts));
+        self
     }
 
     /// The address bound.
@@ -94,11 +219,10 @@ impl Bound {
     where
         H: Fn(Request<Incoming>, Hangup) -> F + Send + Sync + 'static,
         F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-        B: hyper::body::Body + Send + 'static,
-        B::Data: Send,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let task = tokio::spawn(accept(self.listener, Arc::new(handler)));
+        let task = tokio::spawn(accept(self.listener, self.hosts, Arc::new(handler)));
         Serving {
             addr: self.addr,
             task,
@@ -127,12 +251,11 @@ impl Drop for Serving {
     }
 }
 
-async fn accept<H, F, B>(listener: TcpListener, handler: Arc<H>)
+async fn accept<H, F, B>(listener: TcpListener, hosts: Option<Arc<AllowedHosts>>, handler: Arc<H>)
 where
     H: Fn(Request<Incoming>, Hangup) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut connections = JoinSet::new();
@@ -140,7 +263,7 @@ where
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(connection(stream, Arc::clone(&handler)));
+                    connections.spawn(connection(stream, hosts.clone(), Arc::clone(&handler)));
                 }
                 // E.g. out of file descriptors: wait instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -152,12 +275,11 @@ where
 }
 
 /// Serves one HTTP/1.1 connection until it ends or a handler hangs up.
-async fn connection<H, F, B>(stream: TcpStream, handler: Arc<H>)
+async fn connection<H, F, B>(stream: TcpStream, hosts: Option<Arc<AllowedHosts>>, handler: Arc<H>)
 where
     H: Fn(Request<Incoming>, Hangup) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // Each write goes out at once, as a streamed answer's events do from real front ends; with
@@ -166,7 +288,22 @@ where
     let hangup = Hangup::default();
     let service = {
         let hangup = hangup.clone();
-        hyper::service::service_fn(move |request| handler(request, hangup.clone()))
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let refused = hosts.as_ref().filter(|hosts| !hosts.allows(&request));
+            match refused {
+                Some(hosts) => {
+                    futures::future::Either::Left(futures::future::ready(Ok::<_, Infallible>(
+                        hosts.refusal().map(Either::Right),
+                    )))
+                }
+                None => {
+                    let answer = handler(request, hangup.clone());
+                    futures::future::Either::Right(async move {
+                        answer.await.map(|response| response.map(Either::Left))
+                    })
+                }
+            }
+        })
     };
     let connection =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);

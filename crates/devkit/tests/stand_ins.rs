@@ -284,3 +284,109 @@ async fn the_model_checks_keys_and_streams_word_by_word() {
     );
     assert!(events[0]["candidates"][0].get("finishReason").is_none());
 }
+
+/// `POST /dev/id-token` for ada, sent to `base` with `host` in the `Host` header.
+async fn id_token_with_host(base: &str, host: &str) -> reqwest::Response {
+    client()
+        .post(format!("{base}/dev/id-token"))
+        .header("host", host)
+        .form(&[("email", "ada@example.com")])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_rebound_host_name_gets_no_id_token() {
+    let provider = provider().await;
+    let port = provider.addr().port();
+    for host in [
+        format!("rebound.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        "127.0.0.1".to_owned(),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+    ] {
+        let refused = id_token_with_host(provider.issuer(), &host).await;
+        assert_eq!(refused.status(), 421, "Host: {host}");
+        let text = refused.text().await.unwrap();
+        assert!(!text.contains("id_token"), "{text}");
+        assert!(text.contains(&format!("localhost:{port}")), "{text}");
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let minted = id_token_with_host(provider.issuer(), &host).await;
+        assert_eq!(minted.status(), 200, "Host: {host}");
+        assert!(json_of(minted).await["id_token"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn the_model_answers_to_its_own_host_names_only() {
+    let model = model().await;
+    let port = model.addr().port();
+    let models = |host: String| {
+        client()
+            .get(format!("{}/v1beta/models", model.base_url()))
+            .header("host", host)
+            .header("x-goog-api-key", "dev-anything")
+            .send()
+    };
+    let refused = models(format!("rebound.example:{port}")).await.unwrap();
+    assert_eq!(refused.status(), 421);
+    let served = models(format!("localhost:{port}")).await.unwrap();
+    assert_eq!(served.status(), 200);
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_refused_unread() {
+    let provider = provider().await;
+    let padding = "x".repeat(64 * 1024);
+    for path in ["/token", "/dev/id-token", "/authorize"] {
+        let refused = client()
+            .post(format!("{}{path}", provider.issuer()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("email=ada%40example.com&name={padding}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 413, "{path}");
+        assert_eq!(json_of(refused).await["error"], "invalid_request");
+    }
+    // Just under the limit is read (and answered on its merits).
+    let name = "x".repeat(60 * 1024);
+    let minted = client()
+        .post(format!("{}/dev/id-token", provider.issuer()))
+        .form(&[("email", "ada@example.com"), ("name", name.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), 200);
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_cut_off_at_64_kib() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let provider = provider().await;
+    let mut stream = tokio::net::TcpStream::connect(provider.addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n",
+        provider.addr()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // No Content-Length: the limit is found while reading, after 64 KiB and a little more.
+    let chunk = format!("4000\r\n{}\r\n", "x".repeat(0x4000));
+    for _ in 0..5 {
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}

@@ -16,9 +16,11 @@
 //!   flow with PKCE, refresh tokens) that signs a settable user in at once, with key rotation,
 //!   claim overrides, outages and forged ID tokens on demand.
 //!
-//! The HTTP server loop and the RSA signing keys are `assistd-devkit`'s, which runs the
-//! stand-ins of `assistd dev`; what is test-only (embedded keys, faults, forged tokens,
-//! recordings) stays here.
+//! The HTTP server loop, the RSA signing keys, the OpenID Connect protocol code
+//! (`assistd_devkit::oidc::protocol`: discovery, client authentication, PKCE, authorization
+//! checks, error answers) and the Gemini API shapes (`assistd_devkit::model::api`) are
+//! `assistd-devkit`'s, which runs the stand-ins of `assistd dev`; what is test-only (embedded
+//! keys, faults, forged tokens, recordings) stays here.
 //!
 //! Test code only: failures to bind, lock or start a peer panic.
 

@@ -10,23 +10,25 @@
 //!
 //! Every call needs an `x-goog-api-key` header starting with
 //! [`LocalModelConfig::key_prefix`] (`dev-` by default); any other key gets Gemini's own
-//! `400 API_KEY_INVALID` body, and none at all its `403 PERMISSION_DENIED`.
+//! `400 API_KEY_INVALID` body, and none at all its `403 PERMISSION_DENIED`. A request body is
+//! read up to 20 MiB (`413` past that). A request whose `Host` is not `127.0.0.1`, `localhost` or `[::1]` with the model's port gets `421`, so a
+//! web page cannot reach it through DNS rebinding.
 
+pub mod api;
 mod rules;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::serve::{Body, Bound, Serving, full, streamed};
+use crate::serve::{AllowedHosts, Body, BodyError, Bound, Serving, read_body, streamed};
 use rules::Reply;
 
 /// The models the local model answers as: `(id, display name)`.
@@ -41,6 +43,9 @@ const MODELS: [(&str, &str); 3] = [
         "Gemini 2.5 Flash-Lite (local development model)",
     ),
 ];
+
+/// The largest request body read, Gemini's own limit; a larger one gets `413`.
+const MAX_REQUEST_BYTES: usize = 20 * 1024 * 1024;
 
 /// How the local model behaves.
 #[derive(Debug, Clone)]
@@ -72,7 +77,11 @@ impl LocalModel {
     pub async fn start(config: LocalModelConfig) -> std::io::Result<Self> {
         let bound = Bound::bind(config.listen).await?;
         let config = Arc::new(config);
-        let server = bound.serve(move |request, _| handle(Arc::clone(&config), request));
+        // Browsers can reach a loopback port too (DNS rebinding): answer to its own names only.
+        let hosts = AllowedHosts::for_addr(bound.addr());
+        let server = bound
+            .answer_only_to(hosts)
+            .serve(move |request, _| handle(Arc::clone(&config), request));
         Ok(Self { server })
     }
 
@@ -82,10 +91,18 @@ impl LocalModel {
         self.server.addr()
     }
 
-    /// The base URL to configure as assistd's Gemini base URL, e.g. `http://127.0.0.1:50053`.
+    /// The base URL to configure as assistd's Gemini base URL, e.g. `http://127.0.0.1:50053`;
+    /// loopback when the model listens on every interface (`0.0.0.0`, `::`), since that is
+    /// one of the names it answers to.
     #[must_use]
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr())
+        let mut addr = self.addr();
+        match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+            IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
+            _ => {}
+        }
+        format!("http://{addr}")
     }
 }
 
@@ -117,11 +134,23 @@ async fn handle(
         (&Method::POST, call) => {
             let call = call.trim_start_matches('/');
             let (id, method) = call.split_once(':').unwrap_or((call, ""));
-            let body = body
-                .collect()
-                .await
-                .map(http_body_util::Collected::to_bytes)
-                .unwrap_or_default();
+            let body = match read_body(body, MAX_REQUEST_BYTES).await {
+                Ok(body) => body,
+                Err(BodyError::TooLarge) => {
+                    return Ok(error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!(
+                            "Request payload size exceeds the limit: {MAX_REQUEST_BYTES} bytes."
+                        ),
+                    ));
+                }
+                Err(BodyError::Broken) => {
+                    return Ok(error(
+                        StatusCode::BAD_REQUEST,
+                        "The request body could not be read.",
+                    ));
+                }
+            };
             match (find_model(id), serde_json::from_slice::<Value>(&body)) {
                 (None, _) => model_not_found(id),
                 (Some(_), Err(err)) => error(
@@ -187,21 +216,12 @@ fn find_model(id: &str) -> Option<(&'static str, &'static str)> {
 
 /// A `Model` resource.
 fn model(id: &str, display_name: &str) -> Value {
-    json!({
-        "name": format!("models/{id}"),
-        "baseModelId": id,
-        "version": "001",
-        "displayName": display_name,
-        "description": "assistd's local development model: fixed replies and keyword rules.",
-        "inputTokenLimit": 1_048_576,
-        "outputTokenLimit": 65_536,
-        "supportedGenerationMethods": ["generateContent", "countTokens"],
-        "temperature": 1,
-        "topP": 0.95,
-        "topK": 64,
-        "maxTemperature": 2,
-        "thinking": false,
-    })
+    api::model_resource(
+        id,
+        display_name,
+        "assistd's local development model: fixed replies and keyword rules.",
+        false,
+    )
 }
 
 /// `generateContent`: the whole reply in one answer.
@@ -217,7 +237,7 @@ fn generate(id: &str, request: &Value) -> Response<Body> {
             id,
             part,
             true,
-            prompt_tokens(request),
+            api::prompt_tokens(request),
             output_tokens(&reply),
         ),
     )
@@ -226,7 +246,7 @@ fn generate(id: &str, request: &Value) -> Response<Body> {
 /// `streamGenerateContent`: the reply as SSE events, a word at a time.
 fn stream(id: &str, request: &Value, word_delay: Duration) -> Response<Body> {
     let reply = rules::reply_to(request);
-    let (prompt, output) = (prompt_tokens(request), output_tokens(&reply));
+    let (prompt, output) = (api::prompt_tokens(request), output_tokens(&reply));
     let events: Vec<Value> = match &reply {
         Reply::Call { name, args } => vec![chunk(
             id,
@@ -291,26 +311,9 @@ fn chunk(id: &str, part: Value, last: bool, prompt: u64, output: u64) -> Value {
     })
 }
 
-/// A rough token count of the request: its words.
-fn prompt_tokens(request: &Value) -> u64 {
-    let words = request["contents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|content| content["parts"].as_array())
-        .flatten()
-        .map(|part| {
-            part["text"]
-                .as_str()
-                .map_or(1, |text| text.split_whitespace().count())
-        })
-        .sum::<usize>();
-    u64::try_from(words).unwrap_or(u64::MAX).max(1)
-}
-
 fn output_tokens(reply: &Reply) -> u64 {
     match reply {
-        Reply::Text(text) => u64::try_from(text.split_whitespace().count()).unwrap_or(u64::MAX),
+        Reply::Text(text) => api::word_count(text),
         Reply::Call { .. } => 1,
     }
 }
@@ -319,7 +322,8 @@ fn model_not_found(id: &str) -> Response<Body> {
     error(
         StatusCode::NOT_FOUND,
         &format!(
-            "models/{id} is not found for API version v1beta, or is not supported for generateContent. The local model serves {}.",
+            "{} The local model serves {}.",
+            api::model_not_found_message(&format!("models/{id}"), "generateContent"),
             MODELS.map(|(id, _)| id).join(", ")
         ),
     )
@@ -328,24 +332,15 @@ fn model_not_found(id: &str) -> Response<Body> {
 /// Google's error body for `status`.
 fn error(status: StatusCode, message: &str) -> Response<Body> {
     let name = match status {
-        StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "INVALID_ARGUMENT",
         StatusCode::NOT_FOUND => "NOT_FOUND",
         _ => "UNIMPLEMENTED",
     };
-    json_response(
-        status,
-        &json!({"error": {"code": status.as_u16(), "message": message, "status": name}}),
-    )
+    api::google_error(status.as_u16(), name, message)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
-    response
+    api::json_response(status.as_u16(), body)
 }
 
 #[cfg(test)]

@@ -14,8 +14,14 @@
 //! | `GET /userinfo` (`Authorization: Bearer`) | the user's claims |
 //! | `POST /dev/id-token` (form or JSON: `email`, `name`, `audience`, `nonce`) | `{"id_token": …}`, as Google Identity Services hands one to a web page |
 //!
+//! A request whose `Host` is not the issuer's host or one of its loopback aliases
+//! (`127.0.0.1`, `localhost`, `[::1]` with the issuer's port) gets `421 Misdirected Request`:
+//! a page that rebinds its own name to this port cannot make a browser mint ID tokens here.
+//!
 //! An unknown client or a redirect URI not registered for it gets a plain `400` page; other
-//! mistakes redirect back with `error`, as Google does. Codes are single-use and live 60 s.
+//! mistakes redirect back with `error`, as Google does. Codes are single-use and live 60 s,
+//! access tokens an hour, refresh tokens a week; expired ones are forgotten, and at most
+//! 10 000 of each are kept (the oldest go first). A request body over 64 KiB gets `413`.
 //! The subject (`sub`) is derived from the email address, so the same address is the same
 //! account every time.
 //!
@@ -23,28 +29,32 @@
 //! provider vouches for whoever asks: it is for development only.
 
 mod endpoints;
+mod grants;
 mod keys;
 mod page;
+pub mod protocol;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::serve::{Bound, Serving};
+use crate::serve::{AllowedHosts, Bound, Serving};
+use grants::Expiring;
 
 pub use keys::{SigningKey, at_hash};
 
-/// How long an ID token the provider issues is valid, in seconds.
-const ID_TOKEN_LIFETIME_SECS: u64 = 3600;
-/// The `expires_in` of an access token, as Google answers it.
-const ACCESS_TOKEN_EXPIRES_IN: u64 = 3599;
 /// How long an authorization code can be redeemed.
 const CODE_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a refresh token is honoured (Google's live until revoked; this provider forgets
+/// them at restart anyway).
+const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How many codes, access tokens and refresh tokens (each) are remembered at once; past that
+/// the oldest are forgotten.
+const MAX_GRANTS: usize = 10_000;
 
 /// Who the provider knows and where it keeps its key.
 #[derive(Debug, Clone)]
@@ -91,7 +101,8 @@ impl DevUser {
     }
 
     /// The user's claims: `sub`, `email`, `email_verified`, `name`.
-    fn claims(&self) -> Map<String, Value> {
+    #[must_use]
+    pub fn claims(&self) -> Map<String, Value> {
         let mut claims = Map::new();
         claims.insert("sub".into(), self.sub.clone().into());
         claims.insert("email".into(), self.email.clone().into());
@@ -144,12 +155,20 @@ impl DevProvider {
                 issuer: issuer.clone(),
                 client: config,
                 key,
-                codes: HashMap::new(),
-                refresh_tokens: HashMap::new(),
-                access_tokens: HashMap::new(),
+                codes: Expiring::new(CODE_LIFETIME, MAX_GRANTS),
+                refresh_tokens: Expiring::new(REFRESH_TOKEN_LIFETIME, MAX_GRANTS),
+                access_tokens: Expiring::new(
+                    Duration::from_secs(protocol::ACCESS_TOKEN_EXPIRES_IN),
+                    MAX_GRANTS,
+                ),
             }),
         });
-        let server = bound.serve(move |request, _| endpoints::handle(Arc::clone(&shared), request));
+        // The issuer's host and its loopback aliases only: a page that rebinds its own name to
+        // this port must not get ID tokens minted.
+        let hosts = AllowedHosts::for_addr(bound.addr());
+        let server = bound
+            .answer_only_to(hosts)
+            .serve(move |request, _| endpoints::handle(Arc::clone(&shared), request));
         Ok(Self {
             issuer,
             client_id,
@@ -176,29 +195,6 @@ impl DevProvider {
     }
 }
 
-/// The claims of an ID token for `user` issued by `issuer` to `audience` now.
-fn id_token_claims(
-    issuer: &str,
-    audience: &str,
-    user: &DevUser,
-    nonce: Option<&str>,
-) -> Map<String, Value> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let mut claims = Map::new();
-    claims.insert("iss".into(), issuer.into());
-    claims.insert("aud".into(), audience.into());
-    claims.insert("azp".into(), audience.into());
-    claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), (now + ID_TOKEN_LIFETIME_SECS).into());
-    claims.extend(user.claims());
-    if let Some(nonce) = nonce {
-        claims.insert("nonce".into(), nonce.into());
-    }
-    claims
-}
-
 /// State shared by the handle and the connections.
 struct Shared {
     state: Mutex<State>,
@@ -223,18 +219,17 @@ struct IssuedCode {
     user: DevUser,
     /// `access_type=offline`: the exchange also gives a refresh token.
     offline: bool,
-    issued_at: tokio::time::Instant,
 }
 
 struct State {
     issuer: String,
     client: DevProviderConfig,
     key: keys::SigningKey,
-    codes: HashMap<String, IssuedCode>,
+    codes: Expiring<IssuedCode>,
     /// Refresh token → scope and user.
-    refresh_tokens: HashMap<String, (String, DevUser)>,
+    refresh_tokens: Expiring<(String, DevUser)>,
     /// Access token → user, for `/userinfo`.
-    access_tokens: HashMap<String, DevUser>,
+    access_tokens: Expiring<DevUser>,
 }
 
 #[cfg(test)]

@@ -13,13 +13,15 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::fault::{ErrorBody, Fault};
-use super::reply::{Render, prompt_tokens};
+use super::reply::Render;
 use super::signature::{missing_signature_message, unsigned_call};
 use super::stream::{Cut, sse_body};
 use super::{API_KEY_HEADER, ScriptedReply, Shared};
 use crate::serve::{Body, Hangup, full};
+use assistd_devkit::model::api::{
+    google_error, json_response, model_not_found_message, prompt_tokens, raw_json,
+};
 
-const JSON: &str = "application/json; charset=UTF-8";
 /// `models.list` page size when none (or 0) is asked for, and the most it returns.
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -333,39 +335,13 @@ fn decode_page_token(token: &str) -> Option<String> {
     None
 }
 
-fn json_response(status: u16, body: &Value) -> Response<Body> {
-    let text = serde_json::to_string_pretty(body).expect("JSON values serialize") + "\n";
-    raw_json(status, text)
-}
-
-fn raw_json(status: u16, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, JSON)
-        .body(full(body))
-        .expect("a valid JSON response")
-}
-
 fn error_body(error: ErrorBody) -> Response<Body> {
     raw_json(error.status(), error.body())
 }
 
-fn google_error(code: u16, status: &str, message: &str) -> Response<Body> {
-    json_response(
-        code,
-        &json!({"error": {"code": code, "message": message, "status": status}}),
-    )
-}
-
 /// The 404 of the peer example, naming the model and method asked for.
 fn model_not_found(name: &str, method: &str) -> Response<Body> {
-    google_error(
-        404,
-        "NOT_FOUND",
-        &format!(
-            "{name} is not found for API version v1beta, or is not supported for {method}. Call ListModels to see the list of available models and their supported methods."
-        ),
-    )
+    google_error(404, "NOT_FOUND", &model_not_found_message(name, method))
 }
 
 /// What Google's front end answers for a path no API serves: an HTML page, not JSON.

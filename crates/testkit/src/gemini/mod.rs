@@ -45,9 +45,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use assistd_devkit::model::api::model_resource;
+use serde_json::Value;
 
-use crate::serve::{Bound, Serving};
+use crate::serve::{AllowedHosts, Bound, Serving};
 
 pub use fault::{ErrorBody, Fault, FaultRule};
 pub use record::{RecordedRequest, key_marker};
@@ -58,8 +59,7 @@ pub use stream::{StreamEnd, StreamLog};
 /// What [`GeminiServer::respond_with`] takes: the request body in, the reply out.
 pub type Responder = dyn Fn(&Value) -> ScriptedReply + Send + Sync;
 
-/// The header the Gemini API reads the key from.
-pub const API_KEY_HEADER: &str = "x-goog-api-key";
+pub use assistd_devkit::model::api::API_KEY_HEADER;
 
 /// A running Gemini API server. Dropping it stops it and closes its connections.
 pub struct GeminiServer {
@@ -84,7 +84,9 @@ impl GeminiServer {
     /// No port can be bound on 127.0.0.1.
     pub async fn start() -> Self {
         let shared = Arc::new(Shared::default());
-        let server = Bound::localhost("Gemini test server").await.serve({
+        let bound = Bound::localhost("Gemini test server").await;
+        let hosts = AllowedHosts::for_addr(bound.addr());
+        let server = bound.answer_only_to(hosts).serve({
             let shared = Arc::clone(&shared);
             move |request, hangup| api::handle(Arc::clone(&shared), hangup, request)
         });
@@ -312,21 +314,12 @@ impl GeminiServer {
 /// serving generateContent and countTokens.
 #[must_use]
 pub fn example_model(id: &str) -> Value {
-    json!({
-        "name": format!("models/{id}"),
-        "baseModelId": id,
-        "version": "001",
-        "displayName": id,
-        "description": format!("{id}, a model of the assistd test server."),
-        "inputTokenLimit": 1_048_576,
-        "outputTokenLimit": 65_536,
-        "supportedGenerationMethods": ["generateContent", "countTokens"],
-        "temperature": 1,
-        "topP": 0.95,
-        "topK": 64,
-        "maxTemperature": 2,
-        "thinking": true
-    })
+    model_resource(
+        id,
+        id,
+        &format!("{id}, a model of the assistd test server."),
+        true,
+    )
 }
 
 /// State shared by the handle and the connections.

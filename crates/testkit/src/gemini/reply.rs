@@ -1,5 +1,6 @@
 //! What generateContent and streamGenerateContent answer.
 
+use assistd_devkit::model::api::word_count;
 use serde_json::{Map, Value, json};
 
 /// A model reply the server gives to a generate call, streamed or not: thought summaries,
@@ -359,31 +360,4 @@ fn safety_ratings(level: &str) -> Value {
         {"category": "HARM_CATEGORY_HARASSMENT", "probability": level, "blocked": true},
         {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "NEGLIGIBLE"}
     ])
-}
-
-/// The server's stand-in for a tokenizer.
-pub(super) fn word_count(text: &str) -> u64 {
-    text.split_whitespace().count() as u64
-}
-
-/// The prompt's "tokens": words of every text part of `contents` and `systemInstruction`.
-pub(super) fn prompt_tokens(request: &Value) -> u64 {
-    let parts_of = |content: &Value| -> u64 {
-        content
-            .get("parts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .map(word_count)
-            .sum()
-    };
-    let contents: u64 = request
-        .get("contents")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(parts_of)
-        .sum();
-    contents + request.get("systemInstruction").map_or(0, parts_of)
 }

@@ -36,19 +36,18 @@ mod keys;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use assistd_devkit::oidc::protocol::id_token_claims;
 
 use http::StatusCode;
 use serde_json::{Map, Value};
 
-use crate::serve::{Bound, Serving};
+use crate::serve::{AllowedHosts, Bound, Serving};
 
+pub use assistd_devkit::oidc::protocol::ClientAuth;
 pub use jwt::Hostile;
 
-/// How long an ID token the provider issues is valid, in seconds.
-const ID_TOKEN_LIFETIME_SECS: u64 = 3600;
-/// The `expires_in` of an access token, as Google answers it.
-const ACCESS_TOKEN_EXPIRES_IN: u64 = 3599;
 /// How long an authorization code can be redeemed.
 const CODE_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -117,17 +116,6 @@ impl Default for TestUser {
     }
 }
 
-/// How a token request authenticated its client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ClientAuth {
-    /// `client_secret_basic`: an `Authorization: Basic` header.
-    Basic,
-    /// `client_secret_post`: `client_id` and `client_secret` in the form.
-    Post,
-    /// No client secret at all.
-    None,
-}
-
 /// A request to the token endpoint, as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRequest {
@@ -175,7 +163,8 @@ impl OidcProvider {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(format!("http://{}", bound.addr()))),
         });
-        let server = bound.serve({
+        let hosts = AllowedHosts::for_addr(bound.addr());
+        let server = bound.answer_only_to(hosts).serve({
             let shared = Arc::clone(&shared);
             move |request, _| endpoints::handle(Arc::clone(&shared), request)
         });
@@ -306,7 +295,12 @@ impl OidcProvider {
     #[must_use]
     pub fn default_claims(&self, audience: &str, nonce: Option<&str>) -> Value {
         let state = self.shared.lock();
-        Value::Object(id_token_claims(&state.issuer, audience, &state.user, nonce))
+        Value::Object(id_token_claims(
+            &state.issuer,
+            audience,
+            state.user.claims(),
+            nonce,
+        ))
     }
 
     /// `claims` as an RS256 JWT signed by the current key, its header naming the kid.
@@ -335,30 +329,6 @@ impl OidcProvider {
     pub fn token_requests(&self) -> Vec<TokenRequest> {
         self.shared.lock().token_requests.clone()
     }
-}
-
-/// The claims of an ID token for `user` issued by `issuer` to `audience` now.
-fn id_token_claims(
-    issuer: &str,
-    audience: &str,
-    user: &TestUser,
-    nonce: Option<&str>,
-) -> Map<String, Value> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs();
-    let mut claims = Map::new();
-    claims.insert("iss".into(), issuer.into());
-    claims.insert("aud".into(), audience.into());
-    claims.insert("azp".into(), audience.into());
-    claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), (now + ID_TOKEN_LIFETIME_SECS).into());
-    claims.extend(user.claims());
-    if let Some(nonce) = nonce {
-        claims.insert("nonce".into(), nonce.into());
-    }
-    claims
 }
 
 /// State shared by the handle and the connections.

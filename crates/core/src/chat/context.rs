@@ -164,9 +164,9 @@ fn turn_parts(message: &ChatMessage) -> Option<(&'static str, Vec<Part>)> {
                 return None;
             }
             let parts = stored_parts().unwrap_or_else(|| vec![Part::text(text.clone())]);
-            let has_text = parts
-                .iter()
-                .any(|part| part.text.as_deref().is_some_and(|text| !text.is_empty()));
+            let has_text = parts.iter().any(|part| {
+                !part.is_thought() && part.text.as_deref().is_some_and(|text| !text.is_empty())
+            });
             (has_text || parts.iter().any(|part| part.function_call.is_some()))
                 .then_some(("model", parts))
         }

@@ -126,12 +126,15 @@ fn call_messages(
 ) -> (Vec<NewMessage>, Vec<PendingCall>) {
     let mut steps = Vec::new();
     let mut metadata = Some(metadata);
+    // The turn's signed thoughts go with its first message, so they go back in order.
+    let mut thoughts = turn.thought_parts();
     if let Some(part) = turn.text_part().filter(|_| !turn.text.is_empty()) {
+        thoughts.push(part);
         steps.push(NewMessage {
             role: MessageRole::Model,
             content: MessageContent::Text(turn.text.clone()),
             exchange_id: Some(exchange_id),
-            parts: Some(json!([part])),
+            parts: Some(Value::Array(std::mem::take(&mut thoughts))),
             metadata: metadata.take(),
         });
     }
@@ -157,7 +160,11 @@ fn call_messages(
                 args: call.args.clone(),
             },
             exchange_id: Some(exchange_id),
-            parts: serde_json::to_value(vec![part]).ok(),
+            parts: serde_json::to_value(part).ok().map(|part| {
+                let mut parts = std::mem::take(&mut thoughts);
+                parts.push(part);
+                Value::Array(parts)
+            }),
             metadata: metadata.take(),
         });
     }
@@ -296,8 +303,13 @@ impl Exchange<'_> {
         let mut results = Vec::new();
         let mut responses = Vec::new();
         for PendingCall { id, name, args } in calls {
-            let (response, failed) =
-                Box::pin(self.run_tool(&conversation.tool_context, &name, &args)).await;
+            // A tool runs at its own time (`current_time` says when it ran, not when the
+            // exchange began: model calls and earlier tools may have taken a while).
+            let context = ToolContext {
+                now: self.inner.clock.now(),
+                ..conversation.tool_context.clone()
+            };
+            let (response, failed) = Box::pin(self.run_tool(&context, &name, &args)).await;
             responses.push(context::function_response_part(
                 &id,
                 &name,

@@ -13,7 +13,6 @@ use assistd_domain::preferences::Preferences;
 use assistd_domain::{Error, ErrorReason, FieldViolation, Result, UserId};
 use assistd_store::UsageDelta;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::errors::api_key;
@@ -242,7 +241,7 @@ impl Exchange<'_> {
             role: MessageRole::Model,
             content: MessageContent::Text(turn.text.clone()),
             exchange_id: Some(exchange_id),
-            parts: turn.text_part().map(|part| json!([part])),
+            parts: turn.reply_parts(),
             metadata: Some(metadata),
         };
         let chat = self.inner.store.chat();

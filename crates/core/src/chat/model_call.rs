@@ -26,7 +26,7 @@ pub(super) enum Outcome {
 /// How one attempt of a model call ended.
 enum Attempt {
     /// No further attempt: this is the call's outcome.
-    Done(Outcome),
+    Done(Box<Outcome>),
     /// Failed before anything was relayed, in a way another attempt may cure.
     Retry(assistd_gemini::Error),
 }
@@ -70,7 +70,7 @@ impl Exchange<'_> {
                 self.generate_once(key, model, request, started).await
             };
             match result {
-                Attempt::Done(outcome) => return outcome,
+                Attempt::Done(outcome) => return *outcome,
                 Attempt::Retry(err) => {
                     let Some(delay) = delays.next() else {
                         return Outcome::Failed(err);
@@ -96,7 +96,7 @@ impl Exchange<'_> {
     ) -> Attempt {
         let response = tokio::select! {
             response = Box::pin(self.inner.gemini.generate_content(key, model, request)) => response,
-            () = self.events.closed() => return Attempt::Done(Outcome::Cancelled(Turn::default())),
+            () = self.events.closed() => return Attempt::Done(Box::new(Outcome::Cancelled(Turn::default()))),
         };
         match response {
             Ok(response) => {
@@ -105,10 +105,10 @@ impl Exchange<'_> {
                 if !turn.text.is_empty() {
                     turn.first_text = Some(started.elapsed());
                 }
-                Attempt::Done(Outcome::Complete(turn))
+                Attempt::Done(Box::new(Outcome::Complete(turn)))
             }
             Err(err) if retryable(&err) => Attempt::Retry(err),
-            Err(err) => Attempt::Done(Outcome::Failed(err)),
+            Err(err) => Attempt::Done(Box::new(Outcome::Failed(err))),
         }
     }
 
@@ -126,21 +126,21 @@ impl Exchange<'_> {
         // the server's memory.
         let opened = tokio::select! {
             opened = Box::pin(self.inner.gemini.stream_generate_content(key, model, request)) => opened,
-            () = self.events.closed() => return Attempt::Done(Outcome::Cancelled(Turn::default())),
+            () = self.events.closed() => return Attempt::Done(Box::new(Outcome::Cancelled(Turn::default()))),
         };
         let mut stream = match opened {
             Ok(stream) => stream,
             Err(err) if retryable(&err) => return Attempt::Retry(err),
-            Err(err) => return Attempt::Done(Outcome::Failed(err)),
+            Err(err) => return Attempt::Done(Box::new(Outcome::Failed(err))),
         };
         let mut turn = Turn::default();
         loop {
             let next = tokio::select! {
                 next = stream.next() => next,
-                () = self.events.closed() => return Attempt::Done(Outcome::Cancelled(turn)),
+                () = self.events.closed() => return Attempt::Done(Box::new(Outcome::Cancelled(turn))),
             };
             match next {
-                None if turn.finished() => return Attempt::Done(Outcome::Complete(turn)),
+                None if turn.finished() => return Attempt::Done(Box::new(Outcome::Complete(turn))),
                 None => {
                     let err = assistd_gemini::Error::StreamInterrupted {
                         message: "the stream ended without a finish reason".into(),
@@ -157,7 +157,7 @@ impl Exchange<'_> {
                             .await
                             .is_err()
                         {
-                            return Attempt::Done(Outcome::Cancelled(turn));
+                            return Attempt::Done(Box::new(Outcome::Cancelled(turn)));
                         }
                     }
                 }
@@ -172,10 +172,10 @@ impl Exchange<'_> {
             if retryable(&err) {
                 Attempt::Retry(err)
             } else {
-                Attempt::Done(Outcome::Failed(err))
+                Attempt::Done(Box::new(Outcome::Failed(err)))
             }
         } else {
-            Attempt::Done(Outcome::Interrupted(turn, err))
+            Attempt::Done(Box::new(Outcome::Interrupted(turn, err)))
         }
     }
 }

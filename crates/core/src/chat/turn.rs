@@ -15,6 +15,8 @@ pub(crate) struct Turn {
     pub(crate) text_signature: Option<String>,
     /// Function-call parts, verbatim.
     pub(crate) calls: Vec<Part>,
+    /// Thought parts that carry a signature, verbatim: they go back to Gemini as they came.
+    pub(crate) signed_thoughts: Vec<Part>,
     /// Gemini's `finishReason`, once given.
     pub(crate) finish: Option<String>,
     /// `promptFeedback.blockReason`: the prompt was blocked.
@@ -61,7 +63,10 @@ impl Turn {
                     self.calls.push(part);
                     continue;
                 }
-                if part.thought == Some(true) {
+                if part.is_thought() {
+                    if part.thought_signature.is_some() {
+                        self.signed_thoughts.push(part);
+                    }
                     continue;
                 }
                 if let Some(signature) = &part.thought_signature {
@@ -103,14 +108,64 @@ impl Turn {
         Some(part)
     }
 
-    /// The turn's parts as they go back to Gemini: the text, then the calls verbatim.
+    /// The signed thought parts, as stored with the turn's first message.
+    pub(crate) fn thought_parts(&self) -> Vec<Value> {
+        self.signed_thoughts
+            .iter()
+            .filter_map(|part| serde_json::to_value(part).ok())
+            .collect()
+    }
+
+    /// The parts stored with the turn's text: its signed thoughts, then its text part.
+    pub(crate) fn reply_parts(&self) -> Option<Value> {
+        let mut parts = self.thought_parts();
+        parts.extend(self.text_part());
+        (!parts.is_empty()).then_some(Value::Array(parts))
+    }
+
+    /// The turn's parts as they go back to Gemini: the signed thoughts, the text, then the
+    /// calls, each verbatim.
     pub(crate) fn model_parts(&self) -> Vec<Part> {
-        let mut parts: Vec<Part> = self
-            .text_part()
-            .and_then(|part| serde_json::from_value(part).ok())
-            .into_iter()
-            .collect();
+        let mut parts: Vec<Part> = self.signed_thoughts.clone();
+        parts.extend(
+            self.text_part()
+                .and_then(|part| serde_json::from_value(part).ok()),
+        );
         parts.extend(self.calls.iter().cloned());
         parts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_thoughts_go_back_verbatim_and_unsigned_ones_do_not() {
+        let response: GenerateContentResponse = serde_json::from_value(json!({
+            "candidates": [{
+                "content": {"role": "model", "parts": [
+                    {"text": "Weighing it up…", "thought": true, "thoughtSignature": "dGhvdWdodA=="},
+                    {"text": "An unsigned summary", "thought": true},
+                    {"text": "The answer."}
+                ]},
+                "finishReason": "STOP"
+            }]
+        }))
+        .unwrap();
+        let mut turn = Turn::default();
+        assert_eq!(turn.absorb(response), "The answer.");
+        let parts = turn.model_parts();
+        assert_eq!(parts.len(), 2);
+        assert!(parts[0].is_thought());
+        assert_eq!(parts[0].thought_signature.as_deref(), Some("dGhvdWdodA=="));
+        assert_eq!(parts[1].text.as_deref(), Some("The answer."));
+        assert_eq!(
+            turn.reply_parts().unwrap(),
+            json!([
+                {"text": "Weighing it up…", "thought": true, "thoughtSignature": "dGhvdWdodA=="},
+                {"text": "The answer."}
+            ])
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! result, and everything is stored in order.
 
 use assistd_core::chat::ExchangeEvent;
+use assistd_domain::Clock as _;
 use assistd_domain::chat::{FinishReason, MessageContent, MessageRole};
 use assistd_testkit::gemini::ScriptedReply;
 use serde_json::json;
@@ -78,5 +79,36 @@ async fn the_model_remembers_a_fact_then_replies() {
     assert_eq!(
         last_turn["parts"][0]["functionResponse"]["name"],
         json!("remember")
+    );
+}
+
+#[tokio::test]
+async fn current_time_reads_the_clock_when_it_runs_not_when_the_exchange_began() {
+    let h = Harness::new().await;
+    let began = h.clock.now();
+    let clock = h.clock.clone();
+    // The first model call takes ninety seconds (a slow, thinking model); the tool then runs.
+    h.gemini.respond_with(move |body| {
+        let answered = body["contents"].to_string().contains("functionResponse");
+        if answered {
+            ScriptedReply::text("It is later than you think.")
+        } else {
+            clock.advance(chrono::Duration::seconds(90));
+            ScriptedReply::function_call("current_time", json!({}))
+        }
+    });
+    ok(h.send("t-1", "what time is it?", false).await);
+    let stored = h.stored().await;
+    let MessageContent::FunctionResult { response, .. } = &stored[2].content else {
+        panic!("{:?}", stored[2]);
+    };
+    let told = chrono::DateTime::parse_from_rfc3339(response["time"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let expected = began + chrono::Duration::seconds(90);
+    // The tool reports whole seconds.
+    assert!(
+        (told - expected).num_seconds().abs() <= 1,
+        "told {told}, the clock said {expected}"
     );
 }

@@ -715,6 +715,48 @@ async fn safety_blocks_are_replies_not_errors() {
 }
 
 #[tokio::test]
+async fn a_send_longer_than_its_lease_is_not_taken_over_while_it_runs() {
+    let app = spawn_app_with(|config| {
+        config.chat.exchange_lease = Duration::from_millis(1_500);
+        config.gemini.request_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let mut user = User::new(&app, true).await;
+    let session = user.session().await;
+    app.gemini.clear_requests();
+    // The answer takes more than twice the lease.
+    app.gemini.set_latency(Duration::from_millis(4_000));
+    app.gemini.push_reply(ScriptedReply::text("A slow answer."));
+    let mut first = User {
+        token: user.token.clone(),
+        chat: user.chat.clone(),
+        keys: user.keys.clone(),
+    };
+    let session_id = session.id.clone();
+    let running =
+        tokio::spawn(async move { first.send(&session_id, "l-1", "take your time").await });
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    // Two leases later the send still holds its (renewed) lease.
+    let resent = user
+        .send(&session.id, "l-1", "take your time")
+        .await
+        .expect_err("the first send is still running");
+    assert_eq!(resent.code(), tonic::Code::Aborted, "{resent:?}");
+    assert_eq!(reason(&resent), "MESSAGE_IN_PROGRESS");
+    let answered = running.await.unwrap().unwrap();
+    assert_eq!(text_of(&answered.reply.unwrap()), "A slow answer.");
+    app.gemini.set_latency(Duration::ZERO);
+    // One model call, one reply; a resend now replays it.
+    assert_eq!(generate_bodies(&app).len(), 1);
+    let replayed = user
+        .send(&session.id, "l-1", "take your time")
+        .await
+        .unwrap();
+    assert!(replayed.replayed);
+    assert_eq!(user.messages(&session.id).await.len(), 2);
+}
+
+#[tokio::test]
 async fn refused_and_failed_sends_do_not_ride_along_in_later_requests() {
     let app = spawn_app().await;
     let mut user = User::new(&app, true).await;

@@ -28,8 +28,9 @@ pub struct ChatConfig {
     /// failing together, e.g. when Gemini is overloaded, do not all retry at the same moment.
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
-    /// How long a send may run before another request may take it over (for a server that
-    /// stopped mid-exchange).
+    /// How long a send's lease lasts. The server answering it renews the lease every third of
+    /// this while it works, so a send outlives its lease only when its server stopped; then
+    /// another request may take it over once the lease runs out.
     #[serde(with = "humantime_serde")]
     pub exchange_lease: Duration,
     /// Whether sessions without a title get one generated after the first exchange.
@@ -46,7 +47,7 @@ impl Default for ChatConfig {
             max_tool_depth: 6,
             max_retries: 2,
             retry_backoff: Duration::from_millis(250),
-            exchange_lease: Duration::from_secs(15 * 60),
+            exchange_lease: Duration::from_secs(30),
             generate_titles: true,
         }
     }

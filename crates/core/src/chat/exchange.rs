@@ -22,6 +22,43 @@ use super::{ChatService, ExchangeEvent, ExchangeSummary, ExchangeUsage, Inner, S
 /// Events buffered between the exchange task and a slow client.
 const EVENT_BUFFER: usize = 64;
 
+/// Renews a running exchange's lease every third of `exchange_lease` until dropped (or until
+/// the exchange is no longer running), so the lease can be short: a send whose server stopped
+/// is resumable soon after, and one still being answered is never taken over.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(inner: &Inner, user: UserId, exchange: MessageId) -> Self {
+        let store = inner.store.clone();
+        let clock = Arc::clone(&inner.clock);
+        let lease = inner.config.exchange_lease;
+        let every = (lease / 3).max(std::time::Duration::from_millis(50));
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+        Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match store
+                    .chat()
+                    .renew_lease(user, exchange, clock.now() + lease)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not renew an exchange's lease");
+                    }
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One exchange in progress.
 pub(super) struct Exchange<'a> {
     pub(super) inner: &'a Inner,
@@ -111,6 +148,7 @@ impl Exchange<'_> {
             other => return Box::pin(self.answer_existing(other)).await,
         };
         self.open = Some(user_message.id);
+        let _heartbeat = Heartbeat::start(self.inner, self.user, user_message.id);
         self.emit(ExchangeEvent::UserMessage(Box::new(user_message.clone())))
             .await;
         self.converse(

@@ -181,6 +181,29 @@ impl ChatRepository {
         set_exchange_state(self.store.connection(), user, exchange_id, state).await
     }
 
+    /// Extends the lease of a send still running to `lease_until`; `false` when it is no
+    /// longer running (it ended, or is not the user's), so whoever holds it can stop renewing.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn renew_lease(
+        &self,
+        user: UserId,
+        exchange_id: MessageId,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        use chat_messages::Column;
+        let renewed = chat_messages::Entity::update_many()
+            .col_expr(Column::LeaseUntil, Expr::value(micros(lease_until)))
+            .filter(Column::Id.eq(exchange_id.as_uuid()))
+            .filter(Column::UserId.eq(user.as_uuid()))
+            .filter(Column::ExchangeState.eq(RUNNING))
+            .exec(self.store.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(renewed.rows_affected > 0)
+    }
+
     /// The messages an exchange committed after its USER message, in sequence order.
     ///
     /// # Errors

@@ -172,7 +172,20 @@ impl pb::preferences_service_server::PreferencesService for PreferencesApi {
         request: Request<pb::GetPreferencesRequest>,
     ) -> Result<Response<pb::GetPreferencesResponse>, Status> {
         let user = caller(&request)?;
-        let preferences = self.service.get(user).await.map_err(status)?;
+        let min_etag = &request.get_ref().min_etag;
+        let min_version = if min_etag.is_empty() {
+            None
+        } else {
+            Some(
+                preferences::parse_etag(min_etag)
+                    .map_err(|err| status(assistd_domain::Error::from(err.at("min_etag"))))?,
+            )
+        };
+        let preferences = self
+            .service
+            .get_at_least(user, min_version)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::GetPreferencesResponse {
             preferences: Some(to_proto(&preferences)),
         }))

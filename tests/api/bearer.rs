@@ -228,7 +228,7 @@ async fn bad_tokens_are_refused_over_grpc_web_too() {
         .token;
     let status = app
         .preferences_web()
-        .get_preferences(authed(pb::GetPreferencesRequest {}, &expired))
+        .get_preferences(authed(pb::GetPreferencesRequest::default(), &expired))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
@@ -246,7 +246,7 @@ async fn a_token_of_a_deleted_account_is_unauthenticated() {
     app.store.users().delete(user).await.unwrap();
     let mut client = app.preferences().await;
     let status = client
-        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
+        .get_preferences(authed(pb::GetPreferencesRequest::default(), &token))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
@@ -291,7 +291,7 @@ async fn tokens_of_a_previous_signing_key_still_verify() {
     let ok = app
         .preferences()
         .await
-        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
+        .get_preferences(authed(pb::GetPreferencesRequest::default(), &token))
         .await;
     assert!(ok.is_ok(), "{ok:?}");
 }
@@ -492,7 +492,7 @@ async fn a_sessionless_token_of_a_deleted_account_is_refused_by_every_rpc() {
                 (
                     "GetPreferences",
                     preferences
-                        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
+                        .get_preferences(authed(pb::GetPreferencesRequest::default(), &token))
                         .await
                         .map(|_| 0),
                 ),
@@ -520,7 +520,7 @@ async fn a_sessionless_token_of_a_deleted_account_is_refused_by_every_rpc() {
     let status = replica
         .preferences()
         .await
-        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
+        .get_preferences(authed(pb::GetPreferencesRequest::default(), &token))
         .await;
     assert_eq!(refusal("replica", status), "ACCOUNT_NOT_FOUND");
 }
@@ -555,7 +555,7 @@ async fn a_token_whose_subject_and_session_disagree_is_refused_and_the_owner_is_
     let app = spawn_app().await;
     let (owner, other) = (app.create_user().await, app.create_user().await);
     let mut client = app.preferences().await;
-    let get = |token: &str| authed(pb::GetPreferencesRequest {}, token);
+    let get = |token: &str| authed(pb::GetPreferencesRequest::default(), token);
 
     // The owner's session is remembered as active first; the mismatched token comes after.
     let session = session_of(&app, owner).await;

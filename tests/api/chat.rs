@@ -757,6 +757,42 @@ async fn a_send_longer_than_its_lease_is_not_taken_over_while_it_runs() {
 }
 
 #[tokio::test]
+async fn a_send_uses_the_preferences_changed_a_moment_ago_on_another_replica() {
+    use assistd::proto::preferences::v1 as prefs;
+    let app = spawn_app().await;
+    let replica = app.replica().await;
+    let mut user = User::new(&app, true).await;
+    let session = user.session().await;
+    // This replica has the user's (default) preferences cached from a first send.
+    app.gemini.push_reply(ScriptedReply::text("Hello."));
+    user.send(&session.id, "r-1", "hi").await.unwrap();
+    assert!(system_text(generate_bodies(&app).last().unwrap()).contains("UTC"));
+    // The other replica changes the timezone; the next send here uses it at once.
+    replica
+        .preferences()
+        .await
+        .update_preferences(authed(
+            prefs::UpdatePreferencesRequest {
+                preferences: Some(prefs::Preferences {
+                    timezone: "Asia/Tokyo".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["timezone".into()],
+                }),
+                ..Default::default()
+            },
+            &user.token,
+        ))
+        .await
+        .unwrap();
+    app.gemini.push_reply(ScriptedReply::text("Konnichiwa."));
+    user.send(&session.id, "r-2", "and now?").await.unwrap();
+    let system = system_text(generate_bodies(&app).last().unwrap());
+    assert!(system.contains("Asia/Tokyo"), "{system}");
+}
+
+#[tokio::test]
 async fn refused_and_failed_sends_do_not_ride_along_in_later_requests() {
     let app = spawn_app().await;
     let mut user = User::new(&app, true).await;

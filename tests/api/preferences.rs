@@ -34,7 +34,7 @@ fn update(
 /// The caller's preferences, read through `client`.
 async fn current(client: &mut PreferencesServiceClient<Channel>, token: &str) -> pb::Preferences {
     client
-        .get_preferences(authed(pb::GetPreferencesRequest {}, token))
+        .get_preferences(authed(pb::GetPreferencesRequest::default(), token))
         .await
         .unwrap()
         .into_inner()
@@ -361,7 +361,7 @@ async fn concurrent_updates_with_one_etag_let_exactly_one_win() {
     let etag = app
         .preferences()
         .await
-        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
+        .get_preferences(authed(pb::GetPreferencesRequest::default(), &token))
         .await
         .unwrap()
         .into_inner()
@@ -418,7 +418,7 @@ async fn users_never_see_each_others_preferences() {
         .await
         .unwrap();
     let bobs = client
-        .get_preferences(authed(pb::GetPreferencesRequest {}, &bob))
+        .get_preferences(authed(pb::GetPreferencesRequest::default(), &bob))
         .await
         .unwrap()
         .into_inner()
@@ -580,7 +580,7 @@ async fn preferences_work_over_grpc_web() {
     let token = app.token_for(app.create_user().await);
     let mut web = app.preferences_web();
     let current = web
-        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
+        .get_preferences(authed(pb::GetPreferencesRequest::default(), &token))
         .await
         .unwrap()
         .into_inner()
@@ -694,4 +694,66 @@ async fn watch_crosses_replicas_on_postgresql_only() {
             "SQLite replicas are not expected to notify each other"
         );
     }
+}
+
+#[tokio::test]
+async fn a_read_with_a_writes_etag_sees_that_write_on_any_replica() {
+    let app = spawn_app().await;
+    let replica = app.replica().await;
+    let token = app.token_for(app.create_user().await);
+    let mut here = app.preferences().await;
+    let mut there = replica.preferences().await;
+    // The other replica has the defaults cached.
+    assert_eq!(current(&mut there, &token).await.timezone, "UTC");
+    let zones = [
+        "Africa/Nairobi",
+        "Asia/Seoul",
+        "Europe/Paris",
+        "America/Lima",
+    ];
+    for round in 0..100 {
+        let zone = zones[round % zones.len()];
+        let written = here
+            .update_preferences(authed(
+                update(
+                    &["timezone"],
+                    pb::Preferences {
+                        timezone: zone.into(),
+                        ..Default::default()
+                    },
+                    "",
+                ),
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .preferences
+            .unwrap();
+        let read = there
+            .get_preferences(authed(
+                pb::GetPreferencesRequest {
+                    min_etag: written.etag.clone(),
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .preferences
+            .unwrap();
+        assert_eq!(read.timezone, zone, "round {round}");
+        assert_eq!(read.etag, written.etag, "round {round}");
+    }
+    let status = there
+        .get_preferences(authed(
+            pb::GetPreferencesRequest {
+                min_etag: "v7".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["min_etag"]);
 }

@@ -204,7 +204,7 @@ async fn grpc_web_text_and_binary_over_plain_http1() {
         "{}/assistd.preferences.v1.PreferencesService/GetPreferences",
         app.address
     );
-    let request_frame = frame(0, &pb::GetPreferencesRequest {}.encode_to_vec());
+    let request_frame = frame(0, &pb::GetPreferencesRequest::default().encode_to_vec());
 
     let text = http
         .post(&url)
@@ -383,7 +383,7 @@ async fn request_ids_are_returned_and_kept() {
     let app = spawn_app().await;
     let token = app.token_for(app.create_user().await);
     let mut client = app.preferences().await;
-    let mut request = authed(pb::GetPreferencesRequest {}, &token);
+    let mut request = authed(pb::GetPreferencesRequest::default(), &token);
     request
         .metadata_mut()
         .insert("x-request-id", "trace-me-123".parse().unwrap());
@@ -393,7 +393,7 @@ async fn request_ids_are_returned_and_kept() {
         "trace-me-123"
     );
     let response = client
-        .get_preferences(authed(pb::GetPreferencesRequest {}, &token))
+        .get_preferences(authed(pb::GetPreferencesRequest::default(), &token))
         .await
         .unwrap();
     let generated = response

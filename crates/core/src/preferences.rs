@@ -218,9 +218,34 @@ impl PreferencesService {
     /// # Errors
     /// UNAUTHENTICATED when the account is gone; the database failed.
     pub async fn get(&self, user: UserId) -> Result<Preferences> {
-        if let Some(cached) = self.cache.get(user) {
+        self.get_at_least(user, None).await
+    }
+
+    /// The user's preferences, at least as new as `min_version` when one is given (the
+    /// version of a write the client made, perhaps through another replica): a cached state
+    /// older than it is not served, the database is read instead.
+    ///
+    /// # Errors
+    /// UNAUTHENTICATED when the account is gone; the database failed.
+    pub async fn get_at_least(
+        &self,
+        user: UserId,
+        min_version: Option<i64>,
+    ) -> Result<Preferences> {
+        if let Some(cached) = self.cache.get(user)
+            && min_version.is_none_or(|min| cached.version >= min)
+        {
             return Ok(cached);
         }
+        self.get_current(user).await
+    }
+
+    /// The user's preferences as the database holds them now, never from the cache (what a
+    /// send works with: a change made a moment ago through another replica counts).
+    ///
+    /// # Errors
+    /// UNAUTHENTICATED when the account is gone; the database failed.
+    pub async fn get_current(&self, user: UserId) -> Result<Preferences> {
         let epoch = self.cache.epoch();
         let preferences = self.repository.get(user).await?;
         self.cache.offer_read(epoch, user, &preferences);

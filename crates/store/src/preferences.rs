@@ -102,9 +102,13 @@ impl PreferencesRepository {
         update: &PreferencesUpdate,
         expected_version: Option<i64>,
     ) -> Result<Preferences> {
-        let db = self.store.connection();
         // Two rounds at most: an unconditional update may race with another first write.
         for _ in 0..2 {
+            // One write transaction per round: the change and its announcement to other
+            // replicas (PostgreSQL delivers a NOTIFY when its transaction commits) happen
+            // together or not at all.
+            let txn = self.store.begin_write().await?;
+            let db = &txn;
             if expected_version != Some(0) {
                 let mut statement = preferences::Entity::update_many()
                     .col_expr(
@@ -136,7 +140,7 @@ impl PreferencesRepository {
                 }
                 let updated = statement.exec_with_returning(db).await.map_err(db_error)?;
                 if let Some(row) = updated.into_iter().next() {
-                    return self.changed(user, to_domain(row)).await;
+                    return self.changed(txn, user, to_domain(row)).await;
                 }
                 if expected_version.is_some() {
                     return Err(etag_mismatch());
@@ -158,7 +162,7 @@ impl PreferencesRepository {
             .insert(db)
             .await;
             match inserted {
-                Ok(row) => return self.changed(user, to_domain(row)).await,
+                Ok(row) => return self.changed(txn, user, to_domain(row)).await,
                 Err(err) => match err.sql_err() {
                     Some(SqlErr::UniqueConstraintViolation(_)) if expected_version.is_some() => {
                         return Err(etag_mismatch());
@@ -173,21 +177,23 @@ impl PreferencesRepository {
     }
 
     /// Tells other replicas that `user`'s preferences changed (PostgreSQL only; replicas on
-    /// one SQLite file are one process).
-    async fn changed(&self, user: UserId, preferences: Preferences) -> Result<Preferences> {
+    /// one SQLite file are one process) inside the change's transaction, then commits both:
+    /// a change is never committed unannounced.
+    async fn changed(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        user: UserId,
+        preferences: Preferences,
+    ) -> Result<Preferences> {
         if self.store.backend() == Backend::Postgres {
             let notify = Statement::from_sql_and_values(
                 sea_orm::DatabaseBackend::Postgres,
                 "SELECT pg_notify($1, $2)",
                 [PREFERENCES_CHANNEL.into(), user.to_string().into()],
             );
-            if let Err(err) = self.store.connection().execute_raw(notify).await {
-                // The change is committed; other replicas' watchers catch up on their next
-                // change or resync. Failing the update now would make the client retry a write
-                // that already happened.
-                tracing::warn!(%user, error = %err, "notifying other replicas of a preferences change failed");
-            }
+            txn.execute_raw(notify).await.map_err(db_error)?;
         }
+        txn.commit().await.map_err(db_error)?;
         Ok(preferences)
     }
 }

@@ -134,7 +134,8 @@ impl Exchange<'_> {
         {
             return Box::pin(self.answer_existing(found)).await;
         }
-        let preferences = Box::pin(self.inner.preferences.get(self.user)).await?;
+        // Read fresh: a change made a moment ago on another replica must count.
+        let preferences = Box::pin(self.inner.preferences.get_current(self.user)).await?;
         let model = self.model_of(&session, &preferences);
         let key = Box::pin(self.inner.vault.reveal_usable(self.user, Provider::Gemini)).await?;
         let api_key = api_key(&key)?;

@@ -121,11 +121,11 @@ impl Caller {
                     serving(health.check(health_request()).await?.get_ref().status())
                 }
                 (Caller::Grpc { preferences, .. }, Rpc::GetPreferences) => preferences
-                    .get_preferences(authed(GetPreferencesRequest {}, token))
+                    .get_preferences(authed(GetPreferencesRequest::default(), token))
                     .await
                     .map(drop),
                 (Caller::GrpcWeb { preferences, .. }, Rpc::GetPreferences) => preferences
-                    .get_preferences(authed(GetPreferencesRequest {}, token))
+                    .get_preferences(authed(GetPreferencesRequest::default(), token))
                     .await
                     .map(drop),
             }

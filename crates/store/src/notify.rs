@@ -51,8 +51,21 @@ impl Store {
 }
 
 impl PreferencesChangeFeed {
-    /// Waits for the next change. After a lost connection it answers
-    /// [`PreferencesChange::Resync`] and reconnects on the following call.
+    /// Reconnects and listens again, retrying every second until the database answers, so
+    /// that the re-reads a [`PreferencesChange::Resync`] causes start only once changes are
+    /// heard again: a change committed in between is either read or announced.
+    async fn listen_again(&mut self) {
+        use sea_orm::sqlx::Executor as _;
+        // Any statement through the listener reconnects it first, and reconnecting LISTENs
+        // on every channel again.
+        while let Err(err) = (&mut self.listener).execute("SELECT 1").await {
+            tracing::warn!(error = %err, "listening for preferences changes failed; retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Waits for the next change. After a lost connection it listens again (waiting for the
+    /// database to come back), then answers [`PreferencesChange::Resync`].
     pub async fn next(&mut self) -> PreferencesChange {
         loop {
             match self.listener.try_recv().await {
@@ -65,10 +78,13 @@ impl PreferencesChangeFeed {
                         );
                     }
                 },
-                Ok(None) => return PreferencesChange::Resync,
+                Ok(None) => {
+                    self.listen_again().await;
+                    return PreferencesChange::Resync;
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "preferences change feed failed; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tracing::warn!(error = %err, "preferences change feed failed; listening again");
+                    self.listen_again().await;
                     return PreferencesChange::Resync;
                 }
             }

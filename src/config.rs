@@ -170,6 +170,10 @@ pub struct ServerConfig {
     /// Addresses or networks (CIDR) of reverse proxies whose `x-forwarded-for` is believed
     /// when recording the client address in the audit log. Empty: the peer address is used.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Address of the metrics listener (`GET /metrics`, Prometheus/OpenMetrics text). None
+    /// (the default) serves no metrics. Keep it on loopback or a private network: the figures
+    /// say how busy the server is and which methods fail.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The database.
@@ -271,6 +275,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(20),
             cors_allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            metrics_listen: None,
         }
     }
 }
@@ -505,6 +510,7 @@ mod tests {
         let example = Config::from_toml(&text).unwrap();
         let defaults = Config::default();
         assert_eq!(example.server.listen, defaults.server.listen);
+        assert_eq!(example.server.metrics_listen, None);
         assert_eq!(
             example.server.request_timeout,
             defaults.server.request_timeout

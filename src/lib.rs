@@ -8,6 +8,7 @@
 pub mod bearer;
 pub mod codec;
 pub mod config;
+pub mod metrics;
 mod paging;
 pub mod request_context;
 pub mod server;

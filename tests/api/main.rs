@@ -5,9 +5,11 @@
 mod admin;
 mod apikey;
 mod bearer;
+mod call_log;
 mod chat;
 mod dev;
 mod helpers;
+mod metrics;
 mod preferences;
 mod secrets;
 mod server;

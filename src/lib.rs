@@ -15,6 +15,7 @@ pub mod server;
 pub mod services;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 /// Generated protobuf types, servers and clients, one module per package.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

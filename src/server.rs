@@ -405,6 +405,13 @@ impl Application {
             .add_service(chat_server)
             .add_service(auth_server);
 
+        let tls = match server_config.tls.files() {
+            Some((cert_file, key_file)) => Some(Arc::new(
+                crate::tls::TlsCertificates::load(cert_file, key_file)
+                    .context("loading the TLS certificate")?,
+            )),
+            None => None,
+        };
         let listener = TcpListener::bind(server_config.listen)
             .await
             .with_context(|| format!("binding {}", server_config.listen))?;
@@ -419,14 +426,28 @@ impl Application {
             }
             _ => None,
         };
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await
-        });
-        tracing::info!(%local_addr, database = ?store.backend(), "assistd is serving gRPC and grpc-web");
+        let server = match &tls {
+            Some(certificates) => {
+                let acceptor = certificates.acceptor()?;
+                crate::tls::reload_on_sighup(Arc::clone(certificates), shutdown.child_token())?;
+                let incoming = crate::tls::incoming(listener, acceptor, shutdown.child_token());
+                tokio::spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                        .await
+                })
+            }
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                        .await
+                })
+            }
+        };
+        tracing::info!(%local_addr, tls = tls.is_some(), database = ?store.backend(), "assistd is serving gRPC and grpc-web");
         Ok(Self {
             local_addr,
             metrics_addr,

@@ -15,3 +15,4 @@ mod secrets;
 mod server;
 mod signin;
 mod signin_canary;
+mod tls;

@@ -354,6 +354,19 @@ async fn upstream_calls_audit_appends_data_keys_and_sign_ins_are_counted() {
         ),
         0.0
     );
+    // With `ASSISTD_TEST_KEK=kms` the data key was made by moto's KMS, and counted.
+    let kms = sum(&samples, "assistd_upstream_calls_total{peer=\"kms\"");
+    if app.config.keys.kek.provider == assistd::config::KekProvider::Kms {
+        assert!(
+            value(
+                &samples,
+                "assistd_upstream_calls_total{peer=\"kms\",operation=\"GenerateDataKey\",outcome=\"ok\"}"
+            ) >= 1.0,
+            "{samples:?}"
+        );
+    } else {
+        assert_eq!(kms, 0.0, "the local KEK makes no upstream calls");
+    }
     let text = format!("{samples:?}");
     assert!(!text.contains(GOOD_KEY) && !text.contains(&token));
 }

@@ -170,6 +170,30 @@ pub struct ServerConfig {
     /// Addresses or networks (CIDR) of reverse proxies whose `x-forwarded-for` is believed
     /// when recording the client address in the audit log. Empty: the peer address is used.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Address of the metrics listener (`GET /metrics`, Prometheus/OpenMetrics text). None
+    /// (the default) serves no metrics. Keep it on loopback or a private network: the figures
+    /// say how busy the server is and which methods fail.
+    pub metrics_listen: Option<SocketAddr>,
+    /// TLS on the API port; plaintext unless both files are set.
+    pub tls: TlsConfig,
+}
+
+/// The API port's certificate. Both files are PEM; SIGHUP reloads them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The certificate and key files, when TLS is on.
+    #[must_use]
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
+    }
 }
 
 /// The database.
@@ -271,6 +295,8 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(20),
             cors_allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            metrics_listen: None,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -400,6 +426,9 @@ impl Config {
         if self.server.max_concurrent_streams == 0 {
             bail!("server.max_concurrent_streams must be at least 1");
         }
+        if self.server.tls.cert_file.is_some() != self.server.tls.key_file.is_some() {
+            bail!("server.tls needs both cert_file and key_file, or neither");
+        }
         self.sign_in
             .validate()
             .map_err(|message| anyhow::anyhow!(message))?;
@@ -505,6 +534,8 @@ mod tests {
         let example = Config::from_toml(&text).unwrap();
         let defaults = Config::default();
         assert_eq!(example.server.listen, defaults.server.listen);
+        assert_eq!(example.server.metrics_listen, None);
+        assert_eq!(example.server.tls, defaults.server.tls);
         assert_eq!(
             example.server.request_timeout,
             defaults.server.request_timeout
@@ -529,6 +560,8 @@ mod tests {
             format!("{err:#}").contains("cors_allowed_origins"),
             "{err:#}"
         );
+        let err = Config::from_toml("[server.tls]\ncert_file = \"cert.pem\"").unwrap_err();
+        assert!(format!("{err:#}").contains("key_file"), "{err:#}");
         let err = Config::from_toml("[server]\nlisten_port = 1").unwrap_err();
         assert!(format!("{err:#}").contains("listen_port"), "{err:#}");
     }

@@ -8,12 +8,14 @@
 pub mod bearer;
 pub mod codec;
 pub mod config;
+pub mod metrics;
 mod paging;
 pub mod request_context;
 pub mod server;
 pub mod services;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 /// Generated protobuf types, servers and clients, one module per package.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

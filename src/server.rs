@@ -2,7 +2,8 @@
 //! (HTTP/1.1, binary and text), server reflection (v1 and v1alpha) and grpc.health.v1.
 //!
 //! Layers, outermost first: CORS (only for configured origins) → grpc-web translation →
-//! request id → request tracing → authentication → planned-service answers → routes.
+//! request id → call log (and metrics) → authentication → the caller, for the call log →
+//! planned-service answers → routes. Metrics, when configured, have a listener of their own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,10 +29,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::bearer::BearerLayer;
 use crate::config::{Config, KekConfig, KekProvider};
+use crate::metrics::{MeteredKek, Metrics, UpstreamMetrics};
 use crate::proto::apikey::v1::user_api_key_service_server::UserApiKeyServiceServer;
 use crate::proto::auth::v1::auth_service_server::AuthServiceServer;
 use crate::proto::chat::v1::chat_service_server::ChatServiceServer;
@@ -42,6 +43,7 @@ use crate::services::auth::AuthApi;
 use crate::services::chat::ChatApi;
 use crate::services::planned::{PLANNED_SERVICES, PlannedLayer};
 use crate::services::preferences::PreferencesApi;
+use crate::telemetry::{CallLogLayer, CallerLayer};
 
 /// Services that are implemented; their health follows the database.
 const SERVED_SERVICES: [&str; 4] = [
@@ -57,6 +59,7 @@ const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// A server bound to its port, ready to run.
 pub struct Application {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     grace: Duration,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -138,10 +141,11 @@ fn access_tokens_with(
     )
 }
 
-/// The key-encryption key `kek` describes.
+/// The key-encryption key `kek` describes; a KMS key's calls are counted in `upstream`.
 async fn key_encryption_key(
     config: &Config,
     kek: &KekConfig,
+    upstream: Option<&Arc<UpstreamMetrics>>,
 ) -> anyhow::Result<Arc<dyn KeyEncryptionKey>> {
     Ok(match kek.provider {
         KekProvider::Local if !kek.master_key.is_empty() => {
@@ -158,7 +162,11 @@ async fn key_encryption_key(
             let mut settings = KmsSettings::new(kek.kms_key_id.clone());
             settings.region = Some(kek.kms_region.clone()).filter(|r| !r.is_empty());
             settings.endpoint_url = Some(kek.kms_endpoint.clone()).filter(|e| !e.is_empty());
-            Arc::new(KmsKek::connect(settings).await)
+            let kms: Arc<dyn KeyEncryptionKey> = Arc::new(KmsKek::connect(settings).await);
+            match upstream {
+                Some(upstream) => Arc::new(MeteredKek::new(kms, Arc::clone(upstream), "kms")),
+                None => kms,
+            }
         }
     })
 }
@@ -168,10 +176,17 @@ async fn key_encryption_key(
 /// # Errors
 /// A key file is unreadable or a key malformed.
 pub async fn keyring(config: &Config) -> anyhow::Result<Keyring> {
+    keyring_with(config, None).await
+}
+
+async fn keyring_with(
+    config: &Config,
+    upstream: Option<&Arc<UpstreamMetrics>>,
+) -> anyhow::Result<Keyring> {
     create_data_dir(config)?;
-    let mut keyring = Keyring::new(key_encryption_key(config, &config.keys.kek).await?);
+    let mut keyring = Keyring::new(key_encryption_key(config, &config.keys.kek, upstream).await?);
     for previous in &config.keys.previous {
-        keyring = keyring.with_previous(key_encryption_key(config, previous).await?);
+        keyring = keyring.with_previous(key_encryption_key(config, previous, upstream).await?);
     }
     Ok(keyring)
 }
@@ -191,7 +206,15 @@ pub fn audit_log(config: &Config, store: &Store) -> anyhow::Result<AuditLog> {
 /// # Errors
 /// The keyring cannot be built.
 pub async fn secret_sealer(config: &Config, store: &Store) -> anyhow::Result<SecretSealer> {
-    let keyring = Arc::new(keyring(config).await?);
+    secret_sealer_with(config, store, None).await
+}
+
+async fn secret_sealer_with(
+    config: &Config,
+    store: &Store,
+    upstream: Option<&Arc<UpstreamMetrics>>,
+) -> anyhow::Result<SecretSealer> {
+    let keyring = Arc::new(keyring_with(config, upstream).await?);
     let cache = Arc::new(DataKeyCache::new(
         keyring.clone(),
         CachePolicy {
@@ -256,10 +279,31 @@ impl Application {
             .await
             .context("listening for preferences changes of other replicas")?;
 
-        let sealer = secret_sealer(&config, &store).await?;
+        let mut metrics = match config.server.metrics_listen {
+            Some(_) => Some(Metrics::new(&[
+                crate::proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ])?),
+            None => None,
+        };
+        let upstream = metrics
+            .as_ref()
+            .map(|metrics| Arc::clone(&metrics.upstream));
+        let sealer = secret_sealer_with(&config, &store, upstream.as_ref()).await?;
         let audit = audit_log(&config, &store)?;
-        let gemini =
+        let mut gemini =
             assistd_gemini::GeminiClient::new(&config.gemini).context("gemini settings")?;
+        if let Some(upstream) = upstream {
+            gemini = gemini.with_observer(Arc::new(move |operation, outcome, elapsed| {
+                upstream.record("gemini", operation, outcome, elapsed);
+            }));
+        }
+        if let Some(metrics) = metrics.as_mut() {
+            metrics.read_at_scrape(store.clone(), Arc::clone(sealer.cache()), audit.clone());
+        }
+        let metrics = metrics.map(Arc::new);
         let vault = ApiKeyVault::new(
             &store,
             sealer.clone(),
@@ -316,9 +360,12 @@ impl Application {
             .max_decoding_message_size(server_config.max_decoding_message_size)
             .max_encoding_message_size(server_config.max_encoding_message_size);
 
-        let auth_server = AuthServiceServer::new(AuthApi::new(auth.clone(), addresses.clone()))
-            .max_decoding_message_size(server_config.max_decoding_message_size)
-            .max_encoding_message_size(server_config.max_encoding_message_size);
+        let auth_server = AuthServiceServer::new(
+            AuthApi::new(auth.clone(), addresses.clone())
+                .with_metrics(metrics.as_ref().map(|metrics| Arc::clone(&metrics.sign_in))),
+        )
+        .max_decoding_message_size(server_config.max_decoding_message_size)
+        .max_encoding_message_size(server_config.max_encoding_message_size);
 
         let api_key_server = UserApiKeyServiceServer::new(ApiKeyApi::new(
             vault.clone(),
@@ -334,14 +381,9 @@ impl Application {
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(
-                TraceLayer::new_for_grpc()
-                    .make_span_with(crate::telemetry::make_rpc_span)
-                    .on_request(())
-                    .on_response(crate::telemetry::on_rpc_response)
-                    .on_eos(crate::telemetry::on_rpc_eos)
-                    .on_failure(()),
-            )
+            .layer(CallLogLayer::new(
+                metrics.as_ref().map(|metrics| Arc::clone(&metrics.rpc)),
+            ))
             .layer(BearerLayer::new(
                 tokens.clone(),
                 auth.session_gate(),
@@ -353,6 +395,7 @@ impl Application {
                 ),
                 addresses.clone(),
             ))
+            .layer(CallerLayer)
             .layer(PlannedLayer)
             .into_inner();
 
@@ -372,20 +415,52 @@ impl Application {
             .add_service(chat_server)
             .add_service(auth_server);
 
+        let tls = match server_config.tls.files() {
+            Some((cert_file, key_file)) => Some(Arc::new(
+                crate::tls::TlsCertificates::load(cert_file, key_file)
+                    .context("loading the TLS certificate")?,
+            )),
+            None => None,
+        };
         let listener = TcpListener::bind(server_config.listen)
             .await
             .with_context(|| format!("binding {}", server_config.listen))?;
         let local_addr = listener.local_addr()?;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let metrics_addr = match (server_config.metrics_listen, metrics) {
+            (Some(address), Some(metrics)) => {
+                let listener = crate::metrics::bind(address).await?;
+                let metrics_addr = listener.local_addr()?;
+                crate::metrics::serve(listener, metrics, shutdown.child_token());
+                tracing::info!(%metrics_addr, "serving metrics at /metrics");
+                Some(metrics_addr)
+            }
+            _ => None,
+        };
         let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await
-        });
-        tracing::info!(%local_addr, database = ?store.backend(), "assistd is serving gRPC and grpc-web");
+        let server = match &tls {
+            Some(certificates) => {
+                let acceptor = certificates.acceptor()?;
+                crate::tls::reload_on_sighup(Arc::clone(certificates), shutdown.child_token())?;
+                let incoming = crate::tls::incoming(listener, acceptor, shutdown.child_token());
+                tokio::spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                        .await
+                })
+            }
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                        .await
+                })
+            }
+        };
+        tracing::info!(%local_addr, tls = tls.is_some(), database = ?store.backend(), "assistd is serving gRPC and grpc-web");
         Ok(Self {
             local_addr,
+            metrics_addr,
             shutdown,
             grace: server_config.shutdown_grace,
             server,
@@ -402,6 +477,13 @@ impl Application {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the metrics listener, when `server.metrics_listen` is set (with the
+    /// real port when port 0 was configured).
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The token that stops the server when cancelled.

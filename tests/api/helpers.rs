@@ -22,13 +22,21 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic_web::{GrpcWebClientLayer, GrpcWebClientService};
 
+/// The call log's lines are always captured (see `call_log`); everything else is printed at
+/// debug level when `TEST_LOG` is set.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
-    if std::env::var_os("TEST_LOG").is_some() {
-        assistd::telemetry::init(&assistd::config::LogConfig {
-            filter: "debug".into(),
-            format: assistd::config::LogFormat::Text,
-        });
-    }
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let print = std::env::var_os("TEST_LOG").is_some().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(tracing_subscriber::EnvFilter::new("debug"))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(crate::call_log::CapturedCalls::layer())
+        .with(print)
+        .try_init();
 });
 
 /// A grpc-web client transport: HTTP/1.1 through tonic-web's client layer.
@@ -57,6 +65,8 @@ pub(crate) struct TestApp {
     pub(crate) audit: assistd_store::audit::AuditLog,
     /// The server's sign-in service.
     pub(crate) auth: assistd_core::auth::AuthService,
+    /// `http://ADDRESS/metrics` when the server was started with a metrics listener.
+    pub(crate) metrics_url: Option<String>,
     _data_dir_guard: std::sync::Arc<TempDir>,
     shutdown: tokio_util::sync::CancellationToken,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -147,6 +157,9 @@ async fn start(
     let sealer = app.sealer().clone();
     let audit = app.audit().clone();
     let auth = app.auth().clone();
+    let metrics_url = app
+        .metrics_addr()
+        .map(|address| format!("http://{address}/metrics"));
     let shutdown = app.shutdown();
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -159,6 +172,7 @@ async fn start(
         sealer,
         audit,
         auth,
+        metrics_url,
         config,
         _data_dir_guard: dir,
         shutdown,

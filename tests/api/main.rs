@@ -5,12 +5,15 @@
 mod admin;
 mod apikey;
 mod bearer;
+mod call_log;
 mod chat;
 mod dev;
 mod helpers;
+mod metrics;
 mod preferences;
 mod secrets;
 mod server;
 mod service_accounts;
 mod signin;
 mod signin_canary;
+mod tls;

@@ -123,12 +123,20 @@ async fn an_allowed_rpc_works_for_an_allowed_user_and_nothing_else_does() {
     )
     .await;
 
-    get_preferences(
-        &app,
-        service.request(prefs_pb::GetPreferencesRequest::default(), alice),
-    )
-    .await
-    .expect("an allowed RPC for an allowed user");
+    let id = crate::call_log::request_id();
+    let mut request = service.request(prefs_pb::GetPreferencesRequest::default(), alice);
+    request
+        .metadata_mut()
+        .insert("x-request-id", id.parse().unwrap());
+    get_preferences(&app, request)
+        .await
+        .expect("an allowed RPC for an allowed user");
+    // The call log names the service and the user, never the token.
+    let line = crate::call_log::logged(&id).await;
+    assert_eq!(
+        line["caller"],
+        format!("service:{} for user:{alice}", service.id)
+    );
 
     // An RPC not on the list.
     let refused = UserApiKeyServiceClient::new(app.channel().await)

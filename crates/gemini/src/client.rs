@@ -32,6 +32,47 @@ enum Budget {
     UntilHeaders,
 }
 
+/// Told about every finished call to the API: its operation (`models.list`, `models.get`,
+/// `generateContent`, `streamGenerateContent`), its outcome (`ok`, `invalid_api_key`,
+/// `permission_denied`, `not_found`, `rate_limited`, `invalid_argument`, `unavailable`,
+/// `unexpected`) and how long it took (for a stream: until the response headers).
+pub type CallObserver = std::sync::Arc<dyn Fn(&str, &str, Duration) + Send + Sync>;
+
+/// Holds the observer; says only whether there is one.
+#[derive(Clone)]
+struct Observer(CallObserver);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallObserver")
+    }
+}
+
+/// The operation a request to `path` performs, for [`CallObserver`]s.
+fn operation_of(path: &str) -> &'static str {
+    match path.rsplit_once(':').map(|(_, verb)| verb) {
+        Some("generateContent") => "generateContent",
+        Some("streamGenerateContent") => "streamGenerateContent",
+        Some(_) => "other",
+        None if path.trim_end_matches('/').ends_with("/models") => "models.list",
+        None => "models.get",
+    }
+}
+
+/// The outcome label of a call's result, for [`CallObserver`]s.
+fn outcome_of<T>(result: &Result<T, Error>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(Error::InvalidApiKey { .. }) => "invalid_api_key",
+        Err(Error::PermissionDenied { .. }) => "permission_denied",
+        Err(Error::NotFound { .. }) => "not_found",
+        Err(Error::RateLimited { .. }) => "rate_limited",
+        Err(Error::InvalidArgument { .. }) => "invalid_argument",
+        Err(Error::Unavailable { .. } | Error::StreamInterrupted { .. }) => "unavailable",
+        Err(Error::Unexpected { .. }) => "unexpected",
+    }
+}
+
 /// A client of the Gemini REST API. Cheap to clone (the connection pool is shared); holds no
 /// key — each call takes the user's [`ApiKey`] and sends it in the `x-goog-api-key` header.
 ///
@@ -43,6 +84,7 @@ pub struct GeminiClient {
     base_url: Url,
     request_timeout: Duration,
     stream_idle_timeout: Duration,
+    observer: Option<Observer>,
 }
 
 impl GeminiClient {
@@ -87,7 +129,15 @@ impl GeminiClient {
             // only the wait for headers with it.
             request_timeout: config.request_timeout,
             stream_idle_timeout: config.stream_idle_timeout,
+            observer: None,
         })
+    }
+
+    /// This client, telling `observer` about every call it finishes (for metrics).
+    #[must_use]
+    pub fn with_observer(mut self, observer: CallObserver) -> Self {
+        self.observer = Some(Observer(observer));
+        self
     }
 
     /// The base URL calls go to.
@@ -262,6 +312,8 @@ impl GeminiClient {
         body: Option<Vec<u8>>,
         budget: Budget,
     ) -> Result<Response, Error> {
+        let started = Instant::now();
+        let operation = operation_of(url.path());
         let result = match budget {
             Budget::WholeCall => self.exchange(api_key, method, url, body, budget).await,
             Budget::UntilHeaders => {
@@ -281,6 +333,9 @@ impl GeminiClient {
                 }
             }
         };
+        if let Some(Observer(observe)) = &self.observer {
+            observe(operation, outcome_of(&result), started.elapsed());
+        }
         result.map_err(|error| error.scrub(api_key.expose_secret()))
     }
 

@@ -38,7 +38,7 @@ mod model;
 mod sse;
 mod stream;
 
-pub use client::{API_VERSION, GeminiClient};
+pub use client::{API_VERSION, CallObserver, GeminiClient};
 pub use config::{ConfigError, DEFAULT_BASE_URL, GeminiConfig};
 pub use error::Error;
 pub use generate::{

@@ -190,6 +190,8 @@ impl AuditChainKey {
 pub struct AuditLog {
     store: Store,
     key: std::sync::Arc<AuditChainKey>,
+    /// Rows appended through this log (and its clones), for the server's metrics.
+    appended: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AuditLog {
@@ -199,7 +201,15 @@ impl AuditLog {
         Self {
             store: store.clone(),
             key: std::sync::Arc::new(key),
+            appended: std::sync::Arc::default(),
         }
+    }
+
+    /// How many rows this log and its clones appended since it was made. A row counts once its
+    /// statements succeeded; its transaction may still roll back.
+    #[must_use]
+    pub fn appended(&self) -> u64 {
+        self.appended.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -336,6 +346,8 @@ impl AuditLog {
             .exec(txn)
             .await
             .map_err(db_error)?;
+        self.appended
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

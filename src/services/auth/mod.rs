@@ -12,6 +12,7 @@ use self::convert::{session_to_proto, signed_in, tokens_to_proto, user_to_proto}
 use self::requests::{ListSessions, ProfileUpdate, SessionCursor};
 use super::{invalid, required_id, timestamp};
 use crate::bearer::{caller, caller_session};
+use crate::metrics::SignInMetrics;
 use crate::proto::auth::v1 as pb;
 use crate::request_context::ClientAddressPolicy;
 use crate::status::status;
@@ -21,13 +22,33 @@ use crate::status::status;
 pub struct AuthApi {
     service: AuthService,
     addresses: ClientAddressPolicy,
+    metrics: Option<std::sync::Arc<SignInMetrics>>,
 }
 
 impl AuthApi {
     /// Serves `service`, recording client addresses per `addresses`.
     #[must_use]
     pub fn new(service: AuthService, addresses: ClientAddressPolicy) -> Self {
-        Self { service, addresses }
+        Self {
+            service,
+            addresses,
+            metrics: None,
+        }
+    }
+
+    /// This API, counting sign-in outcomes in `metrics` when given.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<std::sync::Arc<SignInMetrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts the outcome of a sign-in or refresh, then hands it on.
+    fn count<T>(&self, method: &str, result: Result<T, Status>) -> Result<T, Status> {
+        if let Some(metrics) = &self.metrics {
+            metrics.record(method, &result);
+        }
+        result
     }
 
     fn client<T>(&self, request: &Request<T>, device_name: &str) -> ClientInfo {
@@ -69,11 +90,13 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::CompleteLoginResponse>, Status> {
         let client = self.client(&request, &request.get_ref().device_name);
         let body = request.into_inner();
-        let signed = self
-            .service
-            .complete_login(&body.state, &body.code, &client)
-            .await
-            .map_err(status)?;
+        let signed = self.count(
+            "complete_login",
+            self.service
+                .complete_login(&body.state, &body.code, &client)
+                .await
+                .map_err(status),
+        )?;
         let (tokens, user, new_user, gmail_access_granted) = signed_in(signed);
         Ok(Response::new(pb::CompleteLoginResponse {
             tokens: Some(tokens),
@@ -89,11 +112,13 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::SignInWithIdTokenResponse>, Status> {
         let client = self.client(&request, &request.get_ref().device_name);
         let body = request.into_inner();
-        let signed = self
-            .service
-            .sign_in_with_id_token(&body.id_token, &body.nonce, &client)
-            .await
-            .map_err(status)?;
+        let signed = self.count(
+            "sign_in_with_id_token",
+            self.service
+                .sign_in_with_id_token(&body.id_token, &body.nonce, &client)
+                .await
+                .map_err(status),
+        )?;
         let (tokens, user, new_user, _) = signed_in(signed);
         Ok(Response::new(pb::SignInWithIdTokenResponse {
             tokens: Some(tokens),
@@ -108,11 +133,13 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::RefreshResponse>, Status> {
         let client = self.client(&request, "");
         let body = request.into_inner();
-        let tokens = self
-            .service
-            .refresh(&body.refresh_token, &client)
-            .await
-            .map_err(status)?;
+        let tokens = self.count(
+            "refresh",
+            self.service
+                .refresh(&body.refresh_token, &client)
+                .await
+                .map_err(status),
+        )?;
         Ok(Response::new(pb::RefreshResponse {
             tokens: Some(tokens_to_proto(tokens)),
         }))

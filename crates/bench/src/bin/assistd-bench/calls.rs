@@ -85,6 +85,11 @@ impl ScenarioResult {
     pub(crate) fn calls_per_second(&self) -> f64 {
         self.latencies.len() as f64 / self.measured.as_secs_f64()
     }
+
+    /// The length of the measured window, in seconds.
+    pub(crate) fn measured_seconds(&self) -> f64 {
+        self.measured.as_secs_f64()
+    }
 }
 
 /// A grpc-web client transport: HTTP/1.1 through tonic-web's client layer.

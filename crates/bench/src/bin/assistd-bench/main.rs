@@ -17,6 +17,7 @@
 //! ```
 
 mod calls;
+mod metrics_cost;
 mod server;
 mod watch;
 
@@ -81,6 +82,16 @@ struct Cli {
     /// is timed.
     #[arg(long, value_name = "N", default_value_t = 200)]
     watch_samples: usize,
+
+    /// Instead of the full run: native-gRPC GetPreferences throughput of two servers, one with
+    /// metrics off and one with them on (`server.metrics_listen`), measured in alternating
+    /// rounds at each --concurrency, and the difference between them.
+    #[arg(long)]
+    metrics_cost: bool,
+
+    /// With --metrics-cost: measured rounds per server and concurrency (the order alternates).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    rounds: usize,
 }
 
 #[tokio::main]
@@ -110,6 +121,35 @@ async fn main() -> anyhow::Result<()> {
         cli.warmup, cli.duration, cli.concurrency, cli.watch_samples
     );
 
+    if cli.metrics_cost {
+        ensure!(cli.rounds > 0, "--rounds must be at least 1");
+        let rounds = metrics_cost::Rounds {
+            concurrency: &cli.concurrency,
+            rounds: cli.rounds,
+            warmup: cli.warmup,
+            duration: cli.duration,
+        };
+        if cli.database.includes_sqlite() {
+            metrics_cost::compare(&server_bin, "SQLite", (None, None), &rounds).await?;
+        }
+        if cli.database.includes_postgres() {
+            let database = PostgresDatabase::create(&cli.postgres_admin_url).await?;
+            let other = PostgresDatabase::create(&cli.postgres_admin_url).await?;
+            let result = metrics_cost::compare(
+                &server_bin,
+                "PostgreSQL",
+                (Some(database.url()), Some(other.url())),
+                &rounds,
+            )
+            .await;
+            let dropped = database.drop_database().await;
+            let other_dropped = other.drop_database().await;
+            result?;
+            dropped?;
+            other_dropped?;
+        }
+        return Ok(());
+    }
     if cli.database.includes_sqlite() {
         bench_database(&cli, &server_bin, "SQLite", None).await?;
     }
@@ -132,7 +172,7 @@ async fn bench_database(
     database_url: Option<&str>,
 ) -> anyhow::Result<()> {
     eprintln!("{label}: starting {}", server_bin.display());
-    let mut server = Server::start(server_bin, database_url)
+    let mut server = Server::start(server_bin, database_url, false)
         .await
         .with_context(|| format!("starting the server on {label}"))?;
     let measured = measure_all(cli, &server, label).await;

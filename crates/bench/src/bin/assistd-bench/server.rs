@@ -26,13 +26,20 @@ pub(crate) struct Server {
     address: String,
     launcher: Launcher,
     user_id: String,
+    /// `http://127.0.0.1:PORT/metrics` when started with metrics on.
+    metrics_url: Option<String>,
     _data_dir: TempDir,
 }
 
 impl Server {
     /// Creates the bench user, then starts the server on `database_url` (SQLite in the data
-    /// directory when `None`) and waits until it serves.
-    pub(crate) async fn start(bin: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
+    /// directory when `None`), with its metrics listener when `metrics` is set, and waits
+    /// until it serves.
+    pub(crate) async fn start(
+        bin: &Path,
+        database_url: Option<&str>,
+        metrics: bool,
+    ) -> anyhow::Result<Self> {
         let data_dir = tempfile::Builder::new()
             .prefix("assistd-bench-")
             .tempdir()
@@ -51,6 +58,16 @@ impl Server {
         if let Some(url) = database_url {
             env.push(("DATABASE_URL", url.into()));
         }
+        let metrics_url = if metrics {
+            let metrics_port = free_port()?;
+            env.push((
+                "ASSISTD_SERVER__METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}").into(),
+            ));
+            Some(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        } else {
+            None
+        };
         let launcher = Launcher {
             bin: bin.to_owned(),
             env,
@@ -76,6 +93,7 @@ impl Server {
             address,
             launcher,
             user_id,
+            metrics_url,
             _data_dir: data_dir,
         })
     }
@@ -83,6 +101,11 @@ impl Server {
     /// `http://127.0.0.1:PORT`.
     pub(crate) fn address(&self) -> &str {
         &self.address
+    }
+
+    /// The metrics endpoint, when the server was started with metrics on.
+    pub(crate) fn metrics_url(&self) -> Option<&str> {
+        self.metrics_url.as_deref()
     }
 
     /// A new `Bearer` token for the bench user, so no scenario outlives its token.

@@ -10,8 +10,14 @@ async fn the_chat_migration_rolls_back_and_applies_again() {
     let chat = store.chat();
     let user = new_user(&store).await;
     corpus(&chat, user).await;
-    // The sign-in migration came after chat: roll back both.
-    Migrator::down(store.connection(), Some(2)).await.unwrap();
+    // Roll back every migration from chat on (the ones after it first).
+    let after_chat = Migrator::migrations()
+        .iter()
+        .rev()
+        .take_while(|migration| migration.name() != "m20261126_000003_chat")
+        .count();
+    let steps = u32::try_from(after_chat + 1).unwrap();
+    Migrator::down(store.connection(), Some(steps)).await.unwrap();
     assert!(chat.get_session(user, SessionId::new()).await.is_err());
     store.migrate().await.unwrap();
     let c = corpus(&chat, user).await;

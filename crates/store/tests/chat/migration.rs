@@ -17,7 +17,9 @@ async fn the_chat_migration_rolls_back_and_applies_again() {
         .take_while(|migration| migration.name() != "m20261126_000003_chat")
         .count();
     let steps = u32::try_from(after_chat + 1).unwrap();
-    Migrator::down(store.connection(), Some(steps)).await.unwrap();
+    Migrator::down(store.connection(), Some(steps))
+        .await
+        .unwrap();
     assert!(chat.get_session(user, SessionId::new()).await.is_err());
     store.migrate().await.unwrap();
     let c = corpus(&chat, user).await;

@@ -148,8 +148,9 @@ impl<S> Layer<S> for BearerLayer {
     }
 }
 
-/// Verifies the bearer token of each non-public call; answers UNAUTHENTICATED without
-/// calling the handler when it is missing or not acceptable.
+/// Verifies the bearer token of each non-public call; answers without calling the handler when
+/// it is missing or not acceptable (UNAUTHENTICATED), or when a service may not make the call
+/// (PERMISSION_DENIED, or INVALID_ARGUMENT without a user named).
 #[derive(Clone, Debug)]
 pub struct BearerAuth<S> {
     inner: S,

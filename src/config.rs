@@ -406,6 +406,12 @@ impl Config {
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             bail!("auth.issuer and auth.audience must not be empty");
         }
+        let lease = self.chat.exchange_lease;
+        if lease < std::time::Duration::from_secs(1) {
+            bail!(
+                "chat.exchange_lease must be at least 1s (it is renewed every third of itself), got {lease:?}"
+            );
+        }
         for origin in &self.server.cors_allowed_origins {
             if origin == "*" {
                 bail!("server.cors_allowed_origins must list origins; \"*\" is not accepted");
@@ -564,6 +570,8 @@ mod tests {
         assert!(format!("{err:#}").contains("key_file"), "{err:#}");
         let err = Config::from_toml("[server]\nlisten_port = 1").unwrap_err();
         assert!(format!("{err:#}").contains("listen_port"), "{err:#}");
+        let err = Config::from_toml("[chat]\nexchange_lease = \"100ms\"").unwrap_err();
+        assert!(format!("{err:#}").contains("exchange_lease"), "{err:#}");
     }
 
     #[test]

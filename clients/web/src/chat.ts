@@ -1,6 +1,7 @@
 // The chat screen: the sessions sidebar (pinned first, archived view, search, load more), the
 // open conversation (earlier messages on demand, tool calls, Markdown replies) and the streamed
 // exchange, which stays with its own session when the user opens another one meanwhile.
+import { ArchivedFilter, FinishReason, MessageRole } from "@assistd/client";
 import type { AssistdClient } from "@assistd/client";
 import { $, button, client, el, when, words } from "./app.js";
 import { renderMarkdown } from "./markdown.js";
@@ -10,16 +11,15 @@ type Session = NonNullable<Awaited<ReturnType<Chat["getSession"]>>["session"]>;
 type ChatMessage = Awaited<ReturnType<Chat["listMessages"]>>["messages"][number];
 type SearchHit = Awaited<ReturnType<Chat["searchMessages"]>>["hits"][number];
 
-// Enum numbers of assistd.chat.v1 (the client package exports the services, not the enums).
-const ROLE_USER = 1;
-const ROLE_MODEL = 2;
-const ROLE_FUNCTION_CALL = 3;
-const ROLE_FUNCTION_RESULT = 4;
-const FINISH_CANCELLED = 7;
-const FINISH_INCOMPLETE = 8;
-const FINISH_ERROR = 9;
-const ARCHIVED_EXCLUDE = 1;
-const ARCHIVED_ONLY = 2;
+const ROLE_USER = MessageRole.USER;
+const ROLE_MODEL = MessageRole.MODEL;
+const ROLE_FUNCTION_CALL = MessageRole.FUNCTION_CALL;
+const ROLE_FUNCTION_RESULT = MessageRole.FUNCTION_RESULT;
+const FINISH_CANCELLED = FinishReason.CANCELLED;
+const FINISH_INCOMPLETE = FinishReason.INCOMPLETE;
+const FINISH_ERROR = FinishReason.ERROR;
+const ARCHIVED_EXCLUDE = ArchivedFilter.EXCLUDE;
+const ARCHIVED_ONLY = ArchivedFilter.ONLY;
 
 const SESSIONS_PAGE = 20;
 const MESSAGES_PAGE = 50;

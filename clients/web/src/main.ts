@@ -1,16 +1,22 @@
 // The reference web app: plain DOM on @assistd/client. One page; the screens are sections shown
 // one at a time. Tokens live in sessionStorage, so a reload or the sign-in redirect keeps the
 // session of this tab and nothing else.
-import { Code, ConnectError, beginRedirectLogin, completeRedirectLogin, watchPreferences } from "@assistd/client";
+import {
+  ApiKeyProvider,
+  AuditOutcome,
+  Code,
+  ConnectError,
+  beginRedirectLogin,
+  completeRedirectLogin,
+  watchPreferences,
+} from "@assistd/client";
 import type { PreferencesWatch, SessionEndReason, SessionEndedEvent } from "@assistd/client";
 import { $, client, el, showFieldErrors, when, words } from "./app.js";
 import { closeSession, loadSessions, stopStreaming } from "./chat.js";
 import { loadMemories } from "./memories.js";
 import { loadUsage } from "./usage.js";
 
-// Enum numbers of the contracts (assistd.*.v1); the client package exports the services, not
-// the generated enums.
-const PROVIDER_GEMINI = 1;
+const PROVIDER_GEMINI = ApiKeyProvider.GEMINI;
 const KEY_STATUS: Record<number, string> = { 0: "unknown", 1: "valid", 2: "invalid", 3: "not yet checked" };
 const THEME_NAMES: Record<number, string> = { 1: "light", 2: "dark", 3: "system" };
 const AUDIT_ACTIONS: Record<number, string> = {
@@ -30,8 +36,9 @@ const AUDIT_ACTIONS: Record<number, string> = {
   14: "Gmail connected",
   15: "Gmail disconnected",
   16: "Google asked to reconnect",
+  17: "A service acted for you",
 };
-const AUDIT_FAILURE = 2;
+const AUDIT_FAILURE = AuditOutcome.FAILURE;
 
 const SESSION_END_WORDS: Record<SessionEndReason, string> = {
   SIGNED_OUT: "You signed out.",

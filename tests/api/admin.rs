@@ -79,7 +79,7 @@ fn local_kek(path: &Path) -> KekConfig {
 
 /// The `assistd` binary, pointed at `config`'s data directory and database, with nothing
 /// inherited that could configure it otherwise (`DATABASE_URL`, the test's `ASSISTD_*`).
-fn assistd(config: &Config) -> std::process::Command {
+pub(crate) fn assistd(config: &Config) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_assistd"));
     command.env_remove("DATABASE_URL");
     for (name, _) in std::env::vars_os() {
@@ -96,7 +96,7 @@ fn assistd(config: &Config) -> std::process::Command {
 }
 
 /// Runs a command to its end off the async workers.
-async fn run(mut command: std::process::Command) -> Output {
+pub(crate) async fn run(mut command: std::process::Command) -> Output {
     tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap()

@@ -4,7 +4,7 @@
 //! call; every call is in the user's audit trail with the account's id. The accounts are made
 //! through the real `assistd admin service-account` commands where the command is the point.
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use assistd_identity::{SigningKey, sign_service_token};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
+use crate::admin::run;
 use crate::helpers::{TestApp, authed, spawn_app};
 
 const GET_PREFERENCES: &str = "/assistd.preferences.v1.PreferencesService/GetPreferences";
@@ -361,29 +362,12 @@ async fn tokens_that_are_not_the_accounts_own_are_refused() {
     assert_eq!(calls, 1);
 }
 
-/// The `assistd` binary against the app's data directory and database.
+/// The binary against the app's data directory and database.
 fn assistd(app: &TestApp) -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_assistd"));
-    command.env_remove("DATABASE_URL");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("ASSISTD_") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .env("ASSISTD_DATA_DIR", &app.config.data_dir)
-        .env("ASSISTD_DATABASE__URL", &app.config.database.url)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    command
+    crate::admin::assistd(&app.config)
 }
 
-async fn run(mut command: std::process::Command) -> Output {
-    tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap()
-}
-
+/// Standard output of a command that must have succeeded.
 fn stdout(output: &Output) -> String {
     assert!(
         output.status.success(),

@@ -2,7 +2,9 @@
 //! calls services make with the tokens they sign (the bearer layer).
 //!
 //! Nothing about an account is remembered between calls: each call reads its row, so a
-//! revocation takes effect on the next call on every replica.
+//! revocation takes effect on the next call on every replica. That read is one query on
+//! primary keys, whatever the length of the account's user list: the row, whether the named
+//! user is on the list, and whether that user exists.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -155,10 +157,24 @@ impl ServiceAccounts {
             reason: ErrorReason::AccessTokenInvalid,
             message,
         };
+        // Read before the token is checked, so that one lookup answers everything; a caller
+        // whose token fails still hears about the token first.
+        let user = on_behalf_of
+            .ok_or_else(|| {
+                Error::from(FieldViolation::new(
+                    ON_BEHALF_OF_METADATA,
+                    "a service call names the user it is for in this metadata",
+                ))
+            })
+            .and_then(|named| {
+                named.trim().parse::<UserId>().map_err(|_| {
+                    FieldViolation::new(ON_BEHALF_OF_METADATA, "must be a user id (a UUID)").into()
+                })
+            });
         let found = self
             .store
             .service_accounts()
-            .get(account)
+            .get_acting_for(account, user.as_ref().ok().copied())
             .await?
             .ok_or_else(|| invalid(TokenError::UnknownKey.to_string()))?;
         verify_service_token(
@@ -181,18 +197,7 @@ impl ServiceAccounts {
                 message: format!("service account {} was revoked", found.name),
             });
         }
-        let user = on_behalf_of
-            .ok_or_else(|| {
-                FieldViolation::new(
-                    ON_BEHALF_OF_METADATA,
-                    "a service call names the user it is for in this metadata",
-                )
-            })?
-            .trim()
-            .parse::<UserId>()
-            .map_err(|_| {
-                FieldViolation::new(ON_BEHALF_OF_METADATA, "must be a user id (a UUID)")
-            })?;
+        let user = user?;
         let call = ServiceCall {
             account,
             name: found.name.clone(),
@@ -203,7 +208,7 @@ impl ServiceAccounts {
                 reason: ErrorReason::RpcNotAllowed,
                 message: format!("service account {} may not call {method}", found.name),
             })
-        } else if !found.users.allows(user) {
+        } else if !found.user_allowed {
             Some(Error::PermissionDenied {
                 reason: ErrorReason::UserNotAllowed,
                 message: format!("service account {} may not act for user {user}", found.name),
@@ -214,14 +219,19 @@ impl ServiceAccounts {
         if let Some(refusal) = refusal {
             // Listed users exist (their rows go with their account), so this writes into a
             // real trail; a user the account may not act for sees nothing of it.
-            if found.users.allows(user) {
+            if found.user_allowed {
                 self.record(&call, method, AuditOutcome::Failure, context)
                     .await?;
             }
             return Err(refusal);
         }
         // An account that may act for anyone still needs the user to exist.
-        self.store.users().get(user).await?;
+        if !found.user_exists {
+            return Err(Error::NotFound {
+                resource: "user",
+                id: user.to_string(),
+            });
+        }
         Ok(call)
     }
 

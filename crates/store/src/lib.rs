@@ -28,7 +28,7 @@ pub use notify::{PreferencesChange, PreferencesChangeFeed};
 pub use preferences::PreferencesRepository;
 /// A database transaction, committed with `commit().await` or rolled back when dropped.
 pub use sea_orm::{ConnectionTrait, DatabaseTransaction};
-pub use service_accounts::ServiceAccountRepository;
+pub use service_accounts::{ActingFor, ServiceAccountRepository};
 pub use users::{NewUser, UserRepository};
 
 /// Turns a database error into the domain's error: UNAVAILABLE (retryable) when the database

@@ -3,13 +3,64 @@
 use assistd_domain::service_account::{NewServiceAccount, ServiceAccount, UserScope};
 use assistd_domain::{Error, FieldViolation, Result, ServiceAccountId, UserId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, SqlErr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, SqlErr,
 };
 
-use crate::entity::{service_account_users, service_accounts};
+use crate::entity::{service_account_users, service_accounts, users};
 use crate::{Store, db_error};
+
+/// A service account as one call sees it: the account, and what it may do for the one user
+/// the call names. Read by [`ServiceAccountRepository::get_acting_for`] without the account's
+/// user list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActingFor {
+    /// The account's id.
+    pub id: ServiceAccountId,
+    /// Its name.
+    pub name: String,
+    /// The raw 32-byte Ed25519 public key its tokens are checked with.
+    pub public_key: Vec<u8>,
+    /// Full gRPC method paths it may call.
+    pub allowed_methods: Vec<String>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Whether it may act for the user asked about: it may act for any user, or that user is
+    /// on its list. False when no user was asked about.
+    pub user_allowed: bool,
+    /// Whether the user asked about has an account. False when no user was asked about.
+    pub user_exists: bool,
+}
+
+impl ActingFor {
+    /// Whether the account may still make calls.
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+
+    /// Whether `method` (a full gRPC path) is on its allowlist.
+    #[must_use]
+    pub fn allows_method(&self, method: &str) -> bool {
+        self.allowed_methods.iter().any(|allowed| allowed == method)
+    }
+}
+
+/// The row [`ServiceAccountRepository::get_acting_for`] reads: the account's columns and two
+/// answers about the user.
+#[derive(Debug, FromQueryResult)]
+struct ActingForRow {
+    id: uuid::Uuid,
+    name: String,
+    public_key: Vec<u8>,
+    allowed_methods: String,
+    any_user: bool,
+    revoked_at: Option<DateTime<Utc>>,
+    user_listed: bool,
+    user_exists: bool,
+}
 
 /// Reads and writes service accounts. Administrative: nothing here is scoped to a user.
 #[derive(Clone, Debug)]
@@ -114,6 +165,68 @@ impl ServiceAccountRepository {
         Ok(Some(account(row, users)))
     }
 
+    /// The account with this id as a call for `user` sees it, revoked or not, in one query on
+    /// primary keys: the account's row, whether `user` is on its list and whether `user` has
+    /// an account. The account's user list (up to a thousand ids) is not read. With no `user`
+    /// (the call named none, or not a well-formed one) only the account is read.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn get_acting_for(
+        &self,
+        id: ServiceAccountId,
+        user: Option<UserId>,
+    ) -> Result<Option<ActingFor>> {
+        let db = self.store.connection();
+        let mut select = service_accounts::Entity::find_by_id(id.as_uuid());
+        select = match user {
+            Some(user) => select
+                .column_as(
+                    Expr::exists(
+                        Query::select()
+                            .expr(Expr::val(1))
+                            .from(service_account_users::Entity)
+                            .and_where(
+                                service_account_users::Column::ServiceAccountId.eq(id.as_uuid()),
+                            )
+                            .and_where(service_account_users::Column::UserId.eq(user.as_uuid()))
+                            .to_owned(),
+                    ),
+                    "user_listed",
+                )
+                .column_as(
+                    Expr::exists(
+                        Query::select()
+                            .expr(Expr::val(1))
+                            .from(users::Entity)
+                            .and_where(users::Column::Id.eq(user.as_uuid()))
+                            .to_owned(),
+                    ),
+                    "user_exists",
+                ),
+            None => select
+                .column_as(Expr::val(false), "user_listed")
+                .column_as(Expr::val(false), "user_exists"),
+        };
+        let Some(row) = select
+            .into_model::<ActingForRow>()
+            .one(db)
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ActingFor {
+            id: ServiceAccountId::from_uuid(row.id),
+            name: row.name,
+            public_key: row.public_key,
+            allowed_methods: methods(&row.allowed_methods),
+            revoked_at: row.revoked_at,
+            user_allowed: user.is_some() && (row.any_user || row.user_listed),
+            user_exists: row.user_exists,
+        }))
+    }
+
     /// Every account, oldest first.
     ///
     /// # Errors
@@ -195,14 +308,18 @@ fn account(row: service_accounts::Model, users: Option<Vec<UserId>>) -> ServiceA
         id: ServiceAccountId::from_uuid(row.id),
         name: row.name,
         public_key: row.public_key,
-        allowed_methods: row
-            .allowed_methods
-            .lines()
-            .filter(|line| !line.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        allowed_methods: methods(&row.allowed_methods),
         users: users.map_or(UserScope::Any, UserScope::Listed),
         created_at: row.created_at,
         revoked_at: row.revoked_at,
     }
+}
+
+/// The allowlist as stored: full method paths, one per line.
+fn methods(stored: &str) -> Vec<String> {
+    stored
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

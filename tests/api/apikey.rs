@@ -9,7 +9,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{TestApp, authed, spawn_app};
+use crate::helpers::{TestApp, authed, reason, spawn_app};
 
 /// A well-formed key the Gemini peer accepts once allowed.
 pub(crate) const GOOD_KEY: &str = "AIzaSyD-canary-0123456789abcdefghijklm";
@@ -28,14 +28,6 @@ fn set(key: &str) -> pb::SetApiKeyRequest {
 
 fn gemini() -> i32 {
     Provider::Gemini.into()
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
 }
 
 fn violated_fields(status: &tonic::Status) -> Vec<String> {

@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
 use crate::apikey::GOOD_KEY;
-use crate::helpers::{TestApp, authed, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, authed, reason, spawn_app, spawn_app_with};
 
 /// A signed-in user with a stored key and chat clients.
 struct User {
@@ -123,14 +123,6 @@ impl User {
             .into_inner()
             .messages
     }
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
 }
 
 fn text_of(message: &pb::Message) -> &str {

@@ -39,6 +39,16 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
         .try_init();
 });
 
+/// The `ErrorInfo.reason` a status carries in its google.rpc details, or `""` without one.
+pub(crate) fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
 /// A grpc-web client transport: HTTP/1.1 through tonic-web's client layer.
 pub(crate) type GrpcWebTransport =
     GrpcWebClientService<HyperClient<HttpConnector, tonic_web::GrpcWebCall<tonic::body::Body>>>;

@@ -21,19 +21,11 @@ use tonic::Code;
 use tonic_types::StatusExt as _;
 
 use crate::admin::run;
-use crate::helpers::{TestApp, authed, spawn_app};
+use crate::helpers::{TestApp, authed, reason, spawn_app};
 
 const GET_PREFERENCES: &str = "/assistd.preferences.v1.PreferencesService/GetPreferences";
 const LIST_SESSIONS: &str = "/assistd.chat.v1.ChatService/ListSessions";
 const LIST_API_KEYS: &str = "/assistd.apikey.v1.UserApiKeyService/ListApiKeys";
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
-}
 
 /// The server's service accounts, as the admin command would reach them.
 fn accounts(app: &TestApp) -> ServiceAccounts {

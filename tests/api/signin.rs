@@ -11,7 +11,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{TestApp, authed, spawn_app_with};
+use crate::helpers::{TestApp, authed, reason, spawn_app_with};
 
 const REDIRECT: &str = OidcProvider::REDIRECT_URI;
 
@@ -61,14 +61,6 @@ async fn sign_in(auth: &mut AuthServiceClient<Channel>, gmail: bool) -> pb::Comp
     .await
     .unwrap()
     .into_inner()
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
 }
 
 async fn count(app: &TestApp, sql: &str) -> i64 {

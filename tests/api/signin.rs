@@ -434,6 +434,38 @@ refused_id_token!(
     )
 );
 
+/// RFC 7515 §4.1.11: a validly signed ID token whose header lists an extension as critical
+/// (`"crit": ["exp"]`) that the server does not understand is refused, whether a client hands
+/// it in or the provider's token endpoint issues it in a redirect sign-in.
+#[tokio::test]
+async fn an_id_token_with_an_unknown_critical_header_is_refused() {
+    id_token_is_refused(
+        |p, c| (p.mint_hostile(&c, Hostile::UnknownCritical), String::new()),
+        Code::Unauthenticated,
+        "ID_TOKEN_INVALID",
+    )
+    .await;
+
+    let (app, provider) = app_with(|_| {}).await;
+    provider.set_id_token_forgery(Some(Hostile::UnknownCritical));
+    let mut auth = client(&app).await;
+    let begun = begin(&mut auth).await;
+    let (state, code) = authorize(&begun.authorization_url).await;
+    let status = complete(&mut auth, &state, &code).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(reason(&status), "ID_TOKEN_INVALID");
+    assert!(status.message().contains("header extensions"), "{status:?}");
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM auth_sessions").await, 0);
+
+    // The same provider signing honestly again signs the user in: only the header was wrong.
+    provider.set_id_token_forgery(None);
+    let begun = begin(&mut auth).await;
+    let (state, code) = authorize(&begun.authorization_url).await;
+    complete(&mut auth, &state, &code).await.unwrap();
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 1);
+}
+
 #[tokio::test]
 async fn a_malformed_id_token_is_an_invalid_argument() {
     id_token_is_refused(

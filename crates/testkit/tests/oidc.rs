@@ -686,8 +686,20 @@ async fn minted_tokens_verify_and_hostile_ones_do_not() {
                 assert_eq!(header["kid"], provider.current_kid());
             }
             Hostile::NoKid => assert!(header.get("kid").is_none()),
+            Hostile::UnknownCritical => unreachable!("not in this list"),
         }
     }
+
+    // Validly signed by a published key: only a verifier that honours `crit` refuses it.
+    let critical = provider.mint_hostile(&claims, Hostile::UnknownCritical);
+    let header = header_of(&critical);
+    assert_eq!(header["crit"], json!(["exp"]));
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["kid"], provider.current_kid());
+    assert_eq!(
+        verify(&jwks, &critical, "some-audience", &issuer).unwrap(),
+        claims
+    );
 }
 
 #[tokio::test]

@@ -147,6 +147,19 @@ impl SigningKey {
         jsonwebtoken::encode(&header, claims, &self.encoding)
             .expect("an RSA key that loaded signs RS256")
     }
+
+    /// `claims` as an RS256 JWT, its header naming the kid and marking `critical` as
+    /// extensions the recipient must understand (`crit`, RFC 7515 §4.1.11): a relying party's
+    /// tests need validly signed tokens that demand extensions it does not know.
+    #[must_use]
+    pub fn sign_with_critical(&self, critical: &[&str], claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some("JWT".to_owned());
+        header.kid = Some(self.kid.clone());
+        header.crit = Some(critical.iter().map(|&name| name.to_owned()).collect());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .expect("an RSA key that loaded signs RS256")
+    }
 }
 
 /// A fresh 2048-bit RSA key as a PKCS#8 PEM.
@@ -203,5 +216,15 @@ mod tests {
         assert_eq!(first.kid, again.kid);
         assert_eq!(first.jwks()["keys"][0]["kid"], json!(first.kid));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_critical_header_names_the_extensions_and_the_kid() {
+        let key = SigningKey::generate().unwrap();
+        let token = key.sign_with_critical(&["exp"], &json!({"sub": "1"}));
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.crit, Some(vec!["exp".to_owned()]));
+        assert_eq!(header.kid.as_deref(), Some(key.kid()));
+        assert_eq!(header.alg, Algorithm::RS256);
     }
 }

@@ -218,8 +218,11 @@ fn exchange_code(
             claims.insert(name.clone(), value.clone());
         }
     }
-    let key = &state.keys.current;
-    let id_token = key.sign(&Value::Object(claims));
+    let claims = Value::Object(claims);
+    let id_token = match state.id_token_forgery {
+        Some(kind) => jwt::hostile(&state.keys, &claims, kind),
+        None => state.keys.current.sign(&claims),
+    };
     let mut body = json!({
         "access_token": access_token,
         "token_type": "Bearer",

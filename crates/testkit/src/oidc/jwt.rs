@@ -26,6 +26,11 @@ pub enum Hostile {
     /// RS256 without a `kid`, signed by a key the JWKS does not list: a relying party that
     /// falls back to "the only key" when the kid is missing still has to reject it.
     NoKid,
+    /// RS256 by the current key under its kid, validly signed, whose header marks `exp` as a
+    /// critical extension (`"crit": ["exp"]`): RFC 7515 §4.1.11 requires a recipient that
+    /// does not understand a listed extension (and `exp` is a claim, not a header extension)
+    /// to reject the token.
+    UnknownCritical,
 }
 
 /// An RS256 JWT of `claims` signed by `key`, its header naming `kid`.
@@ -66,6 +71,7 @@ pub(super) fn hostile(keys: &Keyring, claims: &Value, kind: Hostile) -> String {
             format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
         }
         Hostile::NoKid => rs256(&keys.foreign, None, claims),
+        Hostile::UnknownCritical => current.sign_with_critical(&["exp"], claims),
     }
 }
 

@@ -22,7 +22,7 @@
 //! | tool | for |
 //! | --- | --- |
 //! | [`OidcProvider::register_client`], [`OidcProvider::set_user`] | who signs in where |
-//! | [`OidcProvider::set_id_token_claims`], [`OidcProvider::set_omit_refresh_token`], [`OidcProvider::set_token_endpoint_failure`], [`OidcProvider::revoke_refresh_token`] | what the token endpoint answers |
+//! | [`OidcProvider::set_id_token_claims`], [`OidcProvider::set_id_token_forgery`], [`OidcProvider::set_omit_refresh_token`], [`OidcProvider::set_token_endpoint_failure`], [`OidcProvider::revoke_refresh_token`] | what the token endpoint answers |
 //! | [`OidcProvider::rotate_signing_key`], [`OidcProvider::set_jwks_max_age`] | key rollover and JWKS caching |
 //! | [`OidcProvider::default_claims`], [`OidcProvider::mint`], [`OidcProvider::mint_hostile`], [`Hostile`] | ID tokens made to order, forged ones included |
 //! | [`OidcProvider::authorize_requests`], [`OidcProvider::token_requests`], [`OidcProvider::jwks_requests`], [`OidcProvider::issued_access_tokens`], [`OidcProvider::issued_refresh_tokens`] | what the relying party did |
@@ -218,6 +218,12 @@ impl OidcProvider {
         self.shared.lock().claim_overrides = overrides;
     }
 
+    /// Has the token endpoint forge the ID tokens of code exchanges as `kind` says (claims and
+    /// overrides as usual), or sign them honestly again with `None`.
+    pub fn set_id_token_forgery(&self, kind: Option<Hostile>) {
+        self.shared.lock().id_token_forgery = kind;
+    }
+
     /// Issues ID tokens with their own claims again.
     pub fn clear_id_token_claims(&self) {
         self.shared.lock().claim_overrides.clear();
@@ -393,6 +399,8 @@ struct State {
     refresh_order: Vec<String>,
     access_tokens: Vec<IssuedAccess>,
     claim_overrides: Map<String, Value>,
+    /// How the token endpoint forges its ID tokens, if it does.
+    id_token_forgery: Option<Hostile>,
     omit_refresh_token: bool,
     token_failure: Option<StatusCode>,
     jwks_max_age: u64,
@@ -421,6 +429,7 @@ impl State {
             refresh_order: Vec::new(),
             access_tokens: Vec::new(),
             claim_overrides: Map::new(),
+            id_token_forgery: None,
             omit_refresh_token: false,
             token_failure: None,
             jwks_max_age: 3600,

@@ -2,10 +2,11 @@
 //! (`server.metrics_listen`, off by default) so the API port never answers scrapes.
 //!
 //! Everything is registered in one [`Registry`] per server: calls by method and code, their
-//! latency and size, calls in flight, upstream calls (Gemini, KMS) by outcome and latency,
-//! sign-in outcomes, and values read at scrape time from their owners (the database pool, the
-//! data-key cache, the audit log). Method labels are limited to the methods the server knows,
-//! so a client cannot create series by calling made-up paths.
+//! latency and size, calls in flight, upstream calls (Gemini, KMS, the Google sign-in
+//! provider) by outcome and latency, sign-in outcomes, and values read at scrape time from
+//! their owners (the database pool, the data-key cache, the audit log). Method labels are
+//! limited to the methods the server knows, so a client cannot create series by calling
+//! made-up paths.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -130,7 +131,7 @@ pub struct UpstreamMetrics {
 }
 
 impl UpstreamMetrics {
-    /// One call to `peer` (`gemini`, `kms`) ended with `outcome` after `elapsed`.
+    /// One call to `peer` (`gemini`, `kms`, `google`) ended with `outcome` after `elapsed`.
     pub fn record(&self, peer: &str, operation: &str, outcome: &str, elapsed: Duration) {
         self.calls
             .get_or_create(&UpstreamLabels {

@@ -332,6 +332,12 @@ impl Application {
             config.sign_in.clone(),
         )
         .map_err(|message| anyhow::anyhow!("sign_in: {message}"))?;
+        if let Some(metrics) = &metrics {
+            let upstream = Arc::clone(&metrics.upstream);
+            auth.observe_provider_calls(Arc::new(move |operation, outcome, elapsed| {
+                upstream.record("google", operation, outcome, elapsed);
+            }));
+        }
 
         let (health, health_service) = tonic_health::server::health_reporter();
         start_health_probe(health, store.clone(), shutdown.child_token()).await;

@@ -388,3 +388,127 @@ async fn the_metrics_listener_answers_only_get_metrics() {
         .unwrap();
     assert_ne!(api.status(), 200);
 }
+
+/// `assistd_upstream_calls_total` of the sign-in provider for `operation` and `outcome`.
+fn google_calls(samples: &BTreeMap<String, f64>, operation: &str, outcome: &str) -> f64 {
+    value(
+        samples,
+        &format!(
+            "assistd_upstream_calls_total{{peer=\"google\",operation=\"{operation}\",outcome=\"{outcome}\"}}"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn calls_to_the_sign_in_provider_are_counted_by_operation_and_outcome() {
+    use assistd_testkit::oidc::OidcProvider;
+
+    let provider = OidcProvider::start().await;
+    let issuer = provider.issuer();
+    let app = spawn_app_with(move |config| {
+        config.server.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.sign_in.issuer = issuer;
+        config.sign_in.client_id = OidcProvider::CLIENT_ID.into();
+        config.sign_in.client_secret = OidcProvider::CLIENT_SECRET.into();
+        config.sign_in.allowed_redirect_uris = vec![OidcProvider::REDIRECT_URI.into()];
+        config.sign_in.sign_in_per_ip_per_minute = 10_000;
+        config.sign_in.sign_in_per_user_per_minute = 10_000;
+    })
+    .await;
+    let mut auth = AuthServiceClient::new(app.channel().await);
+    let begin = || authpb::BeginLoginRequest {
+        redirect_uri: OidcProvider::REDIRECT_URI.into(),
+        request_gmail_access: false,
+        login_hint: String::new(),
+    };
+    let complete = |state: String, code: String| authpb::CompleteLoginRequest {
+        state,
+        code,
+        device_name: String::new(),
+    };
+
+    let before = scrape(&app).await;
+    assert_eq!(
+        sum(&before, "assistd_upstream_calls_total{peer=\"google\""),
+        0.0,
+        "nothing is fetched before the first sign-in: {before:?}"
+    );
+
+    // A sign-in: discovery (at BeginLogin), then the code exchange and the JWKS.
+    let begun = auth.begin_login(begin()).await.unwrap().into_inner();
+    let (state, code) = crate::signin::authorize(&begun.authorization_url).await;
+    auth.complete_login(complete(state, code)).await.unwrap();
+    let signed_in = scrape(&app).await;
+    for operation in ["discovery", "token", "jwks"] {
+        assert_eq!(
+            google_calls(&signed_in, operation, "ok"),
+            1.0,
+            "{operation}: {signed_in:?}"
+        );
+        assert_eq!(
+            value(
+                &signed_in,
+                &format!(
+                    "assistd_upstream_duration_seconds_count{{peer=\"google\",operation=\"{operation}\"}}"
+                )
+            ),
+            1.0,
+            "{operation}: {signed_in:?}"
+        );
+    }
+    assert_eq!(
+        sum(&signed_in, "assistd_upstream_calls_total{peer=\"google\""),
+        3.0,
+        "{signed_in:?}"
+    );
+
+    // A code the provider never issued: the token endpoint refuses it. Discovery and the
+    // JWKS come from the cache.
+    let begun = auth.begin_login(begin()).await.unwrap().into_inner();
+    auth.complete_login(complete(begun.state, "a-code-nobody-issued".into()))
+        .await
+        .unwrap_err();
+    let refused = scrape(&app).await;
+    assert_eq!(
+        google_calls(&refused, "token", "refused"),
+        1.0,
+        "{refused:?}"
+    );
+    assert_eq!(google_calls(&refused, "token", "ok"), 1.0);
+    assert_eq!(google_calls(&refused, "discovery", "ok"), 1.0);
+
+    // The token endpoint fails: unavailable, and the sign-in answers UNAVAILABLE.
+    provider.set_token_endpoint_failure(Some(503));
+    let begun = auth.begin_login(begin()).await.unwrap().into_inner();
+    let (state, code) = crate::signin::authorize(&begun.authorization_url).await;
+    let status = auth
+        .complete_login(complete(state, code))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let failed = scrape(&app).await;
+    assert_eq!(
+        google_calls(&failed, "token", "unavailable"),
+        1.0,
+        "{failed:?}"
+    );
+    assert_eq!(
+        value(
+            &failed,
+            "assistd_upstream_duration_seconds_count{peer=\"google\",operation=\"token\"}"
+        ),
+        3.0
+    );
+
+    // The provider is gone: the discovery document, marked stale by the token endpoint's
+    // failure, cannot be fetched again (the stale copy still serves BeginLogin).
+    drop(provider);
+    auth.begin_login(begin()).await.unwrap();
+    let gone = scrape(&app).await;
+    assert_eq!(
+        google_calls(&gone, "discovery", "unavailable"),
+        1.0,
+        "{gone:?}"
+    );
+    assert_eq!(google_calls(&gone, "discovery", "ok"), 1.0);
+}

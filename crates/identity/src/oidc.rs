@@ -24,8 +24,8 @@ mod id_token;
 mod jwks;
 
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use assistd_domain::Clock;
 use chrono::{DateTime, Utc};
@@ -142,6 +142,44 @@ pub enum OidcError {
     /// unknown client, wrong secret, malformed request parameters).
     #[error("OpenID Connect is misconfigured: {0}")]
     Misconfigured(String),
+}
+
+/// Told about every request the client sends to the provider: its operation (`discovery`,
+/// `jwks`, `token`), its outcome and how long it took. Outcomes: `ok`; `unavailable`
+/// (unreachable, timed out, an HTTP error or an unparsable answer: [`OidcError::Unavailable`]);
+/// `refused` (the token endpoint refused the code or the refresh token:
+/// [`OidcError::CodeRejected`], [`OidcError::InvalidGrant`]); `misconfigured` (the provider's
+/// answer shows a configuration error: [`OidcError::Misconfigured`]).
+pub type ProviderCallObserver = Arc<dyn Fn(&str, &str, Duration) + Send + Sync>;
+
+/// The outcome label of a request to the provider, for [`ProviderCallObserver`]s.
+fn outcome_of<T>(result: &Result<T, OidcError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(OidcError::Unavailable(_)) => "unavailable",
+        Err(
+            OidcError::CodeRejected(_) | OidcError::InvalidGrant | OidcError::InvalidIdToken(_),
+        ) => "refused",
+        Err(OidcError::Misconfigured(_)) => "misconfigured",
+    }
+}
+
+/// Where the requests to the provider are reported, if anywhere.
+#[derive(Default)]
+pub(crate) struct CallReport(OnceLock<ProviderCallObserver>);
+
+impl CallReport {
+    /// Reports one request to the provider, `operation`, begun at `started`.
+    pub(crate) fn record<T>(
+        &self,
+        operation: &str,
+        started: Instant,
+        result: &Result<T, OidcError>,
+    ) {
+        if let Some(observer) = self.0.get() {
+            observer(operation, outcome_of(result), started.elapsed());
+        }
+    }
 }
 
 /// What the authorization URL carries. The caller generates and remembers `state`, `nonce`
@@ -272,6 +310,7 @@ struct Inner {
     http: reqwest::Client,
     discovery: DiscoveryCache,
     jwks: JwksCache,
+    calls: CallReport,
 }
 
 impl std::fmt::Debug for Inner {
@@ -323,8 +362,15 @@ impl OidcClient {
                 http,
                 discovery: DiscoveryCache::default(),
                 jwks: JwksCache::default(),
+                calls: CallReport::default(),
             }),
         })
+    }
+
+    /// Tells `observer` about every request this client and its clones send to the provider
+    /// from now on (for metrics). The first observer set stays; returns whether this one was.
+    pub fn observe_calls(&self, observer: ProviderCallObserver) -> bool {
+        self.inner.calls.0.set(observer).is_ok()
     }
 
     /// The URL to send the user to: response type `code`, scopes `openid email profile`
@@ -398,6 +444,7 @@ impl OidcClient {
         let redirect_uri = redirect_url(redirect_uri)?;
         let provider = self.provider().await?;
 
+        let started = Instant::now();
         let response = provider
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -405,7 +452,9 @@ impl OidcClient {
             .set_redirect_uri(Cow::Owned(redirect_uri))
             .request_async(&self.inner.http)
             .await
-            .map_err(|e| self.token_endpoint_error(&e, Grant::AuthorizationCode))?;
+            .map_err(|e| self.token_endpoint_error(&e, Grant::AuthorizationCode));
+        self.inner.calls.record("token", started, &response);
+        let response = response?;
 
         let id_token = response.raw_id_token().ok_or_else(|| {
             OidcError::InvalidIdToken("the token response carries no ID token".into())
@@ -466,12 +515,15 @@ impl OidcClient {
     ) -> Result<RefreshedAccess, OidcError> {
         let provider = self.provider().await?;
         let refresh_token = RefreshToken::new(refresh_token.to_owned());
+        let started = Instant::now();
         let response = provider
             .client
             .exchange_refresh_token(&refresh_token)
             .request_async(&self.inner.http)
             .await
-            .map_err(|e| self.token_endpoint_error(&e, Grant::RefreshToken))?;
+            .map_err(|e| self.token_endpoint_error(&e, Grant::RefreshToken));
+        self.inner.calls.record("token", started, &response);
+        let response = response?;
         let now = self.inner.clock.now();
         Ok(RefreshedAccess {
             access_token: response.access_token().secret().clone(),
@@ -490,6 +542,7 @@ impl OidcClient {
                 &inner.client_id,
                 &inner.client_secret,
                 inner.clock.as_ref(),
+                &inner.calls,
             )
             .await
     }
@@ -511,6 +564,7 @@ impl OidcClient {
                 &provider.jwks_uri,
                 &header.kid,
                 inner.clock.as_ref(),
+                &inner.calls,
             )
             .await?;
         let claims = id_token::verify_signature(token, header.alg, &key)?;
@@ -663,6 +717,43 @@ mod tests {
         };
         let printed = format!("{refreshed:?}");
         assert!(!printed.contains("secret-access") && !printed.contains("secret-refresh"));
+    }
+
+    #[test]
+    fn provider_calls_are_reported_with_the_outcome_of_their_error() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let report = CallReport::default();
+        let started = Instant::now();
+        // Nothing is reported before an observer is set.
+        report.record("token", started, &Ok::<(), OidcError>(()));
+        let sink = Arc::clone(&seen);
+        assert!(
+            report
+                .0
+                .set(Arc::new(move |operation, outcome, _| {
+                    sink.lock().unwrap().push(format!("{operation}:{outcome}"));
+                }))
+                .is_ok()
+        );
+        report.record("discovery", started, &Ok::<(), OidcError>(()));
+        for error in [
+            OidcError::Unavailable("down".into()),
+            OidcError::CodeRejected("invalid_grant".into()),
+            OidcError::InvalidGrant,
+            OidcError::Misconfigured("invalid_client".into()),
+        ] {
+            report.record("token", started, &Err::<(), _>(error));
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "discovery:ok",
+                "token:unavailable",
+                "token:refused",
+                "token:refused",
+                "token:misconfigured",
+            ]
+        );
     }
 
     #[test]

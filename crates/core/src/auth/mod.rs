@@ -162,6 +162,15 @@ impl AuthService {
         Arc::clone(&self.inner.gate)
     }
 
+    /// Tells `observer` about every request sent to the identity provider (discovery, JWKS,
+    /// token endpoint), for metrics. Without sign-in configured there are none. The first
+    /// observer set stays.
+    pub fn observe_provider_calls(&self, observer: assistd_identity::ProviderCallObserver) {
+        if let Some(oidc) = &self.inner.oidc {
+            oidc.observe_calls(observer);
+        }
+    }
+
     /// The sign-in rate limits.
     #[must_use]
     pub fn rate_limits(&self) -> &SignInRateLimits {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::{ClientSecret, OidcError};
+use super::{CallReport, ClientSecret, OidcError};
 
 /// How long a discovery document is used before it is fetched again.
 const DISCOVERY_TTL: chrono::Duration = chrono::Duration::hours(1);
@@ -85,6 +85,7 @@ impl DiscoveryCache {
         client_id: &str,
         client_secret: &ClientSecret,
         clock: &dyn Clock,
+        calls: &CallReport,
     ) -> Result<Arc<Provider>, OidcError> {
         // Held across the fetch so concurrent first calls share one request.
         let mut state = self.state.lock().await;
@@ -92,7 +93,10 @@ impl DiscoveryCache {
         if let Some(cached) = state.as_ref().filter(|c| c.is_fresh(now)) {
             return Ok(cached.provider.clone());
         }
-        match discover(http, issuer, client_id, client_secret).await {
+        let started = std::time::Instant::now();
+        let discovered = discover(http, issuer, client_id, client_secret).await;
+        calls.record("discovery", started, &discovered);
+        match discovered {
             Ok(provider) => {
                 let provider = Arc::new(provider);
                 *state = Some(Cached {

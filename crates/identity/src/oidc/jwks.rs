@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::OidcError;
+use super::{CallReport, OidcError};
 
 /// Lifetime of a key set whose response carries no `max-age`.
 const DEFAULT_TTL: chrono::Duration = chrono::Duration::hours(1);
@@ -72,6 +72,7 @@ impl JwksCache {
         uri: &Url,
         kid: &str,
         clock: &dyn Clock,
+        calls: &CallReport,
     ) -> Result<VerificationKey, OidcError> {
         // Held across fetches: concurrent verifications wait for one request instead of
         // each sending their own.
@@ -80,7 +81,7 @@ impl JwksCache {
 
         let fresh = state.set.as_ref().is_some_and(|s| s.is_fresh(uri, now));
         if !fresh {
-            match fetch(http, uri, now).await {
+            match fetch(http, uri, now, calls).await {
                 Ok(set) => state.set = Some(set),
                 Err(error) => match &state.set {
                     Some(stale) if &stale.uri == uri => {
@@ -102,7 +103,7 @@ impl JwksCache {
                 .is_none_or(|t| now < t || now - t >= UNKNOWN_KID_REFETCH_INTERVAL);
         if may_refetch {
             state.last_unknown_kid_refetch = Some(now);
-            match fetch(http, uri, now).await {
+            match fetch(http, uri, now, calls).await {
                 Ok(set) => {
                     state.set = Some(set);
                     if let Some(key) = lookup(&state, kid) {
@@ -124,7 +125,24 @@ fn lookup(state: &State, kid: &str) -> Option<VerificationKey> {
     state.set.as_ref()?.keys.get(kid).cloned()
 }
 
-async fn fetch(http: &reqwest::Client, uri: &Url, now: DateTime<Utc>) -> Result<KeySet, OidcError> {
+/// Fetches the key set, reporting the request to `calls`.
+async fn fetch(
+    http: &reqwest::Client,
+    uri: &Url,
+    now: DateTime<Utc>,
+    calls: &CallReport,
+) -> Result<KeySet, OidcError> {
+    let started = std::time::Instant::now();
+    let fetched = fetch_key_set(http, uri, now).await;
+    calls.record("jwks", started, &fetched);
+    fetched
+}
+
+async fn fetch_key_set(
+    http: &reqwest::Client,
+    uri: &Url,
+    now: DateTime<Utc>,
+) -> Result<KeySet, OidcError> {
     let response = http
         .get(uri.clone())
         .header(reqwest::header::ACCEPT, "application/json")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The reference web app (clients/web): installs Debian's chromium if it is missing, installs the
-# TypeScript client and the app from their package-lock.json files, type-checks and builds both,
+# The reference web app (clients/web): installs Debian's chromium (and openssl, which makes the
+# TLS test's certificates) if missing, installs the TypeScript client and the app from their
+# package-lock.json files, type-checks and builds both,
 # and runs the browser tests (headless Chromium through playwright-core) against a real
 # `assistd dev` that the tests start on free loopback ports. Stops everything it started.
 # Usage: web.sh ASSISTD_BIN
@@ -29,6 +30,13 @@ if [ ! -x "$chromium_bin" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null
 fi
 "$chromium_bin" --version 2> /dev/null  # Debian's launcher script complains on stderr about its memory check
+
+step "openssl (test certificates for the HTTP/2 over TLS test)"
+if ! command -v openssl > /dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl > /dev/null
+fi
+openssl version
 
 step "npm ci (clients/ts, clients/web)"
 npm ci --prefix "$root/clients/ts" --no-audit --no-fund --loglevel=error

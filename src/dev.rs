@@ -6,6 +6,9 @@
 //! as the issuer, sign-in off until a client id is configured, Google's Gemini API, no CORS
 //! origins) stay untouched. Anyone can sign in as anyone here, so every listener is held to
 //! loopback unless `--i-know-this-is-not-production` says otherwise.
+//!
+//! With `--tls-cert`/`--tls-key` the API port speaks TLS (`server.tls`, ALPN h2 and http/1.1),
+//! so a browser reaches it over HTTP/2; the provider and the local model stay plain HTTP.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -74,6 +77,14 @@ pub(crate) struct DevArgs {
     /// frontend exercise its refresh path.
     #[arg(long, value_name = "DURATION", value_parser = humantime_serde::re::humantime::parse_duration)]
     access_token_ttl: Option<Duration>,
+    /// Serve the API over TLS with this certificate chain (PEM, leaf first), offering ALPN h2
+    /// and http/1.1: browsers then speak HTTP/2 to it, so open streams no longer queue behind
+    /// their six HTTP/1.1 connections per host. Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1). Needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Runs `assistd dev` until SIGINT/SIGTERM.
@@ -145,6 +156,8 @@ pub(crate) async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<Exi
     if let Some(ttl) = args.access_token_ttl {
         config.auth.access_token_ttl = ttl;
     }
+    config.server.tls.cert_file.clone_from(&args.tls_cert);
+    config.server.tls.key_file.clone_from(&args.tls_key);
     config.validate()?;
 
     let app = Application::build(config.clone()).await?;
@@ -208,9 +221,14 @@ fn banner(
             config.gemini.base_url
         )
     };
+    let scheme = if config.server.tls.files().is_some() {
+        "https"
+    } else {
+        "http"
+    };
     format!(
         "\nassistd dev: for development only. Anyone can sign in as anyone; never expose it or use it in production.\n\
-         \n  gRPC / grpc-web   http://{server}\n\
+         \n  gRPC / grpc-web   {scheme}://{server}\n\
          \x20 OpenID provider   {issuer}  (client id {CLIENT_ID})\n\
          \x20 ID tokens         {issuer}/dev/id-token  (POST email, name, audience, nonce)\n\
          {model}\

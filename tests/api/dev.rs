@@ -18,7 +18,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tonic::Code;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic_types::StatusExt as _;
 
 use crate::helpers::{authed, fresh_database_url};
@@ -32,6 +32,8 @@ struct DevServer {
     provider: String,
     model: String,
     http: reqwest::Client,
+    /// The certificate (PEM) a `--tls-cert` server presents, trusted for the name `localhost`.
+    trusted: Option<String>,
     _child: Child,
     _data_dir: TempDir,
 }
@@ -100,17 +102,24 @@ impl DevServer {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            trusted: None,
             _child: child,
             _data_dir: dir,
         }
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(self.grpc.clone())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to assistd dev")
+        let mut endpoint = Channel::from_shared(self.grpc.clone()).unwrap();
+        if let Some(trusted) = &self.trusted {
+            endpoint = endpoint
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(trusted))
+                        .domain_name("localhost"),
+                )
+                .unwrap();
+        }
+        endpoint.connect().await.expect("connect to assistd dev")
     }
 
     async fn auth(&self) -> AuthServiceClient<Channel> {
@@ -845,4 +854,80 @@ async fn an_access_token_ttl_past_fifteen_minutes_is_refused_at_start() {
         stderr.contains("access_token_ttl must be between 1s and 15m"),
         "{stderr}"
     );
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 in `dir`: its PEM and the paths of
+/// the certificate and key files.
+fn certificate_files(dir: &TempDir) -> (String, String, String) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let path = |p: std::path::PathBuf| p.to_str().unwrap().to_owned();
+    (certified.cert.pem(), path(cert), path(key))
+}
+
+#[tokio::test]
+async fn dev_with_a_certificate_serves_native_grpc_over_tls() {
+    let files = TempDir::new().unwrap();
+    let (pem, cert, key) = certificate_files(&files);
+    let mut dev = DevServer::start(&["--tls-cert", &cert, "--tls-key", &key]).await;
+    assert!(
+        dev.grpc.starts_with("https://127.0.0.1:"),
+        "the banner names an https URL: {}",
+        dev.grpc
+    );
+    // Plain HTTP/2 gets no gRPC answer from the TLS port.
+    let plaintext = Channel::from_shared(dev.grpc.replacen("https://", "http://", 1))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await;
+    if let Ok(channel) = plaintext {
+        AuthServiceClient::new(channel)
+            .get_current_user(authpb::GetCurrentUserRequest {})
+            .await
+            .unwrap_err();
+    }
+
+    dev.trusted = Some(pem);
+    // Signing in and an authenticated call both go over TLS (tonic offers ALPN h2 only, so
+    // every call here is HTTP/2).
+    let access_token = dev.sign_in("tls@example.com").await;
+    let me = dev
+        .auth()
+        .await
+        .get_current_user(authed(authpb::GetCurrentUserRequest {}, &access_token))
+        .await
+        .expect("GetCurrentUser over TLS")
+        .into_inner();
+    assert_eq!(me.user.unwrap().email, "tls@example.com");
+}
+
+#[tokio::test]
+async fn dev_needs_both_the_certificate_and_its_key() {
+    let files = TempDir::new().unwrap();
+    let (_, cert, key) = certificate_files(&files);
+    for (flag, file) in [("--tls-cert", &cert), ("--tls-key", &key)] {
+        let (stderr, _dir) = refused_start(&[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--provider-listen",
+            "127.0.0.1:0",
+            "--model-listen",
+            "127.0.0.1:0",
+            flag,
+            file,
+        ])
+        .await;
+        let other = if flag == "--tls-cert" {
+            "--tls-key"
+        } else {
+            "--tls-cert"
+        };
+        assert!(stderr.contains(other), "{flag} alone: {stderr}");
+    }
 }

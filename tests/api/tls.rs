@@ -34,6 +34,14 @@ struct TlsApp {
 }
 
 async fn spawn_tls_app(pem: &(String, String)) -> TlsApp {
+    spawn_tls_app_with(pem, |_| {}).await
+}
+
+/// [`spawn_tls_app`] with `configure` applied to the configuration as well.
+async fn spawn_tls_app_with(
+    pem: &(String, String),
+    configure: impl FnOnce(&mut assistd::config::Config),
+) -> TlsApp {
     let dir = tempfile::TempDir::new().unwrap();
     let files = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     install(&files, pem);
@@ -41,6 +49,7 @@ async fn spawn_tls_app(pem: &(String, String)) -> TlsApp {
     let app = spawn_app_with(move |config| {
         config.server.tls.cert_file = Some(cert_file);
         config.server.tls.key_file = Some(key_file);
+        configure(config);
     })
     .await;
     let port = app.address.rsplit(':').next().unwrap().parse().unwrap();
@@ -159,6 +168,60 @@ async fn grpc_web_works_over_tls() {
         trailers.contains("grpc-status:0"),
         "the trailer frame says OK: {trailers:?}"
     );
+}
+
+#[tokio::test]
+async fn allowed_origins_may_read_the_timing_of_their_calls_and_others_may_not() {
+    const ALLOWED: &str = "https://app.example";
+    let pem = certificate();
+    let tls = spawn_tls_app_with(&pem, |config| {
+        config.server.cors_allowed_origins = vec![ALLOWED.to_owned()];
+    })
+    .await;
+    let token = tls.app.token_for(tls.app.create_user().await);
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.0.as_bytes()).unwrap())
+        .resolve("localhost", ([127, 0, 0, 1], tls.port).into())
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://localhost:{}/assistd.preferences.v1.PreferencesService/GetPreferences",
+        tls.port
+    );
+    let timing_allow_origin = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("timing-allow-origin")
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    for origin in [ALLOWED, "https://evil.example"] {
+        let call = client
+            .post(&url)
+            .header("origin", origin)
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .header("authorization", format!("Bearer {token}"))
+            .body(vec![0u8, 0, 0, 0, 0])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(call.status(), 200);
+        let preflight = client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,x-grpc-web")
+            .send()
+            .await
+            .unwrap();
+        let expected = (origin == ALLOWED).then(|| origin.to_owned());
+        assert_eq!(timing_allow_origin(&call), expected, "call from {origin}");
+        assert_eq!(
+            timing_allow_origin(&preflight),
+            expected,
+            "preflight from {origin}"
+        );
+    }
 }
 
 fn hang_up_this_process() {

@@ -1,12 +1,15 @@
 // What every screen shares: the client of this tab, element lookup and errors in words.
-import { Code, ConnectError, LoginRedirectError, createAssistdClient, describeError, fieldViolations } from "@assistd/client";
+import { Code, ConnectError, LoginRedirectError, createAssistdClient, describeError, fieldViolations, watchPreferences } from "@assistd/client";
 import type { AssistdClient, TokenStore, Tokens } from "@assistd/client";
 
 declare global {
   interface Window {
     ASSISTD_CONFIG?: { apiUrl?: string };
-    /** The app's client, for the browser console and the browser tests. */
-    assistd?: { client: AssistdClient };
+    /**
+     * The app's client and the client package's `watchPreferences`, for the browser console and
+     * the browser tests.
+     */
+    assistd?: { client: AssistdClient; watchPreferences: typeof watchPreferences };
   }
 }
 
@@ -50,7 +53,7 @@ export const client = createAssistdClient({
   baseUrl: apiUrl,
   session: { store: sessionStorageTokens("assistd.tokens") },
 });
-window.assistd = { client };
+window.assistd = { client, watchPreferences };
 
 /** An error in words: the server's message, or what a browser means by a failed fetch. */
 export function words(err: unknown): string {

@@ -3,9 +3,10 @@
 // stopped in `after`.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { createHash, X509Certificate } from "node:crypto";
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -56,8 +57,17 @@ interface Stack {
 
 const stacks: Stack[] = [];
 
-/** Starts `assistd dev` (with `extraArgs`) on free loopback ports and serves the app for it. */
-async function startStack(name: string, extraArgs: string[] = []): Promise<Stack> {
+/** A certificate and key (PEM files) for `assistd dev --tls-cert/--tls-key`. */
+interface TlsFiles {
+  certFile: string;
+  keyFile: string;
+}
+
+/**
+ * Starts `assistd dev` (with `extraArgs`) on free loopback ports and serves the app for it;
+ * over TLS with `tls` (the app is told the https:// URL).
+ */
+async function startStack(name: string, extraArgs: string[] = [], tls?: TlsFiles): Promise<Stack> {
   const [api, provider, model, web] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const dataDir = mkdtempSync(join(tmpdir(), "assistd-web-"));
   const webOrigin = `http://127.0.0.1:${web}`;
@@ -75,6 +85,7 @@ async function startStack(name: string, extraArgs: string[] = []): Promise<Stack
       "--model-listen", `127.0.0.1:${model}`,
       "--allow-origin", webOrigin,
       "--redirect-uri", `${webOrigin}/auth/callback`,
+      ...(tls ? ["--tls-cert", tls.certFile, "--tls-key", tls.keyFile] : []),
       ...extraArgs,
     ],
     { env, stdio: ["ignore", "pipe", "pipe"] },
@@ -90,11 +101,12 @@ async function startStack(name: string, extraArgs: string[] = []): Promise<Stack
     if (Date.now() > deadline) throw new Error("assistd dev did not listen in 30 s");
     await new Promise((ok) => setTimeout(ok, 100));
   }
-  const app = await startStaticServer({ port: web, apiUrl: `http://127.0.0.1:${api}` });
+  const apiUrl = `${tls ? "https" : "http"}://127.0.0.1:${api}`;
+  const app = await startStaticServer({ port: web, apiUrl });
   const stack: Stack = {
     url: app.url,
     providerUrl: `http://127.0.0.1:${provider}`,
-    apiUrl: `http://127.0.0.1:${api}`,
+    apiUrl,
     app,
     async stop() {
       await app.close();
@@ -142,7 +154,12 @@ after(async () => {
 });
 
 async function newPage(): Promise<Page> {
-  const context = await browser!.newContext({ viewport: { width: 1100, height: 720 } });
+  return await newPageIn(browser!);
+}
+
+/** A page in a fresh context of `b`, closed in `after`. */
+async function newPageIn(b: Browser): Promise<Page> {
+  const context = await b.newContext({ viewport: { width: 1100, height: 720 } });
   contexts.push(context);
   const page = await context.newPage();
   page.setDefaultTimeout(20_000);
@@ -758,5 +775,162 @@ describe("web app against assistd dev", () => {
     await page.locator("#signin-error").filter({ hasText: /Cannot reach the server/ }).waitFor();
     assert.ok(refused.some((u) => u.endsWith("/assistd.auth.v1.AuthService/BeginLogin")), refused.join(", "));
     assert.equal(new URL(page.url()).origin, otherOrigin!.url, "no redirect to the provider");
+  });
+});
+
+/**
+ * A test CA and a leaf certificate for 127.0.0.1 and localhost signed by it, made with openssl
+ * in `dir`; the leaf's files and the base64 SHA-256 of its public key (SPKI), which Chromium's
+ * --ignore-certificate-errors-spki-list takes to trust it without touching any trust store.
+ */
+function testCertificates(dir: string): TlsFiles & { spki: string } {
+  const file = (name: string) => join(dir, name);
+  const openssl = (...args: string[]) => execFileSync("openssl", args, { stdio: ["ignore", "ignore", "pipe"] });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  openssl("req", "-x509", ...ec, "-days", "2", "-subj", "/CN=assistd test CA", "-keyout", file("ca.key"), "-out", file("ca.pem"));
+  openssl("req", ...ec, "-subj", "/CN=localhost", "-keyout", file("leaf.key"), "-out", file("leaf.csr"));
+  writeFileSync(
+    file("leaf.ext"),
+    "subjectAltName = IP:127.0.0.1, DNS:localhost\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature\nextendedKeyUsage = serverAuth\n",
+  );
+  openssl("x509", "-req", "-in", file("leaf.csr"), "-CA", file("ca.pem"), "-CAkey", file("ca.key"), "-CAcreateserial",
+    "-days", "2", "-extfile", file("leaf.ext"), "-out", file("leaf.pem"));
+  // The chain the server presents: the leaf, then the CA that signed it.
+  writeFileSync(file("chain.pem"), readFileSync(file("leaf.pem"), "utf8") + readFileSync(file("ca.pem"), "utf8"));
+  const leaf = new X509Certificate(readFileSync(file("leaf.pem")));
+  const spki = createHash("sha256").update(leaf.publicKey.export({ type: "spki", format: "der" })).digest("base64");
+  return { certFile: file("chain.pem"), keyFile: file("leaf.key"), spki };
+}
+
+/** What {@link watchTenStreams} saw. */
+interface StreamsOutcome {
+  /** Streams that delivered any state (the current one comes first) before the change. */
+  opened: number;
+  /** Streams that delivered the changed state. */
+  updated: number;
+}
+
+const STREAMS = 10;
+
+/**
+ * Signs a new user in on `stack` in `page`, opens {@link STREAMS} WatchPreferences streams on
+ * that page through the client package (besides the app's own), changes the timezone from
+ * another browser context (its own connections, so the change never waits behind this page's
+ * streams) and counts the streams that deliver the change within `waitMs`.
+ */
+async function watchTenStreams(browser: Browser, stack: Stack, email: string, waitMs: number): Promise<StreamsOutcome> {
+  const context = await browser.newContext();
+  contexts.push(context);
+  const page = await context.newPage();
+  page.setDefaultTimeout(20_000);
+  await signIn(page, email, "Streams", stack);
+  await page.evaluate((count) => {
+    const w = window as unknown as { streams: { seen: number[]; updated: boolean[]; stop: AbortController } };
+    w.streams = { seen: Array<number>(count).fill(0), updated: Array<boolean>(count).fill(false), stop: new AbortController() };
+    for (let i = 0; i < count; i++) {
+      void window.assistd!.watchPreferences(window.assistd!.client, {
+        signal: w.streams.stop.signal,
+        onPreferences: (p) => {
+          w.streams.seen[i]! += 1;
+          if (p.timezone === "Asia/Tokyo") w.streams.updated[i] = true;
+        },
+      }).done.catch(() => undefined);
+    }
+  }, STREAMS);
+  const count = (what: "seen" | "updated") =>
+    page.evaluate((key) => {
+      const w = window as unknown as { streams: { seen: number[]; updated: boolean[] } };
+      return key === "seen" ? w.streams.seen.filter((n) => n > 0).length : w.streams.updated.filter(Boolean).length;
+    }, what);
+  const until = async (what: "seen" | "updated", ms: number) => {
+    const deadline = Date.now() + ms;
+    while ((await count(what)) < STREAMS && Date.now() < deadline) await page.waitForTimeout(100);
+    return await count(what);
+  };
+  const opened = await until("seen", waitMs);
+
+  // The change, made by the same user from another context: a tab of its own, same tokens.
+  const tokens = await page.evaluate(() => sessionStorage.getItem("assistd.tokens"));
+  const other = await browser.newContext();
+  contexts.push(other);
+  const changer = await other.newPage();
+  await changer.goto(stack.url);
+  await changer.evaluate((t) => sessionStorage.setItem("assistd.tokens", t!), tokens);
+  await changer.evaluate(() =>
+    window.assistd!.client.preferences.updatePreferences({ preferences: { timezone: "Asia/Tokyo" }, updateMask: { paths: ["timezone"] } }),
+  );
+  const updated = await until("updated", waitMs);
+  await page.evaluate(() => (window as unknown as { streams: { stop: AbortController } }).streams.stop.abort());
+  await other.close();
+  await context.close();
+  return { opened, updated };
+}
+
+describe("HTTP/2 over TLS", () => {
+  let tlsStack: Stack | undefined;
+  let tlsBrowser: Browser | undefined;
+  let certDir: string | undefined;
+
+  before(async () => {
+    certDir = mkdtempSync(join(tmpdir(), "assistd-web-tls-"));
+    const certs = testCertificates(certDir);
+    tlsStack = await startStack("assistd-dev-tls", [], certs);
+    // A browser of its own: it trusts the test leaf (by its public key) and nothing else new.
+    tlsBrowser = await chromium.launch({
+      executablePath: chromiumPath,
+      headless: true,
+      args: [
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+        `--ignore-certificate-errors-spki-list=${certs.spki}`,
+      ],
+    });
+  });
+
+  after(async () => {
+    await tlsBrowser?.close().catch(() => undefined);
+    if (certDir) rmSync(certDir, { recursive: true, force: true });
+  });
+
+  test("every API call goes over h2, and 10 WatchPreferences streams on one page all deliver a change", async () => {
+    const page = await newPageIn(tlsBrowser!);
+    await signIn(page, "h2@example.com", "Laptop", tlsStack);
+    await page.evaluate(async () => {
+      await window.assistd!.client.preferences.getPreferences({});
+      await window.assistd!.client.auth.getCurrentUser({});
+    });
+    const calls = await page.evaluate(
+      (api) =>
+        performance
+          .getEntriesByType("resource")
+          .filter((e) => e.name.startsWith(api))
+          .map((e) => ({ url: e.name, protocol: (e as PerformanceResourceTiming).nextHopProtocol })),
+      tlsStack!.apiUrl,
+    );
+    console.log(`API calls over TLS and their protocols: ${calls.map((c) => `${new URL(c.url).pathname.split("/").pop()} ${c.protocol || "(hidden)"}`).join(", ")}`);
+    assert.ok(calls.length >= 2, `the page made API calls: ${JSON.stringify(calls)}`);
+    for (const call of calls) assert.equal(call.protocol, "h2", `${call.url} went over h2`);
+
+    const overTls = await watchTenStreams(tlsBrowser!, tlsStack!, "streams-h2@example.com", 20_000);
+    console.log(`HTTP/2 over TLS: ${overTls.opened} of ${STREAMS} streams opened, ${overTls.updated} of ${STREAMS} delivered the change`);
+    assert.deepEqual(overTls, { opened: STREAMS, updated: STREAMS });
+  });
+
+  test("control: the same 10 streams over plaintext HTTP/1.1 (printed, not asserted)", async () => {
+    const page = await newPage();
+    await signIn(page, "h1@example.com", "Laptop");
+    await page.evaluate(() => window.assistd!.client.preferences.getPreferences({}));
+    const protocols = await page.evaluate(
+      (api) =>
+        [...new Set(performance
+          .getEntriesByType("resource")
+          .filter((e) => e.name.startsWith(api))
+          .map((e) => (e as PerformanceResourceTiming).nextHopProtocol))],
+      main!.apiUrl,
+    );
+    const plain = await watchTenStreams(browser!, main!, "streams-h1@example.com", 5_000);
+    console.log(
+      `control, plaintext (protocols seen: ${protocols.join(", ")}): ${plain.opened} of ${STREAMS} streams opened, ` +
+        `${plain.updated} of ${STREAMS} delivered the change within 5 s (a browser keeps at most 6 HTTP/1.1 connections per host)`,
+    );
   });
 });

@@ -71,7 +71,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// # Errors
 /// The address is not a URI, or no connection was made in time.
 pub async fn connect(address: &str, timeout: Duration) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(address.to_owned())?
+    connect_endpoint(Endpoint::from_shared(address.to_owned())?, timeout).await
+}
+
+/// An HTTP/2 channel to `endpoint` (plaintext, or TLS when it carries a TLS configuration),
+/// failing after `timeout` without a connection.
+///
+/// # Errors
+/// No connection was made in time.
+pub async fn connect_endpoint(endpoint: Endpoint, timeout: Duration) -> anyhow::Result<Channel> {
+    let address = endpoint.uri().clone();
+    endpoint
         .connect_timeout(timeout)
         .connect()
         .await

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use tokio::process::{Child, Command};
+use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::cli::connect;
+use crate::cli::connect_endpoint;
 
 /// The help of the `--server-bin` flag both benches take.
 pub const SERVER_BIN_HELP: &str = "The `assistd` executable to start as the server. Default: \
@@ -124,8 +125,22 @@ impl ServerProcess {
     /// The process cannot be spawned, exits during start-up, or is not serving within
     /// `startup_timeout`.
     pub async fn spawn(
-        mut command: Command,
+        command: Command,
         address: &str,
+        startup_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(address.to_owned())
+            .with_context(|| format!("{address} is not a URI"))?;
+        Self::spawn_at(command, endpoint, startup_timeout).await
+    }
+
+    /// [`ServerProcess::spawn`] for a server reached through `endpoint`, e.g. over TLS.
+    ///
+    /// # Errors
+    /// As [`ServerProcess::spawn`].
+    pub async fn spawn_at(
+        mut command: Command,
+        endpoint: Endpoint,
         startup_timeout: Duration,
     ) -> anyhow::Result<Self> {
         let mut child = command
@@ -133,7 +148,7 @@ impl ServerProcess {
             .spawn()
             .context("spawning assistd serve")?;
         let pid = child.id().context("the server exited at once")?;
-        wait_until_serving(address, &mut child, startup_timeout).await?;
+        wait_until_serving(&endpoint, &mut child, startup_timeout).await?;
         Ok(Self { child, pid })
     }
 
@@ -175,7 +190,7 @@ impl ServerProcess {
 }
 
 async fn wait_until_serving(
-    address: &str,
+    endpoint: &Endpoint,
     child: &mut Child,
     timeout: Duration,
 ) -> anyhow::Result<()> {
@@ -185,7 +200,7 @@ async fn wait_until_serving(
         if let Some(status) = child.try_wait().context("checking the server process")? {
             bail!("the server exited during start-up with {status}");
         }
-        match connect(address, Duration::from_secs(1)).await {
+        match connect_endpoint(endpoint.clone(), Duration::from_secs(1)).await {
             Ok(channel) => {
                 match HealthClient::new(channel)
                     .check(HealthCheckRequest {

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, ensure};
 use assistd::proto::preferences::v1::GetPreferencesRequest;
 use assistd::proto::preferences::v1::preferences_service_client::PreferencesServiceClient;
-use assistd_bench::cli::{authed, connect};
+use assistd_bench::cli::{authed, connect_endpoint};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -16,6 +16,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
+
+use crate::server::Server;
 
 /// Most native gRPC connections one scenario opens; callers share them round-robin, as a
 /// server-side client with a small channel pool would.
@@ -163,10 +165,10 @@ struct WorkerOutcome {
     first_error: Option<String>,
 }
 
-/// `concurrency` tasks call `rpc` over `transport` for `warmup`, unmeasured, then for
-/// `duration`, measured.
+/// `concurrency` tasks call `rpc` on `server` over `transport` for `warmup`, unmeasured, then
+/// for `duration`, measured.
 pub(crate) async fn run_scenario(
-    address: &str,
+    server: &Server,
     token: &AsciiMetadataValue,
     transport: Transport,
     rpc: Rpc,
@@ -174,7 +176,7 @@ pub(crate) async fn run_scenario(
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<ScenarioResult> {
-    let callers = callers(address, transport, concurrency).await?;
+    let callers = callers(server, transport, concurrency).await?;
     let measure_from = Instant::now() + warmup;
     let until = measure_from + duration;
     let tasks: Vec<_> = callers
@@ -241,7 +243,7 @@ pub(crate) async fn run_scenario(
 
 /// One caller per task, its connections opened before anything is timed.
 async fn callers(
-    address: &str,
+    server: &Server,
     transport: Transport,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Caller>> {
@@ -249,7 +251,7 @@ async fn callers(
         Transport::Grpc => {
             let mut channels = Vec::new();
             for _ in 0..concurrency.min(MAX_CHANNELS) {
-                channels.push(connect(address, CONNECT_TIMEOUT).await?);
+                channels.push(connect_endpoint(server.endpoint().clone(), CONNECT_TIMEOUT).await?);
             }
             (0..concurrency)
                 .map(|i| {
@@ -262,7 +264,14 @@ async fn callers(
                 .collect()
         }
         Transport::GrpcWeb => {
-            let origin: http::Uri = address.parse().context("parsing the server address")?;
+            ensure!(
+                !server.tls(),
+                "the grpc-web scenarios speak plaintext HTTP/1.1 only"
+            );
+            let origin: http::Uri = server
+                .address()
+                .parse()
+                .context("parsing the server address")?;
             // Browsers disable Nagle's algorithm; without this, HTTP/1.1 requests written in
             // two parts stall on delayed ACKs and measure the kernel instead of the server.
             let mut connector = HttpConnector::new();

@@ -9,6 +9,9 @@
 //! calls/s and p50/p99 latency. It also times how long an `UpdatePreferences` takes to arrive
 //! on a `WatchPreferences` stream opened on another connection.
 //!
+//! `--metrics-cost` and `--tls-cost` instead compare two servers that differ in one option
+//! (metrics off/on, plaintext/TLS) on native-gRPC GetPreferences, in alternating rounds.
+//!
 //! It only measures and prints; it asserts nothing about speed. Run it with:
 //!
 //! ```text
@@ -17,7 +20,7 @@
 //! ```
 
 mod calls;
-mod metrics_cost;
+mod cost;
 mod server;
 mod watch;
 
@@ -86,10 +89,17 @@ struct Cli {
     /// Instead of the full run: native-gRPC GetPreferences throughput of two servers, one with
     /// metrics off and one with them on (`server.metrics_listen`), measured in alternating
     /// rounds at each --concurrency, and the difference between them.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls_cost")]
     metrics_cost: bool,
 
-    /// With --metrics-cost: measured rounds per server and concurrency (the order alternates).
+    /// Instead of the full run: native-gRPC GetPreferences throughput of two servers, one
+    /// plaintext and one serving TLS (a self-signed certificate made for the run), measured in
+    /// alternating rounds at each --concurrency, and the ratio between them.
+    #[arg(long)]
+    tls_cost: bool,
+
+    /// With --metrics-cost or --tls-cost: measured rounds per server and concurrency (the
+    /// order alternates).
     #[arg(long, value_name = "N", default_value_t = 3)]
     rounds: usize,
 }
@@ -121,34 +131,8 @@ async fn main() -> anyhow::Result<()> {
         cli.warmup, cli.duration, cli.concurrency, cli.watch_samples
     );
 
-    if cli.metrics_cost {
-        ensure!(cli.rounds > 0, "--rounds must be at least 1");
-        let rounds = metrics_cost::Rounds {
-            concurrency: &cli.concurrency,
-            rounds: cli.rounds,
-            warmup: cli.warmup,
-            duration: cli.duration,
-        };
-        if cli.database.includes_sqlite() {
-            metrics_cost::compare(&server_bin, "SQLite", (None, None), &rounds).await?;
-        }
-        if cli.database.includes_postgres() {
-            let database = PostgresDatabase::create(&cli.postgres_admin_url).await?;
-            let other = PostgresDatabase::create(&cli.postgres_admin_url).await?;
-            let result = metrics_cost::compare(
-                &server_bin,
-                "PostgreSQL",
-                (Some(database.url()), Some(other.url())),
-                &rounds,
-            )
-            .await;
-            let dropped = database.drop_database().await;
-            let other_dropped = other.drop_database().await;
-            result?;
-            dropped?;
-            other_dropped?;
-        }
-        return Ok(());
+    if cli.metrics_cost || cli.tls_cost {
+        return compare_costs(&cli, &server_bin).await;
     }
     if cli.database.includes_sqlite() {
         bench_database(&cli, &server_bin, "SQLite", None).await?;
@@ -160,6 +144,39 @@ async fn main() -> anyhow::Result<()> {
         let dropped = database.drop_database().await;
         result?;
         dropped?;
+    }
+    Ok(())
+}
+
+/// `--metrics-cost` or `--tls-cost`: two servers differing in that option, on each database
+/// chosen.
+async fn compare_costs(cli: &Cli, server_bin: &Path) -> anyhow::Result<()> {
+    ensure!(cli.rounds > 0, "--rounds must be at least 1");
+    let rounds = cost::Rounds {
+        concurrency: &cli.concurrency,
+        rounds: cli.rounds,
+        warmup: cli.warmup,
+        duration: cli.duration,
+    };
+    let compare = async |label: &str, databases: (Option<&str>, Option<&str>)| {
+        if cli.tls_cost {
+            cost::tls(server_bin, label, databases, &rounds).await
+        } else {
+            cost::metrics(server_bin, label, databases, &rounds).await
+        }
+    };
+    if cli.database.includes_sqlite() {
+        compare("SQLite", (None, None)).await?;
+    }
+    if cli.database.includes_postgres() {
+        let database = PostgresDatabase::create(&cli.postgres_admin_url).await?;
+        let other = PostgresDatabase::create(&cli.postgres_admin_url).await?;
+        let result = compare("PostgreSQL", (Some(database.url()), Some(other.url()))).await;
+        let dropped = database.drop_database().await;
+        let other_dropped = other.drop_database().await;
+        result?;
+        dropped?;
+        other_dropped?;
     }
     Ok(())
 }
@@ -252,7 +269,7 @@ async fn measure_all(
                 );
                 let token = server.fresh_token().await?;
                 let result = run_scenario(
-                    server.address(),
+                    server,
                     &token,
                     transport,
                     rpc,

@@ -557,6 +557,8 @@ impl Application {
             joined = &mut server => Some(joined),
             () = shutdown.cancelled() => None,
         };
+        // When the exchanges stopped after the grace must have stored their ends.
+        let mut stop_by = None;
         let joined = match result {
             Some(joined) => joined,
             None => {
@@ -572,9 +574,9 @@ impl Application {
                              to resend)"
                         );
                         chat.stop_exchanges();
-                        if let Ok(joined) =
-                            tokio::time::timeout(STOP_EXCHANGES_WITHIN, &mut server).await
-                        {
+                        let deadline = tokio::time::Instant::now() + STOP_EXCHANGES_WITHIN;
+                        stop_by = Some(deadline);
+                        if let Ok(joined) = tokio::time::timeout_at(deadline, &mut server).await {
                             joined
                         } else {
                             server.abort();
@@ -594,7 +596,9 @@ impl Application {
         // Every call is answered, but an exchange whose client went away may still be storing
         // its CANCELLED reply: let it finish before the store closes.
         chat.stop_exchanges();
-        if tokio::time::timeout(STOP_EXCHANGES_WITHIN, chat.exchanges_finished())
+        let stop_by =
+            stop_by.unwrap_or_else(|| tokio::time::Instant::now() + STOP_EXCHANGES_WITHIN);
+        if tokio::time::timeout_at(stop_by, chat.exchanges_finished())
             .await
             .is_err()
         {

@@ -56,6 +56,10 @@ const SERVED_SERVICES: [&str; 4] = [
 /// How often the health service re-checks the database.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long a stopping server waits, after the grace, for the exchanges it stopped to store
+/// their partial replies and for their calls to be answered, before it closes the store.
+const STOP_EXCHANGES_WITHIN: Duration = Duration::from_secs(5);
+
 /// A server bound to its port, ready to run.
 pub struct Application {
     local_addr: SocketAddr,
@@ -69,6 +73,7 @@ pub struct Application {
     sealer: SecretSealer,
     audit: AuditLog,
     auth: AuthService,
+    chat: ChatService,
 }
 
 impl std::fmt::Debug for Application {
@@ -392,7 +397,7 @@ impl Application {
 
         let api_key_server = UserApiKeyServiceServer::new(ApiKeyApi::new(
             vault.clone(),
-            chat,
+            chat.clone(),
             assistd_core::AuditTrail::new(audit.clone()),
             addresses.clone(),
         ))
@@ -494,6 +499,7 @@ impl Application {
             sealer,
             audit,
             auth,
+            chat,
         })
     }
 
@@ -552,23 +558,31 @@ impl Application {
         &self.tokens
     }
 
-    /// Runs until shutdown is requested, then gives in-flight calls up to the configured grace
-    /// period to finish.
+    /// Runs until shutdown is requested, then stops gracefully: no new connection or call is
+    /// accepted, and in-flight calls get up to the configured grace period to finish. Chat
+    /// sends still running after it are stopped: each stores what was written of its reply
+    /// (CANCELLED), releases its lease, and its client gets what was streamed so far and then
+    /// UNAVAILABLE `SERVER_SHUTTING_DOWN` with a RetryInfo. The server waits up to
+    /// five seconds for that, then closes the store.
     ///
     /// # Errors
-    /// The server failed, or in-flight calls outlived the grace period.
+    /// The server failed, or calls were still running five seconds after their exchanges
+    /// were stopped (e.g. the database hung while their replies were stored).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
             shutdown,
             grace,
             mut server,
             store,
+            chat,
             ..
         } = self;
         let result = tokio::select! {
             joined = &mut server => Some(joined),
             () = shutdown.cancelled() => None,
         };
+        // When the exchanges stopped after the grace must have stored their ends.
+        let mut stop_by = None;
         let joined = match result {
             Some(joined) => joined,
             None => {
@@ -576,16 +590,48 @@ impl Application {
                 match tokio::time::timeout(grace, &mut server).await {
                     Ok(joined) => joined,
                     Err(_) => {
-                        server.abort();
-                        store.close().await;
-                        anyhow::bail!(
-                            "in-flight calls did not finish within {grace:?}; stopped anyway"
+                        tracing::warn!(
+                            grace = ?grace,
+                            running_exchanges = chat.running_exchanges(),
+                            "calls outlived the grace period: stopping the running chat \
+                             exchanges (their partial replies are stored, their clients told \
+                             to resend)"
                         );
+                        chat.stop_exchanges();
+                        let deadline = tokio::time::Instant::now() + STOP_EXCHANGES_WITHIN;
+                        stop_by = Some(deadline);
+                        if let Ok(joined) = tokio::time::timeout_at(deadline, &mut server).await {
+                            joined
+                        } else {
+                            server.abort();
+                            let running = chat.running_exchanges();
+                            store.close().await;
+                            anyhow::bail!(
+                                "calls were still running {STOP_EXCHANGES_WITHIN:?} after the \
+                                 grace period of {grace:?} ({running} chat exchanges not \
+                                 finished); stopped anyway"
+                            );
+                        }
                     }
                 }
             }
         };
         shutdown.cancel();
+        // Every call is answered, but an exchange whose client went away may still be storing
+        // its CANCELLED reply: let it finish before the store closes.
+        chat.stop_exchanges();
+        let stop_by =
+            stop_by.unwrap_or_else(|| tokio::time::Instant::now() + STOP_EXCHANGES_WITHIN);
+        if tokio::time::timeout_at(stop_by, chat.exchanges_finished())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running_exchanges = chat.running_exchanges(),
+                "chat exchanges did not finish storing within {STOP_EXCHANGES_WITHIN:?}; \
+                 closing the store anyway (their sends are resumable once their leases lapse)"
+            );
+        }
         store.close().await;
         joined
             .context("server task panicked")?

@@ -176,6 +176,25 @@ mod tests {
     }
 
     #[test]
+    fn a_server_shutting_down_answers_unavailable_with_its_reason_and_a_retry_delay() {
+        let status = status(Error::Unavailable {
+            reason: ErrorReason::ServerShuttingDown,
+            message: "restarting; resend in a moment".into(),
+            retry_after: Some(std::time::Duration::from_secs(1)),
+        });
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.message(), "restarting; resend in a moment");
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "SERVER_SHUTTING_DOWN");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(
+            details.retry_info().unwrap().retry_delay,
+            Some(std::time::Duration::from_secs(1))
+        );
+    }
+
+    #[test]
     fn reasons_travel_as_error_info() {
         let status = status(Error::Aborted {
             reason: ErrorReason::EtagMismatch,

@@ -7,6 +7,7 @@ mod apikey;
 mod bearer;
 mod call_log;
 mod chat;
+mod deploy;
 mod dev;
 mod helpers;
 mod metrics;

@@ -79,6 +79,9 @@ pub enum ErrorReason {
     RpcNotAllowed,
     /// The service account may not act for this user.
     UserNotAllowed,
+    /// The server is shutting down (a deploy or restart) and stopped the call; another
+    /// server, or this one once restarted, answers a retry.
+    ServerShuttingDown,
 }
 
 impl ErrorReason {
@@ -120,6 +123,7 @@ impl ErrorReason {
             Self::ServiceAccountRevoked => "SERVICE_ACCOUNT_REVOKED",
             Self::RpcNotAllowed => "RPC_NOT_ALLOWED",
             Self::UserNotAllowed => "USER_NOT_ALLOWED",
+            Self::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
         }
     }
 }

@@ -16,7 +16,7 @@ use assistd_store::UsageDelta;
 use serde_json::{Value, json};
 
 use super::context::{self, GENERATED_CALL_ID_PREFIX};
-use super::errors::message_error;
+use super::errors::{message_error, shutting_down};
 use super::exchange::Exchange;
 use super::model_call::Outcome;
 use super::tools::{ToolContext, ToolFailure};
@@ -216,6 +216,9 @@ impl Exchange<'_> {
                 }
                 Outcome::Cancelled(turn) => {
                     return Box::pin(self.cancelled(&conversation, &call, &turn)).await;
+                }
+                Outcome::Stopped(turn) => {
+                    return Box::pin(self.stopped(&conversation, &call, &turn)).await;
                 }
                 Outcome::Interrupted(turn, err) => {
                     return Box::pin(self.interrupted(&conversation, &call, &turn, &err)).await;
@@ -433,6 +436,46 @@ impl Exchange<'_> {
         .await?;
         tracing::info!(session = %conversation.session.id, "the client cancelled an exchange");
         Ok(())
+    }
+
+    /// The server is shutting down: what had arrived is kept as a CANCELLED reply that notes
+    /// why, the client gets it and then UNAVAILABLE `SERVER_SHUTTING_DOWN`. A reply with text
+    /// ends the exchange (a resend replays it); one stopped before any text leaves the
+    /// exchange FAILED, so a resend — on another replica, or here after the restart — asks the
+    /// model again instead of replaying an empty reply.
+    async fn stopped(
+        &mut self,
+        conversation: &Conversation<'_>,
+        call: &Call<'_>,
+        turn: &Turn,
+    ) -> Result<()> {
+        let text_saved = !turn.text.is_empty();
+        let error = shutting_down(text_saved);
+        let mut metadata = call.metadata(turn, Some(FinishReason::Cancelled));
+        metadata.error = Some(message_error(&error));
+        let state = if text_saved {
+            ExchangeState::Done
+        } else {
+            ExchangeState::Failed
+        };
+        let reply = self
+            .finish_with_reply(
+                conversation.session.id,
+                conversation.exchange_id(),
+                turn,
+                metadata,
+                Some(call.usage(turn)),
+                state,
+            )
+            .await?;
+        tracing::info!(
+            session = %conversation.session.id,
+            text_saved,
+            "stopped an exchange: the server is shutting down"
+        );
+        self.emit(ExchangeEvent::ModelMessage(Box::new(reply)))
+            .await;
+        Err(error)
     }
 
     /// The stream broke off after text had been relayed: the partial reply is kept as

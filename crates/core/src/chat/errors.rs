@@ -35,6 +35,28 @@ pub(super) fn message_error(err: &Error) -> MessageError {
     }
 }
 
+/// How soon a client should resend a send the server stopped while shutting down: by then
+/// another replica, or this one restarted, answers it.
+const SHUTDOWN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The error a send answers with when the server stopped it while shutting down. What was
+/// written of the reply is stored first (CANCELLED): with `text_saved` a resend with the same
+/// `client_message_id` returns it; without, a resend asks the model again.
+pub(super) fn shutting_down(text_saved: bool) -> Error {
+    let message = if text_saved {
+        "the server is restarting and stopped this reply; what was written of it so far was \
+         saved: resend the message with the same client_message_id in a moment to get it"
+    } else {
+        "the server is restarting and stopped this message before any reply was written; \
+         resend it with the same client_message_id in a moment for an answer"
+    };
+    Error::Unavailable {
+        reason: ErrorReason::ServerShuttingDown,
+        message: message.into(),
+        retry_after: Some(SHUTDOWN_RETRY_AFTER),
+    }
+}
+
 impl Inner {
     /// The error to answer with for a failed Gemini call; a rejected key is marked INVALID.
     pub(super) async fn provider_error(

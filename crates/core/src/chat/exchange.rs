@@ -15,7 +15,7 @@ use assistd_store::UsageDelta;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use super::errors::api_key;
+use super::errors::{api_key, shutting_down};
 use super::turn::Turn;
 use super::{ChatService, ExchangeEvent, ExchangeSummary, ExchangeUsage, Inner, SendRequest};
 
@@ -59,6 +59,23 @@ impl Drop for Heartbeat {
     }
 }
 
+/// Counts an exchange task as running from its spawn until it ends (panics and aborts
+/// included), so a stopping server can wait until every exchange stored its end.
+struct Running(Arc<Inner>);
+
+impl Running {
+    fn start(inner: &Arc<Inner>) -> Self {
+        inner.running.send_modify(|running| *running += 1);
+        Self(Arc::clone(inner))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.send_modify(|running| *running -= 1);
+    }
+}
+
 /// One exchange in progress.
 pub(super) struct Exchange<'a> {
     pub(super) inner: &'a Inner,
@@ -81,7 +98,9 @@ impl ChatService {
     ) -> mpsc::Receiver<Result<ExchangeEvent>> {
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let inner = Arc::clone(&self.inner);
+        let running = Running::start(&inner);
         tokio::spawn(async move {
+            let _running = running;
             let mut exchange = Exchange {
                 inner: &inner,
                 user,
@@ -108,6 +127,31 @@ impl ChatService {
         });
         receiver
     }
+
+    /// Stops every running exchange, for a server that is shutting down. Each stores what was
+    /// written of its reply as a CANCELLED reply noting the reason `SERVER_SHUTTING_DOWN` (in
+    /// the transaction that ends the exchange and releases its lease) and ends its send with
+    /// UNAVAILABLE `SERVER_SHUTTING_DOWN` and a RetryInfo. A reply with text ends the
+    /// exchange, so a resend replays it; one stopped before any text leaves the exchange
+    /// failed, so a resend asks the model again. Sends that begin afterwards are refused the
+    /// same way before anything is stored. Wait for [`ChatService::exchanges_finished`] before
+    /// closing the store.
+    pub fn stop_exchanges(&self) {
+        self.inner.stopping.cancel();
+    }
+
+    /// How many exchanges are running: started and not yet done storing their end.
+    #[must_use]
+    pub fn running_exchanges(&self) -> usize {
+        *self.inner.running.borrow()
+    }
+
+    /// Resolves once no exchange is running.
+    pub async fn exchanges_finished(&self) {
+        let mut running = self.inner.running.subscribe();
+        // The sender lives as long as `self`, so the wait cannot fail.
+        let _ = running.wait_for(|running| *running == 0).await;
+    }
 }
 
 impl Exchange<'_> {
@@ -118,6 +162,9 @@ impl Exchange<'_> {
 
     /// The whole send: a stored outcome replayed, or a new exchange begun and conversed.
     async fn run(&mut self) -> Result<()> {
+        if self.inner.stopping.is_cancelled() {
+            return Err(shutting_down(false));
+        }
         let chat = self.inner.store.chat();
         let request = self.request;
         let session = Box::pin(chat.get_session(self.user, request.session)).await?;

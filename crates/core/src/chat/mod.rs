@@ -6,7 +6,9 @@
 //! An exchange runs in its own task and reports [`ExchangeEvent`]s through a channel, for the
 //! unary and the streaming RPC alike. The task notices within moments when the receiver goes
 //! away (the client cancelled or disconnected): it drops the Gemini request, which closes the
-//! upstream connection, and commits what had arrived as a CANCELLED reply.
+//! upstream connection, and commits what had arrived as a CANCELLED reply. A server that shuts
+//! down stops its running exchanges the same way ([`ChatService::stop_exchanges`]) and tells
+//! their clients to resend (UNAVAILABLE `SERVER_SHUTTING_DOWN`).
 //!
 //! Where to look:
 //!
@@ -141,6 +143,11 @@ struct Inner {
     tools: ToolRegistry,
     /// The time every rule of the engine goes by; tests move it by hand.
     clock: Arc<dyn Clock>,
+    /// Cancelled when the server shuts down: running exchanges stop and store what they have.
+    stopping: tokio_util::sync::CancellationToken,
+    /// How many exchange tasks are alive, so a stopping server can wait until they stored
+    /// their end.
+    running: tokio::sync::watch::Sender<usize>,
 }
 
 impl ChatService {
@@ -169,6 +176,8 @@ impl ChatService {
                 config,
                 tools,
                 clock,
+                stopping: tokio_util::sync::CancellationToken::new(),
+                running: tokio::sync::watch::Sender::new(0),
             }),
         }
     }

@@ -1,6 +1,7 @@
 //! One model call of an exchange: unary (generateContent) or streamed
 //! (streamGenerateContent, text relayed as it arrives), retried with backoff while nothing
-//! had arrived yet, and abandoned as soon as the client goes away.
+//! had arrived yet, and abandoned as soon as the client goes away or the server stops its
+//! exchanges to shut down.
 
 use std::time::Instant;
 
@@ -17,6 +18,8 @@ pub(super) enum Outcome {
     Complete(Turn),
     /// The client went away; what had arrived.
     Cancelled(Turn),
+    /// The server is shutting down; what had arrived.
+    Stopped(Turn),
     /// The stream broke after text had arrived.
     Interrupted(Turn, assistd_gemini::Error),
     /// The call failed before any text.
@@ -80,6 +83,7 @@ impl Exchange<'_> {
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = self.events.closed() => return Outcome::Cancelled(Turn::default()),
+                        () = self.inner.stopping.cancelled() => return Outcome::Stopped(Turn::default()),
                     }
                 }
             }
@@ -97,6 +101,7 @@ impl Exchange<'_> {
         let response = tokio::select! {
             response = Box::pin(self.inner.gemini.generate_content(key, model, request)) => response,
             () = self.events.closed() => return Attempt::Done(Box::new(Outcome::Cancelled(Turn::default()))),
+            () = self.inner.stopping.cancelled() => return Attempt::Done(Box::new(Outcome::Stopped(Turn::default()))),
         };
         match response {
             Ok(response) => {
@@ -127,6 +132,7 @@ impl Exchange<'_> {
         let opened = tokio::select! {
             opened = Box::pin(self.inner.gemini.stream_generate_content(key, model, request)) => opened,
             () = self.events.closed() => return Attempt::Done(Box::new(Outcome::Cancelled(Turn::default()))),
+            () = self.inner.stopping.cancelled() => return Attempt::Done(Box::new(Outcome::Stopped(Turn::default()))),
         };
         let mut stream = match opened {
             Ok(stream) => stream,
@@ -138,6 +144,7 @@ impl Exchange<'_> {
             let next = tokio::select! {
                 next = stream.next() => next,
                 () = self.events.closed() => return Attempt::Done(Box::new(Outcome::Cancelled(turn))),
+                () = self.inner.stopping.cancelled() => return Attempt::Done(Box::new(Outcome::Stopped(turn))),
             };
             match next {
                 None if turn.finished() => return Attempt::Done(Box::new(Outcome::Complete(turn))),

@@ -10,6 +10,7 @@ mod chat;
 mod dev;
 mod helpers;
 mod metrics;
+mod outage;
 mod preferences;
 mod secrets;
 mod server;

@@ -11,6 +11,7 @@ mod deploy;
 mod dev;
 mod helpers;
 mod metrics;
+mod outage;
 mod preferences;
 mod secrets;
 mod server;

@@ -9,6 +9,7 @@ mod auth;
 mod chat;
 mod connect;
 mod data_keys;
+mod database_error;
 // Entity macros generate `pub` items; the module itself is private to the store.
 #[allow(unreachable_pub)]
 mod entity;
@@ -24,28 +25,10 @@ pub use auth::{
 pub use chat::{ChatRepository, UsageDelta};
 pub use connect::{Backend, DatabaseSettings, Store, redact_url_password};
 pub use data_keys::{DataKeyRepository, InsertOutcome, StoredDataKey};
+pub use database_error::db_error;
 pub use notify::{PreferencesChange, PreferencesChangeFeed};
 pub use preferences::PreferencesRepository;
 /// A database transaction, committed with `commit().await` or rolled back when dropped.
 pub use sea_orm::{ConnectionTrait, DatabaseTransaction};
 pub use service_accounts::{ActingFor, ServiceAccountRepository};
 pub use users::{NewUser, UserRepository};
-
-/// Turns a database error into the domain's error: UNAVAILABLE (retryable) when the database
-/// cannot be reached, no pooled connection freed up in time, or SQLite stayed locked past the
-/// busy timeout; INTERNAL otherwise. The cause is logged, never shown.
-pub fn db_error(err: sea_orm::DbErr) -> assistd_domain::Error {
-    let unavailable = matches!(
-        err,
-        sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)
-    ) || err.to_string().contains("database is locked");
-    if unavailable {
-        tracing::warn!(error = %err, "database unavailable");
-        return assistd_domain::Error::Unavailable {
-            reason: assistd_domain::ErrorReason::DependencyUnavailable,
-            message: "the database is busy or unreachable; retry shortly".into(),
-            retry_after: Some(std::time::Duration::from_secs(1)),
-        };
-    }
-    assistd_domain::Error::internal(err)
-}

@@ -67,13 +67,34 @@ pub(crate) fn system_instruction(
     text
 }
 
+/// The messages among `history` that the session got after the exchange `current` began and
+/// that are no part of it: other sends', committed while it ran, or before it was resumed
+/// (after an outage, or a server that stopped mid-exchange). The model answers the
+/// conversation as it stood when the exchange's USER message was sent, plus its own steps.
+fn moved_on(history: &[ChatMessage], current: MessageId) -> impl Fn(&ChatMessage) -> bool {
+    let began = history
+        .iter()
+        .find(|message| message.id == current)
+        .map(|message| message.sequence);
+    move |message: &ChatMessage| {
+        began.is_some_and(|began| message.sequence > began)
+            && message.exchange_id != Some(current)
+            && message.id != current
+    }
+}
+
 /// The stored history of a session, newest messages last, cut to `budget` estimated tokens:
 /// the messages of the exchange `current` are always kept; older turns are dropped whole,
-/// starting from the oldest, so that the window begins with a USER message.
+/// starting from the oldest, so that the window begins with a USER message. Messages the
+/// session got after `current` began count for nothing ([`contents`] leaves them out).
 pub(crate) fn window(history: &[ChatMessage], current: MessageId, budget: usize) -> &[ChatMessage] {
+    let later = moved_on(history, current);
     let mut used = 0;
     let mut start = history.len();
     for (index, message) in history.iter().enumerate().rev() {
+        if later(message) {
+            continue;
+        }
         let mandatory = message.exchange_id == Some(current) || message.id == current;
         used += message_tokens(message);
         if used > budget && !mandatory {
@@ -96,13 +117,15 @@ pub(crate) fn window(history: &[ChatMessage], current: MessageId, budget: usize)
 /// refused the prompt or stopped before any text (an empty SAFETY, CANCELLED or other reply) —
 /// is left out whole, its USER message included: sending that text again would have Gemini
 /// refuse every later message over it, and a question without its answer would merge into the
-/// next user turn. The exchange `current` is always sent. Server notices are left out.
+/// next user turn. The exchange `current` is always sent, and nothing the session got after
+/// it began that is not its own. Server notices are left out.
 pub(crate) fn contents(messages: &[ChatMessage], current: MessageId) -> Vec<Content> {
+    let later = moved_on(messages, current);
     let unanswered = unanswered_exchanges(messages, current);
     let mut contents: Vec<Content> = Vec::new();
     for message in messages {
         let exchange = message.exchange_id.unwrap_or(message.id);
-        if unanswered.contains(&exchange) {
+        if later(message) || unanswered.contains(&exchange) {
             continue;
         }
         let Some((role, parts)) = turn_parts(message) else {
@@ -408,5 +431,86 @@ mod tests {
         // Even with no room at all the current exchange is sent.
         let window = super::window(&history, current, 0);
         assert_eq!(window.len(), 1);
+    }
+
+    #[test]
+    fn a_resumed_exchange_ends_the_window_though_the_session_moved_on() {
+        let long = "x".repeat(4_000);
+        let first = asked(1, "What is the capital of France?");
+        let first_answer = of(
+            first.id,
+            ended(text(2, MessageRole::Model, "Paris."), FinishReason::Stop),
+        );
+        // The exchange being resumed: its question and the tool round it committed before
+        // the database went away.
+        let resumed = asked(3, "What time is it?");
+        let call = of(
+            resumed.id,
+            message(
+                4,
+                MessageRole::FunctionCall,
+                MessageContent::FunctionCall {
+                    call_id: "c1".into(),
+                    name: "current_time".into(),
+                    args: json!({}),
+                },
+            ),
+        );
+        let result = of(
+            resumed.id,
+            message(
+                5,
+                MessageRole::FunctionResult,
+                MessageContent::FunctionResult {
+                    call_id: "c1".into(),
+                    name: "current_time".into(),
+                    response: json!({"time": "10:00"}),
+                    failed: false,
+                },
+            ),
+        );
+        // Meanwhile the session moved on: another send was asked and answered at length.
+        let later = asked(6, "And of Spain?");
+        let later_answer = of(
+            later.id,
+            ended(text(7, MessageRole::Model, &long), FinishReason::Stop),
+        );
+        let current = resumed.id;
+        let history = vec![
+            first,
+            first_answer,
+            resumed,
+            call,
+            result,
+            later,
+            later_answer,
+        ];
+        let turns = |budget: usize| -> Vec<(String, Vec<String>)> {
+            contents(window(&history, current, budget), current)
+                .iter()
+                .map(|c| {
+                    let parts = c.parts.iter().map(|p| match (&p.text, &p.function_call) {
+                        (Some(text), _) => text.clone(),
+                        (None, Some(_)) => "call".to_owned(),
+                        (None, None) => "result".to_owned(),
+                    });
+                    (c.role.clone().unwrap(), parts.collect())
+                })
+                .collect()
+        };
+        let expected = [
+            (
+                "user".to_owned(),
+                vec!["What is the capital of France?".to_owned()],
+            ),
+            ("model".to_owned(), vec!["Paris.".to_owned()]),
+            ("user".to_owned(), vec!["What time is it?".to_owned()]),
+            ("model".to_owned(), vec!["call".to_owned()]),
+            ("user".to_owned(), vec!["result".to_owned()]),
+        ];
+        // With room for everything, the request still ends with the resumed exchange.
+        assert_eq!(turns(100_000), expected);
+        // The later answer takes no room: the first turn still fits.
+        assert_eq!(turns(100), expected);
     }
 }

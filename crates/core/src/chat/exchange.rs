@@ -110,19 +110,13 @@ impl ChatService {
             };
             let result = exchange.run().await;
             if let Err(err) = result {
-                if let Some(exchange_id) = exchange.open {
-                    // The exchange stopped on a failure of the server's own (the database):
-                    // let a resend try again rather than wait for the lease.
-                    if let Err(mark) = inner
-                        .store
-                        .chat()
-                        .finish_exchange(user, exchange_id, ExchangeState::Failed)
-                        .await
-                    {
-                        tracing::warn!(error = %mark, "could not mark a broken exchange as failed");
-                    }
-                }
+                let open = exchange.open;
+                // The client hears first: when the database is down, recording the failure
+                // would keep it waiting for another acquire timeout.
                 let _ = events.send(Err(err)).await;
+                if let Some(exchange_id) = open {
+                    mark_failed(&inner, user, exchange_id).await;
+                }
             }
         });
         receiver
@@ -151,6 +145,28 @@ impl ChatService {
         let mut running = self.inner.running.subscribe();
         // The sender lives as long as `self`, so the wait cannot fail.
         let _ = running.wait_for(|running| *running == 0).await;
+    }
+}
+
+/// Records that an exchange stopped on a failure of the server's own (the database), so that
+/// a resend may try again at once rather than wait for the lease. One attempt, bounded by a
+/// third of the lease: if the database cannot take it, the exchange is left as it is — its
+/// heartbeat has stopped, so its lease lapses and a resend after that takes it over.
+async fn mark_failed(inner: &Inner, user: UserId, exchange_id: MessageId) {
+    let bound = inner.config.exchange_lease / 3;
+    let chat = inner.store.chat();
+    let mark = chat.finish_exchange(user, exchange_id, ExchangeState::Failed);
+    match tokio::time::timeout(bound, mark).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "could not mark a broken exchange as failed; its lease will lapse");
+        }
+        Err(_) => {
+            tracing::warn!(
+                ?bound,
+                "marking a broken exchange as failed took too long; its lease will lapse"
+            );
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod data_keys;
 // Entity macros generate `pub` items; the module itself is private to the store.
 #[allow(unreachable_pub)]
 mod entity;
+pub mod export;
 mod notify;
 mod preferences;
 mod service_accounts;

@@ -8,6 +8,7 @@ mod bearer;
 mod call_log;
 mod chat;
 mod dev;
+mod export;
 mod helpers;
 mod metrics;
 mod preferences;

@@ -730,6 +730,11 @@ async fn pages_of_one_row_read_what_one_page_reads() {
     assert!(of_type(&one_page, RecordType::ChatMessage).len() >= 29);
     assert!(of_type(&one_page, RecordType::Usage).len() >= 2);
     for (page_size, records) in outputs {
+        assert_eq!(
+            records.len(),
+            one_page.len(),
+            "pages of {page_size} rows read as many records"
+        );
         assert_eq!(records, one_page, "pages of {page_size} rows");
     }
 }

@@ -77,6 +77,14 @@ async fn export(
     file: Option<tokio::fs::File>,
 ) -> anyhow::Result<(UserId, assistd_core::export::ExportSummary)> {
     let user = resolve_user(store, user).await?;
+    let key_file = config.audit_chain_key_file();
+    // Loading the key would otherwise generate a new one, and the export's audit row (and every
+    // row after it) would not verify.
+    anyhow::ensure!(
+        key_file.exists(),
+        "the audit chain key file {} does not exist: point [audit] chain_key_file (or data_dir) at the key the servers use",
+        key_file.display()
+    );
     let audit = audit_log(config, store)?;
     let export = DataExport::new(store.clone(), audit, Arc::new(SystemClock));
     let summary = match file {

@@ -380,6 +380,9 @@ pub struct AuditEventRecord {
 pub enum ExportCursor {
     /// After this id (tables keyed by a UUID).
     Id(Uuid),
+    /// After this creation time and id, the order of the `(user_id, created_at, id)` indexes
+    /// of messages, memories and device sessions (creation times never change).
+    Created(DateTime<Utc>, Uuid),
     /// After this audit sequence number.
     Seq(i64),
     /// After this usage day and model.
@@ -440,6 +443,26 @@ fn after_id(after: Option<&ExportCursor>) -> Result<Option<Uuid>> {
         Some(ExportCursor::Id(id)) => Ok(Some(*id)),
         Some(other) => Err(Error::internal(format!(
             "export cursor {other:?} does not fit a table keyed by id"
+        ))),
+    }
+}
+
+/// The condition for rows after `after` in `(created_at, id)` order, written so that both
+/// engines seek the `(user_id, created_at, id)` index to the cursor instead of scanning to it.
+fn after_created<C: ColumnTrait>(
+    created_at: C,
+    id: C,
+    after: Option<&ExportCursor>,
+) -> Result<Option<Condition>> {
+    match after {
+        None => Ok(None),
+        Some(ExportCursor::Created(at, last)) => {
+            Ok(Some(Condition::all().add(created_at.gte(*at)).add(
+                Condition::any().add(created_at.gt(*at)).add(id.gt(*last)),
+            )))
+        }
+        Some(other) => Err(Error::internal(format!(
+            "export cursor {other:?} does not fit a table in creation order"
         ))),
     }
 }
@@ -581,16 +604,21 @@ impl ExportRepository {
             RecordType::DeviceSession => {
                 let mut query = auth_sessions::Entity::find()
                     .filter(auth_sessions::Column::UserId.eq(owner))
+                    .order_by_asc(auth_sessions::Column::CreatedAt)
                     .order_by_asc(auth_sessions::Column::Id)
                     .limit(limit);
-                if let Some(id) = after_id(after)? {
-                    query = query.filter(auth_sessions::Column::Id.gt(id));
+                if let Some(after) = after_created(
+                    auth_sessions::Column::CreatedAt,
+                    auth_sessions::Column::Id,
+                    after,
+                )? {
+                    query = query.filter(after);
                 }
                 let rows = query.all(db).await.map_err(db_error)?;
                 Ok(page_of(
                     rows,
                     limit,
-                    |r| ExportCursor::Id(r.id),
+                    |r| ExportCursor::Created(r.created_at, r.id),
                     |r| {
                         ExportRecord::DeviceSession(DeviceSessionRecord {
                             id: r.id,
@@ -641,19 +669,24 @@ impl ExportRepository {
                 ))
             }
             RecordType::ChatMessage => {
-                // Named columns: PostgreSQL's generated `search` column is never read.
+                // The entity names its columns: PostgreSQL's generated `search` is never read.
                 let mut query = chat_messages::Entity::find()
                     .filter(chat_messages::Column::UserId.eq(owner))
+                    .order_by_asc(chat_messages::Column::CreatedAt)
                     .order_by_asc(chat_messages::Column::Id)
                     .limit(limit);
-                if let Some(id) = after_id(after)? {
-                    query = query.filter(chat_messages::Column::Id.gt(id));
+                if let Some(after) = after_created(
+                    chat_messages::Column::CreatedAt,
+                    chat_messages::Column::Id,
+                    after,
+                )? {
+                    query = query.filter(after);
                 }
                 let rows = query.all(db).await.map_err(db_error)?;
                 Ok(page_of(
                     rows,
                     limit,
-                    |r| ExportCursor::Id(r.id),
+                    |r| ExportCursor::Created(r.created_at, r.id),
                     |r| {
                         ExportRecord::ChatMessage(ChatMessageRecord {
                             id: r.id,
@@ -685,16 +718,21 @@ impl ExportRepository {
             RecordType::Memory => {
                 let mut query = chat_memories::Entity::find()
                     .filter(chat_memories::Column::UserId.eq(owner))
+                    .order_by_asc(chat_memories::Column::CreatedAt)
                     .order_by_asc(chat_memories::Column::Id)
                     .limit(limit);
-                if let Some(id) = after_id(after)? {
-                    query = query.filter(chat_memories::Column::Id.gt(id));
+                if let Some(after) = after_created(
+                    chat_memories::Column::CreatedAt,
+                    chat_memories::Column::Id,
+                    after,
+                )? {
+                    query = query.filter(after);
                 }
                 let rows = query.all(db).await.map_err(db_error)?;
                 Ok(page_of(
                     rows,
                     limit,
-                    |r| ExportCursor::Id(r.id),
+                    |r| ExportCursor::Created(r.created_at, r.id),
                     |r| {
                         ExportRecord::Memory(MemoryRecord {
                             id: r.id,

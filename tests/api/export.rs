@@ -321,7 +321,7 @@ fn parse(bytes: &[u8], user: UserId) -> Vec<Value> {
 }
 
 /// The records of one type.
-fn of_type<'a>(records: &'a [Value], kind: RecordType) -> Vec<&'a Value> {
+fn of_type(records: &[Value], kind: RecordType) -> Vec<&Value> {
     records
         .iter()
         .filter(|r| r["type"] == kind.as_str())

@@ -482,7 +482,7 @@ impl ExportRepository {
         match found.as_slice() {
             [one] => Ok(UserId::from_uuid(one.id)),
             [] => Err(Error::NotFound {
-                resource: "user".into(),
+                resource: "user",
                 id: email.to_owned(),
             }),
             _ => Err(Error::invalid_field(
@@ -492,7 +492,9 @@ impl ExportRepository {
         }
     }
 
-    /// At most `limit` records of `kind` of `user`, in key order, after `after`.
+    /// At most `limit` records of `kind` of `user`, after `after`, in key order: creation
+    /// time and id for messages, memories and device sessions (their indexes' order), sequence
+    /// for audit events, day and model for usage, id for the rest.
     ///
     /// # Errors
     /// The database failed; the cursor belongs to another record type.

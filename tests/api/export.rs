@@ -1,7 +1,8 @@
 //! ExportData: a user takes everything they own out as NDJSON (`assistd.export` v1). The
 //! export holds every row of the user and nothing of anyone else, no secret and nothing derived
 //! from one; every table with a user id is exported or deliberately left out; the page size
-//! changes nothing; it needs a token, and a service account needs the RPC on its allowlist;
+//! changes nothing; it needs a token, and a service account needs the RPC on its allowlist; it
+//! waits for its reader and stops when the reader leaves, audited as cut short;
 //! `assistd admin export-user` writes the same to a 0600 file, audited as an operator action.
 //!
 //! `export_of_100_sessions_and_100000_messages` is an ignored measurement, not a test (see its
@@ -795,6 +796,92 @@ async fn an_export_needs_a_token_and_a_service_needs_the_rpc_allowed() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert_eq!(reason(&refused), "USER_NOT_ALLOWED");
+}
+
+/// Messages enough for an export of about 12 MiB, far more than the transport buffers.
+async fn seed_many_messages(app: &TestApp, user: UserId, sessions: usize, per_session: usize) {
+    for s in 0..sessions {
+        let session = app
+            .store
+            .chat()
+            .create_session(
+                user,
+                &NewSession {
+                    title: format!("Session {s}"),
+                    system_instruction: String::new(),
+                    model: "gemini-2.5-flash".into(),
+                },
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        let messages = (0..per_session)
+            .map(|n| NewMessage {
+                role: if n % 2 == 0 {
+                    MessageRole::User
+                } else {
+                    MessageRole::Model
+                },
+                content: MessageContent::Text(format!(
+                    "Message {n} of session {s}: a sentence of ordinary length, about as long as a chat turn. {}",
+                    "More words. ".repeat(40)
+                )),
+                exchange_id: None,
+                parts: None,
+                metadata: None,
+            })
+            .collect();
+        app.store
+            .chat()
+            .append_messages(user, session.id, messages, None, chrono::Utc::now())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_export_stops_when_the_client_leaves_and_the_audit_says_so() {
+    let app = spawn_app().await;
+    let user = app.create_user().await;
+    seed_many_messages(&app, user, 20, 1000).await;
+
+    let mut stream = AuthServiceClient::new(app.channel().await)
+        .export_data(authed(auth_pb::ExportDataRequest {}, &app.token_for(user)))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.next().await.unwrap().unwrap().chunk;
+    assert_eq!(first.len(), MAX_CHUNK_BYTES);
+    // A reader that stops reading: an export that did not wait for it would run to its end
+    // meanwhile (the whole export takes about a second here).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    drop(stream);
+
+    // The export notices at its next send, which waits for a reader that is gone; then it
+    // writes its audit row. Poll for it (no deadline is asserted, only the outcome).
+    let filter = assistd_store::audit::AuditFilter {
+        actions: vec![assistd_domain::audit::AuditAction::DataExported],
+        ..Default::default()
+    };
+    let event = loop {
+        let events = app
+            .audit
+            .list_for_user(user, None, 10, &filter)
+            .await
+            .unwrap();
+        if let Some(event) = events.into_iter().next() {
+            break event;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(event.outcome, "failure");
+    assert_eq!(event.metadata["reason"], "client_left");
+    // It waited for its reader: far from all 20,000 messages were read and sent.
+    let records: u64 = event.metadata["records"].parse().unwrap();
+    assert!(
+        records < 20_000,
+        "the export ran ahead of its reader: {records} records"
+    );
 }
 
 fn reason(status: &tonic::Status) -> String {

@@ -992,10 +992,15 @@ async fn admin_export_user_writes_a_private_file_and_is_audited_as_an_operator_a
 /// messages, seeded through the store) from the debug `assistd serve` binary on SQLite, and
 /// prints bytes, chunks, records, seconds and the server's peak RSS (VmHWM) before and after.
 /// Run it with
-/// `cargo test --test api export::export_of_100_sessions_and_100000_messages -- --ignored --nocapture`.
+/// `cargo test --test api export::export_of_100_sessions_and_100000_messages -- --ignored --nocapture`;
+/// `EXPORT_BENCH_MESSAGES_PER_SESSION=100` seeds a tenth as many, to see that the server's peak
+/// does not grow with the account.
 #[tokio::test]
 #[ignore = "a measurement: run it by hand with --ignored --nocapture"]
 async fn export_of_100_sessions_and_100000_messages() {
+    let per_session: usize = std::env::var("EXPORT_BENCH_MESSAGES_PER_SESSION")
+        .map(|n| n.parse().expect("a number"))
+        .unwrap_or(1000);
     let mut app = spawn_app().await;
     let user = app.create_user().await;
     for s in 0..100 {
@@ -1013,7 +1018,7 @@ async fn export_of_100_sessions_and_100000_messages() {
             )
             .await
             .unwrap();
-        let messages = (0..1000)
+        let messages = (0..per_session)
             .map(|n| NewMessage {
                 role: if n % 2 == 0 {
                     MessageRole::User
@@ -1100,7 +1105,7 @@ async fn export_of_100_sessions_and_100000_messages() {
     );
     assert_eq!(
         newlines,
-        100 + 100_000 + 3,
+        100 + 100 * per_session + 3,
         "header, profile, sessions, messages, end"
     );
     drop(server);

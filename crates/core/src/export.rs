@@ -48,6 +48,7 @@ pub trait ChunkSink: Send {
     fn send(&mut self, chunk: Vec<u8>) -> impl Future<Output = bool> + Send;
 }
 
+/// Keeps every chunk in memory: for tests and callers that want the whole export at once.
 impl ChunkSink for Vec<Vec<u8>> {
     async fn send(&mut self, chunk: Vec<u8>) -> bool {
         self.push(chunk);
@@ -154,14 +155,18 @@ impl DataExport {
         user: UserId,
         out: &mut ChunkWriter<'_, S>,
     ) -> Result<bool> {
-        let header = serde_json::json!({
-            "type": "header",
-            "format": FORMAT,
-            "version": VERSION,
-            "user_id": user.as_uuid(),
-            "exported_at": self.clock.now().to_rfc3339_opts(SecondsFormat::Micros, true),
-        });
-        if !out.line(&header_line(&header)?).await {
+        let header = Header {
+            kind: "header",
+            format: FORMAT,
+            version: VERSION,
+            user_id: user.as_uuid(),
+            exported_at: self
+                .clock
+                .now()
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+        };
+        let header = serde_json::to_vec(&header).map_err(Error::internal)?;
+        if !out.line(&header).await {
             return Ok(false);
         }
         let repository = self.store.export();
@@ -225,8 +230,15 @@ impl DataExport {
     }
 }
 
-fn header_line(header: &serde_json::Value) -> Result<Vec<u8>> {
-    serde_json::to_vec(header).map_err(Error::internal)
+/// The first line of an export, its fields in this order.
+#[derive(serde::Serialize)]
+struct Header {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    format: &'static str,
+    version: u32,
+    user_id: uuid::Uuid,
+    exported_at: String,
 }
 
 /// Collects lines into chunks of [`MAX_CHUNK_BYTES`] and hands each on when full.

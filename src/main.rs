@@ -1,6 +1,7 @@
 //! The `assistd` command line: `serve`, `dev`, `migrate` and `admin` tasks.
 
 mod dev;
+mod export_cmd;
 mod service_account_cmd;
 
 use std::io::IsTerminal as _;
@@ -85,6 +86,9 @@ enum AdminCommand {
     /// Accounts other backends call assistd with, as themselves.
     #[command(subcommand)]
     ServiceAccount(service_account_cmd::ServiceAccountCommand),
+    /// Export everything a user owns (NDJSON, format assistd.export v1, as ExportData sends
+    /// it) to a new file with mode 0600, or to stdout. Audited.
+    ExportUser(export_cmd::ExportUserArgs),
 }
 
 #[tokio::main]
@@ -162,6 +166,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Admin(AdminCommand::ServiceAccount(command)) => {
             service_account_cmd::run(&config, command).await
         }
+        Command::Admin(AdminCommand::ExportUser(args)) => export_cmd::run(&config, args).await,
     }
 }
 

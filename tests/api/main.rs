@@ -9,6 +9,7 @@ mod call_log;
 mod chat;
 mod deploy;
 mod dev;
+mod export;
 mod helpers;
 mod metrics;
 mod outage;

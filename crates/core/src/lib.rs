@@ -6,6 +6,7 @@ mod api_keys;
 mod audit_trail;
 pub mod auth;
 pub mod chat;
+pub mod export;
 mod preferences;
 mod rotation;
 mod secrets;

@@ -56,11 +56,13 @@ pub enum AuditAction {
     ServiceAccountRevoked,
     /// A service account called an RPC for the user (or was refused).
     ServiceCall,
+    /// The user's data was exported (by the user, or by an operator).
+    DataExported,
 }
 
 impl AuditAction {
     /// Every action, for parsing.
-    pub const ALL: [AuditAction; 17] = [
+    pub const ALL: [AuditAction; 18] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::TokenRefreshed,
@@ -78,6 +80,7 @@ impl AuditAction {
         Self::ServiceAccountCreated,
         Self::ServiceAccountRevoked,
         Self::ServiceCall,
+        Self::DataExported,
     ];
 
     /// The stable name stored in the log.
@@ -101,6 +104,7 @@ impl AuditAction {
             Self::ServiceAccountCreated => "service_account_created",
             Self::ServiceAccountRevoked => "service_account_revoked",
             Self::ServiceCall => "service_call",
+            Self::DataExported => "data_exported",
         }
     }
 

@@ -13,6 +13,7 @@ mod database_error;
 // Entity macros generate `pub` items; the module itself is private to the store.
 #[allow(unreachable_pub)]
 mod entity;
+pub mod export;
 mod notify;
 mod preferences;
 mod service_accounts;

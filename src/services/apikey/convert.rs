@@ -56,6 +56,7 @@ pub(super) fn action_to_proto(action: &str) -> pb::AuditAction {
         Some(AuditAction::TokenBudgetSet) => pb::AuditAction::TokenBudgetSet,
         Some(AuditAction::TokenBudgetCleared) => pb::AuditAction::TokenBudgetCleared,
         Some(AuditAction::ServiceCall) => pb::AuditAction::ServiceCall,
+        Some(AuditAction::DataExported) => pb::AuditAction::DataExported,
         Some(
             AuditAction::AccountDeleted
             | AuditAction::ServiceAccountCreated

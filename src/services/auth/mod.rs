@@ -2,9 +2,11 @@
 //! handlers read requests through `requests.rs` and answer through `convert.rs`.
 
 mod convert;
+mod export;
 mod requests;
 
 use assistd_core::auth::{AuthService, ClientInfo};
+use assistd_core::export::Requester;
 use assistd_domain::AuthSessionId;
 use tonic::{Request, Response, Status};
 
@@ -263,5 +265,20 @@ impl pb::auth_service_server::AuthService for AuthApi {
         Ok(Response::new(pb::DeleteAccountResponse {
             delete_time: Some(timestamp(deleted_at)),
         }))
+    }
+
+    type ExportDataStream = export::ExportStream;
+
+    async fn export_data(
+        &self,
+        request: Request<pb::ExportDataRequest>,
+    ) -> Result<Response<Self::ExportDataStream>, Status> {
+        let user = caller(&request)?;
+        let context = self.addresses.context(&request);
+        Ok(Response::new(export::start(
+            self.service.data_export(),
+            user,
+            Requester::User(context),
+        )))
     }
 }

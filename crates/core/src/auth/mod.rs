@@ -171,6 +171,16 @@ impl AuthService {
         }
     }
 
+    /// The export of a user's data, from this service's store and audit log.
+    #[must_use]
+    pub fn data_export(&self) -> crate::export::DataExport {
+        crate::export::DataExport::new(
+            self.inner.store.clone(),
+            self.inner.audit.clone(),
+            Arc::clone(&self.inner.clock),
+        )
+    }
+
     /// The sign-in rate limits.
     #[must_use]
     pub fn rate_limits(&self) -> &SignInRateLimits {

@@ -79,6 +79,11 @@ pub enum ErrorReason {
     RpcNotAllowed,
     /// The service account may not act for this user.
     UserNotAllowed,
+    /// A watch cursor points before the oldest event still kept; re-read the state and watch
+    /// from now.
+    CursorExpired,
+    /// A watcher fell too far behind its events and was dropped; reconnect with its cursor.
+    WatchTooSlow,
 }
 
 impl ErrorReason {
@@ -120,6 +125,8 @@ impl ErrorReason {
             Self::ServiceAccountRevoked => "SERVICE_ACCOUNT_REVOKED",
             Self::RpcNotAllowed => "RPC_NOT_ALLOWED",
             Self::UserNotAllowed => "USER_NOT_ALLOWED",
+            Self::CursorExpired => "CURSOR_EXPIRED",
+            Self::WatchTooSlow => "WATCH_TOO_SLOW",
         }
     }
 }

@@ -7,6 +7,7 @@ mod api_keys;
 pub mod audit;
 mod auth;
 mod chat;
+pub mod chat_feed;
 mod connect;
 mod data_keys;
 // Entity macros generate `pub` items; the module itself is private to the store.

@@ -429,7 +429,7 @@ async fn a_reconnect_with_the_last_cursor_misses_no_committed_change() {
 }
 
 #[tokio::test]
-async fn malformed_foreign_and_expired_cursors_are_refused_with_the_fix() {
+async fn malformed_foreign_and_expired_cursors_are_refused() {
     let app = spawn_app().await;
     let user = User::new(&app).await;
     let mut chat = user.device(&app).await;

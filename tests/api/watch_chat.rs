@@ -323,8 +323,9 @@ async fn a_watcher_on_one_replica_sees_a_reply_written_on_another_on_postgresql(
         [format!("created:{}", session.id)]
     );
 
-    // A delta over the 1,200-character NOTIFY piece travels in pieces, in order.
-    let long = "é".repeat(2_000);
+    // A delta of 10,000 bytes, over PostgreSQL's 8,000-byte NOTIFY payload limit, travels in
+    // pieces, in order.
+    let long = "é".repeat(5_000);
     let pieces = vec!["Bonjour ".to_owned(), long, " fin.".to_owned()];
     app.gemini.push_reply(ScriptedReply::chunks(pieces.clone()));
     let (sent_deltas, sent) = user.stream(&mut on_a, &session.id, "c-1", "Salut").await;
@@ -492,6 +493,16 @@ async fn a_watcher_that_stops_reading_is_dropped_and_the_sender_is_not_slowed() 
     .await
     .expect("the sender is not held up by a watcher that does not read");
     assert_eq!(sent_deltas.len(), pieces.len());
+    // On PostgreSQL deltas reach the watchers through NOTIFY a moment later. A small send after
+    // it travels the same queues: once a third device sees it, every delta of the long reply
+    // was offered to the phone's watch.
+    let mut tablet = user.device(&app).await;
+    let (mut companion, _) = user.watch(&mut tablet, "").await.unwrap();
+    app.gemini.push_reply(ScriptedReply::chunks(["marker"]));
+    let (_, marker) = user.stream(&mut laptop, &session.id, "c-2", "Short").await;
+    companion
+        .until_finished(&user_message_id(&marker), "marker")
+        .await;
 
     // The phone reads again: what was buffered, then the end of its watch.
     let ended = tokio::time::timeout(PATIENCE, async {

@@ -384,9 +384,18 @@ impl Application {
                 .max_decoding_message_size(server_config.max_decoding_message_size)
                 .max_encoding_message_size(server_config.max_encoding_message_size);
 
-        let chat_server = ChatServiceServer::new(ChatApi::new(chat.clone(), addresses.clone()))
-            .max_decoding_message_size(server_config.max_decoding_message_size)
-            .max_encoding_message_size(server_config.max_encoding_message_size);
+        let chat_feed = assistd_store::chat_feed::ChatFeed::start(
+            &store,
+            shutdown.child_token().cancelled_owned(),
+        )
+        .await
+        .context("starting the chat feed")?;
+        let chat_server = ChatServiceServer::new(
+            ChatApi::new(chat.clone(), addresses.clone())
+                .with_watch(chat_feed, shutdown.child_token()),
+        )
+        .max_decoding_message_size(server_config.max_decoding_message_size)
+        .max_encoding_message_size(server_config.max_encoding_message_size);
 
         let auth_server = AuthServiceServer::new(
             AuthApi::new(auth.clone(), addresses.clone())

@@ -9,6 +9,7 @@ mod m20261125_000002_secrets_and_audit;
 mod m20261126_000003_chat;
 mod m20261126_000004_auth;
 mod m20261202_000005_service_accounts;
+mod m20261203_000006_chat_events;
 
 /// Applies assistd's migrations in order.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_chat::Migration),
             Box::new(m20261126_000004_auth::Migration),
             Box::new(m20261202_000005_service_accounts::Migration),
+            Box::new(m20261203_000006_chat_events::Migration),
         ]
     }
 }

@@ -20,3 +20,4 @@ mod service_accounts;
 mod signin;
 mod signin_canary;
 mod tls;
+mod watch_chat;

@@ -82,6 +82,11 @@ pub enum ErrorReason {
     /// The server is shutting down (a deploy or restart) and stopped the call; another
     /// server, or this one once restarted, answers a retry.
     ServerShuttingDown,
+    /// A watch cursor points before the oldest event still kept; re-read the state and watch
+    /// from now.
+    CursorExpired,
+    /// A watcher fell too far behind its events and was dropped; reconnect with its cursor.
+    WatchTooSlow,
 }
 
 impl ErrorReason {
@@ -124,6 +129,8 @@ impl ErrorReason {
             Self::RpcNotAllowed => "RPC_NOT_ALLOWED",
             Self::UserNotAllowed => "USER_NOT_ALLOWED",
             Self::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
+            Self::CursorExpired => "CURSOR_EXPIRED",
+            Self::WatchTooSlow => "WATCH_TOO_SLOW",
         }
     }
 }

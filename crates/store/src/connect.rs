@@ -110,6 +110,8 @@ pub struct Store {
     backend: Backend,
     /// How this store connected, so migrations can open a connection of their own.
     options: ConnectOptions,
+    /// This process's chat watchers (see `chat_feed`).
+    chat_hub: std::sync::Arc<crate::chat_feed::ChatHub>,
 }
 
 impl std::fmt::Debug for Store {
@@ -159,6 +161,7 @@ impl Store {
             db,
             backend,
             options,
+            chat_hub: std::sync::Arc::default(),
         })
     }
 
@@ -215,6 +218,11 @@ impl Store {
     #[must_use]
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// This process's chat watchers.
+    pub(crate) fn chat_hub(&self) -> &std::sync::Arc<crate::chat_feed::ChatHub> {
+        &self.chat_hub
     }
 
     /// The underlying connection, for repositories and tests that inspect rows directly.

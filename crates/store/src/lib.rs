@@ -7,6 +7,7 @@ mod api_keys;
 pub mod audit;
 mod auth;
 mod chat;
+pub mod chat_feed;
 mod connect;
 mod data_keys;
 mod database_error;

@@ -4,6 +4,7 @@
 
 mod convert;
 mod requests;
+mod watch;
 
 use std::pin::Pin;
 
@@ -32,13 +33,31 @@ use crate::status::status;
 pub struct ChatApi {
     service: ChatService,
     addresses: ClientAddressPolicy,
+    /// The chat feed behind WatchChat (and fed by StreamMessage's deltas).
+    watching: Option<watch::Watching>,
 }
 
 impl ChatApi {
     /// Serves `service`, recording client addresses per `addresses`.
     #[must_use]
     pub fn new(service: ChatService, addresses: ClientAddressPolicy) -> Self {
-        Self { service, addresses }
+        Self {
+            service,
+            addresses,
+            watching: None,
+        }
+    }
+
+    /// Serves WatchChat from `feed` and publishes streamed replies' deltas to it; watch
+    /// streams end when `shutdown` fires.
+    #[must_use]
+    pub fn with_watch(
+        mut self,
+        feed: assistd_store::chat_feed::ChatFeed,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        self.watching = Some(watch::Watching { feed, shutdown });
+        self
     }
 }
 
@@ -228,7 +247,19 @@ impl pb::chat_service_server::ChatService for ChatApi {
             };
             pb::StreamMessageResponse { event: Some(event) }
         };
-        let rest = ReceiverStream::new(events).map(move |event| event.map(convert).map_err(status));
+        let mut deltas = self
+            .watching
+            .as_ref()
+            .map(|watching| watch::DeltaPublisher::new(watching.feed.clone(), user));
+        if let Some(deltas) = deltas.as_mut() {
+            deltas.observe(&first);
+        }
+        let rest = ReceiverStream::new(events).map(move |event| {
+            if let (Some(deltas), Ok(event)) = (deltas.as_mut(), &event) {
+                deltas.observe(event);
+            }
+            event.map(convert).map_err(status)
+        });
         let stream = futures::stream::once(async move { Ok(convert(first)) }).chain(rest);
         Ok(Response::new(Box::pin(stream)))
     }
@@ -292,6 +323,23 @@ impl pb::chat_service_server::ChatService for ChatApi {
             required_id("memory_id", &request.get_ref().memory_id).map_err(invalid)?;
         self.service.delete_memory(user, id).await.map_err(status)?;
         Ok(Response::new(pb::DeleteMemoryResponse {}))
+    }
+
+    type WatchChatStream = watch::WatchStream;
+
+    async fn watch_chat(
+        &self,
+        request: Request<pb::WatchChatRequest>,
+    ) -> Result<Response<Self::WatchChatStream>, Status> {
+        let user = caller(&request)?;
+        let after = watch::parse_cursor(&request.get_ref().cursor).map_err(invalid)?;
+        let Some(watching) = &self.watching else {
+            return Err(Status::unimplemented(
+                "this server was built without the chat feed",
+            ));
+        };
+        let stream = watch::watch_chat(watching, user, after).await?;
+        Ok(Response::new(stream))
     }
 
     async fn list_models(

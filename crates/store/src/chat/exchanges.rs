@@ -12,9 +12,11 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
+use super::events::{publish_committed, record};
 use super::messages::allocate;
 use super::rows::{message_of, messages_of};
 use super::{ChatRepository, MESSAGE, SESSION, is_unique_violation, micros, not_found};
+use crate::chat_feed::ChatChange;
 use crate::db_error;
 use crate::entity::chat_messages;
 
@@ -60,8 +62,10 @@ impl ChatRepository {
             let txn = self.store.begin_write().await?;
             if let Some(row) = find_send(&txn, user, client_message_id).await? {
                 match resend(&txn, user, session, text, row, lease_until, now).await? {
-                    Some(start) => {
+                    Some((start, changes)) => {
+                        let events = record(&txn, self.store.backend(), user, changes, now).await?;
                         txn.commit().await.map_err(db_error)?;
+                        publish_committed(&self.store, user, events);
                         return Ok(start);
                     }
                     None => {
@@ -110,8 +114,12 @@ impl ChatRepository {
                     .await;
             match inserted {
                 Ok(_) => {
+                    let message = message_of(row)?;
+                    let changes = vec![ChatChange::MessageCommitted(Box::new(message.clone()))];
+                    let events = record(&txn, self.store.backend(), user, changes, now).await?;
                     txn.commit().await.map_err(db_error)?;
-                    return Ok(ExchangeStart::Started(message_of(row)?));
+                    publish_committed(&self.store, user, events);
+                    return Ok(ExchangeStart::Started(message));
                 }
                 // Another session's send with this id committed meanwhile: read it.
                 Err(err) if is_unique_violation(&err) => {
@@ -178,7 +186,18 @@ impl ChatRepository {
         exchange_id: MessageId,
         state: ExchangeState,
     ) -> Result<()> {
-        set_exchange_state(self.store.connection(), user, exchange_id, state).await
+        let failed = matches!(state, ExchangeState::Failed);
+        let txn = self.store.begin_write().await?;
+        let session = set_exchange_state(&txn, user, exchange_id, state).await?;
+        let changes = vec![ChatChange::ExchangeFinished {
+            session,
+            exchange: exchange_id,
+            failed,
+        }];
+        let events = record(&txn, self.store.backend(), user, changes, Utc::now()).await?;
+        txn.commit().await.map_err(db_error)?;
+        publish_committed(&self.store, user, events);
+        Ok(())
     }
 
     /// Extends the lease of a send still running to `lease_until`; `false` when it is no
@@ -226,13 +245,13 @@ impl ChatRepository {
 }
 
 /// Records how a send ended on its USER message and releases its lease (see
-/// [`ChatRepository::finish_exchange`]).
+/// [`ChatRepository::finish_exchange`]); returns the send's session.
 pub(super) async fn set_exchange_state<C: ConnectionTrait>(
     db: &C,
     user: UserId,
     exchange_id: MessageId,
     state: ExchangeState,
-) -> Result<()> {
+) -> Result<SessionId> {
     use chat_messages::Column;
     let state = match state {
         ExchangeState::Done => DONE,
@@ -252,17 +271,19 @@ pub(super) async fn set_exchange_state<C: ConnectionTrait>(
         .filter(Column::Id.eq(exchange_id.as_uuid()))
         .filter(Column::UserId.eq(user.as_uuid()))
         .filter(Column::ExchangeState.is_not_null())
-        .exec(db)
+        .exec_with_returning(db)
         .await
         .map_err(db_error)?;
-    if updated.rows_affected == 0 {
-        return Err(not_found(MESSAGE, exchange_id));
-    }
-    Ok(())
+    updated
+        .into_iter()
+        .next()
+        .map(|row| SessionId::from_uuid(row.session_id))
+        .ok_or_else(|| not_found(MESSAGE, exchange_id))
 }
 
-/// What an earlier send with the same client message id became; `None` when another request
-/// took it over meanwhile and it must be looked at again.
+/// What an earlier send with the same client message id became, with the changes to announce
+/// in the chat feed; `None` when another request took it over meanwhile and it must be looked
+/// at again.
 async fn resend<C: ConnectionTrait>(
     db: &C,
     user: UserId,
@@ -271,27 +292,28 @@ async fn resend<C: ConnectionTrait>(
     row: chat_messages::Model,
     lease_until: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Option<ExchangeStart>> {
+) -> Result<Option<(ExchangeStart, Vec<ChatChange>)>> {
     use chat_messages::Column;
     if row.session_id != session.as_uuid() || row.text.as_deref() != Some(text) {
-        return Ok(Some(ExchangeStart::Conflict));
+        return Ok(Some((ExchangeStart::Conflict, Vec::new())));
     }
     let state = exchange_state_of(&row)?.ok_or_else(|| no_exchange_state(&row))?;
     match state {
         ExchangeState::Done => {
             let messages = replies(db, user, row.id).await?;
-            Ok(Some(ExchangeStart::Finished {
+            let finished = ExchangeStart::Finished {
                 user_message: message_of(row)?,
                 messages,
-            }))
+            };
+            Ok(Some((finished, Vec::new())))
         }
         ExchangeState::Running {
             lease_until: current,
-        } if current > now => Ok(Some(ExchangeStart::InProgress)),
+        } if current > now => Ok(Some((ExchangeStart::InProgress, Vec::new()))),
         ExchangeState::Running { .. } => {
             let messages = replies(db, user, row.id).await?;
             if !ends_with_final_reply(&messages) {
-                return take_over(db, user, row, lease_until, now).await;
+                return without_changes(take_over(db, user, row, lease_until, now).await);
             }
             // Its reply was committed but not its end (a server of an earlier version
             // stopped between the two writes): it is finished, not run again.
@@ -310,13 +332,26 @@ async fn resend<C: ConnectionTrait>(
             if finished.rows_affected == 0 {
                 return Ok(None);
             }
-            Ok(Some(ExchangeStart::Finished {
+            let change = ChatChange::ExchangeFinished {
+                session,
+                exchange: MessageId::from_uuid(row.id),
+                failed: false,
+            };
+            let finished = ExchangeStart::Finished {
                 user_message: message_of(row)?,
                 messages,
-            }))
+            };
+            Ok(Some((finished, vec![change])))
         }
-        ExchangeState::Failed => take_over(db, user, row, lease_until, now).await,
+        ExchangeState::Failed => without_changes(take_over(db, user, row, lease_until, now).await),
     }
+}
+
+/// A take-over announces nothing: no message was committed and the send is running again.
+fn without_changes(
+    start: Result<Option<ExchangeStart>>,
+) -> Result<Option<(ExchangeStart, Vec<ChatChange>)>> {
+    start.map(|start| start.map(|start| (start, Vec::new())))
 }
 
 /// Whether an exchange's last message is a MODEL reply that ended it without an error (a

@@ -7,11 +7,13 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
+use super::events::{publish_committed, record};
 use super::exchanges::set_exchange_state;
 use super::rows::{messages_of, new_row};
 use super::sessions::session_owned;
 use super::usage::add_usage;
 use super::{ChatRepository, SESSION, UsageDelta, micros, not_found};
+use crate::chat_feed::ChatChange;
 use crate::db_error;
 use crate::entity::{chat_messages, chat_sessions};
 
@@ -40,7 +42,8 @@ impl ChatRepository {
 
     /// [`Self::append_messages`], and — in the same transaction — the exchange `finish.0` ends
     /// in state `finish.1` (see [`Self::finish_exchange`]), so a reply that ends an exchange
-    /// and the exchange's end are committed together or not at all.
+    /// and the exchange's end are committed together or not at all. The chat feed's events
+    /// (each message committed, the exchange finished) are written in that transaction too.
     ///
     /// # Errors
     /// As [`Self::append_messages`]; NOT_FOUND when the user has no such send.
@@ -76,11 +79,25 @@ impl ChatRepository {
         if let Some(usage) = &usage {
             add_usage(&txn, user, usage).await?;
         }
+        let committed = messages_of(rows)?;
+        let mut changes: Vec<ChatChange> = committed
+            .iter()
+            .cloned()
+            .map(|message| ChatChange::MessageCommitted(Box::new(message)))
+            .collect();
         if let Some((exchange, state)) = finish {
+            let failed = matches!(state, ExchangeState::Failed);
             set_exchange_state(&txn, user, exchange, state).await?;
+            changes.push(ChatChange::ExchangeFinished {
+                session,
+                exchange,
+                failed,
+            });
         }
+        let events = record(&txn, self.store.backend(), user, changes, now).await?;
         txn.commit().await.map_err(db_error)?;
-        messages_of(rows)
+        publish_committed(&self.store, user, events);
+        Ok(committed)
     }
 
     /// A page of the session's messages: `forward`, those with sequence ≥ `start` (from the

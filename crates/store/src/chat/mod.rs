@@ -17,8 +17,10 @@
 //! - `search`: full-text search over USER and MODEL text, with snippets;
 //! - `memories`: remembered facts;
 //! - `usage`: daily usage and the monthly token budget;
+//! - `events`: the chat feed's events, written in the transaction of each change;
 //! - `rows`: how rows map to the domain's types and back.
 
+mod events;
 mod exchanges;
 mod memories;
 mod messages;

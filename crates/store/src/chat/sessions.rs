@@ -9,8 +9,10 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
+use super::events::{publish_committed, record};
 use super::rows::session_of;
 use super::{ChatRepository, SESSION, account_gone, is_foreign_key_violation, micros, not_found};
+use crate::chat_feed::ChatChange;
 use crate::db_error;
 use crate::entity::chat_sessions;
 
@@ -41,14 +43,27 @@ impl ChatRepository {
             updated_at: now,
             last_activity_at: now,
         };
+        let txn = self.store.begin_write().await?;
         match chat_sessions::Entity::insert(chat_sessions::ActiveModel::from(row.clone()))
-            .exec_without_returning(self.store.connection())
+            .exec_without_returning(&txn)
             .await
         {
-            Ok(_) => Ok(session_of(row)),
-            Err(err) if is_foreign_key_violation(&err) => Err(account_gone()),
-            Err(err) => Err(db_error(err)),
+            Ok(_) => {}
+            Err(err) if is_foreign_key_violation(&err) => return Err(account_gone()),
+            Err(err) => return Err(db_error(err)),
         }
+        let session = session_of(row);
+        let events = record(
+            &txn,
+            self.store.backend(),
+            user,
+            vec![ChatChange::SessionCreated(session.clone())],
+            now,
+        )
+        .await?;
+        txn.commit().await.map_err(db_error)?;
+        publish_committed(&self.store, user, events);
+        Ok(session)
     }
 
     /// The user's session.
@@ -138,14 +153,26 @@ impl ChatRepository {
         if let Some(model) = &patch.model {
             update = update.col_expr(Column::Model, Expr::value(model.clone()));
         }
-        update
-            .exec_with_returning(self.store.connection())
+        let txn = self.store.begin_write().await?;
+        let session = update
+            .exec_with_returning(&txn)
             .await
             .map_err(db_error)?
             .into_iter()
             .next()
             .map(session_of)
-            .ok_or_else(|| not_found(SESSION, id))
+            .ok_or_else(|| not_found(SESSION, id))?;
+        let events = record(
+            &txn,
+            self.store.backend(),
+            user,
+            vec![ChatChange::SessionUpdated(session.clone())],
+            now,
+        )
+        .await?;
+        txn.commit().await.map_err(db_error)?;
+        publish_committed(&self.store, user, events);
+        Ok(session)
     }
 
     /// Sets a generated title, only while the session has none (a title the user set in the
@@ -161,7 +188,7 @@ impl ChatRepository {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         use chat_sessions::Column;
-        let db = self.store.connection();
+        let txn = self.store.begin_write().await?;
         let updated = chat_sessions::Entity::update_many()
             .col_expr(Column::Title, Expr::value(title))
             .col_expr(Column::TitleGenerated, Expr::value(true))
@@ -169,13 +196,17 @@ impl ChatRepository {
             .filter(Column::Id.eq(id.as_uuid()))
             .filter(Column::UserId.eq(user.as_uuid()))
             .filter(Column::Title.eq(""))
-            .exec(db)
+            .exec_with_returning(&txn)
             .await
             .map_err(db_error)?;
-        if updated.rows_affected > 0 {
+        if let Some(row) = updated.into_iter().next() {
+            let changes = vec![ChatChange::SessionUpdated(session_of(row))];
+            let events = record(&txn, self.store.backend(), user, changes, now).await?;
+            txn.commit().await.map_err(db_error)?;
+            publish_committed(&self.store, user, events);
             return Ok(true);
         }
-        if session_owned(db, user, id).await? {
+        if session_owned(&txn, user, id).await? {
             Ok(false)
         } else {
             Err(not_found(SESSION, id))
@@ -187,15 +218,20 @@ impl ChatRepository {
     /// # Errors
     /// NOT_FOUND when the user has no such session; the database failed.
     pub async fn delete_session(&self, user: UserId, id: SessionId) -> Result<()> {
+        let txn = self.store.begin_write().await?;
         let deleted = chat_sessions::Entity::delete_many()
             .filter(chat_sessions::Column::Id.eq(id.as_uuid()))
             .filter(chat_sessions::Column::UserId.eq(user.as_uuid()))
-            .exec(self.store.connection())
+            .exec(&txn)
             .await
             .map_err(db_error)?;
         if deleted.rows_affected == 0 {
             return Err(not_found(SESSION, id));
         }
+        let changes = vec![ChatChange::SessionDeleted(id)];
+        let events = record(&txn, self.store.backend(), user, changes, Utc::now()).await?;
+        txn.commit().await.map_err(db_error)?;
+        publish_committed(&self.store, user, events);
         Ok(())
     }
 }

@@ -5,6 +5,8 @@ pub(crate) mod api_keys;
 pub(crate) mod audit_chain_head;
 pub(crate) mod audit_events;
 pub(crate) mod auth_sessions;
+pub(crate) mod chat_event_heads;
+pub(crate) mod chat_events;
 pub(crate) mod chat_memories;
 pub(crate) mod chat_messages;
 pub(crate) mod chat_sessions;

@@ -23,6 +23,7 @@ mod calls;
 mod cost;
 mod server;
 mod watch;
+mod watch_chat;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -102,6 +103,28 @@ struct Cli {
     /// order alternates).
     #[arg(long, value_name = "N", default_value_t = 3)]
     rounds: usize,
+
+    /// Instead of the full run: WatchChat delays from the sender's reply delta to a watcher's
+    /// (one server; on PostgreSQL also across two replicas), and the RSS of idle watchers.
+    #[arg(long)]
+    watch_latency: bool,
+
+    /// With --watch-latency: streamed sends whose deltas are timed.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    watch_sends: usize,
+
+    /// With --watch-latency: deltas per reply.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    watch_chunks: usize,
+
+    /// With --watch-latency: time between a reply's deltas. Same format as --duration.
+    #[arg(long, value_name = "TIME", default_value = "20ms", value_parser = parse_duration)]
+    watch_interval: Duration,
+
+    /// With --watch-latency: idle WatchChat streams (of distinct users) whose memory is
+    /// measured; 0 skips it.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    watchers: usize,
 }
 
 #[tokio::main]
@@ -133,6 +156,30 @@ async fn main() -> anyhow::Result<()> {
 
     if cli.metrics_cost || cli.tls_cost {
         return compare_costs(&cli, &server_bin).await;
+    }
+    if cli.watch_latency {
+        ensure!(
+            cli.watch_sends > 0 && cli.watch_chunks > 0,
+            "--watch-sends and --watch-chunks must be at least 1"
+        );
+        let settings = watch_chat::WatchLatency {
+            sends: cli.watch_sends,
+            chunks: cli.watch_chunks,
+            interval: cli.watch_interval,
+            watchers: cli.watchers,
+        };
+        if cli.database.includes_sqlite() {
+            watch_chat::run(&server_bin, "SQLite", None, &settings).await?;
+        }
+        if cli.database.includes_postgres() {
+            let database = PostgresDatabase::create(&cli.postgres_admin_url).await?;
+            let result =
+                watch_chat::run(&server_bin, "PostgreSQL", Some(database.url()), &settings).await;
+            let dropped = database.drop_database().await;
+            result?;
+            dropped?;
+        }
+        return Ok(());
     }
     if cli.database.includes_sqlite() {
         bench_database(&cli, &server_bin, "SQLite", None).await?;

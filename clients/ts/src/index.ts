@@ -51,12 +51,14 @@ export type { ApiKey, AuditEvent, TokenBudget, UsageRecord } from "../gen/assist
 export {
   ArchivedFilter,
   ChatService,
+  ExchangeOutcome,
   FinishReason,
   ListMessagesDirection,
   MessageRole,
 } from "../gen/assistd/chat/v1/chat_pb.js";
 export type {
   ExchangeCompleted,
+  ExchangeFinished,
   FunctionCall,
   FunctionResult,
   Memory,
@@ -64,12 +66,16 @@ export type {
   MessageError,
   MessageMetadata,
   Model,
+  ReplyDelta,
   SearchHit,
   Session as ChatSession,
+  SessionDeleted,
   SnippetSegment,
   StreamMessageResponse,
   TextDelta,
   Usage as ChatUsage,
+  WatchChatResponse,
+  WatchStarted,
 } from "../gen/assistd/chat/v1/chat_pb.js";
 export { PreferencesSchema, PreferencesService, Theme } from "../gen/assistd/preferences/v1/preferences_pb.js";
 export type { Language, Preferences, ThemeOption } from "../gen/assistd/preferences/v1/preferences_pb.js";

@@ -12,7 +12,7 @@ import type { JsonObject, Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file assistd/chat/v1/chat.proto.
  */
 export const file_assistd_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("Chphc3Npc3RkL2NoYXQvdjEvY2hhdC5wcm90bxIPYXNzaXN0ZC5jaGF0LnYxIrsCCgdTZXNzaW9uEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhcKD3RpdGxlX2dlbmVyYXRlZBgDIAEoCBIaChJzeXN0ZW1faW5zdHJ1Y3Rpb24YBCABKAkSDQoFbW9kZWwYBSABKAkSDgoGcGlubmVkGAYgASgIEhAKCGFyY2hpdmVkGAcgASgIEhUKDW1lc3NhZ2VfY291bnQYCCABKAMSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI2ChJsYXN0X2FjdGl2aXR5X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlQKDEZ1bmN0aW9uQ2FsbBIPCgdjYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSJQoEYXJncxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiagoORnVuY3Rpb25SZXN1bHQSDwoHY2FsbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEikKCHJlc3BvbnNlGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIOCgZmYWlsZWQYBCABKAgiLwoMTWVzc2FnZUVycm9yEg4KBnJlYXNvbhgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIrsCCg9NZXNzYWdlTWV0YWRhdGESDQoFbW9kZWwYASABKAkSGgoScHJvbXB0X3Rva2VuX2NvdW50GAIgASgFEhoKEm91dHB1dF90b2tlbl9jb3VudBgDIAEoBRIZChF0b3RhbF90b2tlbl9jb3VudBgEIAEoBRI0Cg1maW5pc2hfcmVhc29uGAUgASgOMh0uYXNzaXN0ZC5jaGF0LnYxLkZpbmlzaFJlYXNvbhIqCgdsYXRlbmN5GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjYKE2ZpcnN0X3Rva2VuX2xhdGVuY3kYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLAoFZXJyb3IYCCABKAsyHS5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZUVycm9yIvYCCgdNZXNzYWdlEgoKAmlkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEAoIc2VxdWVuY2UYAyABKAMSKgoEcm9sZRgEIAEoDjIcLmFzc2lzdGQuY2hhdC52MS5NZXNzYWdlUm9sZRIOCgR0ZXh0GAUgASgJSAASNgoNZnVuY3Rpb25fY2FsbBgGIAEoCzIdLmFzc2lzdGQuY2hhdC52MS5GdW5jdGlvbkNhbGxIABI6Cg9mdW5jdGlvbl9yZXN1bHQYByABKAsyHy5hc3Npc3RkLmNoYXQudjEuRnVuY3Rpb25SZXN1bHRIABIZChFjbGllbnRfbWVzc2FnZV9pZBgIIAEoCRIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoIbWV0YWRhdGEYCiABKAsyIC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZU1ldGFkYXRhQgkKB2NvbnRlbnQidAoFVXNhZ2USGAoQbW9kZWxfY2FsbF9jb3VudBgBIAEoBRIaChJwcm9tcHRfdG9rZW5fY291bnQYAiABKAUSGgoSb3V0cHV0X3Rva2VuX2NvdW50GAMgASgFEhkKEXRvdGFsX3Rva2VuX2NvdW50GAQgASgFIlAKFENyZWF0ZVNlc3Npb25SZXF1ZXN0Eg0KBXRpdGxlGAEgASgJEhoKEnN5c3RlbV9pbnN0cnVjdGlvbhgCIAEoCRINCgVtb2RlbBgDIAEoCSJCChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USKQoHc2Vzc2lvbhgBIAEoCzIYLmFzc2lzdGQuY2hhdC52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiPwoSR2V0U2Vzc2lvblJlc3BvbnNlEikKB3Nlc3Npb24YASABKAsyGC5hc3Npc3RkLmNoYXQudjEuU2Vzc2lvbiKPAQoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIxCghhcmNoaXZlZBgDIAEoDjIfLmFzc2lzdGQuY2hhdC52MS5BcmNoaXZlZEZpbHRlchITCgZwaW5uZWQYBCABKAhIAIgBAUIJCgdfcGlubmVkIlsKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEioKCHNlc3Npb25zGAEgAygLMhguYXNzaXN0ZC5jaGF0LnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInIKFFVwZGF0ZVNlc3Npb25SZXF1ZXN0EikKB3Nlc3Npb24YASABKAsyGC5hc3Npc3RkLmNoYXQudjEuU2Vzc2lvbhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siQgoVVXBkYXRlU2Vzc2lvblJlc3BvbnNlEikKB3Nlc3Npb24YASABKAsyGC5hc3Npc3RkLmNoYXQudjEuU2Vzc2lvbiIqChREZWxldGVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFURlbGV0ZVNlc3Npb25SZXNwb25zZSKjAQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEjkKCWRpcmVjdGlvbhgEIAEoDjImLmFzc2lzdGQuY2hhdC52MS5MaXN0TWVzc2FnZXNEaXJlY3Rpb24SFgoOc3RhcnRfc2VxdWVuY2UYBSABKAMiWwoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USKgoIbWVzc2FnZXMYASADKAsyGC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCSLQAQoTU2VuZE1lc3NhZ2VSZXNwb25zZRIuCgx1c2VyX21lc3NhZ2UYASABKAsyGC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZRInCgVzdGVwcxgCIAMoCzIYLmFzc2lzdGQuY2hhdC52MS5NZXNzYWdlEicKBXJlcGx5GAMgASgLMhguYXNzaXN0ZC5jaGF0LnYxLk1lc3NhZ2USJQoFdXNhZ2UYBCABKAsyFi5hc3Npc3RkLmNoYXQudjEuVXNhZ2USEAoIcmVwbGF5ZWQYBSABKAgiUwoUU3RyZWFtTWVzc2FnZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgCIAEoCRIMCgR0ZXh0GAMgASgJIhkKCVRleHREZWx0YRIMCgR0ZXh0GAEgASgJIpwBChFFeGNoYW5nZUNvbXBsZXRlZBIYChByZXBseV9tZXNzYWdlX2lkGAEgASgJEjQKDWZpbmlzaF9yZWFzb24YAiABKA4yHS5hc3Npc3RkLmNoYXQudjEuRmluaXNoUmVhc29uEiUKBXVzYWdlGAMgASgLMhYuYXNzaXN0ZC5jaGF0LnYxLlVzYWdlEhAKCHJlcGxheWVkGAQgASgIItgCChVTdHJlYW1NZXNzYWdlUmVzcG9uc2USMAoMdXNlcl9tZXNzYWdlGAEgASgLMhguYXNzaXN0ZC5jaGF0LnYxLk1lc3NhZ2VIABIwCgp0ZXh0X2RlbHRhGAIgASgLMhouYXNzaXN0ZC5jaGF0LnYxLlRleHREZWx0YUgAEjEKDW1vZGVsX21lc3NhZ2UYAyABKAsyGC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZUgAEjEKDWZ1bmN0aW9uX2NhbGwYBCABKAsyGC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZUgAEjMKD2Z1bmN0aW9uX3Jlc3VsdBgFIAEoCzIYLmFzc2lzdGQuY2hhdC52MS5NZXNzYWdlSAASNwoJY29tcGxldGVkGAYgASgLMiIuYXNzaXN0ZC5jaGF0LnYxLkV4Y2hhbmdlQ29tcGxldGVkSABCBwoFZXZlbnQiYQoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiMwoOU25pcHBldFNlZ21lbnQSDAoEdGV4dBgBIAEoCRITCgtoaWdobGlnaHRlZBgCIAEoCCKFAgoJU2VhcmNoSGl0EhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIVCg1zZXNzaW9uX3RpdGxlGAMgASgJEhAKCHNlcXVlbmNlGAQgASgDEioKBHJvbGUYBSABKA4yHC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZVJvbGUSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3NuaXBwZXQYByABKAkSOQoQc25pcHBldF9zZWdtZW50cxgIIAMoCzIfLmFzc2lzdGQuY2hhdC52MS5TbmlwcGV0U2VnbWVudCJbChZTZWFyY2hNZXNzYWdlc1Jlc3BvbnNlEigKBGhpdHMYASADKAsyGi5hc3Npc3RkLmNoYXQudjEuU2VhcmNoSGl0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJxCgZNZW1vcnkSCgoCaWQYASABKAkSDwoHY29udGVudBgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRc291cmNlX3Nlc3Npb25faWQYBCABKAkiPAoTTGlzdE1lbW9yaWVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJaChRMaXN0TWVtb3JpZXNSZXNwb25zZRIpCghtZW1vcmllcxgBIAMoCzIXLmFzc2lzdGQuY2hhdC52MS5NZW1vcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKE0RlbGV0ZU1lbW9yeVJlcXVlc3QSEQoJbWVtb3J5X2lkGAEgASgJIhYKFERlbGV0ZU1lbW9yeVJlc3BvbnNlIpQBCgVNb2RlbBIMCgRuYW1lGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIZChFpbnB1dF90b2tlbl9saW1pdBgEIAEoBRIaChJvdXRwdXRfdG9rZW5fbGltaXQYBSABKAUSGwoTc2VsZWN0ZWRfYnlfZGVmYXVsdBgGIAEoCCI6ChFMaXN0TW9kZWxzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJVChJMaXN0TW9kZWxzUmVzcG9uc2USJgoGbW9kZWxzGAEgAygLMhYuYXNzaXN0ZC5jaGF0LnYxLk1vZGVsEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSq1AQoLTWVzc2FnZVJvbGUSHAoYTUVTU0FHRV9ST0xFX1VOU1BFQ0lGSUVEEAASFQoRTUVTU0FHRV9ST0xFX1VTRVIQARIWChJNRVNTQUdFX1JPTEVfTU9ERUwQAhIeChpNRVNTQUdFX1JPTEVfRlVOQ1RJT05fQ0FMTBADEiAKHE1FU1NBR0VfUk9MRV9GVU5DVElPTl9SRVNVTFQQBBIXChNNRVNTQUdFX1JPTEVfU1lTVEVNEAUq0QIKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRklOSVNIX1JFQVNPTl9TVE9QEAESHAoYRklOSVNIX1JFQVNPTl9NQVhfVE9LRU5TEAISGAoURklOSVNIX1JFQVNPTl9TQUZFVFkQAxIcChhGSU5JU0hfUkVBU09OX1JFQ0lUQVRJT04QBBIpCiVGSU5JU0hfUkVBU09OX01BTEZPUk1FRF9GVU5DVElPTl9DQUxMEAUSHAoYRklOSVNIX1JFQVNPTl9UT09MX0xJTUlUEAYSGwoXRklOSVNIX1JFQVNPTl9DQU5DRUxMRUQQBxIcChhGSU5JU0hfUkVBU09OX0lOQ09NUExFVEUQCBIXChNGSU5JU0hfUkVBU09OX0VSUk9SEAkSFwoTRklOSVNIX1JFQVNPTl9PVEhFUhAKKoUBCg5BcmNoaXZlZEZpbHRlchIfChtBUkNISVZFRF9GSUxURVJfVU5TUEVDSUZJRUQQABIbChdBUkNISVZFRF9GSUxURVJfRVhDTFVERRABEhgKFEFSQ0hJVkVEX0ZJTFRFUl9PTkxZEAISGwoXQVJDSElWRURfRklMVEVSX0lOQ0xVREUQAyqLAQoVTGlzdE1lc3NhZ2VzRGlyZWN0aW9uEicKI0xJU1RfTUVTU0FHRVNfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASJAogTElTVF9NRVNTQUdFU19ESVJFQ1RJT05fQkFDS1dBUkQQARIjCh9MSVNUX01FU1NBR0VTX0RJUkVDVElPTl9GT1JXQVJEEAIy7ggKC0NoYXRTZXJ2aWNlEl4KDUNyZWF0ZVNlc3Npb24SJS5hc3Npc3RkLmNoYXQudjEuQ3JlYXRlU2Vzc2lvblJlcXVlc3QaJi5hc3Npc3RkLmNoYXQudjEuQ3JlYXRlU2Vzc2lvblJlc3BvbnNlElUKCkdldFNlc3Npb24SIi5hc3Npc3RkLmNoYXQudjEuR2V0U2Vzc2lvblJlcXVlc3QaIy5hc3Npc3RkLmNoYXQudjEuR2V0U2Vzc2lvblJlc3BvbnNlElsKDExpc3RTZXNzaW9ucxIkLmFzc2lzdGQuY2hhdC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiUuYXNzaXN0ZC5jaGF0LnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlEl4KDVVwZGF0ZVNlc3Npb24SJS5hc3Npc3RkLmNoYXQudjEuVXBkYXRlU2Vzc2lvblJlcXVlc3QaJi5hc3Npc3RkLmNoYXQudjEuVXBkYXRlU2Vzc2lvblJlc3BvbnNlEl4KDURlbGV0ZVNlc3Npb24SJS5hc3Npc3RkLmNoYXQudjEuRGVsZXRlU2Vzc2lvblJlcXVlc3QaJi5hc3Npc3RkLmNoYXQudjEuRGVsZXRlU2Vzc2lvblJlc3BvbnNlElsKDExpc3RNZXNzYWdlcxIkLmFzc2lzdGQuY2hhdC52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0GiUuYXNzaXN0ZC5jaGF0LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlElgKC1NlbmRNZXNzYWdlEiMuYXNzaXN0ZC5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBokLmFzc2lzdGQuY2hhdC52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEmAKDVN0cmVhbU1lc3NhZ2USJS5hc3Npc3RkLmNoYXQudjEuU3RyZWFtTWVzc2FnZVJlcXVlc3QaJi5hc3Npc3RkLmNoYXQudjEuU3RyZWFtTWVzc2FnZVJlc3BvbnNlMAESYQoOU2VhcmNoTWVzc2FnZXMSJi5hc3Npc3RkLmNoYXQudjEuU2VhcmNoTWVzc2FnZXNSZXF1ZXN0GicuYXNzaXN0ZC5jaGF0LnYxLlNlYXJjaE1lc3NhZ2VzUmVzcG9uc2USWwoMTGlzdE1lbW9yaWVzEiQuYXNzaXN0ZC5jaGF0LnYxLkxpc3RNZW1vcmllc1JlcXVlc3QaJS5hc3Npc3RkLmNoYXQudjEuTGlzdE1lbW9yaWVzUmVzcG9uc2USWwoMRGVsZXRlTWVtb3J5EiQuYXNzaXN0ZC5jaGF0LnYxLkRlbGV0ZU1lbW9yeVJlcXVlc3QaJS5hc3Npc3RkLmNoYXQudjEuRGVsZXRlTWVtb3J5UmVzcG9uc2USVQoKTGlzdE1vZGVscxIiLmFzc2lzdGQuY2hhdC52MS5MaXN0TW9kZWxzUmVxdWVzdBojLmFzc2lzdGQuY2hhdC52MS5MaXN0TW9kZWxzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chphc3Npc3RkL2NoYXQvdjEvY2hhdC5wcm90bxIPYXNzaXN0ZC5jaGF0LnYxIrsCCgdTZXNzaW9uEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhcKD3RpdGxlX2dlbmVyYXRlZBgDIAEoCBIaChJzeXN0ZW1faW5zdHJ1Y3Rpb24YBCABKAkSDQoFbW9kZWwYBSABKAkSDgoGcGlubmVkGAYgASgIEhAKCGFyY2hpdmVkGAcgASgIEhUKDW1lc3NhZ2VfY291bnQYCCABKAMSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI2ChJsYXN0X2FjdGl2aXR5X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlQKDEZ1bmN0aW9uQ2FsbBIPCgdjYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSJQoEYXJncxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiagoORnVuY3Rpb25SZXN1bHQSDwoHY2FsbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEikKCHJlc3BvbnNlGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIOCgZmYWlsZWQYBCABKAgiLwoMTWVzc2FnZUVycm9yEg4KBnJlYXNvbhgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIrsCCg9NZXNzYWdlTWV0YWRhdGESDQoFbW9kZWwYASABKAkSGgoScHJvbXB0X3Rva2VuX2NvdW50GAIgASgFEhoKEm91dHB1dF90b2tlbl9jb3VudBgDIAEoBRIZChF0b3RhbF90b2tlbl9jb3VudBgEIAEoBRI0Cg1maW5pc2hfcmVhc29uGAUgASgOMh0uYXNzaXN0ZC5jaGF0LnYxLkZpbmlzaFJlYXNvbhIqCgdsYXRlbmN5GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjYKE2ZpcnN0X3Rva2VuX2xhdGVuY3kYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLAoFZXJyb3IYCCABKAsyHS5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZUVycm9yIvYCCgdNZXNzYWdlEgoKAmlkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEAoIc2VxdWVuY2UYAyABKAMSKgoEcm9sZRgEIAEoDjIcLmFzc2lzdGQuY2hhdC52MS5NZXNzYWdlUm9sZRIOCgR0ZXh0GAUgASgJSAASNgoNZnVuY3Rpb25fY2FsbBgGIAEoCzIdLmFzc2lzdGQuY2hhdC52MS5GdW5jdGlvbkNhbGxIABI6Cg9mdW5jdGlvbl9yZXN1bHQYByABKAsyHy5hc3Npc3RkLmNoYXQudjEuRnVuY3Rpb25SZXN1bHRIABIZChFjbGllbnRfbWVzc2FnZV9pZBgIIAEoCRIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoIbWV0YWRhdGEYCiABKAsyIC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZU1ldGFkYXRhQgkKB2NvbnRlbnQidAoFVXNhZ2USGAoQbW9kZWxfY2FsbF9jb3VudBgBIAEoBRIaChJwcm9tcHRfdG9rZW5fY291bnQYAiABKAUSGgoSb3V0cHV0X3Rva2VuX2NvdW50GAMgASgFEhkKEXRvdGFsX3Rva2VuX2NvdW50GAQgASgFIlAKFENyZWF0ZVNlc3Npb25SZXF1ZXN0Eg0KBXRpdGxlGAEgASgJEhoKEnN5c3RlbV9pbnN0cnVjdGlvbhgCIAEoCRINCgVtb2RlbBgDIAEoCSJCChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USKQoHc2Vzc2lvbhgBIAEoCzIYLmFzc2lzdGQuY2hhdC52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiPwoSR2V0U2Vzc2lvblJlc3BvbnNlEikKB3Nlc3Npb24YASABKAsyGC5hc3Npc3RkLmNoYXQudjEuU2Vzc2lvbiKPAQoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIxCghhcmNoaXZlZBgDIAEoDjIfLmFzc2lzdGQuY2hhdC52MS5BcmNoaXZlZEZpbHRlchITCgZwaW5uZWQYBCABKAhIAIgBAUIJCgdfcGlubmVkIlsKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEioKCHNlc3Npb25zGAEgAygLMhguYXNzaXN0ZC5jaGF0LnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInIKFFVwZGF0ZVNlc3Npb25SZXF1ZXN0EikKB3Nlc3Npb24YASABKAsyGC5hc3Npc3RkLmNoYXQudjEuU2Vzc2lvbhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siQgoVVXBkYXRlU2Vzc2lvblJlc3BvbnNlEikKB3Nlc3Npb24YASABKAsyGC5hc3Npc3RkLmNoYXQudjEuU2Vzc2lvbiIqChREZWxldGVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFURlbGV0ZVNlc3Npb25SZXNwb25zZSKjAQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEjkKCWRpcmVjdGlvbhgEIAEoDjImLmFzc2lzdGQuY2hhdC52MS5MaXN0TWVzc2FnZXNEaXJlY3Rpb24SFgoOc3RhcnRfc2VxdWVuY2UYBSABKAMiWwoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USKgoIbWVzc2FnZXMYASADKAsyGC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCSLQAQoTU2VuZE1lc3NhZ2VSZXNwb25zZRIuCgx1c2VyX21lc3NhZ2UYASABKAsyGC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZRInCgVzdGVwcxgCIAMoCzIYLmFzc2lzdGQuY2hhdC52MS5NZXNzYWdlEicKBXJlcGx5GAMgASgLMhguYXNzaXN0ZC5jaGF0LnYxLk1lc3NhZ2USJQoFdXNhZ2UYBCABKAsyFi5hc3Npc3RkLmNoYXQudjEuVXNhZ2USEAoIcmVwbGF5ZWQYBSABKAgiUwoUU3RyZWFtTWVzc2FnZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgCIAEoCRIMCgR0ZXh0GAMgASgJIhkKCVRleHREZWx0YRIMCgR0ZXh0GAEgASgJIpwBChFFeGNoYW5nZUNvbXBsZXRlZBIYChByZXBseV9tZXNzYWdlX2lkGAEgASgJEjQKDWZpbmlzaF9yZWFzb24YAiABKA4yHS5hc3Npc3RkLmNoYXQudjEuRmluaXNoUmVhc29uEiUKBXVzYWdlGAMgASgLMhYuYXNzaXN0ZC5jaGF0LnYxLlVzYWdlEhAKCHJlcGxheWVkGAQgASgIItgCChVTdHJlYW1NZXNzYWdlUmVzcG9uc2USMAoMdXNlcl9tZXNzYWdlGAEgASgLMhguYXNzaXN0ZC5jaGF0LnYxLk1lc3NhZ2VIABIwCgp0ZXh0X2RlbHRhGAIgASgLMhouYXNzaXN0ZC5jaGF0LnYxLlRleHREZWx0YUgAEjEKDW1vZGVsX21lc3NhZ2UYAyABKAsyGC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZUgAEjEKDWZ1bmN0aW9uX2NhbGwYBCABKAsyGC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZUgAEjMKD2Z1bmN0aW9uX3Jlc3VsdBgFIAEoCzIYLmFzc2lzdGQuY2hhdC52MS5NZXNzYWdlSAASNwoJY29tcGxldGVkGAYgASgLMiIuYXNzaXN0ZC5jaGF0LnYxLkV4Y2hhbmdlQ29tcGxldGVkSABCBwoFZXZlbnQiYQoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiMwoOU25pcHBldFNlZ21lbnQSDAoEdGV4dBgBIAEoCRITCgtoaWdobGlnaHRlZBgCIAEoCCKFAgoJU2VhcmNoSGl0EhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIVCg1zZXNzaW9uX3RpdGxlGAMgASgJEhAKCHNlcXVlbmNlGAQgASgDEioKBHJvbGUYBSABKA4yHC5hc3Npc3RkLmNoYXQudjEuTWVzc2FnZVJvbGUSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3NuaXBwZXQYByABKAkSOQoQc25pcHBldF9zZWdtZW50cxgIIAMoCzIfLmFzc2lzdGQuY2hhdC52MS5TbmlwcGV0U2VnbWVudCJbChZTZWFyY2hNZXNzYWdlc1Jlc3BvbnNlEigKBGhpdHMYASADKAsyGi5hc3Npc3RkLmNoYXQudjEuU2VhcmNoSGl0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJxCgZNZW1vcnkSCgoCaWQYASABKAkSDwoHY29udGVudBgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRc291cmNlX3Nlc3Npb25faWQYBCABKAkiPAoTTGlzdE1lbW9yaWVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJaChRMaXN0TWVtb3JpZXNSZXNwb25zZRIpCghtZW1vcmllcxgBIAMoCzIXLmFzc2lzdGQuY2hhdC52MS5NZW1vcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKE0RlbGV0ZU1lbW9yeVJlcXVlc3QSEQoJbWVtb3J5X2lkGAEgASgJIhYKFERlbGV0ZU1lbW9yeVJlc3BvbnNlIpQBCgVNb2RlbBIMCgRuYW1lGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIZChFpbnB1dF90b2tlbl9saW1pdBgEIAEoBRIaChJvdXRwdXRfdG9rZW5fbGltaXQYBSABKAUSGwoTc2VsZWN0ZWRfYnlfZGVmYXVsdBgGIAEoCCI6ChFMaXN0TW9kZWxzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJVChJMaXN0TW9kZWxzUmVzcG9uc2USJgoGbW9kZWxzGAEgAygLMhYuYXNzaXN0ZC5jaGF0LnYxLk1vZGVsEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBXYXRjaENoYXRSZXF1ZXN0Eg4KBmN1cnNvchgBIAEoCSLgAwoRV2F0Y2hDaGF0UmVzcG9uc2USDgoGY3Vyc29yGAEgASgJEjAKB3N0YXJ0ZWQYAiABKAsyHS5hc3Npc3RkLmNoYXQudjEuV2F0Y2hTdGFydGVkSAASMwoPc2Vzc2lvbl9jcmVhdGVkGAMgASgLMhguYXNzaXN0ZC5jaGF0LnYxLlNlc3Npb25IABIzCg9zZXNzaW9uX3VwZGF0ZWQYBCABKAsyGC5hc3Npc3RkLmNoYXQudjEuU2Vzc2lvbkgAEjoKD3Nlc3Npb25fZGVsZXRlZBgFIAEoCzIfLmFzc2lzdGQuY2hhdC52MS5TZXNzaW9uRGVsZXRlZEgAEjUKEW1lc3NhZ2VfY29tbWl0dGVkGAYgASgLMhguYXNzaXN0ZC5jaGF0LnYxLk1lc3NhZ2VIABIyCgtyZXBseV9kZWx0YRgHIAEoCzIbLmFzc2lzdGQuY2hhdC52MS5SZXBseURlbHRhSAASPgoRZXhjaGFuZ2VfZmluaXNoZWQYCCABKAsyIS5hc3Npc3RkLmNoYXQudjEuRXhjaGFuZ2VGaW5pc2hlZEgAEi8KC2NvbW1pdF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIHCgVldmVudCIOCgxXYXRjaFN0YXJ0ZWQiJAoOU2Vzc2lvbkRlbGV0ZWQSEgoKc2Vzc2lvbl9pZBgBIAEoCSJSCgpSZXBseURlbHRhEhIKCnNlc3Npb25faWQYASABKAkSEwoLZXhjaGFuZ2VfaWQYAiABKAkSDQoFaW5kZXgYAyABKA0SDAoEdGV4dBgEIAEoCSJuChBFeGNoYW5nZUZpbmlzaGVkEhIKCnNlc3Npb25faWQYASABKAkSEwoLZXhjaGFuZ2VfaWQYAiABKAkSMQoHb3V0Y29tZRgDIAEoDjIgLmFzc2lzdGQuY2hhdC52MS5FeGNoYW5nZU91dGNvbWUqtQEKC01lc3NhZ2VSb2xlEhwKGE1FU1NBR0VfUk9MRV9VTlNQRUNJRklFRBAAEhUKEU1FU1NBR0VfUk9MRV9VU0VSEAESFgoSTUVTU0FHRV9ST0xFX01PREVMEAISHgoaTUVTU0FHRV9ST0xFX0ZVTkNUSU9OX0NBTEwQAxIgChxNRVNTQUdFX1JPTEVfRlVOQ1RJT05fUkVTVUxUEAQSFwoTTUVTU0FHRV9ST0xFX1NZU1RFTRAFKtECCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhwKGEZJTklTSF9SRUFTT05fTUFYX1RPS0VOUxACEhgKFEZJTklTSF9SRUFTT05fU0FGRVRZEAMSHAoYRklOSVNIX1JFQVNPTl9SRUNJVEFUSU9OEAQSKQolRklOSVNIX1JFQVNPTl9NQUxGT1JNRURfRlVOQ1RJT05fQ0FMTBAFEhwKGEZJTklTSF9SRUFTT05fVE9PTF9MSU1JVBAGEhsKF0ZJTklTSF9SRUFTT05fQ0FOQ0VMTEVEEAcSHAoYRklOSVNIX1JFQVNPTl9JTkNPTVBMRVRFEAgSFwoTRklOSVNIX1JFQVNPTl9FUlJPUhAJEhcKE0ZJTklTSF9SRUFTT05fT1RIRVIQCiqFAQoOQXJjaGl2ZWRGaWx0ZXISHwobQVJDSElWRURfRklMVEVSX1VOU1BFQ0lGSUVEEAASGwoXQVJDSElWRURfRklMVEVSX0VYQ0xVREUQARIYChRBUkNISVZFRF9GSUxURVJfT05MWRACEhsKF0FSQ0hJVkVEX0ZJTFRFUl9JTkNMVURFEAMqiwEKFUxpc3RNZXNzYWdlc0RpcmVjdGlvbhInCiNMSVNUX01FU1NBR0VTX0RJUkVDVElPTl9VTlNQRUNJRklFRBAAEiQKIExJU1RfTUVTU0FHRVNfRElSRUNUSU9OX0JBQ0tXQVJEEAESIwofTElTVF9NRVNTQUdFU19ESVJFQ1RJT05fRk9SV0FSRBACKmsKD0V4Y2hhbmdlT3V0Y29tZRIgChxFWENIQU5HRV9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGQoVRVhDSEFOR0VfT1VUQ09NRV9ET05FEAESGwoXRVhDSEFOR0VfT1VUQ09NRV9GQUlMRUQQAjLECQoLQ2hhdFNlcnZpY2USXgoNQ3JlYXRlU2Vzc2lvbhIlLmFzc2lzdGQuY2hhdC52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBomLmFzc2lzdGQuY2hhdC52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2USVQoKR2V0U2Vzc2lvbhIiLmFzc2lzdGQuY2hhdC52MS5HZXRTZXNzaW9uUmVxdWVzdBojLmFzc2lzdGQuY2hhdC52MS5HZXRTZXNzaW9uUmVzcG9uc2USWwoMTGlzdFNlc3Npb25zEiQuYXNzaXN0ZC5jaGF0LnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaJS5hc3Npc3RkLmNoYXQudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USXgoNVXBkYXRlU2Vzc2lvbhIlLmFzc2lzdGQuY2hhdC52MS5VcGRhdGVTZXNzaW9uUmVxdWVzdBomLmFzc2lzdGQuY2hhdC52MS5VcGRhdGVTZXNzaW9uUmVzcG9uc2USXgoNRGVsZXRlU2Vzc2lvbhIlLmFzc2lzdGQuY2hhdC52MS5EZWxldGVTZXNzaW9uUmVxdWVzdBomLmFzc2lzdGQuY2hhdC52MS5EZWxldGVTZXNzaW9uUmVzcG9uc2USWwoMTGlzdE1lc3NhZ2VzEiQuYXNzaXN0ZC5jaGF0LnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaJS5hc3Npc3RkLmNoYXQudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2USWAoLU2VuZE1lc3NhZ2USIy5hc3Npc3RkLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GiQuYXNzaXN0ZC5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USYAoNU3RyZWFtTWVzc2FnZRIlLmFzc2lzdGQuY2hhdC52MS5TdHJlYW1NZXNzYWdlUmVxdWVzdBomLmFzc2lzdGQuY2hhdC52MS5TdHJlYW1NZXNzYWdlUmVzcG9uc2UwARJhCg5TZWFyY2hNZXNzYWdlcxImLmFzc2lzdGQuY2hhdC52MS5TZWFyY2hNZXNzYWdlc1JlcXVlc3QaJy5hc3Npc3RkLmNoYXQudjEuU2VhcmNoTWVzc2FnZXNSZXNwb25zZRJbCgxMaXN0TWVtb3JpZXMSJC5hc3Npc3RkLmNoYXQudjEuTGlzdE1lbW9yaWVzUmVxdWVzdBolLmFzc2lzdGQuY2hhdC52MS5MaXN0TWVtb3JpZXNSZXNwb25zZRJbCgxEZWxldGVNZW1vcnkSJC5hc3Npc3RkLmNoYXQudjEuRGVsZXRlTWVtb3J5UmVxdWVzdBolLmFzc2lzdGQuY2hhdC52MS5EZWxldGVNZW1vcnlSZXNwb25zZRJVCgpMaXN0TW9kZWxzEiIuYXNzaXN0ZC5jaGF0LnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiMuYXNzaXN0ZC5jaGF0LnYxLkxpc3RNb2RlbHNSZXNwb25zZRJUCglXYXRjaENoYXQSIS5hc3Npc3RkLmNoYXQudjEuV2F0Y2hDaGF0UmVxdWVzdBoiLmFzc2lzdGQuY2hhdC52MS5XYXRjaENoYXRSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Session is one conversation of the user.
@@ -1449,6 +1449,236 @@ export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PUR
   messageDesc(file_assistd_chat_v1_chat, 36);
 
 /**
+ * WatchChatRequest opens a stream of the user's chat events.
+ *
+ * @generated from message assistd.chat.v1.WatchChatRequest
+ */
+export type WatchChatRequest = Message$1<"assistd.chat.v1.WatchChatRequest"> & {
+  /**
+   * Where to resume: the `cursor` of the last WatchChatResponse received. Empty starts from
+   * now, with no replay.
+   *
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message assistd.chat.v1.WatchChatRequest.
+ * Use `create(WatchChatRequestSchema)` to create a new message.
+ */
+export const WatchChatRequestSchema: GenMessage<WatchChatRequest> = /*@__PURE__*/
+  messageDesc(file_assistd_chat_v1_chat, 37);
+
+/**
+ * WatchChatResponse is one event of the user's chat.
+ *
+ * @generated from message assistd.chat.v1.WatchChatResponse
+ */
+export type WatchChatResponse = Message$1<"assistd.chat.v1.WatchChatResponse"> & {
+  /**
+   * The position after this event, to resume from after a reconnect. Deltas and `started`
+   * repeat the cursor of the last committed event before them.
+   *
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+
+  /**
+   * The event; exactly one is set.
+   *
+   * @generated from oneof assistd.chat.v1.WatchChatResponse.event
+   */
+  event: {
+    /**
+     * The stream is live: what was missed since the request's cursor has been sent.
+     *
+     * @generated from field: assistd.chat.v1.WatchStarted started = 2;
+     */
+    value: WatchStarted;
+    case: "started";
+  } | {
+    /**
+     * A session was created.
+     *
+     * @generated from field: assistd.chat.v1.Session session_created = 3;
+     */
+    value: Session;
+    case: "sessionCreated";
+  } | {
+    /**
+     * A session changed (title, flags, instruction, model), by the user or a generated title.
+     *
+     * @generated from field: assistd.chat.v1.Session session_updated = 4;
+     */
+    value: Session;
+    case: "sessionUpdated";
+  } | {
+    /**
+     * A session was deleted with its messages.
+     *
+     * @generated from field: assistd.chat.v1.SessionDeleted session_deleted = 5;
+     */
+    value: SessionDeleted;
+    case: "sessionDeleted";
+  } | {
+    /**
+     * A message was committed: a USER message when a send starts, then the MODEL,
+     * FUNCTION_CALL and FUNCTION_RESULT messages of its reply.
+     *
+     * @generated from field: assistd.chat.v1.Message message_committed = 6;
+     */
+    value: Message;
+    case: "messageCommitted";
+  } | {
+    /**
+     * A piece of a reply being written, as the model produces it.
+     *
+     * @generated from field: assistd.chat.v1.ReplyDelta reply_delta = 7;
+     */
+    value: ReplyDelta;
+    case: "replyDelta";
+  } | {
+    /**
+     * A send ended: its messages are all committed.
+     *
+     * @generated from field: assistd.chat.v1.ExchangeFinished exchange_finished = 8;
+     */
+    value: ExchangeFinished;
+    case: "exchangeFinished";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * When the change was committed; unset for deltas and `started`.
+   *
+   * @generated from field: google.protobuf.Timestamp commit_time = 9;
+   */
+  commitTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message assistd.chat.v1.WatchChatResponse.
+ * Use `create(WatchChatResponseSchema)` to create a new message.
+ */
+export const WatchChatResponseSchema: GenMessage<WatchChatResponse> = /*@__PURE__*/
+  messageDesc(file_assistd_chat_v1_chat, 38);
+
+/**
+ * WatchStarted says that a watch is live.
+ *
+ * @generated from message assistd.chat.v1.WatchStarted
+ */
+export type WatchStarted = Message$1<"assistd.chat.v1.WatchStarted"> & {
+};
+
+/**
+ * Describes the message assistd.chat.v1.WatchStarted.
+ * Use `create(WatchStartedSchema)` to create a new message.
+ */
+export const WatchStartedSchema: GenMessage<WatchStarted> = /*@__PURE__*/
+  messageDesc(file_assistd_chat_v1_chat, 39);
+
+/**
+ * SessionDeleted names a deleted session.
+ *
+ * @generated from message assistd.chat.v1.SessionDeleted
+ */
+export type SessionDeleted = Message$1<"assistd.chat.v1.SessionDeleted"> & {
+  /**
+   * Id of the deleted session.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message assistd.chat.v1.SessionDeleted.
+ * Use `create(SessionDeletedSchema)` to create a new message.
+ */
+export const SessionDeletedSchema: GenMessage<SessionDeleted> = /*@__PURE__*/
+  messageDesc(file_assistd_chat_v1_chat, 40);
+
+/**
+ * ReplyDelta is text of a reply in progress, seen by every watcher of the user.
+ *
+ * @generated from message assistd.chat.v1.ReplyDelta
+ */
+export type ReplyDelta = Message$1<"assistd.chat.v1.ReplyDelta"> & {
+  /**
+   * Id of the session the reply belongs to.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * Id of the USER message the reply answers (the exchange).
+   *
+   * @generated from field: string exchange_id = 2;
+   */
+  exchangeId: string;
+
+  /**
+   * Position of this delta in the exchange, from 0. Concatenating the deltas of an exchange
+   * in order gives the text of the MODEL message committed next; a large delta may arrive in
+   * several pieces with the same index.
+   *
+   * @generated from field: uint32 index = 3;
+   */
+  index: number;
+
+  /**
+   * Text to append.
+   *
+   * @generated from field: string text = 4;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message assistd.chat.v1.ReplyDelta.
+ * Use `create(ReplyDeltaSchema)` to create a new message.
+ */
+export const ReplyDeltaSchema: GenMessage<ReplyDelta> = /*@__PURE__*/
+  messageDesc(file_assistd_chat_v1_chat, 41);
+
+/**
+ * ExchangeFinished says a send ended.
+ *
+ * @generated from message assistd.chat.v1.ExchangeFinished
+ */
+export type ExchangeFinished = Message$1<"assistd.chat.v1.ExchangeFinished"> & {
+  /**
+   * Id of the session.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * Id of the send's USER message.
+   *
+   * @generated from field: string exchange_id = 2;
+   */
+  exchangeId: string;
+
+  /**
+   * How it ended.
+   *
+   * @generated from field: assistd.chat.v1.ExchangeOutcome outcome = 3;
+   */
+  outcome: ExchangeOutcome;
+};
+
+/**
+ * Describes the message assistd.chat.v1.ExchangeFinished.
+ * Use `create(ExchangeFinishedSchema)` to create a new message.
+ */
+export const ExchangeFinishedSchema: GenMessage<ExchangeFinished> = /*@__PURE__*/
+  messageDesc(file_assistd_chat_v1_chat, 42);
+
+/**
  * MessageRole is who or what a message comes from.
  *
  * @generated from enum assistd.chat.v1.MessageRole
@@ -1671,6 +1901,41 @@ export const ListMessagesDirectionSchema: GenEnum<ListMessagesDirection> = /*@__
   enumDesc(file_assistd_chat_v1_chat, 3);
 
 /**
+ * ExchangeOutcome is how a send ended.
+ *
+ * @generated from enum assistd.chat.v1.ExchangeOutcome
+ */
+export enum ExchangeOutcome {
+  /**
+   * Not set; never sent.
+   *
+   * @generated from enum value: EXCHANGE_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The reply is committed (its finish reason says whether it is complete).
+   *
+   * @generated from enum value: EXCHANGE_OUTCOME_DONE = 1;
+   */
+  DONE = 1,
+
+  /**
+   * The send failed; the error is recorded on its last message, and a resend with the same
+   * client message id tries again.
+   *
+   * @generated from enum value: EXCHANGE_OUTCOME_FAILED = 2;
+   */
+  FAILED = 2,
+}
+
+/**
+ * Describes the enum assistd.chat.v1.ExchangeOutcome.
+ */
+export const ExchangeOutcomeSchema: GenEnum<ExchangeOutcome> = /*@__PURE__*/
+  enumDesc(file_assistd_chat_v1_chat, 4);
+
+/**
  * ChatService is the assistant's conversation API: chat sessions and their messages, sending a
  * message and getting the model's reply (unary or streamed as it is written), search across the
  * user's past conversations, and the facts the assistant remembers across sessions.
@@ -1817,6 +2082,7 @@ export const ChatService: GenService<{
    * immediately, not buffered), function calls and results as they are committed, each
    * committed model message, and finally a completed event. Same checks, idempotency and
    * errors as SendMessage; a replayed send streams the stored messages without text deltas.
+   * The user's WatchChat streams on every device receive the same deltas as `reply_delta`.
    *
    * Cancelling the call (client disconnect or deadline) aborts the Gemini request within a
    * second and commits the partial reply with finish reason FINISH_REASON_CANCELLED. If the
@@ -1885,6 +2151,31 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof ListModelsRequestSchema;
     output: typeof ListModelsResponseSchema;
+  },
+  /**
+   * WatchChat streams the user's chat as it changes, from any device and any replica:
+   * sessions created, updated and deleted, messages committed, the text of replies while they
+   * are written, and exchanges finished, in commit order. It runs until the client cancels.
+   *
+   * The first event is `started`, once the stream is live (after any replay). Every event
+   * carries a `cursor`; after a reconnect, pass the last one received to get every change
+   * committed since (replayed from the server's record of the last 7 days), then live events,
+   * with none repeated. Replayed events carry the session or message as it is at replay time,
+   * and changes to objects deleted since are left out (their deletion is replayed). Reply
+   * deltas are not replayed: the committed MODEL message that follows them holds the full text.
+   *
+   * Errors: INVALID_ARGUMENT with a field violation on `cursor` for a malformed cursor or one
+   * not from this account's feed; FAILED_PRECONDITION with reason CURSOR_EXPIRED when changes
+   * after the cursor are no longer kept (re-read sessions, then watch with an empty cursor).
+   * The stream ends with ABORTED (reason WATCH_TOO_SLOW) when the client falls 256 events
+   * behind (reconnect with the last cursor), and UNAVAILABLE when the server shuts down.
+   *
+   * @generated from rpc assistd.chat.v1.ChatService.WatchChat
+   */
+  watchChat: {
+    methodKind: "server_streaming";
+    input: typeof WatchChatRequestSchema;
+    output: typeof WatchChatResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_assistd_chat_v1_chat, 0);

@@ -170,6 +170,17 @@ pub const NOT_EXPORTED: &[NotExported] = &[
                  log's integrity only to the holder of that key",
     },
     NotExported {
+        table: "chat_events",
+        column: None,
+        reason: "the WatchChat feed: kinds and ids of the sessions and messages exported as \
+                 chat_session and chat_message, no content, kept at most 7 days",
+    },
+    NotExported {
+        table: "chat_event_heads",
+        column: None,
+        reason: "the number of the user's last WatchChat event, a counter for watch cursors",
+    },
+    NotExported {
         table: "chat_messages",
         column: Some("search"),
         reason: "PostgreSQL's full-text index of `text`, derived from it (PostgreSQL only)",

@@ -1791,7 +1791,8 @@ export enum FinishReason {
   TOOL_LIMIT = 6,
 
   /**
-   * The client cancelled the call; the text is what had arrived by then.
+   * The call was cancelled: by the client, or by a server that stopped it after its shutdown
+   * grace (error reason SERVER_SHUTTING_DOWN); the text is what had arrived by then.
    *
    * @generated from enum value: FINISH_REASON_CANCELLED = 7;
    */

@@ -62,6 +62,16 @@ impl Replica {
             .env("ASSISTD_CHAT__GENERATE_TITLES", "false")
             .envs(envs.iter().copied())
             .stdout(Stdio::null());
+        // The runner clears every ASSISTD_ variable: a suite run with KMS wrapping the data
+        // keys (ASSISTD_TEST_KEK=kms) must hand the process the same key.
+        let kek = &config.keys.kek;
+        if kek.provider == assistd::config::KekProvider::Kms {
+            command
+                .env("ASSISTD_KEYS__KEK__PROVIDER", "kms")
+                .env("ASSISTD_KEYS__KEK__KMS_KEY_ID", &kek.kms_key_id)
+                .env("ASSISTD_KEYS__KEK__KMS_REGION", &kek.kms_region)
+                .env("ASSISTD_KEYS__KEK__KMS_ENDPOINT", &kek.kms_endpoint);
+        }
         if test_log() {
             command.env("RUST_LOG", "info");
         } else {

@@ -7,16 +7,19 @@
 //! in two. Links stay readable: the link text followed by its target, `text <https://…>`,
 //! unless the text already is the target.
 
-use html2text::render::{RichAnnotation, TaggedLine};
+use html2text::render::{TaggedLine, TextDecorator};
 
 use crate::text::normalize_block;
 
 /// Lines longer than this are wrapped at a space; no mail paragraph gets near it.
 const RENDER_WIDTH: usize = 100_000;
 
-/// Renders an HTML document or fragment as plain text (normalised).
-pub(crate) fn html_to_text(html: &str) -> String {
-    let rendered = html2text::config::rich()
+/// Renders an HTML document or fragment as the plain text a person reads: no tags, no
+/// `<head>`, `<style>` or `<script>` content, links as `text <target>`, tables cell by cell,
+/// lines unwrapped, whitespace normalised.
+#[must_use]
+pub fn html_to_text(html: &str) -> String {
+    let rendered = html2text::config::with_decorator(ReadingDecorator)
         .raw_mode(true)
         .allow_width_overflow()
         .no_link_wrapping()
@@ -29,10 +32,92 @@ pub(crate) fn html_to_text(html: &str) -> String {
     }
 }
 
-fn link_of(tags: &[RichAnnotation]) -> Option<&str> {
+/// What the renderer marks on a span of text: only links matter for reading.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Mark {
+    #[default]
+    Plain,
+    Link(String),
+}
+
+/// Renders HTML as a reader sees it: no markdown-like decoration (`**`, `#`, `^{}`), images as
+/// their alt text, quotes as `> `, list items as `* ` and `1. `, links marked for
+/// [`lines_to_text`] to append their targets.
+#[derive(Clone, Copy)]
+struct ReadingDecorator;
+
+impl TextDecorator for ReadingDecorator {
+    type Annotation = Mark;
+
+    fn decorate_link_start(&mut self, url: &str) -> (String, Mark) {
+        (String::new(), Mark::Link(url.to_owned()))
+    }
+    fn decorate_link_end(&mut self) -> String {
+        String::new()
+    }
+    fn decorate_em_start(&self) -> (String, Mark) {
+        (String::new(), Mark::Plain)
+    }
+    fn decorate_em_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_strong_start(&self) -> (String, Mark) {
+        (String::new(), Mark::Plain)
+    }
+    fn decorate_strong_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_strikeout_start(&self) -> (String, Mark) {
+        (String::new(), Mark::Plain)
+    }
+    fn decorate_strikeout_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_code_start(&self) -> (String, Mark) {
+        (String::new(), Mark::Plain)
+    }
+    fn decorate_code_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_preformat_first(&self) -> Mark {
+        Mark::Plain
+    }
+    fn decorate_preformat_cont(&self) -> Mark {
+        Mark::Plain
+    }
+    fn decorate_image(&mut self, _src: &str, title: &str) -> (String, Mark) {
+        (title.to_owned(), Mark::Plain)
+    }
+    fn header_prefix(&self, _level: usize) -> String {
+        String::new()
+    }
+    fn quote_prefix(&self) -> String {
+        "> ".to_owned()
+    }
+    fn unordered_item_prefix(&self) -> String {
+        "* ".to_owned()
+    }
+    fn ordered_item_prefix(&self, i: i64) -> String {
+        format!("{i}. ")
+    }
+    fn make_subblock_decorator(&self) -> Self {
+        *self
+    }
+    fn decorate_superscript_start(&self) -> (String, Mark) {
+        (String::new(), Mark::Plain)
+    }
+    fn decorate_superscript_end(&self) -> String {
+        String::new()
+    }
+    fn finalise(&mut self, _urls: Vec<String>) -> Vec<TaggedLine<Mark>> {
+        Vec::new()
+    }
+}
+
+fn link_of(tags: &[Mark]) -> Option<&str> {
     tags.iter().rev().find_map(|tag| match tag {
-        RichAnnotation::Link(url) => Some(url.as_str()),
-        _ => None,
+        Mark::Link(url) => Some(url.as_str()),
+        Mark::Plain => None,
     })
 }
 
@@ -72,13 +157,15 @@ fn shown_target<'a>(url: &'a str, text: &str) -> Option<&'a str> {
     Some(shown)
 }
 
-fn lines_to_text(lines: &[TaggedLine<Vec<RichAnnotation>>]) -> String {
+fn lines_to_text(lines: &[TaggedLine<Vec<Mark>>]) -> String {
     let mut out = String::new();
     // The link whose text is being collected, carried across line ends so a link that spans
     // several lines shows its target once, after its last piece.
     let mut open: Option<(String, String)> = None;
     for (index, line) in lines.iter().enumerate() {
         let mut line_out = String::new();
+        // A target was just appended: the next word needs a space before it.
+        let mut need_space = false;
         for piece in line.tagged_strings() {
             let link = link_of(&piece.tag);
             if let Some((url, text)) = &open
@@ -86,9 +173,14 @@ fn lines_to_text(lines: &[TaggedLine<Vec<RichAnnotation>>]) -> String {
             {
                 if let Some(target) = shown_target(url, text) {
                     append_target(&mut line_out, &mut out, target);
+                    need_space = true;
                 }
                 open = None;
             }
+            if need_space && piece.s.starts_with(char::is_alphanumeric) {
+                line_out.push(' ');
+            }
+            need_space = false;
             if let Some(url) = link {
                 match &mut open {
                     Some((_, text)) => text.push_str(&piece.s),
@@ -141,22 +233,27 @@ mod tests {
     #[test]
     fn tags_styles_and_scripts_go() {
         let html = "<html><head><title>T</title><style>p { color: red; }</style></head>\
-                    <body><script>var x = 1;</script><p>Hello <b>there</b> &amp; welcome</p>\
-                    <div>Second&nbsp;&nbsp;line</div></body></html>";
+                    <body><script>var x = 1;</script><h2>Title</h2><p>Hello <b>there</b> &amp; \
+                    <em>welcome</em> x<sup>2</sup></p><div>Second&nbsp;&nbsp;line</div>\
+                    <ul><li>one</li></ul><blockquote>quoted</blockquote></body></html>";
         let text = html_to_text(html);
-        assert_eq!(text, "Hello there & welcome\n\nSecond line");
+        assert_eq!(
+            text,
+            "Title\n\nHello there & welcome x²\n\nSecond line\n* one\n\n> quoted"
+        );
     }
 
     #[test]
     fn links_keep_their_target() {
         let html = r##"<p>Read <a href="https://example.com/post?id=1">the post</a> now.
             Or <a href="https://example.com/">example.com</a>,
-            <a href="mailto:ann@example.com">Ann</a>, <a href="#top">top</a>.</p>"##;
+            <a href="mailto:ann@example.com">Ann</a>, <a href="#top">top</a>.
+            <a href="https://a.example/">A</a><a href="https://b.example/">B</a></p>"##;
         let text = html_to_text(html);
         assert_eq!(
             text,
             "Read the post <https://example.com/post?id=1> now. Or example.com, \
-             Ann <ann@example.com>, top."
+             Ann <ann@example.com>, top. A <https://a.example/> B <https://b.example/>"
         );
     }
 

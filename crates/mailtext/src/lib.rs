@@ -34,6 +34,7 @@ mod text;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use html::html_to_text;
 pub use mime::parse;
 pub use search::{
     MAX_WORD_CHARS, MAX_WORDS_PER_MESSAGE, Query, contains_phrase, query_terms, search_words,
@@ -93,6 +94,9 @@ pub struct Address {
 impl std::fmt::Display for Address {
     /// `Name <address>`, or whichever of the two is present.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.display_name == self.address {
+            return f.write_str(&self.address);
+        }
         match (self.display_name.is_empty(), self.address.is_empty()) {
             (false, false) => write!(f, "{} <{}>", self.display_name, self.address),
             (false, true) => f.write_str(&self.display_name),

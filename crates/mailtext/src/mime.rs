@@ -47,15 +47,83 @@ pub fn parse(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
     walker.message(&message, 0);
     let (body_text, body_truncated) = walker.body.finish();
 
+    let mut headers = Headers::of(&message);
+    if headers.has_replacement_chars() {
+        headers.repair_from_raw(raw, &message);
+    }
     ParsedMail {
-        subject: message.subject().map(one_line).unwrap_or_default(),
-        from: first_address(message.from()),
-        to: addresses(message.header_values(HeaderName::To)),
-        cc: addresses(message.header_values(HeaderName::Cc)),
+        subject: headers.subject,
+        from: headers.from,
+        to: headers.to,
+        cc: headers.cc,
         date: message.date().and_then(to_utc),
         body_text,
         body_truncated,
         attachments: walker.attachments,
+    }
+}
+
+/// The headers a reader sees.
+struct Headers {
+    subject: String,
+    from: Option<Address>,
+    to: Vec<Address>,
+    cc: Vec<Address>,
+}
+
+impl Headers {
+    fn of(message: &Message<'_>) -> Self {
+        Self {
+            subject: message.subject().map(one_line).unwrap_or_default(),
+            from: first_address(message.from()),
+            to: addresses(message.header_values(HeaderName::To)),
+            cc: addresses(message.header_values(HeaderName::Cc)),
+        }
+    }
+
+    fn has_replacement_chars(&self) -> bool {
+        let bad =
+            |a: &Address| a.display_name.contains('\u{fffd}') || a.address.contains('\u{fffd}');
+        self.subject.contains('\u{fffd}')
+            || self.from.as_ref().is_some_and(bad)
+            || self.to.iter().any(bad)
+            || self.cc.iter().any(bad)
+    }
+
+    /// Headers in raw 8-bit bytes of a legacy charset (RFC 5322 forbids them, old clients sent
+    /// them anyway) come out of mail-parser with replacement characters. The header block is
+    /// read again with every line that is not UTF-8 taken as windows-1252, and each damaged
+    /// field is replaced by its repaired reading.
+    fn repair_from_raw(&mut self, raw: &[u8], message: &Message<'_>) {
+        let Some(end) = message.parts.first().map(|p| p.offset_body as usize) else {
+            return;
+        };
+        let Some(block) = raw.get(..end) else {
+            return;
+        };
+        let mut transcoded = String::with_capacity(block.len() + 4);
+        for line in block.split_inclusive(|&b| b == b'\n') {
+            transcoded.push_str(&decode_unlabelled(line));
+        }
+        transcoded.push_str("\r\n\r\n");
+        let Some(reparsed) = MessageParser::new().parse_headers(transcoded.as_bytes()) else {
+            return;
+        };
+        let repaired = Self::of(&reparsed);
+        if self.subject.contains('\u{fffd}') {
+            self.subject = repaired.subject;
+        }
+        let bad =
+            |a: &Address| a.display_name.contains('\u{fffd}') || a.address.contains('\u{fffd}');
+        if self.from.as_ref().is_some_and(bad) {
+            self.from = repaired.from;
+        }
+        if self.to.iter().any(bad) {
+            self.to = repaired.to;
+        }
+        if self.cc.iter().any(bad) {
+            self.cc = repaired.cc;
+        }
     }
 }
 
@@ -227,7 +295,15 @@ impl Walker {
             PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
                 self.binary_leaf(part, bytes.len(), context);
             }
-            PartType::Message(nested) => self.forwarded(nested, message_depth + 1),
+            PartType::Message(nested) => {
+                // A forwarded message sent as a file (named, or marked as an attachment) is
+                // also listed, the way clients show an attached .eml.
+                if is_marked_attachment(part) || part.attachment_name().is_some() {
+                    let size = transfer_decoded(message, part).map_or(0, |b| b.len());
+                    self.attach(part, size);
+                }
+                self.forwarded(nested, message_depth + 1);
+            }
         }
     }
 

@@ -17,7 +17,7 @@ fn is_blank(line: &str) -> bool {
 }
 
 /// Normalises a block of text: line ends to `\n`, control characters (other than tab) and
-/// invisible characters removed, trailing spaces trimmed, at most one blank line in a row, no
+/// invisible characters removed, no-break spaces made plain spaces, trailing spaces trimmed, at most one blank line in a row, no
 /// leading or trailing blank lines. With `collapse_spaces`, runs of spaces inside a line become
 /// one space (for text rendered from HTML, where runs of `&nbsp;` are layout, not content).
 pub(crate) fn normalize_block(input: &str, collapse_spaces: bool) -> String {
@@ -31,7 +31,9 @@ pub(crate) fn normalize_block(input: &str, collapse_spaces: bool) -> String {
             if c == '\r' || is_invisible(c) || (c.is_control() && c != '\t') {
                 continue;
             }
-            if collapse_spaces && (c == ' ' || c == '\u{a0}' || c == '\t') {
+            // A no-break space reads as a space; as text it only trips up copy and search.
+            let c = if c == '\u{a0}' { ' ' } else { c };
+            if collapse_spaces && (c == ' ' || c == '\t') {
                 if previous_space {
                     continue;
                 }
@@ -100,6 +102,7 @@ mod tests {
     fn collapse_spaces_only_when_asked() {
         assert_eq!(normalize_block("a  \u{a0} b", true), "a b");
         assert_eq!(normalize_block("a    b", false), "a    b");
+        assert_eq!(normalize_block("a\u{a0}b", false), "a b");
     }
 
     #[test]

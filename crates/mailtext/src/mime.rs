@@ -19,7 +19,7 @@ use mail_parser::{
 
 use crate::flowed::unflow;
 use crate::html::html_to_text;
-use crate::text::{floor_char_boundary, normalize_block, one_line};
+use crate::text::{floor_char_boundary, normalize_block_within, one_line};
 use crate::{Address, Attachment, ParsedMail};
 
 /// Forwarded messages nested deeper than this are listed by their headers only.
@@ -39,6 +39,15 @@ pub fn parse(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
     let Some(message) = parser.parse(raw) else {
         return unparsed(raw, max_body_bytes);
     };
+    // Not a single header field (mail-parser takes any first line for a header name): these
+    // bytes are not a message, only text.
+    if message
+        .parts
+        .first()
+        .is_none_or(|root| !root.headers.iter().any(|h| is_field_name(h.name.as_str())))
+    {
+        return unparsed(raw, max_body_bytes);
+    }
 
     let mut walker = Walker {
         body: Body::new(max_body_bytes),
@@ -127,10 +136,19 @@ impl Headers {
     }
 }
 
+/// An RFC 5322 field name: printable ASCII without spaces or colons.
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
 /// Bytes that are not a message at all (no header could be read): kept as text.
 fn unparsed(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
     let mut body = Body::new(max_body_bytes);
-    body.push_block(&normalize_block(&decode_unlabelled(raw), false));
+    body.push_block(&normalize_block_within(
+        &decode_unlabelled(raw),
+        false,
+        max_body_bytes,
+    ));
     let (body_text, body_truncated) = body.finish();
     ParsedMail {
         body_text,
@@ -193,6 +211,11 @@ impl Body {
             cap,
             truncated: false,
         }
+    }
+
+    /// How many more bytes fit under the cap (a block longer than that is cut anyway).
+    fn room(&self) -> usize {
+        self.cap.saturating_sub(self.text.len())
     }
 
     /// True once the text is past the cap: later blocks would be cut anyway.
@@ -394,9 +417,9 @@ impl Walker {
         {
             let delsp = content_type_attribute(part, "delsp")
                 .is_some_and(|d| d.eq_ignore_ascii_case("yes"));
-            normalize_block(&unflow(text, delsp), false)
+            normalize_block_within(&unflow(text, delsp), false, self.body.room())
         } else {
-            normalize_block(text, false)
+            normalize_block_within(text, false, self.body.room())
         };
         self.body.push_block(&block);
     }

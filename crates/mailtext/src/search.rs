@@ -63,8 +63,9 @@ pub fn search_words(text: &str) -> Vec<String> {
             return false;
         }
         if !seen.contains(token) {
-            seen.insert(token.to_owned());
-            words.push(token.to_owned());
+            let token = token.to_owned();
+            words.push(token.clone());
+            seen.insert(token);
         }
         true
     });
@@ -179,26 +180,33 @@ fn is_cjk(c: char) -> bool {
 }
 
 fn is_word_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric();
+    }
     c.is_alphanumeric() || is_combining_mark(c)
 }
 
 /// Calls `emit` with each token of `text` in order until it returns false.
+///
+/// The text is normalised chunk by chunk, between ASCII whitespace: NFKC never composes across
+/// a space, tab or line break, so the result is the same as normalising the whole text, and
+/// the (common) all-ASCII chunks skip NFKC entirely.
 fn for_each_token(text: &str, mut emit: impl FnMut(&str) -> bool) {
-    let normalized: String = text.nfkc().flat_map(char::to_lowercase).collect();
-    let mut word = String::new();
-    let mut chars = normalized.chars().peekable();
-    loop {
-        let next = chars.next();
-        match next {
-            Some(c) if is_word_char(c) => word.push(c),
-            _ => {
-                if !word.is_empty() && !emit_word(&word, &mut emit) {
-                    return;
-                }
-                word.clear();
-                if next.is_none() {
-                    return;
-                }
+    let mut normalized = String::new();
+    for chunk in text.split(|c: char| c.is_ascii_whitespace()) {
+        if chunk.is_empty() {
+            continue;
+        }
+        normalized.clear();
+        if chunk.is_ascii() {
+            normalized.push_str(chunk);
+            normalized.make_ascii_lowercase();
+        } else {
+            normalized.extend(chunk.nfkc().flat_map(char::to_lowercase));
+        }
+        for word in normalized.split(|c: char| !is_word_char(c)) {
+            if !word.is_empty() && !emit_word(word, &mut emit) {
+                return;
             }
         }
     }
@@ -207,6 +215,9 @@ fn for_each_token(text: &str, mut emit: impl FnMut(&str) -> bool) {
 /// Splits one word into its CJK runs (bigrams) and other runs (kept whole, if not too long).
 /// Returns false when `emit` asked to stop.
 fn emit_word(word: &str, emit: &mut impl FnMut(&str) -> bool) -> bool {
+    if word.is_ascii() {
+        return word.len() > MAX_WORD_CHARS || emit(word);
+    }
     let mut run_start = 0;
     let mut run_is_cjk: Option<bool> = None;
     for (index, c) in word.char_indices() {
@@ -302,6 +313,20 @@ mod tests {
             search_words("iPhone用ケース"),
             strings(&["iphone", "用ケ", "ケー", "ース"])
         );
+    }
+
+    #[test]
+    fn chunked_normalisation_matches_whole_text() {
+        // A combining accent after a letter composes; after a space it stays a mark.
+        let text = "cafe\u{301} \u{301}x ＦＵＬＬ\twidth\n\u{2460}\u{fb01}";
+        let whole: String = text.nfkc().flat_map(char::to_lowercase).collect();
+        let expected: Vec<String> = whole
+            .split(|c: char| !is_word_char(c) || c.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(tokens(text), expected);
+        assert_eq!(tokens(text)[0], "café");
     }
 
     #[test]

@@ -21,10 +21,42 @@ fn is_blank(line: &str) -> bool {
 /// leading or trailing blank lines. With `collapse_spaces`, runs of spaces inside a line become
 /// one space (for text rendered from HTML, where runs of `&nbsp;` are layout, not content).
 pub(crate) fn normalize_block(input: &str, collapse_spaces: bool) -> String {
-    let mut out = String::with_capacity(input.len());
+    normalize_block_within(input, collapse_spaces, usize::MAX)
+}
+
+/// [`normalize_block`] that stops once the output is longer than `limit` bytes: the caller
+/// cuts at `limit` anyway, and a huge body need not be normalised to the end to know that.
+pub(crate) fn normalize_block_within(input: &str, collapse_spaces: bool, limit: usize) -> String {
+    let mut out = String::with_capacity(input.len().min(limit.saturating_add(1)));
     let mut pending_blank = false;
     let mut line = String::new();
     for raw_line in input.split('\n') {
+        if out.len() > limit {
+            break;
+        }
+        // Fast path: a line of printable ASCII needs no filtering, only trimming.
+        if !collapse_spaces
+            && raw_line
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) || b == b'\t' || b == b'\r')
+        {
+            let trimmed = raw_line.trim_end();
+            if !trimmed.contains('\r') {
+                if trimmed.trim_start().is_empty() {
+                    pending_blank = !out.is_empty();
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('\n');
+                    if pending_blank {
+                        out.push('\n');
+                    }
+                }
+                pending_blank = false;
+                out.push_str(trimmed);
+                continue;
+            }
+        }
         line.clear();
         let mut previous_space = false;
         for c in raw_line.chars() {

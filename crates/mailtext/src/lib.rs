@@ -25,6 +25,7 @@
 //! typed in a search box finds the message that contains it; see [`search`](search_words) for
 //! the rule, including how Chinese, Japanese and Korean text without spaces is made searchable.
 
+mod encoded_words;
 mod flowed;
 mod html;
 mod mime;

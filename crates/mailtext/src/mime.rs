@@ -17,6 +17,7 @@ use mail_parser::{
     PartType,
 };
 
+use crate::encoded_words::join_split_encoded_words;
 use crate::flowed::unflow;
 use crate::html::html_to_text;
 use crate::text::{floor_char_boundary, normalize_block_within, one_line};
@@ -99,10 +100,11 @@ impl Headers {
             || self.cc.iter().any(bad)
     }
 
-    /// Headers in raw 8-bit bytes of a legacy charset (RFC 5322 forbids them, old clients sent
-    /// them anyway) come out of mail-parser with replacement characters. The header block is
-    /// read again with every line that is not UTF-8 taken as windows-1252, and each damaged
-    /// field is replaced by its repaired reading.
+    /// Two kinds of broken headers come out of mail-parser with replacement characters: raw
+    /// 8-bit bytes of a legacy charset (RFC 5322 forbids them, old clients sent them anyway)
+    /// and encoded words that split a character between them. The header block is read again
+    /// with every line that is not UTF-8 taken as windows-1252 and split encoded words joined,
+    /// and each damaged field is replaced by its repaired reading.
     fn repair_from_raw(&mut self, raw: &[u8], message: &Message<'_>) {
         let Some(end) = message.parts.first().map(|p| p.offset_body as usize) else {
             return;
@@ -114,6 +116,7 @@ impl Headers {
         for line in block.split_inclusive(|&b| b == b'\n') {
             transcoded.push_str(&decode_unlabelled(line));
         }
+        let mut transcoded = join_split_encoded_words(&transcoded);
         transcoded.push_str("\r\n\r\n");
         let Some(reparsed) = MessageParser::new().parse_headers(transcoded.as_bytes()) else {
             return;
@@ -242,6 +245,9 @@ impl Body {
         if self.text.len() > self.cap {
             let end = floor_char_boundary(&self.text, self.cap);
             self.text.truncate(end);
+            // The cut may fall after a space or line break; no trailing whitespace either way.
+            let trimmed = self.text.trim_end().len();
+            self.text.truncate(trimmed);
             self.truncated = true;
         }
         (self.text, self.truncated)
@@ -341,7 +347,8 @@ impl Walker {
         let (_, subtype) = mime_type(part);
         match subtype.as_str() {
             "alternative" => {
-                if let Some(chosen) = choose_alternative(message, children) {
+                let chosen = choose_alternative(message, children);
+                if let Some(chosen) = chosen {
                     self.part(
                         message,
                         chosen,
@@ -349,6 +356,11 @@ impl Walker {
                         message_depth,
                         part_depth,
                     );
+                }
+                // Some clients (Apple Mail) put a file only in the HTML branch; the reader
+                // still sees it whichever branch is shown.
+                for &other in children.iter().filter(|&&c| Some(c) != chosen) {
+                    self.marked_attachments(message, other, part_depth);
                 }
             }
             "related" => {
@@ -378,6 +390,39 @@ impl Walker {
                         message_depth,
                         part_depth,
                     );
+                }
+            }
+        }
+    }
+
+    /// Lists the parts under `id` that are marked as attachments, reading no text: for the
+    /// alternatives not shown.
+    fn marked_attachments(&mut self, message: &Message<'_>, id: usize, part_depth: usize) {
+        let Some(part) = message.parts.get(id) else {
+            return;
+        };
+        match &part.body {
+            PartType::Multipart(children) if part_depth < MAX_PART_DEPTH => {
+                for child in children.iter().map(|&c| c as usize).filter(|&c| c > id) {
+                    self.marked_attachments(message, child, part_depth + 1);
+                }
+            }
+            PartType::Multipart(_) => {}
+            PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
+                if is_marked_attachment(part) {
+                    self.attach(part, bytes.len());
+                }
+            }
+            PartType::Text(text) | PartType::Html(text) => {
+                if is_marked_attachment(part) {
+                    let size = transfer_decoded(message, part).map_or(text.len(), |b| b.len());
+                    self.attach(part, size);
+                }
+            }
+            PartType::Message(_) => {
+                if is_marked_attachment(part) {
+                    let size = transfer_decoded(message, part).map_or(0, |b| b.len());
+                    self.attach(part, size);
                 }
             }
         }

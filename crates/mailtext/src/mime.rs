@@ -29,6 +29,13 @@ const MAX_MESSAGE_DEPTH: usize = 8;
 /// Multiparts nested deeper than this are not walked (no real mail comes near it).
 const MAX_PART_DEPTH: usize = 64;
 
+/// HTML source read per byte of room left in the body (newsletters run about 5 bytes of
+/// markup per byte of text).
+const HTML_SOURCE_PER_TEXT_BYTE: usize = 8;
+
+/// HTML source always read, however little room is left.
+const MIN_HTML_SOURCE: usize = 512 * 1024;
+
 /// The line that opens a forwarded message, as Gmail writes it.
 const FORWARDED_SEPARATOR: &str = "---------- Forwarded message ----------";
 
@@ -456,7 +463,20 @@ impl Walker {
         let repaired = repair_charset(message, part, text);
         let text = repaired.as_deref().unwrap_or(text);
         let block = if is_html {
-            html_to_text(text)
+            // HTML is mostly markup: a source many times the room left cannot all show, and
+            // rendering it costs time. Past that, it is cut (at a character) and the body
+            // counts as truncated.
+            let limit = self
+                .body
+                .room()
+                .saturating_mul(HTML_SOURCE_PER_TEXT_BYTE)
+                .max(MIN_HTML_SOURCE);
+            if text.len() > limit {
+                self.body.truncated = true;
+                html_to_text(&text[..floor_char_boundary(text, limit)])
+            } else {
+                html_to_text(text)
+            }
         } else if content_type_attribute(part, "format")
             .is_some_and(|f| f.eq_ignore_ascii_case("flowed"))
         {

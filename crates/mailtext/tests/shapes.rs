@@ -257,3 +257,21 @@ fn base64_encode(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[test]
+fn huge_html_is_cut_before_rendering() {
+    // 600 KiB of markup that shows nothing, then one sentence.
+    let html = format!(
+        "<html><head><style>{}</style></head><body><p>The only sentence.</p></body></html>",
+        ".c{color:red}\n".repeat(600 * 1024 / 14)
+    );
+    let raw = format!("Subject: x\r\nContent-Type: text/html\r\n\r\n{html}");
+    // Little room: only the first 512 KiB of source are rendered, the sentence is past it.
+    let parsed = parse(raw.as_bytes(), 100);
+    assert!(parsed.body_truncated);
+    assert_eq!(parsed.body_text, "");
+    // Room for 100 KiB of text reads 800 KiB of source: all of it.
+    let parsed = parse(raw.as_bytes(), 100 * 1024);
+    assert!(!parsed.body_truncated);
+    assert_eq!(parsed.body_text, "The only sentence.");
+}

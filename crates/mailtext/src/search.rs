@@ -1,24 +1,5 @@
-//! The words a message can be found by, and how a search query is read.
-//!
-//! One tokenizer serves the index ([`search_words`]), the query ([`query_terms`]) and the phrase
-//! check ([`contains_phrase`]), so they always agree. The rule:
-//!
-//! 1. the text is normalised with Unicode NFKC (full-width `ＡＢＣ` is `abc`, `ﬁ` is `fi`,
-//!    half-width katakana is full-width) and lowercased; diacritics are kept (`café` and
-//!    `cafe` are different words);
-//! 2. it is split into words on every character that is neither alphanumeric nor a combining
-//!    mark (Unicode-aware: `naïve`, `Straße`, `Ελλάδα`, `नमस्ते` stay whole);
-//! 3. inside a word, each run of Han, Hiragana, Katakana or Hangul characters — scripts written
-//!    without spaces — becomes its overlapping character bigrams (`東京都` gives `東京`, `京都`);
-//!    a run of one character is kept as that character. A query is cut the same way, so
-//!    `京都` finds a message that says `東京都`, and a query word of three or more such
-//!    characters needs all of its bigrams. A one-character query word only finds the character
-//!    where it stands alone (between non-CJK characters), which keeps the index small;
-//! 4. words longer than [`MAX_WORD_CHARS`] characters (base64 runs, hashes, long URLs) are
-//!    dropped;
-//! 5. [`search_words`] deduplicates, keeps the first [`MAX_WORDS_PER_MESSAGE`] distinct words
-//!    in text order and drops the rest (a message that long is still found by its first
-//!    twenty thousand distinct words, which bounds the index rows one message can take).
+//! The words a message can be found by, and how a search query is read: the rule is in the
+//! crate documentation ("Search words").
 
 use std::collections::HashSet;
 
@@ -133,10 +114,15 @@ pub fn contains_phrase(text: &str, phrase: &[String]) -> bool {
         std::collections::VecDeque::with_capacity(phrase.len());
     let mut found = false;
     for_each_token(text, |token| {
-        if window.len() == phrase.len() {
-            window.pop_front();
-        }
-        window.push_back(token.to_owned());
+        // Reuse the buffer of the token leaving the window.
+        let mut slot = if window.len() == phrase.len() {
+            window.pop_front().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        slot.clear();
+        slot.push_str(token);
+        window.push_back(slot);
         if window.len() == phrase.len() && window.iter().zip(phrase).all(|(a, b)| a == b) {
             found = true;
             return false;

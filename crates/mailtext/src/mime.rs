@@ -375,8 +375,10 @@ impl Walker {
                     .and_then(|start| {
                         let start = start.trim_matches(['<', '>']);
                         children.iter().copied().find(|&c| {
-                            message.parts[c]
-                                .content_id()
+                            message
+                                .parts
+                                .get(c)
+                                .and_then(MimeHeaders::content_id)
                                 .is_some_and(|id| id.trim_matches(['<', '>']) == start)
                         })
                     })
@@ -558,67 +560,45 @@ impl Walker {
     }
 }
 
-/// Picks the alternative a person reads: plain text first, then HTML, else the last one.
+/// Picks the alternative a person reads: plain text first (unless it is empty), then the
+/// last (richest) HTML one, else the last one.
 fn choose_alternative(message: &Message<'_>, children: &[usize]) -> Option<usize> {
     let plain = children
         .iter()
         .copied()
-        .find(|&c| holds(message, c, "plain", 0) == Holds::Text);
+        .find(|&c| holds(message, c, "plain", 0));
     let html = children
         .iter()
         .rev()
         .copied()
-        .find(|&c| holds(message, c, "html", 0) != Holds::Nothing);
+        .find(|&c| holds(message, c, "html", 0));
     match (plain, html) {
-        (Some(plain), Some(html)) if holds(message, plain, "plain", 0) == Holds::Text => {
-            if plain_is_empty(message, plain) {
-                Some(html)
-            } else {
-                Some(plain)
-            }
-        }
+        (Some(plain), Some(html)) if plain_is_empty(message, plain) => Some(html),
         (Some(plain), _) => Some(plain),
         (None, Some(html)) => Some(html),
         (None, None) => children.last().copied(),
     }
 }
 
-#[derive(PartialEq, Eq)]
-enum Holds {
-    Nothing,
-    Text,
-}
-
 /// Whether part `id` is, or contains as body, a `text/<subtype>` part.
-fn holds(message: &Message<'_>, id: usize, subtype: &str, depth: usize) -> Holds {
+fn holds(message: &Message<'_>, id: usize, subtype: &str, depth: usize) -> bool {
     let Some(part) = message.parts.get(id) else {
-        return Holds::Nothing;
+        return false;
     };
-    if depth > MAX_PART_DEPTH {
-        return Holds::Nothing;
-    }
     match &part.body {
         PartType::Multipart(children) => {
-            if children
-                .iter()
-                .map(|&c| c as usize)
-                .filter(|&c| c > id)
-                .any(|c| holds(message, c, subtype, depth + 1) == Holds::Text)
-            {
-                Holds::Text
-            } else {
-                Holds::Nothing
-            }
+            depth < MAX_PART_DEPTH
+                && children
+                    .iter()
+                    .map(|&c| c as usize)
+                    .filter(|&c| c > id)
+                    .any(|c| holds(message, c, subtype, depth + 1))
         }
         PartType::Text(_) | PartType::Html(_) => {
             let (ctype, sub) = mime_type(part);
-            if ctype == "text" && sub == subtype && !is_marked_attachment(part) {
-                Holds::Text
-            } else {
-                Holds::Nothing
-            }
+            ctype == "text" && sub == subtype && !is_marked_attachment(part)
         }
-        _ => Holds::Nothing,
+        _ => false,
     }
 }
 

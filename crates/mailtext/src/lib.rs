@@ -9,8 +9,8 @@
 //!   tags, no CSS or script, links kept as `text <https://…>`, no hard wrapping);
 //! - quoted-printable and base64 are decoded, legacy charsets (ISO-8859-x, windows-125x,
 //!   ISO-2022-JP, GB2312/GBK, EUC-KR/ks_c_5601-1987 …) converted to UTF-8, and a part whose
-//!   charset is missing or unknown is read as UTF-8 when it is valid UTF-8, else as
-//!   windows-1252 (what mail clients do);
+//!   charset is missing, unknown, or says UTF-8 while its bytes are not, keeps its valid UTF-8
+//!   and has its other bytes read as windows-1252 (what such mail nearly always is);
 //! - RFC 2047 encoded words in the subject and display names (also those that split a
 //!   character between two words, against the RFC), RFC 2231 attachment names, and header
 //!   values sent as raw 8-bit bytes (read as windows-1252 when not UTF-8);

@@ -20,7 +20,7 @@ use mail_parser::{
 use crate::encoded_words::join_split_encoded_words;
 use crate::flowed::unflow;
 use crate::html::html_to_text;
-use crate::text::{floor_char_boundary, normalize_block_within, one_line};
+use crate::text::{floor_char_boundary, normalize_block_within, one_line, utf8_or_windows_1252};
 use crate::{Address, Attachment, ParsedMail};
 
 /// Forwarded messages nested deeper than this are listed by their headers only.
@@ -121,7 +121,7 @@ impl Headers {
         };
         let mut transcoded = String::with_capacity(block.len() + 4);
         for line in block.split_inclusive(|&b| b == b'\n') {
-            transcoded.push_str(&decode_unlabelled(line));
+            transcoded.push_str(&utf8_or_windows_1252(line));
         }
         let mut transcoded = join_split_encoded_words(&transcoded);
         transcoded.push_str("\r\n\r\n");
@@ -155,7 +155,7 @@ fn is_field_name(name: &str) -> bool {
 fn unparsed(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
     let mut body = Body::new(max_body_bytes);
     body.push_block(&normalize_block_within(
-        &decode_unlabelled(raw),
+        &utf8_or_windows_1252(raw),
         false,
         max_body_bytes,
     ));
@@ -164,15 +164,6 @@ fn unparsed(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
         body_text,
         body_truncated,
         ..ParsedMail::default()
-    }
-}
-
-/// Text of unknown charset: UTF-8 when it is valid UTF-8, else windows-1252, which is what
-/// unlabelled 8-bit mail nearly always is (and which decodes every byte).
-fn decode_unlabelled(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
     }
 }
 
@@ -626,18 +617,24 @@ fn transfer_decoded(message: &Message<'_>, part: &MessagePart<'_>) -> Option<Vec
     }
 }
 
-/// A text part whose charset is missing or unknown was read by mail-parser as UTF-8 with
-/// replacement characters; read it again as windows-1252 when it is not valid UTF-8.
+/// A text part whose charset is missing, unknown or says UTF-8 while its bytes are not, was
+/// read by mail-parser with replacement characters; read it again keeping its valid UTF-8 and
+/// taking the other bytes as windows-1252.
 fn repair_charset(message: &Message<'_>, part: &MessagePart<'_>, text: &str) -> Option<String> {
     if !text.contains('\u{fffd}') {
         return None;
     }
-    let known = content_type_attribute(part, "charset").is_some_and(|label| {
-        mail_parser::decoders::charsets::map::charset_decoder(label.as_bytes()).is_some()
-    });
-    if known {
+    let repairable = match content_type_attribute(part, "charset") {
+        None => true,
+        Some(label) => {
+            let label = label.trim().to_ascii_lowercase();
+            matches!(label.as_str(), "utf-8" | "utf8")
+                || mail_parser::decoders::charsets::map::charset_decoder(label.as_bytes()).is_none()
+        }
+    };
+    if !repairable {
         return None;
     }
     let bytes = transfer_decoded(message, part)?;
-    Some(decode_unlabelled(&bytes))
+    Some(utf8_or_windows_1252(&bytes))
 }

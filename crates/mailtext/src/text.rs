@@ -10,6 +10,25 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
+/// Text of unknown charset: its valid UTF-8 as such, every other byte as windows-1252, which
+/// is what unlabelled or mislabelled 8-bit mail nearly always is (and which decodes every
+/// byte, so nothing becomes a replacement character).
+pub(crate) fn utf8_or_windows_1252(bytes: &[u8]) -> String {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(bytes.len() + bytes.len() / 2);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        out.push_str(
+            &encoding_rs::WINDOWS_1252
+                .decode_without_bom_handling(chunk.invalid())
+                .0,
+        );
+    }
+    out
+}
+
 /// A line that shows nothing: only whitespace and zero-width joiners.
 fn is_blank(line: &str) -> bool {
     line.chars()
@@ -135,6 +154,25 @@ mod tests {
         assert_eq!(normalize_block("a  \u{a0} b", true), "a b");
         assert_eq!(normalize_block("a    b", false), "a    b");
         assert_eq!(normalize_block("a\u{a0}b", false), "a b");
+    }
+
+    #[test]
+    fn invalid_utf8_bytes_read_as_windows_1252() {
+        assert_eq!(utf8_or_windows_1252("Grüße".as_bytes()), "Grüße");
+        assert_eq!(utf8_or_windows_1252(b"Gr\xfc\xdfe \x93x\x94"), "Grüße “x”");
+        // Mixed: valid UTF-8 kept, the stray Latin-1 byte read alone.
+        assert_eq!(
+            utf8_or_windows_1252(
+                "caf\u{e9} "
+                    .as_bytes()
+                    .iter()
+                    .copied()
+                    .chain(*b"na\xefve")
+                    .collect::<Vec<_>>()
+                    .as_slice()
+            ),
+            "café naïve"
+        );
     }
 
     #[test]

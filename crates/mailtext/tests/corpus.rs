@@ -792,6 +792,46 @@ fn pgp_signed_base64_thunderbird() {
 }
 
 #[test]
+fn every_corpus_message_is_found_by_its_subject_and_sender() {
+    for (name, subject_phrase) in [
+        (
+            "alt_text_html_utf8_qp.eml",
+            "\"Questions about Contributing\"",
+        ),
+        ("html_only_eudora_latin1.eml", "\"die Frösche\" hasen"),
+        ("iso2022jp_thunderbird.eml", "\"日本語メールテスト\""),
+        (
+            "gb2312_base64_subject_b_split.eml",
+            "答复 \"packet fragment\"",
+        ),
+        ("rfc2231_filename_apple_mail.eml", "まみむめも かきくけこ"),
+        ("ks_c_5601_korean_image_name.eml", "사진 \"Le Pliage\""),
+        ("malformed_bad_charset.eml", "Jürgen \"Slow but steady\""),
+        (
+            "large_body_over_1mb.eml",
+            "\"Zürich-tz-conversion\" nightly",
+        ),
+    ] {
+        let mail = parse(&raw(name), 1 << 20);
+        let text = mail.searchable_text();
+        let indexed = search_words(&text);
+        let query = query_terms(subject_phrase);
+        assert!(!query.is_empty());
+        for word in &query.words {
+            assert!(indexed.contains(word), "{name}: {word:?} not indexed");
+        }
+        for phrase in &query.phrases {
+            assert!(
+                assistd_mailtext::contains_phrase(&text, phrase),
+                "{name}: phrase {phrase:?} not found"
+            );
+        }
+        // A word the message does not hold is not indexed.
+        assert!(!indexed.contains(&"zyzzyva".to_owned()));
+    }
+}
+
+#[test]
 fn every_corpus_file_has_a_test_and_a_source() {
     let sources = std::fs::read_to_string(corpus_path("SOURCES.md")).expect("SOURCES.md");
     let this_file = include_str!("corpus.rs");

@@ -23,6 +23,12 @@ fn unlabelled_eight_bit_text_reads_as_windows_1252() {
         b"From: a@example.com\r\nSubject: hi\r\nContent-Type: text/plain\r\n\r\n".to_vec();
     raw.extend_from_slice(b"Gr\xfc\xdfe aus K\xf6ln \x96 bis bald\r\n");
     assert_eq!(mail(&raw).body_text, "Grüße aus Köln – bis bald");
+    // Labelled UTF-8 but written in Latin-1: the valid UTF-8 stays, the stray bytes are read
+    // as windows-1252 rather than lost.
+    let mut raw = b"Subject: hi\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n".to_vec();
+    raw.extend_from_slice("Grüße, ".as_bytes());
+    raw.extend_from_slice(b"na\xefve\r\n");
+    assert_eq!(mail(&raw).body_text, "Grüße, naïve");
     // Valid UTF-8 without a label stays UTF-8.
     let raw = "Subject: hi\r\n\r\nGrüße aus Köln\r\n".as_bytes();
     assert_eq!(mail(raw).body_text, "Grüße aus Köln");

@@ -281,3 +281,20 @@ fn huge_html_is_cut_before_rendering() {
     assert!(!parsed.body_truncated);
     assert_eq!(parsed.body_text, "The only sentence.");
 }
+
+#[test]
+fn rfc2231_file_names_in_other_charsets_and_plain_continuations() {
+    let raw = b"Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename*=iso-8859-1''%E9t%E9%202024.pdf\r\n\r\nx\r\n\
+--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment;\r\n filename*0=\"a very long file \"; filename*1=\"name.pdf\"\r\n\r\nx\r\n\
+--b\r\nContent-Type: application/pdf; name=\"=?utf-8?Q?r=C3=A9sum=C3=A9.pdf?=\"\r\n\r\nx\r\n--b--\r\n";
+    let names: Vec<String> = mail(raw)
+        .attachments
+        .into_iter()
+        .map(|a| a.filename)
+        .collect();
+    assert_eq!(
+        names,
+        ["été 2024.pdf", "a very long file name.pdf", "résumé.pdf"]
+    );
+}

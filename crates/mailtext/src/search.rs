@@ -23,13 +23,19 @@ pub struct Query {
     /// sequence with [`contains_phrase`] once the candidates are known. A quoted single word is
     /// just a word.
     pub phrases: Vec<Vec<String>>,
+    /// True when the query holds a word longer than [`MAX_WORD_CHARS`] characters. Such words
+    /// are never indexed, so no message can match: answer nothing (not everything, which is
+    /// what an empty `words` would suggest). The word itself is not in `words`.
+    #[serde(default)]
+    pub unmatchable: bool,
 }
 
 impl Query {
-    /// True when the query asks for nothing (no word survived normalisation).
+    /// True when the query asks for nothing: no word survived normalisation (an empty query, or
+    /// only punctuation) and none was too long. Such a query is no text filter.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.words.is_empty() && self.phrases.is_empty()
+        self.words.is_empty() && self.phrases.is_empty() && !self.unmatchable
     }
 }
 
@@ -99,7 +105,11 @@ pub fn query_terms(query: &str) -> Query {
             }
         }
     }
-    Query { words, phrases }
+    Query {
+        words,
+        phrases,
+        unmatchable: has_overlong_word(query),
+    }
 }
 
 /// True when `phrase` (normalised words, as in [`Query::phrases`]) occurs in `text` as a
@@ -130,6 +140,20 @@ pub fn contains_phrase(text: &str, phrase: &[String]) -> bool {
         true
     });
     found
+}
+
+/// Whether `text` holds a word that [`for_each_token`] drops for its length.
+fn has_overlong_word(text: &str) -> bool {
+    text.split(|c: char| c.is_ascii_whitespace())
+        .filter(|chunk| !chunk.is_empty())
+        .any(|chunk| {
+            let normalized: String = chunk.nfkc().flat_map(char::to_lowercase).collect();
+            normalized.split(|c: char| !is_word_char(c)).any(|word| {
+                // CJK runs become bigrams and are never too long; measure the rest.
+                word.split(is_cjk)
+                    .any(|run| run.chars().count() > MAX_WORD_CHARS)
+            })
+        })
 }
 
 /// Every token of `text` in order (not deduplicated).
@@ -373,6 +397,22 @@ mod tests {
         assert!(query_terms("").is_empty());
         assert!(query_terms(r#" "" ... ""#).is_empty());
         assert!(!query_terms("a").is_empty());
+        assert!(!query_terms("a").unmatchable);
+    }
+
+    #[test]
+    fn a_word_too_long_to_index_matches_nothing() {
+        let long = "x".repeat(MAX_WORD_CHARS + 1);
+        let query = query_terms(&format!("invoice {long}"));
+        assert_eq!(query.words, strings(&["invoice"]));
+        assert!(query.unmatchable);
+        let query = query_terms(&long);
+        assert!(query.words.is_empty());
+        assert!(query.unmatchable);
+        assert!(!query.is_empty());
+        // Long CJK text is cut into bigrams: nothing is too long.
+        assert!(!query_terms(&"東京".repeat(50)).unmatchable);
+        assert!(!query_terms(&"y".repeat(MAX_WORD_CHARS)).unmatchable);
     }
 
     #[test]

@@ -43,6 +43,31 @@ const FORWARDED_SEPARATOR: &str = "---------- Forwarded message ----------";
 /// `body_text` is at most `max_body_bytes` bytes long.
 #[must_use]
 pub fn parse(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
+    // Mail is hostile input and the parsers are third-party code: should one of them panic
+    // on some message (none does on the corpus, random bytes or cut and corrupted mail, see
+    // the robustness tests), that message keeps its headers and loses its body instead of
+    // stopping whatever reads the mailbox.
+    std::panic::catch_unwind(|| parse_message(raw, max_body_bytes))
+        .unwrap_or_else(|_| std::panic::catch_unwind(|| headers_only(raw)).unwrap_or_default())
+}
+
+/// The headers of a message whose body could not be read.
+fn headers_only(raw: &[u8]) -> ParsedMail {
+    let Some(message) = MessageParser::new().parse_headers(raw) else {
+        return ParsedMail::default();
+    };
+    let headers = Headers::of(&message);
+    ParsedMail {
+        subject: headers.subject,
+        from: headers.from,
+        to: headers.to,
+        cc: headers.cc,
+        date: message.date().and_then(to_utc),
+        ..ParsedMail::default()
+    }
+}
+
+fn parse_message(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
     let parser = MessageParser::new();
     let Some(message) = parser.parse(raw) else {
         return unparsed(raw, max_body_bytes);

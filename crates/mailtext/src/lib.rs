@@ -26,8 +26,10 @@
 //! Hostile mail costs bounded time: text past the cap is not normalised, HTML source is read
 //! up to 8 bytes per byte of room left in the body (at least 512 KiB), HTML nested deeper than
 //! 400 elements is read by a linear tag stripper instead of the layout engine, and MIME trees
-//! and forwarded messages are walked to a fixed depth. A 1.4 MB text message parses in a few
-//! tens of milliseconds in a release build (`examples/parse_speed.rs`).
+//! and forwarded messages are walked to a fixed depth. Should a parser panic all the same, the
+//! message keeps its headers and loses its body; the caller never sees the panic. The 1.4 MB
+//! text message of the corpus parses in about 11 ms of CPU in a release build, and its
+//! search words take about 17 ms (`examples/parse_speed.rs` times any message).
 //!
 //! # Search words
 //!

@@ -757,6 +757,8 @@ fn format_flowed_thunderbird_reply() {
             "> The conflict between some /foo/*/bar and some /foo/**/bar would resolve to /foo/*/bar taking priority, as * is a direct subset of **.",
             "yep this is correct. As long as the conflict can be resolved with a subset of states, you are good. It gets trickier if you have multiple rules conflicting, but you can do just a pairwise comparison for each combination in the set.",
             "> Aenri Lovehart",
+            // Runs of quoted blank lines read as one.
+            "> Thank you for your question, Robin!\n>\n> The conflict between",
         ],
     );
 }

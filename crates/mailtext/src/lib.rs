@@ -19,9 +19,9 @@
 //!   `---------- Forwarded message ----------` line, its From/Date/Subject/To/Cc, then its text;
 //! - attachments are listed by name, MIME type and decoded size, never their contents; images
 //!   embedded in an HTML body (`multipart/related`, `cid:`) are neither text nor attachments;
-//! - whitespace is normalised (line ends, trailing spaces, runs of blank lines), and the body is
-//!   capped at `max_body_bytes`, cut at a character boundary, with
-//!   [`ParsedMail::body_truncated`] set.
+//! - whitespace is normalised (line ends, trailing spaces, no-break spaces, runs of blank lines
+//!   and of quoted blank lines), and the body is capped at `max_body_bytes`, cut at a
+//!   character boundary, with [`ParsedMail::body_truncated`] set.
 //!
 //! Hostile mail costs bounded time: text past the cap is not normalised, HTML source is read
 //! up to 8 bytes per byte of room left in the body (at least 512 KiB), HTML nested deeper than

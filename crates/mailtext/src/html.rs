@@ -318,6 +318,15 @@ mod tests {
     }
 
     #[test]
+    fn a_link_over_several_lines_shows_its_target_once() {
+        let html = r#"<a href="https://x.example/offer"><div>Line one</div><div>Line two</div></a><p>After</p>"#;
+        assert_eq!(
+            html_to_text(html),
+            "Line one\nLine two <https://x.example/offer>\n\nAfter"
+        );
+    }
+
+    #[test]
     fn layout_tables_read_cell_by_cell() {
         let html = "<table><tr><td>Left cell</td><td>Right cell</td></tr></table>";
         let text = html_to_text(html);

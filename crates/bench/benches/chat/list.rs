@@ -53,9 +53,9 @@ pub(crate) async fn measure(cli: &Cli, bench: &Bench) -> anyhow::Result<ListResu
         seed(bench, &session, messages).await?;
         let took = started.elapsed();
         eprintln!("  seeded {messages} messages in {took:.1?}");
-        // What autovacuum's ANALYZE gives a deployment after such a burst of inserts (a
-        // PostgreSQL with autovacuum off never gets it: the server's queries must not depend
-        // on it, and the bench then shows what they cost without it).
+        // The statistics autovacuum's ANALYZE gives a deployment after such a burst of
+        // inserts; `--no-analyze` shows what the server's queries cost without them (as on a
+        // PostgreSQL with autovacuum off).
         if !cli.no_analyze {
             use assistd_store::ConnectionTrait as _;
             bench

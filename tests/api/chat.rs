@@ -1581,3 +1581,84 @@ async fn bad_sends_are_invalid_arguments_with_field_violations() {
     assert!(user.messages(&session.id).await.is_empty());
     assert_eq!(generate_bodies(&app).len(), 0);
 }
+
+/// The session list a client just read is served again only while nothing changed: a new
+/// message (count and order), a rename and a deletion show at once on this server, and on
+/// PostgreSQL on another replica too (its list checks the user's chat event head).
+#[tokio::test]
+async fn a_listed_page_of_sessions_shows_every_change_at_once() {
+    let app = spawn_app().await;
+    let mut user = User::new(&app, true).await;
+    let older = user.session().await;
+    let newer = user.session().await;
+    let list = |chat: &mut ChatServiceClient<Channel>, token: &str| {
+        let mut chat = chat.clone();
+        let request = authed(
+            pb::ListSessionsRequest {
+                page_size: 20,
+                ..Default::default()
+            },
+            token,
+        );
+        async move {
+            chat.list_sessions(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .sessions
+        }
+    };
+    let first = list(&mut user.chat, &user.token).await;
+    assert_eq!(
+        first.iter().map(|s| &s.id).collect::<Vec<_>>(),
+        [&newer.id, &older.id]
+    );
+    // Listed twice, the same page.
+    assert_eq!(list(&mut user.chat, &user.token).await, first);
+
+    // A message moves the older session to the top and counts.
+    app.gemini.push_reply(ScriptedReply::text("Hi."));
+    user.send(&older.id, "l-1", "hello").await.unwrap();
+    let after_send = list(&mut user.chat, &user.token).await;
+    assert_eq!(after_send[0].id, older.id);
+    assert_eq!(after_send[0].message_count, 2);
+
+    // A rename shows at once.
+    user.chat
+        .update_session(user.req(pb::UpdateSessionRequest {
+            session: Some(pb::Session {
+                id: newer.id.clone(),
+                title: "Renamed".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["title".into()],
+            }),
+        }))
+        .await
+        .unwrap();
+    let renamed = list(&mut user.chat, &user.token).await;
+    assert_eq!(
+        renamed.iter().find(|s| s.id == newer.id).unwrap().title,
+        "Renamed"
+    );
+
+    // On PostgreSQL a replica that listed the page sees a deletion made on this server.
+    if app.config.database.url.starts_with("postgres") {
+        let replica = app.replica().await;
+        let mut replica_chat = ChatServiceClient::new(replica.channel().await);
+        assert_eq!(list(&mut replica_chat, &user.token).await, renamed);
+        user.chat
+            .delete_session(user.req(pb::DeleteSessionRequest {
+                session_id: newer.id.clone(),
+            }))
+            .await
+            .unwrap();
+        let seen = list(&mut replica_chat, &user.token).await;
+        assert_eq!(seen.iter().map(|s| &s.id).collect::<Vec<_>>(), [&older.id]);
+    }
+
+    // Another user's list is their own.
+    let other = User::new(&app, false).await;
+    assert!(list(&mut user.chat, &other.token).await.is_empty());
+}

@@ -112,6 +112,8 @@ pub struct Store {
     options: ConnectOptions,
     /// This process's chat watchers (see `chat_feed`).
     chat_hub: std::sync::Arc<crate::chat_feed::ChatHub>,
+    /// Session-list pages read recently (see `chat::session_cache`).
+    session_lists: std::sync::Arc<crate::chat::SessionListCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -162,6 +164,7 @@ impl Store {
             backend,
             options,
             chat_hub: std::sync::Arc::default(),
+            session_lists: std::sync::Arc::default(),
         })
     }
 
@@ -223,6 +226,11 @@ impl Store {
     /// This process's chat watchers.
     pub(crate) fn chat_hub(&self) -> &std::sync::Arc<crate::chat_feed::ChatHub> {
         &self.chat_hub
+    }
+
+    /// Session-list pages read recently.
+    pub(crate) fn session_lists(&self) -> &crate::chat::SessionListCache {
+        &self.session_lists
     }
 
     /// The underlying connection, for repositories and tests that inspect rows directly.

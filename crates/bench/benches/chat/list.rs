@@ -53,6 +53,18 @@ pub(crate) async fn measure(cli: &Cli, bench: &Bench) -> anyhow::Result<ListResu
         seed(bench, &session, messages).await?;
         let took = started.elapsed();
         eprintln!("  seeded {messages} messages in {took:.1?}");
+        // The statistics autovacuum's ANALYZE gives a deployment after such a burst of
+        // inserts; `--no-analyze` shows what the server's queries cost without them (as on a
+        // PostgreSQL with autovacuum off).
+        if !cli.no_analyze {
+            use assistd_store::ConnectionTrait as _;
+            bench
+                .store
+                .connection()
+                .execute_unprepared("ANALYZE")
+                .await
+                .context("ANALYZE after seeding")?;
+        }
         seeding.push((messages, took));
         sessions.push((messages, session));
     }

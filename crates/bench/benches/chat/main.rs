@@ -19,8 +19,14 @@
 //!    receive instant minus the instant the peer finished writing the SSE event that carried
 //!    it.
 //! 4. [`rss`]: **RSS** of the server process (from `/proc/<pid>/status`) with 1,000 open
-//!    StreamMessage calls whose upstream stalls; the client and the peer live in the bench
-//!    process and are not counted.
+//!    StreamMessage calls whose upstream stalls (the peer speaks HTTP/1.1, so each holds a
+//!    connection of its own); the client and the peer live in the bench process and are not
+//!    counted. It runs first, so the scenarios after it see a server that opened and
+//!    cancelled them.
+//! 5. [`sessions`]: **ListSessions** (a page of 20) against the **health check** (the
+//!    ceiling) at c=64, one after the other.
+//! 6. [`idle`]: **RSS** with 1,000 idle WatchPreferences, then 1,000 idle WatchChat streams,
+//!    each of a user of its own, each kind on a fresh server of its own (same database).
 //!
 //! `both` runs each database in a child process of its own (this executable again); each
 //! starts its own server process.
@@ -32,9 +38,11 @@
 //! cargo bench -p assistd-bench --bench chat -- --database sqlite|postgres|both
 //! ```
 
+mod idle;
 mod list;
 mod rss;
 mod send;
+mod sessions;
 mod setup;
 mod stream;
 
@@ -77,9 +85,18 @@ struct Cli {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "rss,list,send,stream"
+        default_value = "rss,sessions,list,send,stream,idle"
     )]
     scenarios: Vec<Scenario>,
+
+    /// Concurrent callers of the ListSessions-against-health scenario.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    rate_concurrency: usize,
+
+    /// Measured time of health and of ListSessions each (after a fifth of it as warm-up).
+    /// Same format as --chunk-interval.
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
+    rate_duration: Duration,
 
     /// Messages in the short session of the ListMessages scenario.
     #[arg(long, value_name = "N", default_value_t = 100)]
@@ -130,6 +147,12 @@ struct Cli {
     #[arg(long, value_name = "TIME", default_value = "45s", value_parser = parse_duration)]
     time_limit: Duration,
 
+    /// Do not run ANALYZE after seeding the ListMessages sessions (what autovacuum gives a
+    /// deployment after a burst of inserts), to see what the server's queries cost without
+    /// fresh statistics.
+    #[arg(long)]
+    no_analyze: bool,
+
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -140,12 +163,17 @@ struct Cli {
 enum Scenario {
     /// RSS with --idle-streams open StreamMessage calls (runs first, on a fresh server).
     Rss,
+    /// ListSessions (20 rows) against the health check.
+    Sessions,
     /// ListMessages in a short and a long session.
     List,
     /// SendMessage latency with an instant peer.
     Send,
     /// StreamMessage per-delta delay.
     Stream,
+    /// RSS with --idle-streams idle WatchPreferences and WatchChat streams (each on a fresh
+    /// server, after the others).
+    Idle,
 }
 
 impl Scenario {
@@ -153,6 +181,8 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Self::Rss => "rss",
+            Self::Sessions => "sessions",
+            Self::Idle => "idle",
             Self::List => "list",
             Self::Send => "send",
             Self::Stream => "stream",
@@ -176,6 +206,10 @@ async fn main() -> anyhow::Result<()> {
         "--send-concurrency must list numbers of at least 1"
     );
     ensure!(cli.idle_streams > 0, "--idle-streams must be at least 1");
+    ensure!(
+        cli.rate_concurrency > 0,
+        "--rate-concurrency must be at least 1"
+    );
     let server_bin = server_bin(cli.server_bin.as_deref())?;
     if std::env::var_os("RUST_LOG").is_some() {
         assistd::telemetry::init(&assistd::config::LogConfig {
@@ -235,7 +269,8 @@ fn reproduce_command(cli: &Cli) -> String {
     let mut command = format!(
         "cargo bench -p assistd-bench --bench chat -- --database {} --scenarios {} \
          --small-session {} --large-session {} --list-calls {} --sends {} --send-concurrency {} \
-         --streams {} --chunks {} --chunk-interval {}ms --idle-streams {} --time-limit {}s",
+         --streams {} --chunks {} --chunk-interval {}ms --idle-streams {} --time-limit {}s --rate-concurrency {} \
+         --rate-duration {}s",
         cli.database.name(),
         scenarios.join(","),
         cli.small_session,
@@ -248,9 +283,14 @@ fn reproduce_command(cli: &Cli) -> String {
         cli.chunk_interval.as_secs_f64() * 1e3,
         cli.idle_streams,
         cli.time_limit.as_secs_f64(),
+        cli.rate_concurrency,
+        cli.rate_duration.as_secs_f64(),
     );
     if cli.database != DatabaseChoice::Sqlite {
         command.push_str(&format!(" --postgres-admin-url {}", cli.postgres_admin_url));
+    }
+    if cli.no_analyze {
+        command.push_str(" --no-analyze");
     }
     if let Some(bin) = &cli.server_bin {
         command.push_str(&format!(" --server-bin {}", bin.display()));
@@ -273,9 +313,33 @@ async fn bench_database(
     let mut report = Report::default();
     let measured = measure_all(cli, &bench, label, &mut report).await;
     // Stop the server whatever happened.
-    let stopped = bench.stop().await;
-    report.print(cli, label);
+    let mut stopped = bench.stop().await;
+    let mut idle_measured = Ok(());
+    if measured.is_ok() && stopped.is_ok() && cli.scenarios.contains(&Scenario::Idle) {
+        for kind in idle::Kind::ALL {
+            eprintln!("{label}: {} idle {kind:?} streams", cli.idle_streams);
+            let bench = Bench::start(server_bin, cli.idle_streams, database_url)
+                .await
+                .with_context(|| format!("starting a server for idle {kind:?} on {label}"))?;
+            let result = idle::measure(&bench, kind, cli.idle_streams)
+                .await
+                .with_context(|| format!("measuring idle {kind:?} streams"));
+            stopped = bench.stop().await;
+            match result {
+                Ok(result) => report.idle.push(result),
+                Err(err) => {
+                    idle_measured = Err(err);
+                    break;
+                }
+            }
+            if stopped.is_err() {
+                break;
+            }
+        }
+    }
+    report.print(cli, label, database_url.is_some());
     measured?;
+    idle_measured?;
     stopped
 }
 
@@ -293,6 +357,14 @@ async fn measure_all(
             rss::measure(bench, cli.idle_streams)
                 .await
                 .context("measuring RSS with idle streams")?,
+        );
+    }
+    if cli.scenarios.contains(&Scenario::Sessions) {
+        eprintln!("{label}: ListSessions against health");
+        report.sessions = Some(
+            sessions::measure(cli, bench)
+                .await
+                .context("measuring ListSessions against health")?,
         );
     }
     if cli.scenarios.contains(&Scenario::List) {
@@ -337,13 +409,18 @@ struct Report {
     peer: Option<Vec<Duration>>,
     deltas: Option<stream::DeltaResult>,
     rss: Option<rss::RssResult>,
+    sessions: Option<sessions::SessionsResult>,
+    idle: Vec<idle::IdleResult>,
 }
 
 impl Report {
-    fn print(&self, cli: &Cli, label: &str) {
+    fn print(&self, cli: &Cli, label: &str, postgres: bool) {
         println!();
         println!("## {label}");
         let mut summary = Vec::new();
+        if let Some(result) = &self.sessions {
+            sessions::print(result, cli, label, postgres, &mut summary);
+        }
         if let Some(list) = &self.list {
             list::print(list, cli, label, &mut summary);
         }
@@ -361,6 +438,9 @@ impl Report {
         }
         if let Some(rss) = &self.rss {
             rss::print(rss, label, &mut summary);
+        }
+        if !self.idle.is_empty() {
+            idle::print(&self.idle, label, &mut summary);
         }
         if !summary.is_empty() {
             println!();

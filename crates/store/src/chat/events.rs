@@ -114,10 +114,12 @@ pub(super) async fn record<C: ConnectionTrait>(
     Ok(events)
 }
 
-/// Hands committed events to this process's watchers (SQLite; on PostgreSQL the NOTIFY sent
-/// in the transaction reaches every replica's listener, this one's included).
+/// Hands committed events to this process's watchers and retires its cached session lists
+/// (SQLite; on PostgreSQL the NOTIFY sent in the transaction reaches every replica's listener,
+/// this one's included, and lists check the event head themselves).
 pub(super) fn publish_committed(store: &Store, user: UserId, events: Vec<FeedEvent>) {
-    if store.backend() == Backend::Sqlite {
+    if store.backend() == Backend::Sqlite && !events.is_empty() {
+        store.session_lists().changed(user);
         store.chat_hub().publish_events(user, events);
     }
 }

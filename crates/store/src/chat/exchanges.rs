@@ -424,18 +424,27 @@ async fn find_send<C: ConnectionTrait>(
 }
 
 /// The messages of an exchange, its USER message first, in sequence order.
+///
+/// The query names the exchange only and the user is checked on the rows it returns: with a
+/// `user_id` condition beside it, PostgreSQL without fresh statistics (a table just filled,
+/// autovacuum not yet run or disabled) ANDs a bitmap of every row of the user (all of them, in
+/// a one-user history) with the exchange's few: 2.6–19.5 ms at 100,000 messages instead of
+/// 0.03 ms on `idx_chat_messages_exchange`.
 async fn exchange_rows<C: ConnectionTrait>(
     db: &C,
     user: UserId,
     exchange: uuid::Uuid,
 ) -> Result<Vec<chat_messages::Model>> {
-    chat_messages::Entity::find()
-        .filter(chat_messages::Column::UserId.eq(user.as_uuid()))
+    let mut rows = chat_messages::Entity::find()
         .filter(chat_messages::Column::ExchangeId.eq(exchange))
         .order_by_asc(chat_messages::Column::Sequence)
         .all(db)
         .await
-        .map_err(db_error)
+        .map_err(db_error)?;
+    // Exchange ids are the ids of USER messages, made by the server; another user's are
+    // answered like unknown ones.
+    rows.retain(|row| row.user_id == user.as_uuid());
+    Ok(rows)
 }
 
 /// The messages an exchange committed after its USER message.

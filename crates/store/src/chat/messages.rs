@@ -76,9 +76,6 @@ impl ChatRepository {
             }
             insert_messages(&txn, &rows).await?;
         }
-        if let Some(usage) = &usage {
-            add_usage(&txn, user, usage).await?;
-        }
         let committed = messages_of(rows)?;
         let mut changes: Vec<ChatChange> = committed
             .iter()
@@ -93,6 +90,12 @@ impl ChatRepository {
                 exchange,
                 failed,
             });
+        }
+        // The user's rows every send updates (daily usage, the event head) come last: on
+        // PostgreSQL their row locks are then held only until the commit just after, so a
+        // user's concurrent sends queue on them as briefly as possible.
+        if let Some(usage) = &usage {
+            add_usage(&txn, user, usage).await?;
         }
         let events = record(&txn, self.store.backend(), user, changes, now).await?;
         txn.commit().await.map_err(db_error)?;

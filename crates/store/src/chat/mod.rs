@@ -12,6 +12,7 @@
 //!
 //! [`ChatRepository`] is one type; its methods live with their operation group:
 //! - `sessions`: creating, reading, listing, changing and deleting sessions;
+//! - `session_cache`: pages of session lists served again while the user's chat is unchanged;
 //! - `messages`: the sequence allocator, appending and paging through history;
 //! - `exchanges`: idempotent sends, their leases and what a resend finds;
 //! - `search`: full-text search over USER and MODEL text, with snippets;
@@ -26,6 +27,7 @@ mod memories;
 mod messages;
 mod rows;
 mod search;
+mod session_cache;
 mod sessions;
 mod usage;
 
@@ -35,6 +37,7 @@ use sea_orm::{DbErr, SqlErr};
 
 use crate::Store;
 
+pub(crate) use session_cache::SessionListCache;
 pub use usage::UsageDelta;
 
 /// Resource names in NOT_FOUND errors.

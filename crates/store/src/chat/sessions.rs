@@ -1,6 +1,8 @@
 //! Sessions: creating, reading, listing (keyset pages by last activity), changing and
 //! deleting them, and the ownership check the other groups share.
 
+use std::sync::Arc;
+
 use assistd_domain::chat::{
     ArchivedFilter, ChatSession, NewSession, SessionFilter, SessionId, SessionPatch,
 };
@@ -11,10 +13,11 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 
 use super::events::{publish_committed, record};
 use super::rows::session_of;
+use super::session_cache::PageKey;
 use super::{ChatRepository, SESSION, account_gone, is_foreign_key_violation, micros, not_found};
 use crate::chat_feed::ChatChange;
-use crate::db_error;
 use crate::entity::chat_sessions;
+use crate::{Backend, db_error};
 
 impl ChatRepository {
     /// Creates a session.
@@ -83,11 +86,40 @@ impl ChatRepository {
 
     /// The user's sessions that pass `filter`, most recently active first (ties by id,
     /// descending), strictly after the cursor `after` (the last activity and id of the last
-    /// session of the previous page): at most `limit`.
+    /// session of the previous page): at most `limit`. A page listed before is served from
+    /// memory while the user's chat has not changed since (see `session_cache`).
     ///
     /// # Errors
     /// The database failed.
     pub async fn list_sessions(
+        &self,
+        user: UserId,
+        filter: SessionFilter,
+        after: Option<(DateTime<Utc>, SessionId)>,
+        limit: u64,
+    ) -> Result<Vec<ChatSession>> {
+        let cache = self.store.session_lists();
+        let key = PageKey::new(filter, after, limit);
+        let local = self.store.backend() == Backend::Sqlite;
+        let version = match key {
+            None => None,
+            Some(_) if local => Some(cache.local_version(user)),
+            Some(_) => Some(self.last_event_seq(user).await?),
+        };
+        if let (Some(key), Some(version)) = (&key, version)
+            && let Some(page) = cache.get(user, version, key)
+        {
+            return Ok(page.as_ref().clone());
+        }
+        let page = self.read_sessions(user, filter, after, limit).await?;
+        if let (Some(key), Some(version)) = (key, version) {
+            cache.put(user, version, key, Arc::new(page.clone()), local);
+        }
+        Ok(page)
+    }
+
+    /// [`Self::list_sessions`] from the database.
+    async fn read_sessions(
         &self,
         user: UserId,
         filter: SessionFilter,

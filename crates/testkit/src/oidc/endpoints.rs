@@ -22,6 +22,9 @@ use super::{
     jwt,
 };
 
+/// The revocation endpoint's path (Google's is `https://oauth2.googleapis.com/revoke`).
+pub(super) const REVOKE: &str = "/revoke";
+
 /// Serves one request.
 pub(super) async fn handle(
     shared: Arc<Shared>,
@@ -34,12 +37,17 @@ pub(super) async fn handle(
     };
     let mut state = shared.lock();
     let response = match (&parts.method, parts.uri.path()) {
-        (&Method::GET, DISCOVERY) => json_response(StatusCode::OK, &discovery(&state.issuer)),
+        (&Method::GET, DISCOVERY) => {
+            let mut document = discovery(&state.issuer);
+            document["revocation_endpoint"] = format!("{}{REVOKE}", state.issuer).into();
+            json_response(StatusCode::OK, &document)
+        }
+        (&Method::POST, REVOKE) => revoke(&mut state, &body),
         (&Method::GET, JWKS) => jwks(&mut state),
         (&Method::GET, AUTHORIZE) => authorize(&mut state, parts.uri.query().unwrap_or("")),
         (&Method::POST, TOKEN) => token(&mut state, &parts.headers, &body),
         (&Method::GET | &Method::POST, USERINFO) => userinfo(&state, &parts.headers),
-        (_, DISCOVERY | JWKS | AUTHORIZE | TOKEN | USERINFO) => json_response(
+        (_, DISCOVERY | JWKS | AUTHORIZE | TOKEN | USERINFO | REVOKE) => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({ "error": "method_not_allowed" }),
         ),
@@ -65,6 +73,13 @@ fn authorize(state: &mut State, query: &str) -> Response<Full<Bytes>> {
         Ok(request) => request,
         Err(refusal) => return *refusal,
     };
+    let include_granted = params.get("include_granted_scopes").map(String::as_str) == Some("true");
+    let scopes = state.consent(
+        &request.client_id,
+        &state.user.sub.clone(),
+        &request.scopes,
+        include_granted,
+    );
     let code = new_code();
     let response = request.grant(&code);
     let issued = IssuedCode {
@@ -72,7 +87,7 @@ fn authorize(state: &mut State, query: &str) -> Response<Full<Bytes>> {
         redirect_uri: request.redirect_uri,
         code_challenge: request.code_challenge,
         nonce: request.nonce,
-        scopes: request.scopes,
+        scopes,
         user: state.user.clone(),
         offline: request.offline,
         issued_at: tokio::time::Instant::now(),
@@ -203,7 +218,7 @@ fn exchange_code(
     }
 
     let scope = issued.scopes.join(" ");
-    let access_token = issue_access_token(state, &issued.user);
+    let access_token = issue_access_token(state, client_id, &issued.user, &issued.scopes);
     let mut claims = id_token_claims(
         &state.issuer,
         client_id,
@@ -273,7 +288,8 @@ fn refresh(
         return invalid_grant("Token has been expired or revoked.");
     };
     let (scope, user) = (grant.scope.clone(), grant.user.clone());
-    let access_token = issue_access_token(state, &user);
+    let scopes: Vec<String> = scope.split(' ').map(str::to_owned).collect();
+    let access_token = issue_access_token(state, client_id, &user, &scopes);
     json_response(
         StatusCode::OK,
         &json!({
@@ -291,17 +307,56 @@ fn userinfo(state: &State, headers: &HeaderMap) -> Response<Full<Bytes>> {
         state
             .access_tokens
             .iter()
-            .find(|issued| issued.token == token && !issued.revoked)
+            .find(|issued| issued.token == token && !issued.revoked && !issued.expired)
     });
     userinfo_answer(issued.map(|issued| issued.user.claims()))
 }
 
-fn issue_access_token(state: &mut State, user: &super::TestUser) -> String {
+pub(super) fn issue_access_token(
+    state: &mut State,
+    client_id: &str,
+    user: &super::TestUser,
+    scopes: &[String],
+) -> String {
     let token = new_access_token();
     state.access_tokens.push(IssuedAccess {
         token: token.clone(),
         user: user.clone(),
+        client_id: client_id.to_owned(),
+        scopes: scopes.to_vec(),
+        issued_at: tokio::time::Instant::now(),
+        expired: false,
         revoked: false,
     });
     token
+}
+
+/// `POST /revoke` with `token=` (a refresh or an access token), as Google's revocation
+/// endpoint: revokes the whole grant of that user to that client.
+fn revoke(state: &mut State, body: &[u8]) -> Response<Full<Bytes>> {
+    let (fields, _) = parse_form(body);
+    let token = fields.get("token").cloned().unwrap_or_default();
+    state.revocation_requests.push(token.clone());
+    let by_refresh = state
+        .refresh_tokens
+        .get(&token)
+        .filter(|grant| !grant.revoked)
+        .map(|grant| (grant.client_id.clone(), grant.user.sub.clone()));
+    let by_access = || {
+        state
+            .access_tokens
+            .iter()
+            .find(|issued| issued.token == token && !issued.revoked)
+            .map(|issued| (issued.client_id.clone(), issued.user.sub.clone()))
+    };
+    match by_refresh.or_else(by_access) {
+        Some((client_id, sub)) => {
+            state.revoke_grant(&client_id, &sub);
+            json_response(StatusCode::OK, &json!({}))
+        }
+        None => json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({ "error": "invalid_token", "error_description": "Token expired or revoked" }),
+        ),
+    }
 }

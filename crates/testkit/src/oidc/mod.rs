@@ -12,6 +12,14 @@
 //! | `GET /authorize?response_type=code&client_id&redirect_uri&scope&state&nonce&code_challenge&code_challenge_method=S256` | `302` to the redirect URI with `code` and `state`; an unknown client or unregistered redirect URI gets a plain `400`, other faults redirect with `error` |
 //! | `POST /token` (`authorization_code`, `refresh_token`) | Google's token response with an RS256 ID token; a refresh token only for `access_type=offline` |
 //! | `GET /userinfo` (`Authorization: Bearer`) | the user's claims |
+//! | `POST /revoke` (form `token=`, a refresh or access token) | Google's revocation: `200 {}` and the whole grant (every token of that user and client, the granted scopes) revoked, or `400 {"error":"invalid_token"}` for an unknown or already revoked token |
+//!
+//! Scopes are granted per user and client and accumulate across consents: an authorization
+//! request with `include_granted_scopes=true` gets the scopes asked for plus those granted
+//! before, and the token response's `scope` lists what the tokens carry. Access tokens can be
+//! [looked up](OidcProvider::access_token_info) (whose, which scopes, expired or revoked) by
+//! other peers through an [`OidcTokens`] handle, which is how the Gmail peer checks bearers,
+//! and [expired](OidcProvider::expire_access_tokens) all at once.
 //!
 //! The token endpoint authenticates clients by `client_secret_basic` (id and secret
 //! form-urlencoded, RFC 6749 §2.3.1) or `client_secret_post`, not both at once. A code is
@@ -25,7 +33,8 @@
 //! | [`OidcProvider::set_id_token_claims`], [`OidcProvider::set_id_token_forgery`], [`OidcProvider::set_omit_refresh_token`], [`OidcProvider::set_token_endpoint_failure`], [`OidcProvider::revoke_refresh_token`] | what the token endpoint answers |
 //! | [`OidcProvider::rotate_signing_key`], [`OidcProvider::set_jwks_max_age`] | key rollover and JWKS caching |
 //! | [`OidcProvider::default_claims`], [`OidcProvider::mint`], [`OidcProvider::mint_hostile`], [`Hostile`] | ID tokens made to order, forged ones included |
-//! | [`OidcProvider::authorize_requests`], [`OidcProvider::token_requests`], [`OidcProvider::jwks_requests`], [`OidcProvider::issued_access_tokens`], [`OidcProvider::issued_refresh_tokens`] | what the relying party did |
+//! | [`OidcProvider::authorize_requests`], [`OidcProvider::token_requests`], [`OidcProvider::jwks_requests`], [`OidcProvider::issued_access_tokens`], [`OidcProvider::issued_refresh_tokens`], [`OidcProvider::revocation_requests`] | what the relying party did |
+//! | [`OidcProvider::tokens`], [`OidcProvider::access_token_info`], [`OidcProvider::granted_scopes`], [`OidcProvider::expire_access_tokens`], [`OidcProvider::grant`] | token introspection for other peers, expiry, grants made without a browser |
 //!
 //! The signing keys are test-only RSA keys embedded from `src/oidc/keys/`.
 
@@ -38,7 +47,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use assistd_devkit::oidc::protocol::id_token_claims;
+use assistd_devkit::oidc::protocol::{ACCESS_TOKEN_EXPIRES_IN, id_token_claims, new_refresh_token};
 
 use http::StatusCode;
 use serde_json::{Map, Value};
@@ -254,6 +263,82 @@ impl OidcProvider {
         }
     }
 
+    /// The revocation endpoint, `{issuer}/revoke` (also in the discovery document as
+    /// `revocation_endpoint`).
+    #[must_use]
+    pub fn revocation_endpoint(&self) -> String {
+        format!("{}{}", self.issuer(), endpoints::REVOKE)
+    }
+
+    /// The `token` field of every revocation request so far, in order.
+    #[must_use]
+    pub fn revocation_requests(&self) -> Vec<String> {
+        self.shared.lock().revocation_requests.clone()
+    }
+
+    /// A handle other peers (the Gmail API server) use to look up access tokens; it keeps
+    /// working as long as the provider's state lives.
+    #[must_use]
+    pub fn tokens(&self) -> OidcTokens {
+        OidcTokens {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Whose `token` is, with which scopes, and whether it expired or was revoked; `None`
+    /// for a token this provider never issued.
+    #[must_use]
+    pub fn access_token_info(&self, token: &str) -> Option<AccessTokenInfo> {
+        self.tokens().access_token_info(token)
+    }
+
+    /// Expires every access token issued so far (later ones are fresh), as an hour passing
+    /// would: resource servers answer them 401 and the relying party must refresh.
+    pub fn expire_access_tokens(&self) {
+        for issued in &mut self.shared.lock().access_tokens {
+            issued.expired = true;
+        }
+    }
+
+    /// The scopes user `sub` has granted to [`OidcProvider::CLIENT_ID`] so far, in the order
+    /// first granted (empty after a revocation).
+    #[must_use]
+    pub fn granted_scopes(&self, sub: &str) -> Vec<String> {
+        self.shared
+            .lock()
+            .granted
+            .get(&(Self::CLIENT_ID.to_owned(), sub.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Grants `scopes` to [`OidcProvider::CLIENT_ID`] for `user` as a consent with
+    /// `access_type=offline&include_granted_scopes=true` would, without the browser round
+    /// trip: returns a fresh access token and refresh token carrying the accumulated scopes.
+    pub fn grant(&self, user: &TestUser, scopes: &[&str]) -> GrantedTokens {
+        let mut state = self.shared.lock();
+        let requested: Vec<String> = scopes.iter().map(|&scope| scope.to_owned()).collect();
+        let scopes = state.consent(Self::CLIENT_ID, &user.sub, &requested, true);
+        let access_token =
+            endpoints::issue_access_token(&mut state, Self::CLIENT_ID, user, &scopes);
+        let refresh_token = new_refresh_token();
+        state.refresh_tokens.insert(
+            refresh_token.clone(),
+            RefreshGrant {
+                client_id: Self::CLIENT_ID.to_owned(),
+                scope: scopes.join(" "),
+                user: user.clone(),
+                revoked: false,
+            },
+        );
+        state.refresh_order.push(refresh_token.clone());
+        GrantedTokens {
+            access_token,
+            refresh_token,
+            scopes,
+        }
+    }
+
     /// Every refresh token issued so far, in order, revoked ones included.
     #[must_use]
     pub fn issued_refresh_tokens(&self) -> Vec<String> {
@@ -337,6 +422,78 @@ impl OidcProvider {
     }
 }
 
+/// What [`OidcProvider::grant`] issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantedTokens {
+    /// A fresh access token.
+    pub access_token: String,
+    /// A refresh token for the grant.
+    pub refresh_token: String,
+    /// The scopes both carry (accumulated over the user's consents).
+    pub scopes: Vec<String>,
+}
+
+/// What the provider knows about an access token it issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessTokenInfo {
+    /// The user it was issued for.
+    pub user: TestUser,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The scopes it carries.
+    pub scopes: Vec<String>,
+    /// It has expired ([`OidcProvider::expire_access_tokens`]).
+    pub expired: bool,
+    /// It was revoked (a replayed code, a revoked grant).
+    pub revoked: bool,
+}
+
+impl AccessTokenInfo {
+    /// Neither expired nor revoked.
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        !self.expired && !self.revoked
+    }
+
+    /// Whether it carries `scope`.
+    #[must_use]
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|granted| granted == scope)
+    }
+}
+
+/// A cloneable view of an [`OidcProvider`]'s issued access tokens, for other peers.
+#[derive(Clone)]
+pub struct OidcTokens {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for OidcTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OidcTokens")
+    }
+}
+
+impl OidcTokens {
+    /// See [`OidcProvider::access_token_info`].
+    #[must_use]
+    pub fn access_token_info(&self, token: &str) -> Option<AccessTokenInfo> {
+        let state = self.shared.lock();
+        state
+            .access_tokens
+            .iter()
+            .find(|issued| issued.token == token)
+            .map(|issued| AccessTokenInfo {
+                user: issued.user.clone(),
+                client_id: issued.client_id.clone(),
+                scopes: issued.scopes.clone(),
+                expired: issued.expired
+                    || issued.issued_at.elapsed() >= Duration::from_secs(ACCESS_TOKEN_EXPIRES_IN),
+                revoked: issued.revoked,
+            })
+    }
+}
+
 /// State shared by the handle and the connections.
 struct Shared {
     state: Mutex<State>,
@@ -386,6 +543,10 @@ struct RefreshGrant {
 struct IssuedAccess {
     token: String,
     user: TestUser,
+    client_id: String,
+    scopes: Vec<String>,
+    issued_at: tokio::time::Instant,
+    expired: bool,
     revoked: bool,
 }
 
@@ -407,6 +568,9 @@ struct State {
     jwks_requests: usize,
     authorize_requests: Vec<HashMap<String, String>>,
     token_requests: Vec<TokenRequest>,
+    revocation_requests: Vec<String>,
+    /// Scopes granted per (client id, user `sub`), accumulated across consents.
+    granted: HashMap<(String, String), Vec<String>>,
     keys: keys::Keyring,
 }
 
@@ -436,7 +600,54 @@ impl State {
             jwks_requests: 0,
             authorize_requests: Vec::new(),
             token_requests: Vec::new(),
+            revocation_requests: Vec::new(),
+            granted: HashMap::new(),
             keys: keys::Keyring::default(),
         }
+    }
+
+    /// Records that `sub` consented to `requested` for `client_id`, and returns the scopes the
+    /// resulting tokens carry: `requested`, plus those granted before when `include_granted`.
+    fn consent(
+        &mut self,
+        client_id: &str,
+        sub: &str,
+        requested: &[String],
+        include_granted: bool,
+    ) -> Vec<String> {
+        let granted = self
+            .granted
+            .entry((client_id.to_owned(), sub.to_owned()))
+            .or_default();
+        let mut scopes = if include_granted {
+            granted.clone()
+        } else {
+            Vec::new()
+        };
+        for scope in requested {
+            if !granted.contains(scope) {
+                granted.push(scope.clone());
+            }
+            if !scopes.contains(scope) {
+                scopes.push(scope.clone());
+            }
+        }
+        scopes
+    }
+
+    /// Revokes the grant of `sub` to `client_id`: every refresh and access token, and the
+    /// granted scopes.
+    fn revoke_grant(&mut self, client_id: &str, sub: &str) {
+        for grant in self.refresh_tokens.values_mut() {
+            if grant.client_id == client_id && grant.user.sub == sub {
+                grant.revoked = true;
+            }
+        }
+        for issued in &mut self.access_tokens {
+            if issued.client_id == client_id && issued.user.sub == sub {
+                issued.revoked = true;
+            }
+        }
+        self.granted.remove(&(client_id.to_owned(), sub.to_owned()));
     }
 }

@@ -233,3 +233,37 @@ async fn another_users_messages_never_show() {
     );
     assert_eq!(rows_of(&store, "gmail_search_terms", owner).await, 2);
 }
+
+#[tokio::test]
+async fn a_batch_is_stored_whole_and_only_while_connected() {
+    let (store, _dir) = fresh_store().await;
+    let gmail = store.gmail();
+    let user = connected_user(&store).await;
+    let batch = vec![
+        (
+            message("m1", "t1", &["INBOX"], at(1)),
+            vec![term(1), term(2)],
+        ),
+        (message("m2", "t2", &["INBOX"], at(2)), vec![term(2)]),
+        // The same message again in the batch: the last copy wins, nothing doubles.
+        (message("m1", "t1", &["SENT"], at(1)), vec![term(3)]),
+    ];
+    assert!(gmail.upsert_messages(user, &batch, at(3)).await.unwrap());
+    assert_eq!(gmail.message_count(user).await.unwrap(), 2);
+    assert_eq!(rows_of(&store, "gmail_search_terms", user).await, 2);
+    assert_eq!(rows_of(&store, "gmail_message_labels", user).await, 2);
+    assert_eq!(
+        gmail
+            .get_message(user, "m1")
+            .await
+            .unwrap()
+            .unwrap()
+            .label_ids,
+        ["SENT"]
+    );
+
+    assert!(gmail.disconnect(user, false, at(4)).await.unwrap());
+    let late = vec![(message("m3", "t3", &["INBOX"], at(5)), vec![term(4)])];
+    assert!(!gmail.upsert_messages(user, &late, at(5)).await.unwrap());
+    assert_eq!(gmail.message_count(user).await.unwrap(), 2);
+}

@@ -568,3 +568,31 @@ async fn disconnect_deletes_the_mail_by_default_and_keeps_it_when_asked() {
         .unwrap();
     assert_eq!(connection(&app, &leaver).await, after);
 }
+
+#[tokio::test]
+async fn the_background_sync_picks_up_a_new_connection() {
+    let app = crate::helpers::spawn_gmail_app_with(|config| {
+        config.gmail.background_sync = true;
+        config.gmail.sync_poll_interval = std::time::Duration::from_millis(50);
+        config.gmail.sync_interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    app.gmail
+        .add_message("nora", NewMessage::text("Waiting", "for the background"));
+    let user = app.sign_in_with_gmail("nora").await;
+    let mut synced = connection(&app, &user).await;
+    for _ in 0..400 {
+        if synced.synced_message_count == 1 && !synced.history_id.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        synced = connection(&app, &user).await;
+    }
+    assert_eq!(synced.synced_message_count, 1);
+    assert_eq!(
+        synced.history_id,
+        app.gmail.history_id(&user.sub).to_string()
+    );
+    assert!(synced.last_sync_error.is_none());
+    assert_eq!(query(&app, &user, "background").await.len(), 1);
+}

@@ -82,6 +82,24 @@ async fn get(
         .map(|r| r.into_inner().message.unwrap())
 }
 
+/// Audit rows of `action` about `user`.
+async fn audit_rows(app: &GmailTestApp, user: &GmailUser, action: &str) -> i64 {
+    use sea_orm::ConnectionTrait as _;
+    let db = app.app.store.connection();
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!(
+                "SELECT count(*) FROM audit_events WHERE action = '{action}' AND target = 'user/{}/gmail'",
+                user.id
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
 fn state(connection: &pb::GmailConnection) -> pb::GmailConnectionState {
     connection.state()
 }
@@ -290,6 +308,7 @@ async fn a_grant_revoked_at_google_needs_reauth_and_keeps_the_copy() {
         after.last_sync_error.unwrap().reason,
         "GOOGLE_REAUTH_REQUIRED"
     );
+    assert_eq!(audit_rows(&app, &user, "google_reauth_required").await, 1);
     // Asked again, it answers the same without calling Google or Gmail.
     let calls = app.gmail.total_calls(&user.sub);
     let again = sync(&app, &user, false).await.unwrap_err();
@@ -530,6 +549,8 @@ async fn disconnect_deletes_the_mail_by_default_and_keeps_it_when_asked() {
         .connection
         .unwrap();
     assert_eq!(state(&disconnected), pb::GmailConnectionState::NotConnected);
+    assert_eq!(audit_rows(&app, &keeper, "gmail_connected").await, 1);
+    assert_eq!(audit_rows(&app, &keeper, "gmail_disconnected").await, 1);
     assert!(
         !app.provider.revocation_requests().is_empty(),
         "the grant is revoked at Google"

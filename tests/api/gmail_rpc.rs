@@ -234,14 +234,22 @@ async fn a_sync_lists_searches_and_reads_mail_then_follows_changes() {
     );
 
     // Gmail no longer has the stored history: a full sync, without duplicates.
-    app.gmail
+    let after_expiry = app
+        .gmail
         .add_message(&user.sub, NewMessage::text("After", "expiry"));
+    assert!(app.gmail.delete_message(&user.sub, &invoice));
     app.gmail.expire_history(&user.sub);
     let third = sync(&app, &user, false).await.unwrap();
     assert!(third.full_sync);
     assert_eq!(third.messages_added_count, 1);
-    assert_eq!(third.connection.unwrap().synced_message_count, 3);
-    assert_eq!(query(&app, &user, "").await.len(), 3);
+    assert_eq!(
+        third.messages_deleted_count, 1,
+        "the repair drops what Gmail deleted"
+    );
+    assert_eq!(third.connection.unwrap().synced_message_count, 2);
+    let listed = query(&app, &user, "").await;
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0], after_expiry);
 }
 
 #[tokio::test]

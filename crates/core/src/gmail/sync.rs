@@ -17,7 +17,7 @@
 //! change per message (added, deleted, labels now), and applies them. A history id Gmail no
 //! longer has (404) means a full sync.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,7 +26,7 @@ use assistd_crypto::MailKey;
 use assistd_domain::gmail::SyncReport;
 use assistd_domain::{Error, ErrorReason, Result, UserId};
 use assistd_gmail::{GmailError, UserGmail};
-use assistd_store::{GmailConnectionState, NewGmailMessage};
+use assistd_store::{GmailConnectionState, MessageFilter, NewGmailMessage};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -376,6 +376,8 @@ impl Run<'_> {
             }
         };
         let max = i64::from(self.service.inner.settings.max_full_sync_messages);
+        // What a fresh full sync listed: a repair removes what Gmail no longer lists.
+        let mut listed_ids: Option<HashSet<String>> = (!resuming).then(HashSet::new);
         let mut counts = Counts {
             full: true,
             ..Counts::default()
@@ -399,6 +401,9 @@ impl Run<'_> {
                 Default::default()
             };
             let listed = ids.len();
+            if let Some(seen) = listed_ids.as_mut() {
+                seen.extend(ids.iter().cloned());
+            }
             let wanted: Vec<String> = ids.into_iter().filter(|id| !skip.contains(id)).collect();
             counts.added += self.fetch_all(wanted).await?;
             fetched += i64::try_from(listed).unwrap_or(i64::MAX);
@@ -419,8 +424,42 @@ impl Run<'_> {
                 break;
             }
         }
+        if page_token.is_none()
+            && let Some(seen) = listed_ids
+        {
+            counts.deleted += self.remove_unlisted(&seen).await?;
+        }
         self.complete(start_history_id).await?;
         Ok(counts)
+    }
+
+    /// Deletes the synced messages a complete listing of the mailbox did not name (deleted
+    /// in Gmail, or moved to SPAM or TRASH, while the history was lost); returns how many.
+    async fn remove_unlisted(&self, listed: &HashSet<String>) -> Result<u32> {
+        let gmail = self.service.inner.store.gmail();
+        let mut unlisted = Vec::new();
+        let mut after = None;
+        loop {
+            let page = gmail
+                .list_messages(self.user, &MessageFilter::default(), after.clone(), 500)
+                .await?;
+            let last_page = page.len() < 500;
+            for stored in page {
+                after = Some((stored.internal_date, stored.message_id.clone()));
+                if !listed.contains(&stored.message_id) {
+                    unlisted.push(stored.message_id);
+                }
+            }
+            if last_page {
+                break;
+            }
+        }
+        let mut deleted = 0;
+        for id in unlisted {
+            self.check()?;
+            deleted += u32::from(gmail.delete_message(self.user, &id).await?);
+        }
+        Ok(deleted)
     }
 
     async fn complete(&self, history_id: u64) -> Result<()> {

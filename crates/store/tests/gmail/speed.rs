@@ -121,6 +121,34 @@ async fn search_speed() {
     println!("most common words (count, time, hits): {times:?}");
     let matching = rows_of(&store, "gmail_search_terms", user).await;
     println!("index rows: {matching}");
+    let size = match store.backend() {
+        Backend::Sqlite => {
+            "SELECT page_count * page_size AS n FROM pragma_page_count(), pragma_page_size()"
+        }
+        Backend::Postgres => "SELECT pg_total_relation_size('gmail_search_terms')::bigint AS n",
+    };
+    let bytes: i64 = store
+        .connection()
+        .query_one_raw(Statement::from_string(
+            match store.backend() {
+                Backend::Sqlite => DatabaseBackend::Sqlite,
+                Backend::Postgres => DatabaseBackend::Postgres,
+            },
+            size,
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    println!(
+        "{}: {:.1} MiB",
+        match store.backend() {
+            Backend::Sqlite => "whole SQLite database",
+            Backend::Postgres => "gmail_search_terms with its index",
+        },
+        bytes as f64 / 1_048_576.0
+    );
     explain(&store, user).await;
 }
 

@@ -1,0 +1,843 @@
+//! The synced messages: writing them with their labels and blind index tokens, changing
+//! labels, deleting, reading one, and listing or searching newest first by keyset.
+//!
+//! A search is exact: every term must be among the message's tokens, every label among its
+//! labels, and the thread, when given, its thread. Terms and labels are postings, each a
+//! range of a primary key (`gmail_search_terms`, `gmail_message_labels`). The list is planned
+//! per call: the shortest posting, when short, drives (its rows are looked up, sorted, and
+//! the page cut); when every posting is long, the user's messages are walked newest first and
+//! each is probed in every posting until the page is full. The caller checks phrases after
+//! opening the candidates.
+
+use std::collections::HashSet;
+
+use assistd_domain::{Error, Result, UserId};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, JoinType, OnConflict, Order, Query, SelectStatement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryResult,
+    QuerySelect,
+};
+
+use super::{GmailConnectionState, GmailStore, history_text, history_value, micros};
+use crate::entity::{gmail_connections, gmail_message_labels, gmail_messages, gmail_search_terms};
+use crate::{Backend, db_error};
+
+/// One blind index token: the first 16 bytes of HMAC-SHA256 of a normalised word under the
+/// user's index key.
+pub type SearchTerm = [u8; 16];
+
+/// Length of a [`SearchTerm`].
+const TERM_LEN: usize = 16;
+
+/// Most values one statement binds when deleting or inserting index rows: far below both
+/// engines' limits on bound parameters (32,766 on SQLite, 65,535 on PostgreSQL).
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// The messages as the list statement names them.
+const M: &str = "m";
+
+/// A message to store, as the sync read it from Gmail (header and body already sealed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewGmailMessage {
+    /// Gmail's message id.
+    pub message_id: String,
+    /// Gmail's thread id.
+    pub thread_id: String,
+    /// Gmail's label ids (`INBOX`, `UNREAD`, `Label_12`, …).
+    pub label_ids: Vec<String>,
+    /// Gmail's `internalDate`.
+    pub internal_date: DateTime<Utc>,
+    /// Gmail's `sizeEstimate`, in bytes.
+    pub size_estimate: i64,
+    /// Gmail's `historyId` of the message.
+    pub history_id: u64,
+    /// Subject, addresses, snippet, attachment list and whether the body was cut, sealed
+    /// with the mail key (purpose `gmail_message_header`, record = message id).
+    pub sealed_header: Vec<u8>,
+    /// The body text, sealed with the mail key (purpose `gmail_message_body`, record =
+    /// message id).
+    pub sealed_body: Vec<u8>,
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredGmailMessage {
+    /// Gmail's message id.
+    pub message_id: String,
+    /// Gmail's thread id.
+    pub thread_id: String,
+    /// Gmail's label ids, in the order last stored.
+    pub label_ids: Vec<String>,
+    /// Gmail's `internalDate`.
+    pub internal_date: DateTime<Utc>,
+    /// Gmail's `sizeEstimate`, in bytes.
+    pub size_estimate: i64,
+    /// Gmail's `historyId` of the message when it was stored.
+    pub history_id: u64,
+    /// The sealed header.
+    pub sealed_header: Vec<u8>,
+    /// The sealed body, when asked for.
+    pub sealed_body: Option<Vec<u8>>,
+    /// When it was (last) stored.
+    pub synced_at: DateTime<Utc>,
+}
+
+/// Which messages a list returns: all of the terms, all of the labels, and the thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageFilter {
+    /// Blind index tokens the message must all have; none = every message.
+    pub terms: Vec<SearchTerm>,
+    /// Labels the message must all carry.
+    pub label_ids: Vec<String>,
+    /// The thread the message must be in.
+    pub thread_id: Option<String>,
+    /// Whether to read the sealed bodies too (for checking phrases); listing without them
+    /// reads far less.
+    pub include_bodies: bool,
+}
+
+impl GmailStore {
+    /// Stores a message (insert, or replace the stored one with the same id), its labels and
+    /// its blind index `terms` (duplicates ignored), replacing whatever labels and terms it
+    /// had, in one transaction: storing the same message twice leaves one row and one set of
+    /// terms. Returns `false`, storing nothing, when the user's connection is missing or not
+    /// `connected` (a disconnect or a broken grant stops a running sync here).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn upsert_message(
+        &self,
+        user: UserId,
+        message: &NewGmailMessage,
+        terms: &[SearchTerm],
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.upsert_messages(user, &[(message.clone(), terms.to_vec())], now)
+            .await
+    }
+
+    /// Stores several messages as [`upsert_message`](Self::upsert_message) does, all in one
+    /// transaction: all or none. Cheaper per message than one transaction each, because the
+    /// index rows of a message land at random places of the terms table (their key starts
+    /// with a hash), and a transaction writes each page it touched once however many rows it
+    /// added there. Returns `false`, storing nothing, when the user's connection is missing or
+    /// not `connected`.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn upsert_messages(
+        &self,
+        user: UserId,
+        messages: &[(NewGmailMessage, Vec<SearchTerm>)],
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let txn = self.store.begin_write().await?;
+        if !connected(&txn, self.store.backend(), user).await? {
+            txn.rollback().await.map_err(db_error)?;
+            return Ok(false);
+        }
+        for (message, terms) in messages {
+            write_message(&txn, user, message, terms, now).await?;
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    /// Replaces the labels of the user's message `message_id`. Returns `false` when the user
+    /// has no such message.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn update_labels(
+        &self,
+        user: UserId,
+        message_id: &str,
+        label_ids: &[String],
+    ) -> Result<bool> {
+        use gmail_messages::Column;
+        let txn = self.store.begin_write().await?;
+        let Some((old, _)) = indexed_of(&txn, user, message_id).await? else {
+            txn.rollback().await.map_err(db_error)?;
+            return Ok(false);
+        };
+        let labels = distinct_labels(label_ids);
+        delete_labels(&txn, user, message_id, &old).await?;
+        insert_labels(&txn, user, message_id, &labels).await?;
+        gmail_messages::Entity::update_many()
+            .col_expr(Column::LabelIds, Expr::value(labels_json(&labels)?))
+            .filter(Column::UserId.eq(user.as_uuid()))
+            .filter(Column::MessageId.eq(message_id))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    /// Deletes the user's message `message_id` with its labels and index terms. Returns
+    /// whether there was one.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn delete_message(&self, user: UserId, message_id: &str) -> Result<bool> {
+        use gmail_messages::Column;
+        let txn = self.store.begin_write().await?;
+        let Some((labels, terms)) = indexed_of(&txn, user, message_id).await? else {
+            txn.rollback().await.map_err(db_error)?;
+            return Ok(false);
+        };
+        delete_labels(&txn, user, message_id, &labels).await?;
+        delete_terms(&txn, user, message_id, &terms).await?;
+        gmail_messages::Entity::delete_many()
+            .filter(Column::UserId.eq(user.as_uuid()))
+            .filter(Column::MessageId.eq(message_id))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    /// The user's message `message_id` with its sealed body, if the user has it.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn get_message(
+        &self,
+        user: UserId,
+        message_id: &str,
+    ) -> Result<Option<StoredGmailMessage>> {
+        use gmail_messages::Column;
+        let mut select = message_select(true);
+        select
+            .from_as(gmail_messages::Entity, M)
+            .and_where(Expr::col((M, Column::UserId)).eq(user.as_uuid()))
+            .and_where(Expr::col((M, Column::MessageId)).eq(message_id));
+        self.store
+            .connection()
+            .query_one(&select)
+            .await
+            .map_err(db_error)?
+            .map(|row| message_of(&row, true))
+            .transpose()
+    }
+
+    /// Which of `message_ids` the user has stored (to skip fetching them again).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn stored_message_ids(
+        &self,
+        user: UserId,
+        message_ids: &[String],
+    ) -> Result<HashSet<String>> {
+        use gmail_messages::Column;
+        let mut found = HashSet::new();
+        for chunk in message_ids.chunks(ROWS_PER_STATEMENT) {
+            let ids: Vec<String> = gmail_messages::Entity::find()
+                .select_only()
+                .column(Column::MessageId)
+                .filter(Column::UserId.eq(user.as_uuid()))
+                .filter(Column::MessageId.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(self.store.connection())
+                .await
+                .map_err(db_error)?;
+            found.extend(ids);
+        }
+        Ok(found)
+    }
+
+    /// The user's messages that pass `filter`, newest first (`internal_date`, then message
+    /// id, both descending), strictly after the cursor `after` (internal date and id of the
+    /// last message of the previous page): at most `limit`.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn list_messages(
+        &self,
+        user: UserId,
+        filter: &MessageFilter,
+        after: Option<(DateTime<Utc>, String)>,
+        limit: u64,
+    ) -> Result<Vec<StoredGmailMessage>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let db = self.store.connection();
+        let postings = postings_of(filter);
+        // A thread is short: its index drives. Otherwise the shortest posting, if short.
+        let driver = if filter.thread_id.is_some() || postings.is_empty() {
+            None
+        } else {
+            match choose_driver(db, user, &postings, limit).await? {
+                Ok(driver) => driver,
+                Err(()) => return Ok(Vec::new()),
+            }
+        };
+        let select = list_statement(
+            self.store.backend(),
+            user,
+            filter,
+            &postings,
+            driver,
+            after,
+            limit,
+        );
+        db.query_all(&select)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|row| message_of(row, filter.include_bodies))
+            .collect()
+    }
+
+    /// How many messages of the user are stored.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn message_count(&self, user: UserId) -> Result<u64> {
+        gmail_messages::Entity::find()
+            .filter(gmail_messages::Column::UserId.eq(user.as_uuid()))
+            .count(self.store.connection())
+            .await
+            .map_err(db_error)
+    }
+}
+
+/// Inserts or replaces one message with its labels and terms, inside the caller's
+/// transaction.
+async fn write_message<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    message: &NewGmailMessage,
+    terms: &[SearchTerm],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    use gmail_messages::Column;
+    if let Some((labels, old_terms)) = indexed_of(db, user, &message.message_id).await? {
+        delete_labels(db, user, &message.message_id, &labels).await?;
+        delete_terms(db, user, &message.message_id, &old_terms).await?;
+    }
+    let labels = distinct_labels(&message.label_ids);
+    let terms = distinct_terms(terms);
+    let row = gmail_messages::Model {
+        user_id: user.as_uuid(),
+        message_id: message.message_id.clone(),
+        thread_id: message.thread_id.clone(),
+        label_ids: labels_json(&labels)?,
+        internal_date: micros(message.internal_date),
+        size_estimate: message.size_estimate,
+        history_id: history_text(message.history_id),
+        sealed_header: message.sealed_header.clone(),
+        sealed_body: message.sealed_body.clone(),
+        search_terms: terms.concat(),
+        synced_at: micros(now),
+    };
+    gmail_messages::Entity::insert(gmail_messages::ActiveModel::from(row))
+        .on_conflict(
+            OnConflict::columns([Column::UserId, Column::MessageId])
+                .update_columns([
+                    Column::ThreadId,
+                    Column::LabelIds,
+                    Column::InternalDate,
+                    Column::SizeEstimate,
+                    Column::HistoryId,
+                    Column::SealedHeader,
+                    Column::SealedBody,
+                    Column::SearchTerms,
+                    Column::SyncedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await
+        .map_err(db_error)?;
+    insert_labels(db, user, &message.message_id, &labels).await?;
+    insert_terms(db, user, &message.message_id, &terms).await
+}
+
+/// Whether the user's connection is `connected`; on PostgreSQL the row stays share-locked
+/// until the transaction ends, so a disconnect deleting it waits for this write.
+async fn connected<C: ConnectionTrait>(db: &C, backend: Backend, user: UserId) -> Result<bool> {
+    let mut query = gmail_connections::Entity::find_by_id(user.as_uuid())
+        .select_only()
+        .column(gmail_connections::Column::State);
+    if backend == Backend::Postgres {
+        query = query.lock_shared();
+    }
+    let state: Option<String> = query.into_tuple().one(db).await.map_err(db_error)?;
+    Ok(state.as_deref() == Some(GmailConnectionState::Connected.as_str()))
+}
+
+/// The labels and index terms stored with the user's message, if it exists.
+async fn indexed_of<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    message_id: &str,
+) -> Result<Option<(Vec<String>, Vec<SearchTerm>)>> {
+    use gmail_messages::Column;
+    let row: Option<(String, Vec<u8>)> = gmail_messages::Entity::find()
+        .select_only()
+        .columns([Column::LabelIds, Column::SearchTerms])
+        .filter(Column::UserId.eq(user.as_uuid()))
+        .filter(Column::MessageId.eq(message_id))
+        .into_tuple()
+        .one(db)
+        .await
+        .map_err(db_error)?;
+    row.map(|(labels, terms)| Ok((labels_of(&labels)?, terms_of(&terms)?)))
+        .transpose()
+}
+
+async fn delete_labels<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    message_id: &str,
+    labels: &[String],
+) -> Result<()> {
+    use gmail_message_labels::Column;
+    for chunk in labels.chunks(ROWS_PER_STATEMENT) {
+        gmail_message_labels::Entity::delete_many()
+            .filter(Column::UserId.eq(user.as_uuid()))
+            .filter(Column::LabelId.is_in(chunk.iter().cloned()))
+            .filter(Column::MessageId.eq(message_id))
+            .exec(db)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+async fn delete_terms<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    message_id: &str,
+    terms: &[SearchTerm],
+) -> Result<()> {
+    use gmail_search_terms::Column;
+    for chunk in terms.chunks(ROWS_PER_STATEMENT) {
+        gmail_search_terms::Entity::delete_many()
+            .filter(Column::UserId.eq(user.as_uuid()))
+            .filter(Column::Term.is_in(chunk.iter().map(|term| term.to_vec())))
+            .filter(Column::MessageId.eq(message_id))
+            .exec(db)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+async fn insert_labels<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    message_id: &str,
+    labels: &[String],
+) -> Result<()> {
+    for chunk in labels.chunks(ROWS_PER_STATEMENT) {
+        gmail_message_labels::Entity::insert_many(chunk.iter().map(|label| {
+            gmail_message_labels::ActiveModel::from(gmail_message_labels::Model {
+                user_id: user.as_uuid(),
+                label_id: label.clone(),
+                message_id: message_id.to_owned(),
+            })
+        }))
+        .exec_without_returning(db)
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+async fn insert_terms<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    message_id: &str,
+    terms: &[SearchTerm],
+) -> Result<()> {
+    for chunk in terms.chunks(ROWS_PER_STATEMENT) {
+        gmail_search_terms::Entity::insert_many(chunk.iter().map(|term| {
+            gmail_search_terms::ActiveModel::from(gmail_search_terms::Model {
+                user_id: user.as_uuid(),
+                term: term.to_vec(),
+                message_id: message_id.to_owned(),
+            })
+        }))
+        .exec_without_returning(db)
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// The labels without repeats, in their first order.
+fn distinct_labels(labels: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    labels
+        .iter()
+        .filter(|label| seen.insert(label.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// The terms without repeats, sorted.
+fn distinct_terms(terms: &[SearchTerm]) -> Vec<SearchTerm> {
+    let mut terms = terms.to_vec();
+    terms.sort_unstable();
+    terms.dedup();
+    terms
+}
+
+fn labels_json(labels: &[String]) -> Result<String> {
+    serde_json::to_string(labels).map_err(Error::internal)
+}
+
+fn labels_of(json: &str) -> Result<Vec<String>> {
+    serde_json::from_str(json).map_err(|err| {
+        Error::internal(format!(
+            "label ids in gmail_messages are no JSON array: {err}"
+        ))
+    })
+}
+
+/// Splits the stored tokens, 16 bytes each, end to end.
+fn terms_of(bytes: &[u8]) -> Result<Vec<SearchTerm>> {
+    if !bytes.len().is_multiple_of(TERM_LEN) {
+        return Err(Error::internal(format!(
+            "search terms of {} bytes are no whole number of tokens",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(TERM_LEN)
+        .map(|chunk| {
+            let mut term = [0u8; TERM_LEN];
+            term.copy_from_slice(chunk);
+            term
+        })
+        .collect())
+}
+
+/// The columns a stored message is read from, with or without the body.
+fn message_select(with_body: bool) -> SelectStatement {
+    use gmail_messages::Column;
+    let mut select = Query::select();
+    select.columns(
+        [
+            Column::MessageId,
+            Column::ThreadId,
+            Column::LabelIds,
+            Column::InternalDate,
+            Column::SizeEstimate,
+            Column::HistoryId,
+            Column::SealedHeader,
+            Column::SyncedAt,
+        ]
+        .map(|column| (M, column)),
+    );
+    if with_body {
+        select.column((M, Column::SealedBody));
+    }
+    select
+}
+
+fn message_of(row: &QueryResult, with_body: bool) -> Result<StoredGmailMessage> {
+    let get = |column: &str| -> Result<String> { row.try_get("", column).map_err(db_error) };
+    Ok(StoredGmailMessage {
+        message_id: get("message_id")?,
+        thread_id: get("thread_id")?,
+        label_ids: labels_of(&get("label_ids")?)?,
+        internal_date: row.try_get("", "internal_date").map_err(db_error)?,
+        size_estimate: row.try_get("", "size_estimate").map_err(db_error)?,
+        history_id: history_value(&get("history_id")?)?,
+        sealed_header: row.try_get("", "sealed_header").map_err(db_error)?,
+        sealed_body: if with_body {
+            Some(row.try_get("", "sealed_body").map_err(db_error)?)
+        } else {
+            None
+        },
+        synced_at: row.try_get("", "synced_at").map_err(db_error)?,
+    })
+}
+
+/// A list of message ids kept in primary key order per key: the blind index (messages having
+/// a term) and the labels (messages carrying a label).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Posting {
+    /// Messages that have this blind index token.
+    Term(SearchTerm),
+    /// Messages that carry this label.
+    Label(String),
+}
+
+impl Posting {
+    /// The table, its key column and the key.
+    fn parts(&self) -> (&'static str, &'static str, sea_orm::Value) {
+        match self {
+            Self::Term(term) => ("gmail_search_terms", "term", term.to_vec().into()),
+            Self::Label(label) => ("gmail_message_labels", "label_id", label.clone().into()),
+        }
+    }
+}
+
+/// Every posting the filter requires: its distinct terms, then its distinct labels.
+fn postings_of(filter: &MessageFilter) -> Vec<Posting> {
+    distinct_terms(&filter.terms)
+        .into_iter()
+        .map(Posting::Term)
+        .chain(
+            distinct_labels(&filter.label_ids)
+                .into_iter()
+                .map(Posting::Label),
+        )
+        .collect()
+}
+
+/// The posting alias when it drives the list.
+const D: &str = "d";
+/// A posting's alias in an EXISTS probe.
+const P: &str = "p";
+
+/// How many rows of a posting are counted at most when planning, per row of the page asked
+/// for. A posting shorter than `DRIVE_FACTOR × limit` drives the list (each of its rows costs
+/// one primary key lookup); when every posting is longer, walking the messages newest first
+/// and probing each posting finds a page sooner: postings that long match often.
+const DRIVE_FACTOR: u64 = 40;
+
+/// The bounds of that cap, whatever the page size.
+const MIN_DRIVE_CAP: u64 = 200;
+const MAX_DRIVE_CAP: u64 = 20_000;
+
+/// How many rows the user has in `posting`, counted up to `cap`.
+async fn posting_size<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    posting: &Posting,
+    cap: u64,
+) -> Result<u64> {
+    let (table, key, value) = posting.parts();
+    let rows = Query::select()
+        .expr(Expr::value(1))
+        .from(table)
+        .and_where(Expr::col("user_id").eq(user.as_uuid()))
+        .and_where(Expr::col(key).eq(value))
+        .limit(cap)
+        .to_owned();
+    let count = Query::select()
+        .expr_as(Expr::cust("COUNT(*)"), "n")
+        .from_subquery(rows, P)
+        .to_owned();
+    let n: i64 = db
+        .query_one(&count)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::internal("a count returned no row"))?
+        .try_get("", "n")
+        .map_err(db_error)?;
+    Ok(n.unsigned_abs())
+}
+
+/// Which posting drives the list: the shortest one under the cap, if any; `Err(())` when a
+/// posting is empty, so nothing matches.
+async fn choose_driver<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    postings: &[Posting],
+    limit: u64,
+) -> Result<std::result::Result<Option<usize>, ()>> {
+    let cap = limit
+        .saturating_mul(DRIVE_FACTOR)
+        .clamp(MIN_DRIVE_CAP, MAX_DRIVE_CAP);
+    let mut best: Option<(usize, u64)> = None;
+    for (index, posting) in postings.iter().enumerate() {
+        let size = posting_size(db, user, posting, cap).await?;
+        if size == 0 {
+            return Ok(Err(()));
+        }
+        if size < cap && best.is_none_or(|(_, shortest)| size < shortest) {
+            best = Some((index, size));
+        }
+    }
+    Ok(Ok(best.map(|(index, _)| index)))
+}
+
+/// EXISTS: the message `m` is in `posting` (a primary key probe).
+fn in_posting(user: UserId, posting: &Posting) -> Expr {
+    let (table, key, value) = posting.parts();
+    Expr::exists(
+        Query::select()
+            .expr(Expr::value(1))
+            .from_as(table, P)
+            .and_where(Expr::col((P, "user_id")).eq(user.as_uuid()))
+            .and_where(Expr::col((P, key)).eq(value))
+            .and_where(Expr::col((P, "message_id")).equals((M, gmail_messages::Column::MessageId)))
+            .to_owned(),
+    )
+}
+
+/// The list statement: the page of messages passing the filter, newest first, after the
+/// cursor. With a `driver`, the statement reads that posting's range of the primary key and
+/// looks each message up (on SQLite a CROSS JOIN keeps that order: its planner would
+/// otherwise walk the date index, not knowing how short the posting is); without, it walks
+/// the user's messages newest first (by thread when a thread is given). Every other posting
+/// is a primary key probe per message.
+fn list_statement(
+    backend: Backend,
+    user: UserId,
+    filter: &MessageFilter,
+    postings: &[Posting],
+    driver: Option<usize>,
+    after: Option<(DateTime<Utc>, String)>,
+    limit: u64,
+) -> SelectStatement {
+    use gmail_messages::Column;
+    let mut select = message_select(filter.include_bodies);
+    match driver.and_then(|index| postings.get(index)) {
+        Some(posting) => {
+            let (table, key, value) = posting.parts();
+            let join = match backend {
+                Backend::Sqlite => JoinType::CrossJoin,
+                Backend::Postgres => JoinType::InnerJoin,
+            };
+            let link = Expr::col((M, Column::UserId))
+                .equals((D, "user_id"))
+                .and(Expr::col((M, Column::MessageId)).equals((D, "message_id")));
+            // sea-query writes a CROSS JOIN without its ON: the link is also in WHERE.
+            select
+                .from_as(table, D)
+                .join_as(join, gmail_messages::Entity, M, link.clone())
+                .and_where(link)
+                .and_where(Expr::col((D, "user_id")).eq(user.as_uuid()))
+                .and_where(Expr::col((D, key)).eq(value));
+        }
+        None => {
+            select.from_as(gmail_messages::Entity, M);
+        }
+    }
+    select.and_where(Expr::col((M, Column::UserId)).eq(user.as_uuid()));
+    for (index, posting) in postings.iter().enumerate() {
+        if Some(index) != driver {
+            select.and_where(in_posting(user, posting));
+        }
+    }
+    if let Some(thread) = &filter.thread_id {
+        select.and_where(Expr::col((M, Column::ThreadId)).eq(thread.as_str()));
+    }
+    if let Some((at, id)) = after {
+        select.and_where(
+            Expr::tuple([
+                Expr::col((M, Column::InternalDate)),
+                Expr::col((M, Column::MessageId)),
+            ])
+            .lt(Expr::tuple([Expr::value(micros(at)), Expr::value(id)])),
+        );
+    }
+    select
+        .order_by((M, Column::InternalDate), Order::Desc)
+        .order_by((M, Column::MessageId), Order::Desc)
+        .limit(Ord::min(limit, i64::MAX.unsigned_abs()));
+    select
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_terms_split_back_into_tokens() {
+        let terms = distinct_terms(&[[2; 16], [1; 16], [2; 16]]);
+        assert_eq!(terms, vec![[1; 16], [2; 16]]);
+        assert_eq!(terms_of(&terms.concat()).unwrap(), terms);
+        assert!(terms_of(&[0; 17]).is_err());
+        assert!(terms_of(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn labels_keep_their_first_order_without_repeats() {
+        let labels = ["INBOX", "UNREAD", "INBOX"].map(str::to_owned);
+        assert_eq!(distinct_labels(&labels), ["INBOX", "UNREAD"]);
+        let json = labels_json(&distinct_labels(&labels)).unwrap();
+        assert_eq!(labels_of(&json).unwrap(), ["INBOX", "UNREAD"]);
+    }
+
+    #[test]
+    fn list_statements_bind_every_value_and_drive_as_planned() {
+        use sea_orm::sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
+        let filter = MessageFilter {
+            terms: vec![[7; 16], [9; 16]],
+            label_ids: vec!["INBOX'--".to_owned()],
+            thread_id: Some("t'1".to_owned()),
+            include_bodies: false,
+        };
+        let postings = postings_of(&filter);
+        assert_eq!(postings.len(), 3);
+        let after = Some((
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            "m'1".to_owned(),
+        ));
+        let user = UserId::new();
+        let walk = list_statement(
+            Backend::Sqlite,
+            user,
+            &filter,
+            &postings,
+            None,
+            after.clone(),
+            25,
+        );
+        let (sql, _) = walk.build(SqliteQueryBuilder);
+        let sql = sql.as_str();
+        assert!(
+            sql.contains(r#"FROM "gmail_messages" AS "m" WHERE"#),
+            "{sql}"
+        );
+        assert_eq!(sql.matches("EXISTS").count(), 3, "{sql}");
+        assert!(!sql.contains("INBOX") && !sql.contains("t'1") && !sql.contains("m'1"));
+        assert!(!sql.contains("sealed_body"), "{sql}");
+        assert!(
+            sql.ends_with(r#"ORDER BY "m"."internal_date" DESC, "m"."message_id" DESC LIMIT ?"#),
+            "{sql}"
+        );
+        // The label drives: read first, the terms probed.
+        let driven = list_statement(
+            Backend::Sqlite,
+            user,
+            &filter,
+            &postings,
+            Some(2),
+            after.clone(),
+            25,
+        );
+        let (sql, _) = driven.build(SqliteQueryBuilder);
+        let sql = sql.as_str();
+        assert!(
+            sql.contains(
+                r#"FROM "gmail_message_labels" AS "d" CROSS JOIN "gmail_messages" AS "m""#
+            ),
+            "{sql}"
+        );
+        assert_eq!(sql.matches("EXISTS").count(), 2, "{sql}");
+        assert!(
+            sql.contains(
+                r#""m"."user_id" = "d"."user_id" AND "m"."message_id" = "d"."message_id""#
+            ),
+            "{sql}"
+        );
+        let driven = list_statement(
+            Backend::Postgres,
+            user,
+            &filter,
+            &postings,
+            Some(0),
+            after,
+            25,
+        );
+        let (sql, _) = driven.build(PostgresQueryBuilder);
+        assert!(
+            sql.as_str()
+                .contains(r#"FROM "gmail_search_terms" AS "d" INNER JOIN "gmail_messages" AS "m""#),
+            "{sql}"
+        );
+    }
+}

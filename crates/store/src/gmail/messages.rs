@@ -662,18 +662,23 @@ async fn choose_driver<C: ConnectionTrait>(
     Ok(Ok(best.map(|(index, _)| index)))
 }
 
-/// EXISTS: the message `m` is in `posting` (a primary key probe).
-fn in_posting(user: UserId, posting: &Posting) -> Expr {
+/// EXISTS: the message `m` is in `posting` (a primary key probe). On PostgreSQL `OFFSET 0`
+/// keeps the probe a probe: without it the planner turns every EXISTS into a semi-join it
+/// may drive from (a whole label's or word's posting), which is what the plan chosen here
+/// avoids.
+fn in_posting(backend: Backend, user: UserId, posting: &Posting) -> Expr {
     let (table, key, value) = posting.parts();
-    Expr::exists(
-        Query::select()
-            .expr(Expr::value(1))
-            .from_as(table, P)
-            .and_where(Expr::col((P, "user_id")).eq(user.as_uuid()))
-            .and_where(Expr::col((P, key)).eq(value))
-            .and_where(Expr::col((P, "message_id")).equals((M, gmail_messages::Column::MessageId)))
-            .to_owned(),
-    )
+    let mut probe = Query::select();
+    probe
+        .expr(Expr::value(1))
+        .from_as(table, P)
+        .and_where(Expr::col((P, "user_id")).eq(user.as_uuid()))
+        .and_where(Expr::col((P, key)).eq(value))
+        .and_where(Expr::col((P, "message_id")).equals((M, gmail_messages::Column::MessageId)));
+    if backend == Backend::Postgres {
+        probe.offset(0);
+    }
+    Expr::exists(probe)
 }
 
 /// The list statement: the page of messages passing the filter, newest first, after the
@@ -718,7 +723,7 @@ fn list_statement(
     select.and_where(Expr::col((M, Column::UserId)).eq(user.as_uuid()));
     for (index, posting) in postings.iter().enumerate() {
         if Some(index) != driver {
-            select.and_where(in_posting(user, posting));
+            select.and_where(in_posting(backend, user, posting));
         }
     }
     if let Some(thread) = &filter.thread_id {

@@ -172,10 +172,15 @@ async fn explain(store: &Store, user: UserId) {
         };
     let columns = "m.message_id, m.thread_id, m.label_ids, m.internal_date, m.size_estimate, \
                    m.history_id, m.sealed_header, m.synced_at";
+    let fence = if store.backend() == Backend::Postgres {
+        " OFFSET 0"
+    } else {
+        ""
+    };
     let probe = |user: usize, key: &str, value: usize, table: &str| {
         format!(
             "EXISTS (SELECT 1 FROM {table} AS p WHERE p.user_id = {} AND p.{key} = {} \
-             AND p.message_id = m.message_id)",
+             AND p.message_id = m.message_id{fence})",
             p(user),
             p(value)
         )

@@ -10,6 +10,7 @@ mod m20261126_000003_chat;
 mod m20261126_000004_auth;
 mod m20261202_000005_service_accounts;
 mod m20261203_000006_chat_events;
+mod m20261204_000008_gmail;
 
 /// Applies assistd's migrations in order.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_auth::Migration),
             Box::new(m20261202_000005_service_accounts::Migration),
             Box::new(m20261203_000006_chat_events::Migration),
+            Box::new(m20261204_000008_gmail::Migration),
         ]
     }
 }

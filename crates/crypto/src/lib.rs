@@ -23,6 +23,8 @@
 //!   retryable unavailability, a KEK an operator must fix, an invalid ciphertext, or a bug.
 //! - [`Keyring`] knows the current KEK and the previous ones, opens whatever a stored key names
 //!   and re-wraps data keys under the current KEK ([`Keyring::rewrap`]) for rotation.
+//! - [`MailKey`] seals a user's synced mail; it is stored sealed under their data key, and
+//!   derives the key of their blind index ([`blind_index`]: keyed 16-byte word tokens).
 //! - [`DataKeyCache`] keeps unwrapped data keys for a bounded time and number of uses, so a
 //!   busy user costs one KMS `Decrypt` per period rather than one per request.
 //!
@@ -62,6 +64,7 @@ mod kek;
 mod keyring;
 mod kms;
 mod local;
+mod mail;
 mod seal;
 mod secret;
 
@@ -71,5 +74,9 @@ pub use kek::{KeyEncryptionKey, WrappedDataKey};
 pub use keyring::Keyring;
 pub use kms::{KmsKek, KmsSettings};
 pub use local::LocalKek;
+pub use mail::{
+    BLIND_INDEX_LEN, IndexKey, MAIL_KEY_PURPOSE, MESSAGE_BODY_PURPOSE, MESSAGE_HEADER_PURPOSE,
+    MailKey, blind_index,
+};
 pub use seal::{DataKey, SEAL_FORMAT_V1, SealContext, open, seal};
 pub use secret::Secret;

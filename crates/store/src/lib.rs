@@ -15,6 +15,7 @@ mod database_error;
 #[allow(unreachable_pub)]
 mod entity;
 pub mod export;
+mod gmail;
 mod notify;
 mod preferences;
 mod service_accounts;
@@ -28,6 +29,10 @@ pub use chat::{ChatRepository, UsageDelta};
 pub use connect::{Backend, DatabaseSettings, Store, redact_url_password};
 pub use data_keys::{DataKeyRepository, InsertOutcome, StoredDataKey};
 pub use database_error::db_error;
+pub use gmail::{
+    FullSyncProgress, GmailConnection, GmailConnectionState, GmailStore, MessageFilter,
+    NewGmailMessage, SealedMailKey, SearchTerm, StoredGmailMessage, SyncError, SyncLease,
+};
 pub use notify::{PreferencesChange, PreferencesChangeFeed};
 pub use preferences::PreferencesRepository;
 /// A database transaction, committed with `commit().await` or rolled back when dropped.

@@ -35,6 +35,8 @@ pub struct Config {
     pub chat: assistd_core::chat::ChatConfig,
     /// Signing in with Google (OpenID Connect) and device sessions.
     pub sign_in: assistd_core::auth::SignInConfig,
+    /// Gmail: the API, the background sync, quotas and limits.
+    pub gmail: assistd_core::gmail::GmailSettings,
 }
 
 /// Envelope encryption: which key-encryption key (KEK) wraps users' data keys.
@@ -278,6 +280,7 @@ impl Default for Config {
             gemini: assistd_gemini::GeminiConfig::default(),
             chat: assistd_core::chat::ChatConfig::default(),
             sign_in: assistd_core::auth::SignInConfig::default(),
+            gmail: assistd_core::gmail::GmailSettings::default(),
         }
     }
 }
@@ -438,6 +441,9 @@ impl Config {
         self.sign_in
             .validate()
             .map_err(|message| anyhow::anyhow!(message))?;
+        self.gmail
+            .validate()
+            .map_err(|message| anyhow::anyhow!(message))?;
         if self.database.max_connections == 0 {
             bail!("database.max_connections must be at least 1");
         }
@@ -555,6 +561,7 @@ mod tests {
             defaults.database.max_connections
         );
         assert_eq!(example.chat, defaults.chat);
+        assert_eq!(example.gmail, defaults.gmail);
     }
 
     #[test]

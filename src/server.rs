@@ -41,16 +41,17 @@ use crate::request_context::ClientAddressPolicy;
 use crate::services::apikey::ApiKeyApi;
 use crate::services::auth::AuthApi;
 use crate::services::chat::ChatApi;
-use crate::services::planned::{PLANNED_SERVICES, PlannedLayer};
+use crate::services::planned::PlannedLayer;
 use crate::services::preferences::PreferencesApi;
 use crate::telemetry::{CallLogLayer, CallerLayer};
 
 /// Services that are implemented; their health follows the database.
-const SERVED_SERVICES: [&str; 4] = [
+const SERVED_SERVICES: [&str; 5] = [
     "assistd.preferences.v1.PreferencesService",
     "assistd.apikey.v1.UserApiKeyService",
     "assistd.chat.v1.ChatService",
     "assistd.auth.v1.AuthService",
+    "assistd.gmail.v1.GmailService",
 ];
 
 /// How often the health service re-checks the database.
@@ -671,14 +672,8 @@ async fn report(health: &HealthReporter, status: ServingStatus) {
 }
 
 /// Sets every status before the server accepts its first call, then keeps them current: the
-/// overall status ("") and the implemented services follow the database; planned services
-/// report NOT_SERVING until they ship.
+/// overall status ("") and the implemented services follow the database.
 async fn start_health_probe(health: HealthReporter, store: Store, shutdown: CancellationToken) {
-    for (service, _) in PLANNED_SERVICES {
-        health
-            .set_service_status(*service, ServingStatus::NotServing)
-            .await;
-    }
     let mut last = probe(&store).await;
     report(&health, last).await;
     tokio::spawn(async move {

@@ -1,6 +1,6 @@
-//! Services whose contracts are published but whose implementation has not shipped yet. Their
-//! RPCs answer UNIMPLEMENTED with a message naming what is missing, instead of the bare
-//! "unimplemented" a client would otherwise get. A service leaves this list when it ships.
+//! RPCs whose contracts are published but whose implementation has not shipped yet. They
+//! answer UNIMPLEMENTED with a message naming what is missing, instead of the bare
+//! "unimplemented" a client would otherwise get. A method leaves this list when it ships.
 
 use std::task::{Context, Poll};
 
@@ -8,22 +8,36 @@ use futures::future::{Either, Ready, ready};
 use tonic::Status;
 use tower::{Layer, Service};
 
-/// Full gRPC service names not yet implemented, and what each lacks.
-pub const PLANNED_SERVICES: &[(&str, &str)] = &[(
-    "assistd.gmail.v1.GmailService",
-    "the Gmail connection (sync, search, summaries and triage)",
-)];
+/// What the Gmail AI RPCs lack.
+const GMAIL_AI: &str = "AI summaries and triage of synced mail (with the user's Gemini key)";
 
-/// The planned service a gRPC path belongs to, with what it lacks.
-fn planned(path: &str) -> Option<(&'static str, &'static str)> {
-    let service = path.strip_prefix('/')?.split('/').next()?;
-    PLANNED_SERVICES
+/// Full gRPC method paths (`/package.Service/Method`) not yet implemented, and what each
+/// lacks.
+pub const PLANNED_METHODS: &[(&str, &str)] = &[
+    ("/assistd.gmail.v1.GmailService/SummarizeMessage", GMAIL_AI),
+    ("/assistd.gmail.v1.GmailService/SummarizeThread", GMAIL_AI),
+    ("/assistd.gmail.v1.GmailService/TriageInbox", GMAIL_AI),
+];
+
+/// What the planned method at `path` lacks, if it is one.
+fn planned(path: &str) -> Option<&'static str> {
+    PLANNED_METHODS
         .iter()
-        .find(|(name, _)| *name == service)
-        .copied()
+        .find(|(method, _)| *method == path)
+        .map(|(_, missing)| *missing)
 }
 
-/// Answers calls to planned services with UNIMPLEMENTED.
+/// The UNIMPLEMENTED status of the planned method at `path` (`/package.Service/Method`).
+#[must_use]
+pub fn unimplemented(path: &str) -> Status {
+    let method = path.trim_start_matches('/');
+    let missing = planned(path).unwrap_or("this method");
+    Status::unimplemented(format!(
+        "{method} is not available on this server yet: {missing} has not shipped"
+    ))
+}
+
+/// Answers calls to planned methods with UNIMPLEMENTED.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PlannedLayer;
 
@@ -55,15 +69,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        match planned(request.uri().path()) {
-            None => Either::Left(self.inner.call(request)),
-            Some((service, missing)) => {
-                let method = request.uri().path().rsplit('/').next().unwrap_or_default();
-                let status = Status::unimplemented(format!(
-                    "{service}/{method} is not available on this server yet: {missing} has not shipped"
-                ));
-                Either::Right(ready(Ok(status.into_http())))
-            }
+        let path = request.uri().path();
+        if planned(path).is_some() {
+            let status = unimplemented(path);
+            Either::Right(ready(Ok(status.into_http())))
+        } else {
+            Either::Left(self.inner.call(request))
         }
     }
 }
@@ -73,9 +84,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn planned_paths_are_recognised_by_service() {
-        assert!(planned("/assistd.gmail.v1.GmailService/ListMessages").is_some());
+    fn planned_paths_are_recognised_by_method() {
+        assert!(planned("/assistd.gmail.v1.GmailService/SummarizeMessage").is_some());
+        assert!(planned("/assistd.gmail.v1.GmailService/TriageInbox").is_some());
+        assert!(planned("/assistd.gmail.v1.GmailService/ListMessages").is_none());
+        assert!(planned("/assistd.gmail.v1.GmailService/SummarizeMessageX").is_none());
         assert!(planned("/assistd.preferences.v1.PreferencesService/GetPreferences").is_none());
-        assert!(planned("/assistd.gmail.v1.GmailServiceX/ListMessages").is_none());
+    }
+
+    #[test]
+    fn the_answer_names_the_method_and_what_is_missing() {
+        let status = unimplemented("/assistd.gmail.v1.GmailService/SummarizeThread");
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+        assert!(
+            status
+                .message()
+                .starts_with("assistd.gmail.v1.GmailService/SummarizeThread is not available")
+        );
+        assert!(status.message().contains("Gemini"));
     }
 }

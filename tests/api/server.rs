@@ -1,4 +1,4 @@
-//! The server as a whole: reflection, health, planned services, grpc-web text mode, CORS,
+//! The server as a whole: reflection, health, planned methods, grpc-web text mode, CORS,
 //! limits, files on disk, graceful shutdown.
 
 use std::time::Duration;
@@ -129,31 +129,38 @@ async fn health_reports_a_status_per_service() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(gmail.status(), ServingStatus::NotServing);
+    assert_eq!(gmail.status(), ServingStatus::Serving);
     let unknown = health.check(status("nope.Service")).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
 }
 
 #[tokio::test]
-async fn planned_services_answer_unimplemented_with_what_is_missing() {
+async fn planned_methods_answer_unimplemented_with_what_is_missing() {
     let app = spawn_app().await;
     let token = app.token_for(app.create_user().await);
     let mut gmail = GmailServiceClient::new(app.channel().await);
     let status = gmail
-        .get_connection(authed(Default::default(), &token))
+        .summarize_thread(authed(
+            assistd::proto::gmail::v1::SummarizeThreadRequest {
+                thread_id: "18f3c2a1b4d5e6f7".into(),
+                refresh: false,
+            },
+            &token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
     assert!(
-        status.message().contains("GmailService/GetConnection"),
+        status.message().contains("GmailService/SummarizeThread"),
         "{}",
         status.message()
     );
-    assert!(
-        status.message().contains("Gmail connection"),
-        "{}",
-        status.message()
-    );
+    assert!(status.message().contains("Gemini"), "{}", status.message());
+    // The shipped methods of the same service answer.
+    gmail
+        .get_connection(authed(Default::default(), &token))
+        .await
+        .unwrap();
 
     // Without a token, the bearer layer answers first, on served services too.
     let status = gmail

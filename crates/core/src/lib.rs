@@ -7,6 +7,7 @@ mod audit_trail;
 pub mod auth;
 pub mod chat;
 pub mod export;
+pub mod gmail;
 mod preferences;
 mod rotation;
 mod secrets;

@@ -58,11 +58,18 @@ pub enum AuditAction {
     ServiceCall,
     /// The user's data was exported (by the user, or by an operator).
     DataExported,
+    /// The user granted Gmail access (a sign-in that stored a refresh token with
+    /// `gmail.readonly`).
+    GmailConnected,
+    /// The user disconnected Gmail.
+    GmailDisconnected,
+    /// Google refused the user's stored grant; Gmail needs a new consent.
+    GoogleReauthRequired,
 }
 
 impl AuditAction {
     /// Every action, for parsing.
-    pub const ALL: [AuditAction; 18] = [
+    pub const ALL: [AuditAction; 21] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::TokenRefreshed,
@@ -81,6 +88,9 @@ impl AuditAction {
         Self::ServiceAccountRevoked,
         Self::ServiceCall,
         Self::DataExported,
+        Self::GmailConnected,
+        Self::GmailDisconnected,
+        Self::GoogleReauthRequired,
     ];
 
     /// The stable name stored in the log.
@@ -105,6 +115,9 @@ impl AuditAction {
             Self::ServiceAccountRevoked => "service_account_revoked",
             Self::ServiceCall => "service_call",
             Self::DataExported => "data_exported",
+            Self::GmailConnected => "gmail_connected",
+            Self::GmailDisconnected => "gmail_disconnected",
+            Self::GoogleReauthRequired => "google_reauth_required",
         }
     }
 

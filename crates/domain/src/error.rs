@@ -87,6 +87,16 @@ pub enum ErrorReason {
     CursorExpired,
     /// A watcher fell too far behind its events and was dropped; reconnect with its cursor.
     WatchTooSlow,
+    /// The user has not connected Gmail (or disconnected it).
+    GmailNotConnected,
+    /// The stored Google grant lacks the `gmail.readonly` scope; reconnect with Gmail access.
+    GmailScopeMissing,
+    /// Another sync of the same mailbox is running (on this or another replica).
+    SyncInProgress,
+    /// Gmail answered that the user's quota or rate limit is exhausted.
+    GmailRateLimited,
+    /// Gmail could not be reached or failed.
+    GmailUnavailable,
 }
 
 impl ErrorReason {
@@ -131,6 +141,11 @@ impl ErrorReason {
             Self::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
             Self::CursorExpired => "CURSOR_EXPIRED",
             Self::WatchTooSlow => "WATCH_TOO_SLOW",
+            Self::GmailNotConnected => "GMAIL_NOT_CONNECTED",
+            Self::GmailScopeMissing => "GMAIL_SCOPE_MISSING",
+            Self::SyncInProgress => "SYNC_IN_PROGRESS",
+            Self::GmailRateLimited => "GMAIL_RATE_LIMITED",
+            Self::GmailUnavailable => "GMAIL_UNAVAILABLE",
         }
     }
 }

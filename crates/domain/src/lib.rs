@@ -10,6 +10,7 @@ pub mod auth;
 pub mod chat;
 mod clock;
 mod error;
+pub mod gmail;
 mod id;
 pub mod preferences;
 pub mod secret_file;

@@ -532,6 +532,57 @@ impl OidcClient {
         })
     }
 
+    /// Revokes a token at the provider's revocation endpoint (RFC 7009: a form POST of
+    /// `token` and `token_type_hint`, as Google's endpoint takes it, without client
+    /// credentials: the token itself is what is revoked). Revoking a refresh token ends the whole grant at Google. Returns `false`
+    /// when the discovery document names no revocation endpoint.
+    ///
+    /// # Errors
+    /// [`OidcError::Unavailable`] when the endpoint is unreachable or answers an error other
+    /// than "unknown token"; the caller decides whether that matters (revocation is usually
+    /// best effort).
+    pub async fn revoke_token(
+        &self,
+        token: &str,
+        is_refresh_token: bool,
+    ) -> Result<bool, OidcError> {
+        let provider = self.provider().await?;
+        let Some(endpoint) = provider.revocation_endpoint.clone() else {
+            return Ok(false);
+        };
+        let hint = if is_refresh_token {
+            "refresh_token"
+        } else {
+            "access_token"
+        };
+        let started = Instant::now();
+        let form = [("token", token), ("token_type_hint", hint)];
+        let result = self
+            .inner
+            .http
+            .post(endpoint)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| {
+                OidcError::Unavailable(format!("revocation request failed: {}", error_chain(&e)))
+            })
+            .and_then(|response| {
+                let status = response.status();
+                // RFC 7009 §2.2: an unknown or already invalid token is not an error. Google
+                // answers 400 `invalid_token` for it.
+                if status.is_success() || status == reqwest::StatusCode::BAD_REQUEST {
+                    Ok(true)
+                } else {
+                    Err(OidcError::Unavailable(format!(
+                        "the revocation endpoint answered HTTP {status}"
+                    )))
+                }
+            });
+        self.inner.calls.record("revoke", started, &result);
+        result
+    }
+
     async fn provider(&self) -> Result<Arc<Provider>, OidcError> {
         let inner = &self.inner;
         inner

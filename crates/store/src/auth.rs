@@ -618,6 +618,18 @@ impl AuthRepository {
         Ok(())
     }
 
+    /// Deletes the user's Google tokens; returns whether there were any.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn delete_google_link(&self, user: UserId) -> Result<bool> {
+        let deleted = google_links::Entity::delete_by_id(user.as_uuid())
+            .exec(self.store.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(deleted.rows_affected > 0)
+    }
+
     /// Marks the user's Google link as needing a new consent.
     ///
     /// # Errors

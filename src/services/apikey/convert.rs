@@ -57,6 +57,9 @@ pub(super) fn action_to_proto(action: &str) -> pb::AuditAction {
         Some(AuditAction::TokenBudgetCleared) => pb::AuditAction::TokenBudgetCleared,
         Some(AuditAction::ServiceCall) => pb::AuditAction::ServiceCall,
         Some(AuditAction::DataExported) => pb::AuditAction::DataExported,
+        Some(AuditAction::GmailConnected) => pb::AuditAction::GmailConnected,
+        Some(AuditAction::GmailDisconnected) => pb::AuditAction::GmailDisconnected,
+        Some(AuditAction::GoogleReauthRequired) => pb::AuditAction::GoogleReauthRequired,
         Some(
             AuditAction::AccountDeleted
             | AuditAction::ServiceAccountCreated

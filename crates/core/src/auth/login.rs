@@ -5,6 +5,9 @@
 //! The PKCE verifier and nonce are derived from the state with a server key, so a login
 //! begun on one replica finishes on another and the database holds only the state's hash.
 
+use std::collections::BTreeMap;
+
+use assistd_domain::audit::{AuditAction, AuditOutcome};
 use assistd_domain::auth::SignInMethod;
 use assistd_domain::{Error, ErrorReason, FieldViolation, Result};
 use assistd_identity::{AuthorizationRequest, CodeExchange, OidcClient, random_token, token_hash};
@@ -180,6 +183,16 @@ impl AuthService {
             }
         };
         signed_in.gmail_access_granted = gmail_requested && gmail_scope_granted && has_refresh;
+        if signed_in.gmail_access_granted {
+            self.record_google_event(
+                user,
+                AuditAction::GmailConnected,
+                AuditOutcome::Success,
+                &client.context,
+                BTreeMap::from([("scopes".to_owned(), granted_scopes)]),
+            )
+            .await;
+        }
         Ok(signed_in)
     }
 

@@ -45,6 +45,7 @@ mod sign_in;
 
 pub use account::validate_display_name;
 pub use config::{MAX_LOGIN_ATTEMPT_TTL, SignInConfig};
+pub use google::GoogleGrant;
 pub use login::BeganLogin;
 pub use rate_limits::SignInRateLimits;
 pub use session_gate::SessionGate;

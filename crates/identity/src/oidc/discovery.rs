@@ -55,7 +55,16 @@ pub(super) struct Provider {
     /// The issuer exactly as the discovery document states it.
     pub(super) issuer: String,
     pub(super) jwks_uri: Url,
+    /// `revocation_endpoint` (RFC 7009 / RFC 8414), when the document names one. Google's is
+    /// `https://oauth2.googleapis.com/revoke`.
+    pub(super) revocation_endpoint: Option<Url>,
     pub(super) client: ProviderClient,
+}
+
+/// The one discovery field `CoreProviderMetadata` does not carry.
+#[derive(Deserialize)]
+struct RevocationMetadata {
+    revocation_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -180,6 +189,12 @@ async fn discover(
     let metadata: CoreProviderMetadata = serde_json::from_slice(&body)
         .map_err(|e| OidcError::Unavailable(format!("discovery document unparsable: {e}")))?;
 
+    // An unusable revocation endpoint only disables revocation, which is best effort.
+    let revocation_endpoint = serde_json::from_slice::<RevocationMetadata>(&body)
+        .ok()
+        .and_then(|m| m.revocation_endpoint)
+        .and_then(|url| Url::parse(&url).ok())
+        .filter(|url| matches!(url.scheme(), "https" | "http"));
     let stated_issuer = metadata.issuer().as_str().to_owned();
     if stated_issuer.trim_end_matches('/') != issuer {
         return Err(OidcError::Misconfigured(format!(
@@ -205,6 +220,7 @@ async fn discover(
     Ok(Provider {
         issuer: stated_issuer,
         jwks_uri,
+        revocation_endpoint,
         client,
     })
 }

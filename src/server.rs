@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use assistd_core::auth::AuthService;
 use assistd_core::chat::{ChatService, ToolRegistry};
+use assistd_core::gmail::GmailService;
 use assistd_core::{ApiKeyVault, PreferencesService, SecretSealer};
 use assistd_crypto::{
     CachePolicy, DataKeyCache, KeyEncryptionKey, Keyring, KmsKek, KmsSettings, LocalKek,
@@ -36,11 +37,13 @@ use crate::metrics::{MeteredKek, Metrics, UpstreamMetrics};
 use crate::proto::apikey::v1::user_api_key_service_server::UserApiKeyServiceServer;
 use crate::proto::auth::v1::auth_service_server::AuthServiceServer;
 use crate::proto::chat::v1::chat_service_server::ChatServiceServer;
+use crate::proto::gmail::v1::gmail_service_server::GmailServiceServer;
 use crate::proto::preferences::v1::preferences_service_server::PreferencesServiceServer;
 use crate::request_context::ClientAddressPolicy;
 use crate::services::apikey::ApiKeyApi;
 use crate::services::auth::AuthApi;
 use crate::services::chat::ChatApi;
+use crate::services::gmail::GmailApi;
 use crate::services::planned::PlannedLayer;
 use crate::services::preferences::PreferencesApi;
 use crate::telemetry::{CallLogLayer, CallerLayer};
@@ -75,6 +78,8 @@ pub struct Application {
     audit: AuditLog,
     auth: AuthService,
     chat: ChatService,
+    gmail: GmailService,
+    background_sync: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -362,6 +367,20 @@ impl Application {
             }));
         }
 
+        let gmail = GmailService::new(
+            store.clone(),
+            sealer.clone(),
+            auth.clone(),
+            config.gmail.clone(),
+            Arc::new(SystemClock),
+            shutdown.child_token(),
+        )
+        .map_err(|message| anyhow::anyhow!("gmail: {message}"))?;
+        let background_sync = config
+            .gmail
+            .background_sync
+            .then(|| gmail.start_background_sync(shutdown.child_token()));
+
         let (health, health_service) = tonic_health::server::health_reporter();
         start_health_probe(health, store.clone(), shutdown.child_token()).await;
 
@@ -414,6 +433,10 @@ impl Application {
         .max_decoding_message_size(server_config.max_decoding_message_size)
         .max_encoding_message_size(server_config.max_encoding_message_size);
 
+        let gmail_server = GmailServiceServer::new(GmailApi::new(gmail.clone(), addresses.clone()))
+            .max_decoding_message_size(server_config.max_decoding_message_size)
+            .max_encoding_message_size(server_config.max_encoding_message_size);
+
         let layers = tower::ServiceBuilder::new()
             .map_response(timing_allow_origin)
             .layer(cors_layer(&server_config.cors_allowed_origins)?)
@@ -452,6 +475,7 @@ impl Application {
             .add_service(preferences_server)
             .add_service(api_key_server)
             .add_service(chat_server)
+            .add_service(gmail_server)
             .add_service(auth_server);
 
         let tls = match server_config.tls.files() {
@@ -510,7 +534,15 @@ impl Application {
             audit,
             auth,
             chat,
+            gmail,
+            background_sync,
         })
+    }
+
+    /// The Gmail service.
+    #[must_use]
+    pub fn gmail(&self) -> &GmailService {
+        &self.gmail
     }
 
     /// The address the server listens on (with the real port when port 0 was configured).
@@ -585,6 +617,7 @@ impl Application {
             mut server,
             store,
             chat,
+            background_sync,
             ..
         } = self;
         let result = tokio::select! {
@@ -640,6 +673,17 @@ impl Application {
                 running_exchanges = chat.running_exchanges(),
                 "chat exchanges did not finish storing within {STOP_EXCHANGES_WITHIN:?}; \
                  closing the store anyway (their sends are resumable once their leases lapse)"
+            );
+        }
+        // The background sync stops its syncs between two messages; their leases are
+        // released, or lapse, before another server takes the mailboxes over.
+        if let Some(background_sync) = background_sync
+            && tokio::time::timeout_at(stop_by, background_sync)
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                "the background Gmail sync did not stop in time; closing the store anyway"
             );
         }
         store.close().await;

@@ -4,6 +4,7 @@
 pub mod apikey;
 pub mod auth;
 pub mod chat;
+pub mod gmail;
 pub mod planned;
 pub mod preferences;
 

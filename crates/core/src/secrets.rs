@@ -84,6 +84,21 @@ impl SecretSealer {
         }
     }
 
+    /// The user's data key in plaintext (from the cache, or unwrapped by the KEK) with its
+    /// version, for keys that are wrapped under it, such as the Gmail mail key. Created on
+    /// first use like [`SecretSealer::data_key`].
+    ///
+    /// # Errors
+    /// The key-encryption key is unavailable or refuses; the database failed.
+    pub async fn unwrapped_data_key(
+        &self,
+        user: UserId,
+    ) -> Result<(Arc<assistd_crypto::DataKey>, u32)> {
+        let key = self.data_key(user).await?;
+        let plain = self.cache.data_key(user, &key.wrapped).await?;
+        Ok((plain, key.version))
+    }
+
     /// Seals `plaintext` as the user's `purpose` secret stored in row `record`.
     ///
     /// # Errors

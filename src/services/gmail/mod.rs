@@ -83,9 +83,9 @@ impl pb::gmail_service_server::GmailService for GmailApi {
             .list(user, &listing.filter, listing.after.clone(), limit)
             .await
             .map_err(status)?;
-        let next_page_token = listing
-            .page
-            .finish(&mut messages, |last| MailCursor::new(last.received_at, &last.id));
+        let next_page_token = listing.page.finish(&mut messages, |last| {
+            MailCursor::new(last.received_at, &last.id)
+        });
         Ok(Response::new(pb::ListMessagesResponse {
             messages: messages.into_iter().map(message_to_proto).collect(),
             next_page_token,

@@ -162,7 +162,13 @@ mod tests {
             page_token: "garbage!".into(),
         };
         let named = fields(request);
-        for field in ["query", "label_ids[1]", "thread_id", "page_size", "page_token"] {
+        for field in [
+            "query",
+            "label_ids[1]",
+            "thread_id",
+            "page_size",
+            "page_token",
+        ] {
             assert!(named.iter().any(|f| f == field), "{field} in {named:?}");
         }
         let too_many = pb::ListMessagesRequest {

@@ -142,6 +142,20 @@ impl AuthService {
         // save_google_link) is as good or as dead as it was.
         let reauth_required =
             sealed_refresh.is_none() && previous.as_ref().is_some_and(|link| link.reauth_required);
+        // Without a new refresh token the stored one, and the scopes it was granted with,
+        // stay: a later sign-in without Gmail access must not hide the Gmail grant.
+        let scopes = match previous.as_ref() {
+            Some(link) if sealed_refresh.is_none() && link.sealed_refresh_token.is_some() => {
+                let mut union: Vec<&str> = link.scopes.split_whitespace().collect();
+                for scope in scopes.split_whitespace() {
+                    if !union.contains(&scope) {
+                        union.push(scope);
+                    }
+                }
+                union.join(" ")
+            }
+            _ => scopes.to_owned(),
+        };
         let has_refresh = sealed_refresh.is_some()
             || previous
                 .as_ref()
@@ -153,7 +167,7 @@ impl AuthService {
                 sealed_access_token: Some(sealed_access),
                 access_expires_at,
                 sealed_refresh_token: sealed_refresh,
-                scopes: scopes.to_owned(),
+                scopes,
                 reauth_required,
                 updated_at: self.now(),
             },

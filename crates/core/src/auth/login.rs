@@ -184,6 +184,21 @@ impl AuthService {
         };
         signed_in.gmail_access_granted = gmail_requested && gmail_scope_granted && has_refresh;
         if signed_in.gmail_access_granted {
+            // The Gmail link is (re)connected: a broken one heals, and a sync is due now.
+            let connected = self
+                .inner
+                .store
+                .gmail()
+                .connect(
+                    user,
+                    exchange.identity.email.as_deref().unwrap_or_default(),
+                    &exchange.scopes,
+                    self.now(),
+                )
+                .await;
+            if let Err(err) = connected {
+                tracing::error!(error = %err, %user, "recording the Gmail connection failed");
+            }
             self.record_google_event(
                 user,
                 AuditAction::GmailConnected,

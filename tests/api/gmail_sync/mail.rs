@@ -181,7 +181,7 @@ pub(crate) fn corpus() -> Vec<(&'static str, &'static [u8], &'static str)> {
         (
             "rfc2231_filename_apple_mail.eml",
             include_bytes!("corpus/rfc2231_filename_apple_mail.eml"),
-            "Eno",
+            "Lindsaar",
         ),
         (
             "malformed_bad_charset.eml",

@@ -50,7 +50,12 @@ async fn three_replicas_sync_each_mailbox_once_per_interval_never_at_once_and_ta
         );
         return;
     }
-    let mut world = GmailWorld::start(|config| config.gmail.quota_units_per_second = 5_000).await;
+    let mut world = GmailWorld::start(|config| {
+        config.gmail.quota_units_per_second = 5_000;
+        // The first syncs below schedule the next one an interval later.
+        config.gmail.sync_interval = INTERVAL;
+    })
+    .await;
     world.gmail.set_quota(5_000);
     let mut users = Vec::new();
     for name in ["ada", "grace", "alan"] {

@@ -27,7 +27,10 @@ use assistd_domain::service_account::{NewServiceAccount, UserScope};
 use assistd_domain::{ServiceAccountId, SystemClock, UserId};
 use assistd_identity::{SigningKey, sign_service_token};
 use assistd_store::export::{NOT_EXPORTED, RecordType};
-use assistd_store::{GoogleLink, NewAuthSession, NewUser, RefreshTokenRecord, UsageDelta};
+use assistd_store::{
+    GoogleLink, NewAuthSession, NewGmailMessage, NewUser, RefreshTokenRecord, SealedMailKey,
+    UsageDelta,
+};
 use assistd_testkit::gemini::ScriptedReply;
 use futures::StreamExt as _;
 use prost_types::FieldMask;
@@ -55,8 +58,9 @@ struct Seeded {
 
 /// A user with rows in every table an export reads: API key (and data key), preferences,
 /// budget, two chat sessions with a sent message each (messages, usage), memories, a device
-/// session with refresh tokens, a Gmail connection with sealed tokens, a service account
-/// grant, and the audit events these made.
+/// session with refresh tokens, a Google link with sealed tokens, a Gmail connection with a
+/// sealed mail key and a synced message, a service account grant, and the audit events these
+/// made.
 async fn seed(app: &TestApp, label: &str) -> Seeded {
     let user = app
         .store
@@ -223,6 +227,52 @@ async fn seed(app: &TestApp, label: &str) -> Seeded {
         )
         .await
         .unwrap();
+    // A connected mailbox with its sealed mail key and one synced message: the connection is
+    // exported, the key and the mail are not.
+    let gmail = app.store.gmail();
+    gmail
+        .connect(
+            user,
+            &format!("{label}@gmail.example"),
+            &["https://www.googleapis.com/auth/gmail.readonly".to_owned()],
+            now,
+        )
+        .await
+        .unwrap();
+    let sealed_mail_key = format!("sealed-mail-key-{label}-3b7e");
+    gmail
+        .install_mail_key(
+            user,
+            &SealedMailKey {
+                sealed: sealed_mail_key.clone().into_bytes(),
+                key_version: 1,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let sealed_header = format!("sealed-gmail-header-{label}-c4d2");
+    let sealed_body = format!("sealed-gmail-body-{label}-18f6");
+    let stored = gmail
+        .upsert_message(
+            user,
+            &NewGmailMessage {
+                message_id: format!("gmail-message-{label}-0001"),
+                thread_id: format!("gmail-thread-{label}-0001"),
+                label_ids: vec![format!("Label_{label}_export")],
+                internal_date: now,
+                size_estimate: 2_048,
+                history_id: 4_242,
+                sealed_header: sealed_header.clone().into_bytes(),
+                sealed_body: sealed_body.clone().into_bytes(),
+            },
+            &[[0x5a; 16]],
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(stored);
+    texts.push(format!("{label}@gmail.example"));
     Service::create(
         app,
         &format!("grant-{label}"),
@@ -235,7 +285,19 @@ async fn seed(app: &TestApp, label: &str) -> Seeded {
         token,
         api_key,
         texts,
-        secrets: vec![refresh_hash, successor_hash, sealed_access, sealed_refresh],
+        secrets: vec![
+            refresh_hash,
+            successor_hash,
+            sealed_access,
+            sealed_refresh,
+            sealed_mail_key,
+            sealed_header,
+            sealed_body,
+            // The synced mail is not exported, its ids and labels included.
+            format!("gmail-message-{label}-0001"),
+            format!("gmail-thread-{label}-0001"),
+            format!("Label_{label}_export"),
+        ],
     }
 }
 
@@ -366,7 +428,7 @@ async fn column(app: &TestApp, sql: &str, user: UserId) -> Vec<String> {
 
 /// For each record type: the SQL that lists the user's rows by the field that identifies
 /// them, and that field's name in the record.
-const ROW_KEYS: [(RecordType, &str, &str); 12] = [
+const ROW_KEYS: [(RecordType, &str, &str); 13] = [
     (
         RecordType::Profile,
         "SELECT id FROM users WHERE id = ?",
@@ -383,8 +445,13 @@ const ROW_KEYS: [(RecordType, &str, &str); 12] = [
         "user_id",
     ),
     (
-        RecordType::GmailConnection,
+        RecordType::GoogleLink,
         "SELECT user_id FROM google_links WHERE user_id = ?",
+        "user_id",
+    ),
+    (
+        RecordType::GmailConnection,
+        "SELECT user_id FROM gmail_connections WHERE user_id = ?",
         "user_id",
     ),
     (
@@ -529,7 +596,11 @@ async fn an_export_holds_every_row_the_user_owns_nothing_else_and_no_secret() {
                     "successor_hash",
                     "wrapped_key",
                     "hash",
-                    "prev_hash"
+                    "prev_hash",
+                    "sealed_mail_key",
+                    "sealed_header",
+                    "sealed_body",
+                    "sync_lease_owner"
                 ]
                 .contains(&field.as_str()),
                 "secret column {field} exported"
@@ -542,6 +613,12 @@ async fn an_export_holds_every_row_the_user_owns_nothing_else_and_no_secret() {
         hint.ends_with(&alice.api_key[alice.api_key.len() - 4..]),
         "{hint}"
     );
+
+    let gmail = of_type(&records, RecordType::GmailConnection)[0];
+    assert_eq!(gmail["state"], "connected");
+    assert_eq!(gmail["email_address"], "alice@gmail.example");
+    assert_eq!(gmail["message_count"], 1);
+    assert!(gmail.get("sealed_mail_key").is_none() && gmail.get("mail_key_version").is_none());
 
     // The export is audited, in alice's own trail, with its record count.
     let trail = UserApiKeyServiceClient::new(app.channel().await)

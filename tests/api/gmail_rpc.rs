@@ -82,6 +82,24 @@ async fn get(
         .map(|r| r.into_inner().message.unwrap())
 }
 
+/// Audit rows of `action` about `user`.
+async fn audit_rows(app: &GmailTestApp, user: &GmailUser, action: &str) -> i64 {
+    use sea_orm::ConnectionTrait as _;
+    let db = app.app.store.connection();
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!(
+                "SELECT count(*) FROM audit_events WHERE action = '{action}' AND target = 'user/{}/gmail'",
+                user.id
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
 fn state(connection: &pb::GmailConnection) -> pb::GmailConnectionState {
     connection.state()
 }
@@ -158,10 +176,13 @@ async fn a_sync_lists_searches_and_reads_mail_then_follows_changes() {
         query(&app, &user, "INVOICE").await,
         [lunch.clone(), invoice.clone()]
     );
-    assert_eq!(query(&app, &user, "invoice zyxwv").await, [invoice.clone()]);
+    assert_eq!(
+        query(&app, &user, "invoice zyxwv").await,
+        std::slice::from_ref(&invoice)
+    );
     assert_eq!(
         query(&app, &user, "\"quarterly invoice\"").await,
-        [invoice.clone()]
+        std::slice::from_ref(&invoice)
     );
     assert_eq!(
         query(&app, &user, "\"invoice quarterly\"").await,
@@ -287,6 +308,7 @@ async fn a_grant_revoked_at_google_needs_reauth_and_keeps_the_copy() {
         after.last_sync_error.unwrap().reason,
         "GOOGLE_REAUTH_REQUIRED"
     );
+    assert_eq!(audit_rows(&app, &user, "google_reauth_required").await, 1);
     // Asked again, it answers the same without calling Google or Gmail.
     let calls = app.gmail.total_calls(&user.sub);
     let again = sync(&app, &user, false).await.unwrap_err();
@@ -527,11 +549,16 @@ async fn disconnect_deletes_the_mail_by_default_and_keeps_it_when_asked() {
         .connection
         .unwrap();
     assert_eq!(state(&disconnected), pb::GmailConnectionState::NotConnected);
+    assert_eq!(audit_rows(&app, &keeper, "gmail_connected").await, 1);
+    assert_eq!(audit_rows(&app, &keeper, "gmail_disconnected").await, 1);
     assert!(
         !app.provider.revocation_requests().is_empty(),
         "the grant is revoked at Google"
     );
-    assert_eq!(query(&app, &keeper, "keep").await, [kept.clone()]);
+    assert_eq!(
+        query(&app, &keeper, "keep").await,
+        std::slice::from_ref(&kept)
+    );
     assert_eq!(get(&app, &keeper, &kept).await.unwrap().subject, "Keep me");
     let status = sync(&app, &keeper, false).await.unwrap_err();
     assert_eq!(reason(&status), "GMAIL_NOT_CONNECTED");
@@ -561,4 +588,32 @@ async fn disconnect_deletes_the_mail_by_default_and_keeps_it_when_asked() {
         .await
         .unwrap();
     assert_eq!(connection(&app, &leaver).await, after);
+}
+
+#[tokio::test]
+async fn the_background_sync_picks_up_a_new_connection() {
+    let app = crate::helpers::spawn_gmail_app_with(|config| {
+        config.gmail.background_sync = true;
+        config.gmail.sync_poll_interval = std::time::Duration::from_millis(50);
+        config.gmail.sync_interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    app.gmail
+        .add_message("nora", NewMessage::text("Waiting", "for the background"));
+    let user = app.sign_in_with_gmail("nora").await;
+    let mut synced = connection(&app, &user).await;
+    for _ in 0..400 {
+        if synced.synced_message_count == 1 && !synced.history_id.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        synced = connection(&app, &user).await;
+    }
+    assert_eq!(synced.synced_message_count, 1);
+    assert_eq!(
+        synced.history_id,
+        app.gmail.history_id(&user.sub).to_string()
+    );
+    assert!(synced.last_sync_error.is_none());
+    assert_eq!(query(&app, &user, "background").await.len(), 1);
 }

@@ -702,7 +702,10 @@ async fn deleting_the_account_removes_its_rows_and_shreds_its_key() {
     // The audit chain is intact: deleting the account touched no audit row.
     let report = app.audit.verify().await.unwrap();
     assert_eq!(report.first_break, None);
-    assert_eq!(report.rows, 2, "the sign-in and the deletion");
+    assert_eq!(
+        report.rows, 3,
+        "the sign-in, the Gmail connection it granted, and the deletion"
+    );
     // A copy of the sealed token taken before the deletion no longer opens.
     assert!(
         app.sealer

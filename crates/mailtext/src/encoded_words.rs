@@ -100,10 +100,7 @@ fn decode_q(payload: &[u8]) -> Vec<u8> {
 fn decode_charset(charset: &str, bytes: &[u8]) -> String {
     match mail_parser::decoders::charsets::map::charset_decoder(charset.as_bytes()) {
         Some(decoder) => decoder(bytes),
-        None => match std::str::from_utf8(bytes) {
-            Ok(text) => text.to_owned(),
-            Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
-        },
+        None => crate::text::utf8_or_windows_1252(bytes),
     }
 }
 

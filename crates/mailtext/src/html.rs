@@ -14,11 +14,20 @@ use crate::text::normalize_block;
 /// Lines longer than this are wrapped at a space; no mail paragraph gets near it.
 const RENDER_WIDTH: usize = 100_000;
 
+/// Elements nested deeper than this are a document built to be slow, not mail: html2text's
+/// layout takes time quadratic in the depth (30,000 nested `<div>`s take seconds), so such a
+/// document is read by the simple tag stripper instead. Real mail stays far below (layout
+/// tables nest a few dozen deep).
+const MAX_NESTING: usize = 400;
+
 /// Renders an HTML document or fragment as the plain text a person reads: no tags, no
 /// `<head>`, `<style>` or `<script>` content, links as `text <target>`, tables cell by cell,
 /// lines unwrapped, whitespace normalised.
 #[must_use]
 pub fn html_to_text(html: &str) -> String {
+    if nesting_exceeds(html, MAX_NESTING) {
+        return strip_tags(html);
+    }
     let rendered = html2text::config::with_decorator(ReadingDecorator)
         .raw_mode(true)
         .allow_width_overflow()
@@ -26,10 +35,61 @@ pub fn html_to_text(html: &str) -> String {
         .lines_from_read(html.as_bytes(), RENDER_WIDTH);
     match rendered {
         Ok(lines) => normalize_block(&lines_to_text(&lines), true),
-        // html2text refuses only pathological input; mail-parser's tag stripper still gives
-        // the words.
-        Err(_) => normalize_block(&mail_parser::decoders::html::html_to_text(html), true),
+        // html2text refuses only pathological input; the tag stripper still gives the words.
+        Err(_) => strip_tags(html),
     }
+}
+
+/// mail-parser's linear tag stripper (drops tags, `<style>`/`<script>` content, decodes
+/// entities), without layout or link targets.
+fn strip_tags(html: &str) -> String {
+    normalize_block(&mail_parser::decoders::html::html_to_text(html), true)
+}
+
+/// Whether elements nest deeper than `limit`, counted roughly from the tags: void elements,
+/// self-closing tags and elements whose end tag is usually left out (`<p>`, `<li>`, table
+/// cells …) do not count.
+fn nesting_exceeds(html: &str, limit: usize) -> bool {
+    const NOT_NESTING: &[&str] = &[
+        "area", "base", "br", "col", "dd", "dt", "embed", "hr", "img", "input", "li", "link",
+        "meta", "option", "p", "param", "source", "td", "th", "tr", "track", "wbr",
+    ];
+    let bytes = html.as_bytes();
+    let mut depth: usize = 0;
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'<') {
+        let start = i + offset + 1;
+        let closing = bytes.get(start) == Some(&b'/');
+        let name_start = if closing { start + 1 } else { start };
+        let name_len = bytes[name_start.min(bytes.len())..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
+        i = name_start + name_len;
+        if name_len == 0 || i > bytes.len() {
+            i = start.min(bytes.len());
+            continue;
+        }
+        let name = html[name_start..i].to_ascii_lowercase();
+        if NOT_NESTING.contains(&name.as_str()) {
+            continue;
+        }
+        if closing {
+            depth = depth.saturating_sub(1);
+        } else {
+            let self_closing = bytes[i..]
+                .iter()
+                .position(|&b| b == b'>')
+                .is_some_and(|end| end > 0 && bytes[i + end - 1] == b'/');
+            if !self_closing {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+        }
+    }
+    false
 }
 
 /// What the renderer marks on a span of text: only links matter for reading.
@@ -258,12 +318,33 @@ mod tests {
     }
 
     #[test]
+    fn a_link_over_several_lines_shows_its_target_once() {
+        let html = r#"<a href="https://x.example/offer"><div>Line one</div><div>Line two</div></a><p>After</p>"#;
+        assert_eq!(
+            html_to_text(html),
+            "Line one\nLine two <https://x.example/offer>\n\nAfter"
+        );
+    }
+
+    #[test]
     fn layout_tables_read_cell_by_cell() {
         let html = "<table><tr><td>Left cell</td><td>Right cell</td></tr></table>";
         let text = html_to_text(html);
         assert!(text.contains("Left cell"), "{text}");
         assert!(text.contains("Right cell"), "{text}");
         assert!(!text.contains('|') && !text.contains('─'), "{text}");
+    }
+
+    #[test]
+    fn deep_nesting_is_read_without_layout() {
+        let deep = "<div>".repeat(5_000) + "deep <b>text</b>" + &"</div>".repeat(5_000);
+        assert!(super::nesting_exceeds(&deep, super::MAX_NESTING));
+        assert_eq!(html_to_text(&deep), "deep text");
+        // Unclosed paragraphs and list items, void and self-closing tags do not nest.
+        let flat = "<p>para<br><img src=x><li>item<hr/><span/>".repeat(2_000);
+        assert!(!super::nesting_exceeds(&flat, super::MAX_NESTING));
+        let ok = "<div>".repeat(50) + "x" + &"</div>".repeat(50);
+        assert!(!super::nesting_exceeds(&ok, super::MAX_NESTING));
     }
 
     #[test]

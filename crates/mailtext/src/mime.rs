@@ -20,7 +20,7 @@ use mail_parser::{
 use crate::encoded_words::join_split_encoded_words;
 use crate::flowed::unflow;
 use crate::html::html_to_text;
-use crate::text::{floor_char_boundary, normalize_block_within, one_line};
+use crate::text::{floor_char_boundary, normalize_block_within, one_line, utf8_or_windows_1252};
 use crate::{Address, Attachment, ParsedMail};
 
 /// Forwarded messages nested deeper than this are listed by their headers only.
@@ -29,6 +29,13 @@ const MAX_MESSAGE_DEPTH: usize = 8;
 /// Multiparts nested deeper than this are not walked (no real mail comes near it).
 const MAX_PART_DEPTH: usize = 64;
 
+/// HTML source read per byte of room left in the body (newsletters run about 5 bytes of
+/// markup per byte of text).
+const HTML_SOURCE_PER_TEXT_BYTE: usize = 8;
+
+/// HTML source always read, however little room is left.
+const MIN_HTML_SOURCE: usize = 512 * 1024;
+
 /// The line that opens a forwarded message, as Gmail writes it.
 const FORWARDED_SEPARATOR: &str = "---------- Forwarded message ----------";
 
@@ -36,6 +43,31 @@ const FORWARDED_SEPARATOR: &str = "---------- Forwarded message ----------";
 /// `body_text` is at most `max_body_bytes` bytes long.
 #[must_use]
 pub fn parse(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
+    // Mail is hostile input and the parsers are third-party code: should one of them panic
+    // on some message (none does on the corpus, random bytes or cut and corrupted mail, see
+    // the robustness tests), that message keeps its headers and loses its body instead of
+    // stopping whatever reads the mailbox.
+    std::panic::catch_unwind(|| parse_message(raw, max_body_bytes))
+        .unwrap_or_else(|_| std::panic::catch_unwind(|| headers_only(raw)).unwrap_or_default())
+}
+
+/// The headers of a message whose body could not be read.
+fn headers_only(raw: &[u8]) -> ParsedMail {
+    let Some(message) = MessageParser::new().parse_headers(raw) else {
+        return ParsedMail::default();
+    };
+    let headers = Headers::of(&message);
+    ParsedMail {
+        subject: headers.subject,
+        from: headers.from,
+        to: headers.to,
+        cc: headers.cc,
+        date: message.date().and_then(to_utc),
+        ..ParsedMail::default()
+    }
+}
+
+fn parse_message(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
     let parser = MessageParser::new();
     let Some(message) = parser.parse(raw) else {
         return unparsed(raw, max_body_bytes);
@@ -114,7 +146,7 @@ impl Headers {
         };
         let mut transcoded = String::with_capacity(block.len() + 4);
         for line in block.split_inclusive(|&b| b == b'\n') {
-            transcoded.push_str(&decode_unlabelled(line));
+            transcoded.push_str(&utf8_or_windows_1252(line));
         }
         let mut transcoded = join_split_encoded_words(&transcoded);
         transcoded.push_str("\r\n\r\n");
@@ -148,7 +180,7 @@ fn is_field_name(name: &str) -> bool {
 fn unparsed(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
     let mut body = Body::new(max_body_bytes);
     body.push_block(&normalize_block_within(
-        &decode_unlabelled(raw),
+        &utf8_or_windows_1252(raw),
         false,
         max_body_bytes,
     ));
@@ -157,15 +189,6 @@ fn unparsed(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
         body_text,
         body_truncated,
         ..ParsedMail::default()
-    }
-}
-
-/// Text of unknown charset: UTF-8 when it is valid UTF-8, else windows-1252, which is what
-/// unlabelled 8-bit mail nearly always is (and which decodes every byte).
-fn decode_unlabelled(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
     }
 }
 
@@ -368,8 +391,10 @@ impl Walker {
                     .and_then(|start| {
                         let start = start.trim_matches(['<', '>']);
                         children.iter().copied().find(|&c| {
-                            message.parts[c]
-                                .content_id()
+                            message
+                                .parts
+                                .get(c)
+                                .and_then(MimeHeaders::content_id)
                                 .is_some_and(|id| id.trim_matches(['<', '>']) == start)
                         })
                     })
@@ -456,7 +481,20 @@ impl Walker {
         let repaired = repair_charset(message, part, text);
         let text = repaired.as_deref().unwrap_or(text);
         let block = if is_html {
-            html_to_text(text)
+            // HTML is mostly markup: a source many times the room left cannot all show, and
+            // rendering it costs time. Past that, it is cut (at a character) and the body
+            // counts as truncated.
+            let limit = self
+                .body
+                .room()
+                .saturating_mul(HTML_SOURCE_PER_TEXT_BYTE)
+                .max(MIN_HTML_SOURCE);
+            if text.len() > limit {
+                self.body.truncated = true;
+                html_to_text(&text[..floor_char_boundary(text, limit)])
+            } else {
+                html_to_text(text)
+            }
         } else if content_type_attribute(part, "format")
             .is_some_and(|f| f.eq_ignore_ascii_case("flowed"))
         {
@@ -538,67 +576,45 @@ impl Walker {
     }
 }
 
-/// Picks the alternative a person reads: plain text first, then HTML, else the last one.
+/// Picks the alternative a person reads: plain text first (unless it is empty), then the
+/// last (richest) HTML one, else the last one.
 fn choose_alternative(message: &Message<'_>, children: &[usize]) -> Option<usize> {
     let plain = children
         .iter()
         .copied()
-        .find(|&c| holds(message, c, "plain", 0) == Holds::Text);
+        .find(|&c| holds(message, c, "plain", 0));
     let html = children
         .iter()
         .rev()
         .copied()
-        .find(|&c| holds(message, c, "html", 0) != Holds::Nothing);
+        .find(|&c| holds(message, c, "html", 0));
     match (plain, html) {
-        (Some(plain), Some(html)) if holds(message, plain, "plain", 0) == Holds::Text => {
-            if plain_is_empty(message, plain) {
-                Some(html)
-            } else {
-                Some(plain)
-            }
-        }
+        (Some(plain), Some(html)) if plain_is_empty(message, plain) => Some(html),
         (Some(plain), _) => Some(plain),
         (None, Some(html)) => Some(html),
         (None, None) => children.last().copied(),
     }
 }
 
-#[derive(PartialEq, Eq)]
-enum Holds {
-    Nothing,
-    Text,
-}
-
 /// Whether part `id` is, or contains as body, a `text/<subtype>` part.
-fn holds(message: &Message<'_>, id: usize, subtype: &str, depth: usize) -> Holds {
+fn holds(message: &Message<'_>, id: usize, subtype: &str, depth: usize) -> bool {
     let Some(part) = message.parts.get(id) else {
-        return Holds::Nothing;
+        return false;
     };
-    if depth > MAX_PART_DEPTH {
-        return Holds::Nothing;
-    }
     match &part.body {
         PartType::Multipart(children) => {
-            if children
-                .iter()
-                .map(|&c| c as usize)
-                .filter(|&c| c > id)
-                .any(|c| holds(message, c, subtype, depth + 1) == Holds::Text)
-            {
-                Holds::Text
-            } else {
-                Holds::Nothing
-            }
+            depth < MAX_PART_DEPTH
+                && children
+                    .iter()
+                    .map(|&c| c as usize)
+                    .filter(|&c| c > id)
+                    .any(|c| holds(message, c, subtype, depth + 1))
         }
         PartType::Text(_) | PartType::Html(_) => {
             let (ctype, sub) = mime_type(part);
-            if ctype == "text" && sub == subtype && !is_marked_attachment(part) {
-                Holds::Text
-            } else {
-                Holds::Nothing
-            }
+            ctype == "text" && sub == subtype && !is_marked_attachment(part)
         }
-        _ => Holds::Nothing,
+        _ => false,
     }
 }
 
@@ -626,18 +642,24 @@ fn transfer_decoded(message: &Message<'_>, part: &MessagePart<'_>) -> Option<Vec
     }
 }
 
-/// A text part whose charset is missing or unknown was read by mail-parser as UTF-8 with
-/// replacement characters; read it again as windows-1252 when it is not valid UTF-8.
+/// A text part whose charset is missing, unknown or says UTF-8 while its bytes are not, was
+/// read by mail-parser with replacement characters; read it again keeping its valid UTF-8 and
+/// taking the other bytes as windows-1252.
 fn repair_charset(message: &Message<'_>, part: &MessagePart<'_>, text: &str) -> Option<String> {
     if !text.contains('\u{fffd}') {
         return None;
     }
-    let known = content_type_attribute(part, "charset").is_some_and(|label| {
-        mail_parser::decoders::charsets::map::charset_decoder(label.as_bytes()).is_some()
-    });
-    if known {
+    let repairable = match content_type_attribute(part, "charset") {
+        None => true,
+        Some(label) => {
+            let label = label.trim().to_ascii_lowercase();
+            matches!(label.as_str(), "utf-8" | "utf8")
+                || mail_parser::decoders::charsets::map::charset_decoder(label.as_bytes()).is_none()
+        }
+    };
+    if !repairable {
         return None;
     }
     let bytes = transfer_decoded(message, part)?;
-    Some(decode_unlabelled(&bytes))
+    Some(utf8_or_windows_1252(&bytes))
 }

@@ -1,24 +1,5 @@
-//! The words a message can be found by, and how a search query is read.
-//!
-//! One tokenizer serves the index ([`search_words`]), the query ([`query_terms`]) and the phrase
-//! check ([`contains_phrase`]), so they always agree. The rule:
-//!
-//! 1. the text is normalised with Unicode NFKC (full-width `ＡＢＣ` is `abc`, `ﬁ` is `fi`,
-//!    half-width katakana is full-width) and lowercased; diacritics are kept (`café` and
-//!    `cafe` are different words);
-//! 2. it is split into words on every character that is neither alphanumeric nor a combining
-//!    mark (Unicode-aware: `naïve`, `Straße`, `Ελλάδα`, `नमस्ते` stay whole);
-//! 3. inside a word, each run of Han, Hiragana, Katakana or Hangul characters — scripts written
-//!    without spaces — becomes its overlapping character bigrams (`東京都` gives `東京`, `京都`);
-//!    a run of one character is kept as that character. A query is cut the same way, so
-//!    `京都` finds a message that says `東京都`, and a query word of three or more such
-//!    characters needs all of its bigrams. A one-character query word only finds the character
-//!    where it stands alone (between non-CJK characters), which keeps the index small;
-//! 4. words longer than [`MAX_WORD_CHARS`] characters (base64 runs, hashes, long URLs) are
-//!    dropped;
-//! 5. [`search_words`] deduplicates, keeps the first [`MAX_WORDS_PER_MESSAGE`] distinct words
-//!    in text order and drops the rest (a message that long is still found by its first
-//!    twenty thousand distinct words, which bounds the index rows one message can take).
+//! The words a message can be found by, and how a search query is read: the rule is in the
+//! crate documentation ("Search words").
 
 use std::collections::HashSet;
 
@@ -42,13 +23,19 @@ pub struct Query {
     /// sequence with [`contains_phrase`] once the candidates are known. A quoted single word is
     /// just a word.
     pub phrases: Vec<Vec<String>>,
+    /// True when the query holds a word longer than [`MAX_WORD_CHARS`] characters. Such words
+    /// are never indexed, so no message can match: answer nothing (not everything, which is
+    /// what an empty `words` would suggest). The word itself is not in `words`.
+    #[serde(default)]
+    pub unmatchable: bool,
 }
 
 impl Query {
-    /// True when the query asks for nothing (no word survived normalisation).
+    /// True when the query asks for nothing: no word survived normalisation (an empty query, or
+    /// only punctuation) and none was too long. Such a query is no text filter.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.words.is_empty() && self.phrases.is_empty()
+        self.words.is_empty() && self.phrases.is_empty() && !self.unmatchable
     }
 }
 
@@ -118,7 +105,11 @@ pub fn query_terms(query: &str) -> Query {
             }
         }
     }
-    Query { words, phrases }
+    Query {
+        words,
+        phrases,
+        unmatchable: has_overlong_word(query),
+    }
 }
 
 /// True when `phrase` (normalised words, as in [`Query::phrases`]) occurs in `text` as a
@@ -133,10 +124,15 @@ pub fn contains_phrase(text: &str, phrase: &[String]) -> bool {
         std::collections::VecDeque::with_capacity(phrase.len());
     let mut found = false;
     for_each_token(text, |token| {
-        if window.len() == phrase.len() {
-            window.pop_front();
-        }
-        window.push_back(token.to_owned());
+        // Reuse the buffer of the token leaving the window.
+        let mut slot = if window.len() == phrase.len() {
+            window.pop_front().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        slot.clear();
+        slot.push_str(token);
+        window.push_back(slot);
         if window.len() == phrase.len() && window.iter().zip(phrase).all(|(a, b)| a == b) {
             found = true;
             return false;
@@ -144,6 +140,20 @@ pub fn contains_phrase(text: &str, phrase: &[String]) -> bool {
         true
     });
     found
+}
+
+/// Whether `text` holds a word that [`for_each_token`] drops for its length.
+fn has_overlong_word(text: &str) -> bool {
+    text.split(|c: char| c.is_ascii_whitespace())
+        .filter(|chunk| !chunk.is_empty())
+        .any(|chunk| {
+            let normalized: String = chunk.nfkc().flat_map(char::to_lowercase).collect();
+            normalized.split(|c: char| !is_word_char(c)).any(|word| {
+                // CJK runs become bigrams and are never too long; measure the rest.
+                word.split(is_cjk)
+                    .any(|run| run.chars().count() > MAX_WORD_CHARS)
+            })
+        })
 }
 
 /// Every token of `text` in order (not deduplicated).
@@ -387,6 +397,22 @@ mod tests {
         assert!(query_terms("").is_empty());
         assert!(query_terms(r#" "" ... ""#).is_empty());
         assert!(!query_terms("a").is_empty());
+        assert!(!query_terms("a").unmatchable);
+    }
+
+    #[test]
+    fn a_word_too_long_to_index_matches_nothing() {
+        let long = "x".repeat(MAX_WORD_CHARS + 1);
+        let query = query_terms(&format!("invoice {long}"));
+        assert_eq!(query.words, strings(&["invoice"]));
+        assert!(query.unmatchable);
+        let query = query_terms(&long);
+        assert!(query.words.is_empty());
+        assert!(query.unmatchable);
+        assert!(!query.is_empty());
+        // Long CJK text is cut into bigrams: nothing is too long.
+        assert!(!query_terms(&"東京".repeat(50)).unmatchable);
+        assert!(!query_terms(&"y".repeat(MAX_WORD_CHARS)).unmatchable);
     }
 
     #[test]

@@ -10,6 +10,25 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
+/// Text of unknown charset: its valid UTF-8 as such, every other byte as windows-1252, which
+/// is what unlabelled or mislabelled 8-bit mail nearly always is (and which decodes every
+/// byte, so nothing becomes a replacement character).
+pub(crate) fn utf8_or_windows_1252(bytes: &[u8]) -> String {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(bytes.len() + bytes.len() / 2);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        out.push_str(
+            &encoding_rs::WINDOWS_1252
+                .decode_without_bom_handling(chunk.invalid())
+                .0,
+        );
+    }
+    out
+}
+
 /// A line that shows nothing: only whitespace and zero-width joiners.
 fn is_blank(line: &str) -> bool {
     line.chars()
@@ -27,11 +46,14 @@ pub(crate) fn normalize_block(input: &str, collapse_spaces: bool) -> String {
 /// [`normalize_block`] that stops once the output is longer than `limit` bytes: the caller
 /// cuts at `limit` anyway, and a huge body need not be normalised to the end to know that.
 pub(crate) fn normalize_block_within(input: &str, collapse_spaces: bool, limit: usize) -> String {
-    let mut out = String::with_capacity(input.len().min(limit.saturating_add(1)));
-    let mut pending_blank = false;
+    let mut lines = Lines {
+        out: String::with_capacity(input.len().min(limit.saturating_add(1))),
+        pending_blank: false,
+        last_start: 0,
+    };
     let mut line = String::new();
     for raw_line in input.split('\n') {
-        if out.len() > limit {
+        if lines.out.len() > limit {
             break;
         }
         // Fast path: a line of printable ASCII needs no filtering, only trimming.
@@ -42,18 +64,7 @@ pub(crate) fn normalize_block_within(input: &str, collapse_spaces: bool, limit: 
         {
             let trimmed = raw_line.trim_end();
             if !trimmed.contains('\r') {
-                if trimmed.trim_start().is_empty() {
-                    pending_blank = !out.is_empty();
-                    continue;
-                }
-                if !out.is_empty() {
-                    out.push('\n');
-                    if pending_blank {
-                        out.push('\n');
-                    }
-                }
-                pending_blank = false;
-                out.push_str(trimmed);
+                lines.push(trimmed);
                 continue;
             }
         }
@@ -76,20 +87,43 @@ pub(crate) fn normalize_block_within(input: &str, collapse_spaces: bool, limit: 
             previous_space = false;
             line.push(c);
         }
-        if is_blank(&line) {
-            pending_blank = !out.is_empty();
-            continue;
+        lines.push(line.trim_end());
+    }
+    lines.out
+}
+
+/// The normalised text being built, line by line.
+struct Lines {
+    out: String,
+    /// A blank line was seen since the last line written.
+    pending_blank: bool,
+    /// Where the last line written starts in `out`.
+    last_start: usize,
+}
+
+impl Lines {
+    /// Appends one line (already trimmed at its end).
+    fn push(&mut self, line: &str) {
+        if is_blank(line) {
+            self.pending_blank = !self.out.is_empty();
+            return;
         }
-        if !out.is_empty() {
-            out.push('\n');
-            if pending_blank {
-                out.push('\n');
+        // A quoted blank line (only `>` marks) right after the same one adds nothing: replies
+        // quoted a few times over pile them up.
+        let quote_only = line.contains('>') && line.chars().all(|c| c == '>' || c == ' ');
+        if quote_only && !self.pending_blank && self.out[self.last_start..] == *line {
+            return;
+        }
+        if !self.out.is_empty() {
+            self.out.push('\n');
+            if self.pending_blank {
+                self.out.push('\n');
             }
         }
-        pending_blank = false;
-        out.push_str(line.trim_end());
+        self.pending_blank = false;
+        self.last_start = self.out.len();
+        self.out.push_str(line);
     }
-    out
 }
 
 /// Collapses every run of whitespace (line breaks included) to one space and trims: for
@@ -131,10 +165,35 @@ mod tests {
     }
 
     #[test]
+    fn repeated_quoted_blank_lines_collapse() {
+        let input = "> a\n>\n>\n>\n> b\n>>\n>>\n>\nc";
+        assert_eq!(normalize_block(input, false), "> a\n>\n> b\n>>\n>\nc");
+    }
+
+    #[test]
     fn collapse_spaces_only_when_asked() {
         assert_eq!(normalize_block("a  \u{a0} b", true), "a b");
         assert_eq!(normalize_block("a    b", false), "a    b");
         assert_eq!(normalize_block("a\u{a0}b", false), "a b");
+    }
+
+    #[test]
+    fn invalid_utf8_bytes_read_as_windows_1252() {
+        assert_eq!(utf8_or_windows_1252("Grüße".as_bytes()), "Grüße");
+        assert_eq!(utf8_or_windows_1252(b"Gr\xfc\xdfe \x93x\x94"), "Grüße “x”");
+        // Mixed: valid UTF-8 kept, the stray Latin-1 byte read alone.
+        assert_eq!(
+            utf8_or_windows_1252(
+                "caf\u{e9} "
+                    .as_bytes()
+                    .iter()
+                    .copied()
+                    .chain(*b"na\xefve")
+                    .collect::<Vec<_>>()
+                    .as_slice()
+            ),
+            "café naïve"
+        );
     }
 
     #[test]

@@ -757,6 +757,8 @@ fn format_flowed_thunderbird_reply() {
             "> The conflict between some /foo/*/bar and some /foo/**/bar would resolve to /foo/*/bar taking priority, as * is a direct subset of **.",
             "yep this is correct. As long as the conflict can be resolved with a subset of states, you are good. It gets trickier if you have multiple rules conflicting, but you can do just a pairwise comparison for each combination in the set.",
             "> Aenri Lovehart",
+            // Runs of quoted blank lines read as one.
+            "> Thank you for your question, Robin!\n>\n> The conflict between",
         ],
     );
 }
@@ -789,6 +791,46 @@ fn pgp_signed_base64_thunderbird() {
         )]
     );
     assert_lacks(&mail, &["BEGIN PGP", "OpenPGP/MIME signed message"]);
+}
+
+#[test]
+fn every_corpus_message_is_found_by_its_subject_and_sender() {
+    for (name, subject_phrase) in [
+        (
+            "alt_text_html_utf8_qp.eml",
+            "\"Questions about Contributing\"",
+        ),
+        ("html_only_eudora_latin1.eml", "\"die Frösche\" hasen"),
+        ("iso2022jp_thunderbird.eml", "\"日本語メールテスト\""),
+        (
+            "gb2312_base64_subject_b_split.eml",
+            "答复 \"packet fragment\"",
+        ),
+        ("rfc2231_filename_apple_mail.eml", "まみむめも かきくけこ"),
+        ("ks_c_5601_korean_image_name.eml", "사진 \"Le Pliage\""),
+        ("malformed_bad_charset.eml", "Jürgen \"Slow but steady\""),
+        (
+            "large_body_over_1mb.eml",
+            "\"Zürich-tz-conversion\" nightly",
+        ),
+    ] {
+        let mail = parse(&raw(name), 1 << 20);
+        let text = mail.searchable_text();
+        let indexed = search_words(&text);
+        let query = query_terms(subject_phrase);
+        assert!(!query.is_empty());
+        for word in &query.words {
+            assert!(indexed.contains(word), "{name}: {word:?} not indexed");
+        }
+        for phrase in &query.phrases {
+            assert!(
+                assistd_mailtext::contains_phrase(&text, phrase),
+                "{name}: phrase {phrase:?} not found"
+            );
+        }
+        // A word the message does not hold is not indexed.
+        assert!(!indexed.contains(&"zyzzyva".to_owned()));
+    }
 }
 
 #[test]

@@ -23,6 +23,12 @@ fn unlabelled_eight_bit_text_reads_as_windows_1252() {
         b"From: a@example.com\r\nSubject: hi\r\nContent-Type: text/plain\r\n\r\n".to_vec();
     raw.extend_from_slice(b"Gr\xfc\xdfe aus K\xf6ln \x96 bis bald\r\n");
     assert_eq!(mail(&raw).body_text, "Grüße aus Köln – bis bald");
+    // Labelled UTF-8 but written in Latin-1: the valid UTF-8 stays, the stray bytes are read
+    // as windows-1252 rather than lost.
+    let mut raw = b"Subject: hi\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n".to_vec();
+    raw.extend_from_slice("Grüße, ".as_bytes());
+    raw.extend_from_slice(b"na\xefve\r\n");
+    assert_eq!(mail(&raw).body_text, "Grüße, naïve");
     // Valid UTF-8 without a label stays UTF-8.
     let raw = "Subject: hi\r\n\r\nGrüße aus Köln\r\n".as_bytes();
     assert_eq!(mail(raw).body_text, "Grüße aus Köln");
@@ -256,4 +262,39 @@ fn base64_encode(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+#[test]
+fn huge_html_is_cut_before_rendering() {
+    // 600 KiB of markup that shows nothing, then one sentence.
+    let html = format!(
+        "<html><head><style>{}</style></head><body><p>The only sentence.</p></body></html>",
+        ".c{color:red}\n".repeat(600 * 1024 / 14)
+    );
+    let raw = format!("Subject: x\r\nContent-Type: text/html\r\n\r\n{html}");
+    // Little room: only the first 512 KiB of source are rendered, the sentence is past it.
+    let parsed = parse(raw.as_bytes(), 100);
+    assert!(parsed.body_truncated);
+    assert_eq!(parsed.body_text, "");
+    // Room for 100 KiB of text reads 800 KiB of source: all of it.
+    let parsed = parse(raw.as_bytes(), 100 * 1024);
+    assert!(!parsed.body_truncated);
+    assert_eq!(parsed.body_text, "The only sentence.");
+}
+
+#[test]
+fn rfc2231_file_names_in_other_charsets_and_plain_continuations() {
+    let raw = b"Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename*=iso-8859-1''%E9t%E9%202024.pdf\r\n\r\nx\r\n\
+--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment;\r\n filename*0=\"a very long file \"; filename*1=\"name.pdf\"\r\n\r\nx\r\n\
+--b\r\nContent-Type: application/pdf; name=\"=?utf-8?Q?r=C3=A9sum=C3=A9.pdf?=\"\r\n\r\nx\r\n--b--\r\n";
+    let names: Vec<String> = mail(raw)
+        .attachments
+        .into_iter()
+        .map(|a| a.filename)
+        .collect();
+    assert_eq!(
+        names,
+        ["été 2024.pdf", "a very long file name.pdf", "résumé.pdf"]
+    );
 }

@@ -13,21 +13,22 @@
 use assistd_domain::{Error, Result, UserId};
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::Condition;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 mod records;
 
 pub use self::records::{
     ApiKeyRecord, AuditEventRecord, ChatMessageRecord, ChatSessionRecord, DeviceSessionRecord,
-    ExportRecord, GmailConnectionRecord, MemoryRecord, PreferencesRecord, ProfileRecord,
-    ServiceAccountGrantRecord, TokenBudgetRecord, UsageRecord,
+    ExportRecord, GmailConnectionRecord, GoogleLinkRecord, MemoryRecord, PreferencesRecord,
+    ProfileRecord, ServiceAccountGrantRecord, TokenBudgetRecord, UsageRecord,
 };
 use self::records::{time, time_opt};
 
 use crate::entity::{
     api_keys, audit_events, auth_sessions, chat_memories, chat_messages, chat_sessions,
-    google_links, preferences, service_account_users, token_budgets, usage_daily, users,
+    gmail_connections, gmail_messages, google_links, preferences, service_account_users,
+    token_budgets, usage_daily, users,
 };
 use crate::{Store, db_error};
 
@@ -40,7 +41,9 @@ pub enum RecordType {
     Preferences,
     /// The monthly token budget (`token_budgets`).
     TokenBudget,
-    /// The Gmail (Google) connection, without its tokens (`google_links`).
+    /// The Google OAuth grant, without its tokens (`google_links`).
+    GoogleLink,
+    /// The Gmail connection and its sync state, without the mail key (`gmail_connections`).
     GmailConnection,
     /// A stored API key's metadata, without the key (`api_keys`).
     ApiKey,
@@ -62,10 +65,11 @@ pub enum RecordType {
 
 impl RecordType {
     /// Every record type, in the order an export writes them.
-    pub const ALL: [RecordType; 12] = [
+    pub const ALL: [RecordType; 13] = [
         Self::Profile,
         Self::Preferences,
         Self::TokenBudget,
+        Self::GoogleLink,
         Self::GmailConnection,
         Self::ApiKey,
         Self::DeviceSession,
@@ -84,6 +88,7 @@ impl RecordType {
             Self::Profile => "profile",
             Self::Preferences => "preferences",
             Self::TokenBudget => "token_budget",
+            Self::GoogleLink => "google_link",
             Self::GmailConnection => "gmail_connection",
             Self::ApiKey => "api_key",
             Self::DeviceSession => "device_session",
@@ -103,7 +108,8 @@ impl RecordType {
             Self::Profile => "users",
             Self::Preferences => "preferences",
             Self::TokenBudget => "token_budgets",
-            Self::GmailConnection => "google_links",
+            Self::GoogleLink => "google_links",
+            Self::GmailConnection => "gmail_connections",
             Self::ApiKey => "api_keys",
             Self::DeviceSession => "auth_sessions",
             Self::ChatSession => "chat_sessions",
@@ -128,7 +134,8 @@ pub struct NotExported {
 }
 
 /// Everything with a user's id that an export leaves out, and why: secrets and what is
-/// derived from secrets. Every other column of an exported table is exported under its own
+/// derived from secrets, operational locks, and the synced copy of the user's Gmail (which
+/// their Google account keeps and exports). Every other column of an exported table is exported under its own
 /// name.
 pub const NOT_EXPORTED: &[NotExported] = &[
     NotExported {
@@ -179,6 +186,48 @@ pub const NOT_EXPORTED: &[NotExported] = &[
         table: "chat_event_heads",
         column: None,
         reason: "the number of the user's last WatchChat event, a counter for watch cursors",
+    },
+    NotExported {
+        table: "gmail_connections",
+        column: Some("sealed_mail_key"),
+        reason: "the key that seals the user's synced mail, sealed under their data key: key \
+                 material",
+    },
+    NotExported {
+        table: "gmail_connections",
+        column: Some("mail_key_version"),
+        reason: "which version of the data key sealed the mail key: bookkeeping of key material",
+    },
+    NotExported {
+        table: "gmail_connections",
+        column: Some("sync_lease_owner"),
+        reason: "which server is syncing the mailbox at this moment: an operational lock that \
+                 names a server, not data of the user",
+    },
+    NotExported {
+        table: "gmail_connections",
+        column: Some("sync_lease_expires_at"),
+        reason: "until when that server holds the sync lock: operational, not data of the user",
+    },
+    NotExported {
+        table: "gmail_messages",
+        column: None,
+        reason: "a copy of the user's Gmail messages, sealed with the mail key; the mail itself \
+                 stays in the user's Google account, which exports it (Google Takeout); the \
+                 gmail_connection record counts the messages synced",
+    },
+    NotExported {
+        table: "gmail_message_labels",
+        column: None,
+        reason: "the Gmail label ids of the synced messages, a copy of what the user's Google \
+                 account holds",
+    },
+    NotExported {
+        table: "gmail_search_terms",
+        column: None,
+        reason: "the search index of the synced mail: keyed 16-byte hashes of words, \
+                 meaningless without the server-held mail key and derived from mail that stays \
+                 in the user's Google account",
     },
     NotExported {
         table: "chat_messages",
@@ -371,13 +420,13 @@ impl ExportRepository {
                     })
                 })))
             }
-            RecordType::GmailConnection => {
+            RecordType::GoogleLink => {
                 let row = google_links::Entity::find_by_id(owner)
                     .one(db)
                     .await
                     .map_err(db_error)?;
                 Ok(single(row.map(|r| {
-                    ExportRecord::GmailConnection(GmailConnectionRecord {
+                    ExportRecord::GoogleLink(GoogleLinkRecord {
                         user_id: r.user_id,
                         scopes: r.scopes,
                         access_expires_at: time_opt(r.access_expires_at),
@@ -385,6 +434,42 @@ impl ExportRepository {
                         updated_at: time(r.updated_at),
                     })
                 })))
+            }
+            RecordType::GmailConnection => {
+                let Some(r) = gmail_connections::Entity::find_by_id(owner)
+                    .one(db)
+                    .await
+                    .map_err(db_error)?
+                else {
+                    return Ok(single(None));
+                };
+                let message_count = gmail_messages::Entity::find()
+                    .filter(gmail_messages::Column::UserId.eq(owner))
+                    .count(db)
+                    .await
+                    .map_err(db_error)?;
+                Ok(single(Some(ExportRecord::GmailConnection(
+                    GmailConnectionRecord {
+                        user_id: r.user_id,
+                        state: r.state,
+                        email_address: r.email_address,
+                        scopes: r.scopes,
+                        connected_at: time_opt(r.connected_at),
+                        history_id: r.history_id,
+                        full_sync_history_id: r.full_sync_history_id,
+                        full_sync_page_token: r.full_sync_page_token,
+                        full_sync_fetched: r.full_sync_fetched,
+                        full_sync_started_at: time_opt(r.full_sync_started_at),
+                        last_sync_at: time_opt(r.last_sync_at),
+                        last_error_reason: r.last_error_reason,
+                        last_error_message: r.last_error_message,
+                        last_error_at: time_opt(r.last_error_at),
+                        next_sync_due_at: time_opt(r.next_sync_due_at),
+                        created_at: time(r.created_at),
+                        updated_at: time(r.updated_at),
+                        message_count,
+                    },
+                ))))
             }
             RecordType::ApiKey => {
                 let mut query = api_keys::Entity::find()

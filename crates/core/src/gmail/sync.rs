@@ -552,32 +552,29 @@ impl Run<'_> {
         let mut to_fetch = Vec::new();
         for id in order {
             self.check()?;
-            match changes.remove(&id) {
-                Some(Change::Deleted) => {
-                    if gmail.delete_message(self.user, &id).await? {
-                        counts.deleted += 1;
-                    }
+            let Some(change) = changes.remove(&id) else {
+                continue;
+            };
+            // (labels now, whether a change of labels counts as an update)
+            let relabel = match change {
+                Change::Deleted => None,
+                Change::Added(labels) | Change::Labels(labels) if excluded(&labels) => None,
+                // Already stored (history replayed after a full sync): only its labels.
+                Change::Added(labels) => Some((labels, false)),
+                Change::Labels(labels) => Some((labels, true)),
+            };
+            match relabel {
+                None => {
+                    counts.deleted += u32::from(gmail.delete_message(self.user, &id).await?);
                 }
-                Some(Change::Added(labels) | Change::Labels(labels)) if excluded(&labels) => {
-                    if gmail.delete_message(self.user, &id).await? {
-                        counts.deleted += 1;
-                    }
-                }
-                Some(Change::Added(labels)) => {
-                    // Already stored (history replayed after a full sync): only its labels.
-                    if !gmail.update_labels(self.user, &id, &labels).await? {
-                        to_fetch.push(id);
-                    }
-                }
-                Some(Change::Labels(labels)) => {
+                Some((labels, counts_as_update)) => {
                     if gmail.update_labels(self.user, &id, &labels).await? {
-                        counts.updated += 1;
+                        counts.updated += u32::from(counts_as_update);
                     } else {
-                        // Not in the copy (it was in SPAM or TRASH): it is now.
+                        // Not in the copy yet (new, or back from SPAM or TRASH): fetch it.
                         to_fetch.push(id);
                     }
                 }
-                None => {}
             }
         }
         counts.added += self.fetch_all(to_fetch).await?;

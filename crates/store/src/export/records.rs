@@ -22,6 +22,7 @@ pub enum ExportRecord {
     Profile(ProfileRecord),
     Preferences(PreferencesRecord),
     TokenBudget(TokenBudgetRecord),
+    GoogleLink(GoogleLinkRecord),
     GmailConnection(GmailConnectionRecord),
     ApiKey(ApiKeyRecord),
     DeviceSession(DeviceSessionRecord),
@@ -71,15 +72,41 @@ pub struct TokenBudgetRecord {
     pub updated_at: String,
 }
 
-/// `gmail_connection`: the `google_links` row without the sealed tokens.
+/// `google_link`: the `google_links` row (the Google OAuth grant) without the sealed tokens.
 #[derive(Clone, Debug, Serialize)]
 #[allow(missing_docs)]
-pub struct GmailConnectionRecord {
+pub struct GoogleLinkRecord {
     pub user_id: Uuid,
     pub scopes: String,
     pub access_expires_at: Option<String>,
     pub reauth_required: bool,
     pub updated_at: String,
+}
+
+/// `gmail_connection`: the `gmail_connections` row without the sealed mail key and the sync
+/// lease, plus how many messages are synced (the messages themselves are a copy of the
+/// user's Gmail and are not exported). History ids are decimal text, as Gmail writes them.
+#[derive(Clone, Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct GmailConnectionRecord {
+    pub user_id: Uuid,
+    pub state: String,
+    pub email_address: Option<String>,
+    pub scopes: String,
+    pub connected_at: Option<String>,
+    pub history_id: Option<String>,
+    pub full_sync_history_id: Option<String>,
+    pub full_sync_page_token: Option<String>,
+    pub full_sync_fetched: i64,
+    pub full_sync_started_at: Option<String>,
+    pub last_sync_at: Option<String>,
+    pub last_error_reason: Option<String>,
+    pub last_error_message: Option<String>,
+    pub last_error_at: Option<String>,
+    pub next_sync_due_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub message_count: u64,
 }
 
 /// `api_key`: an `api_keys` row without the sealed key; `key_hint` is its last 4 characters.

@@ -1,16 +1,19 @@
 //! The synced messages: writing them with their labels and blind index tokens, changing
 //! labels, deleting, reading one, and listing or searching newest first by keyset.
 //!
-//! A search is exact: every term must be among the message's tokens (an INTERSECT over the
-//! primary key of `gmail_search_terms`), every label among its labels (a primary key probe
-//! of `gmail_message_labels` each), and the thread, when given, its thread. The caller
-//! checks phrases after opening the candidates.
+//! A search is exact: every term must be among the message's tokens, every label among its
+//! labels, and the thread, when given, its thread. Terms and labels are postings, each a
+//! range of a primary key (`gmail_search_terms`, `gmail_message_labels`). The list is planned
+//! per call: the shortest posting, when short, drives (its rows are looked up, sorted, and
+//! the page cut); when every posting is long, the user's messages are walked newest first and
+//! each is probed in every posting until the page is full. The caller checks phrases after
+//! opening the candidates.
 
 use std::collections::HashSet;
 
 use assistd_domain::{Error, Result, UserId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query, SelectStatement, UnionType};
+use sea_orm::sea_query::{Expr, ExprTrait, JoinType, OnConflict, Order, Query, SelectStatement};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryResult,
     QuerySelect,
@@ -110,52 +113,33 @@ impl GmailStore {
         terms: &[SearchTerm],
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        use gmail_messages::Column;
+        self.upsert_messages(user, &[(message.clone(), terms.to_vec())], now)
+            .await
+    }
+
+    /// Stores several messages as [`upsert_message`](Self::upsert_message) does, all in one
+    /// transaction: all or none. Cheaper per message than one transaction each, because the
+    /// index rows of a message land at random places of the terms table (their key starts
+    /// with a hash), and a transaction writes each page it touched once however many rows it
+    /// added there. Returns `false`, storing nothing, when the user's connection is missing or
+    /// not `connected`.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn upsert_messages(
+        &self,
+        user: UserId,
+        messages: &[(NewGmailMessage, Vec<SearchTerm>)],
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let txn = self.store.begin_write().await?;
         if !connected(&txn, self.store.backend(), user).await? {
             txn.rollback().await.map_err(db_error)?;
             return Ok(false);
         }
-        if let Some((labels, old_terms)) = indexed_of(&txn, user, &message.message_id).await? {
-            delete_labels(&txn, user, &message.message_id, &labels).await?;
-            delete_terms(&txn, user, &message.message_id, &old_terms).await?;
+        for (message, terms) in messages {
+            write_message(&txn, user, message, terms, now).await?;
         }
-        let labels = distinct_labels(&message.label_ids);
-        let terms = distinct_terms(terms);
-        let row = gmail_messages::Model {
-            user_id: user.as_uuid(),
-            message_id: message.message_id.clone(),
-            thread_id: message.thread_id.clone(),
-            label_ids: labels_json(&labels)?,
-            internal_date: micros(message.internal_date),
-            size_estimate: message.size_estimate,
-            history_id: history_text(message.history_id),
-            sealed_header: message.sealed_header.clone(),
-            sealed_body: message.sealed_body.clone(),
-            search_terms: terms.concat(),
-            synced_at: micros(now),
-        };
-        gmail_messages::Entity::insert(gmail_messages::ActiveModel::from(row))
-            .on_conflict(
-                OnConflict::columns([Column::UserId, Column::MessageId])
-                    .update_columns([
-                        Column::ThreadId,
-                        Column::LabelIds,
-                        Column::InternalDate,
-                        Column::SizeEstimate,
-                        Column::HistoryId,
-                        Column::SealedHeader,
-                        Column::SealedBody,
-                        Column::SearchTerms,
-                        Column::SyncedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await
-            .map_err(db_error)?;
-        insert_labels(&txn, user, &message.message_id, &labels).await?;
-        insert_terms(&txn, user, &message.message_id, &terms).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(true)
     }
@@ -227,6 +211,7 @@ impl GmailStore {
         use gmail_messages::Column;
         let mut select = message_select(true);
         select
+            .from_as(gmail_messages::Entity, M)
             .and_where(Expr::col((M, Column::UserId)).eq(user.as_uuid()))
             .and_where(Expr::col((M, Column::MessageId)).eq(message_id));
         self.store
@@ -280,10 +265,27 @@ impl GmailStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let select = list_statement(user, filter, after, limit);
-        self.store
-            .connection()
-            .query_all(&select)
+        let db = self.store.connection();
+        let postings = postings_of(filter);
+        // A thread is short: its index drives. Otherwise the shortest posting, if short.
+        let driver = if filter.thread_id.is_some() || postings.is_empty() {
+            None
+        } else {
+            match choose_driver(db, user, &postings, limit).await? {
+                Ok(driver) => driver,
+                Err(()) => return Ok(Vec::new()),
+            }
+        };
+        let select = list_statement(
+            self.store.backend(),
+            user,
+            filter,
+            &postings,
+            driver,
+            after,
+            limit,
+        );
+        db.query_all(&select)
             .await
             .map_err(db_error)?
             .iter()
@@ -302,6 +304,58 @@ impl GmailStore {
             .await
             .map_err(db_error)
     }
+}
+
+/// Inserts or replaces one message with its labels and terms, inside the caller's
+/// transaction.
+async fn write_message<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    message: &NewGmailMessage,
+    terms: &[SearchTerm],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    use gmail_messages::Column;
+    if let Some((labels, old_terms)) = indexed_of(db, user, &message.message_id).await? {
+        delete_labels(db, user, &message.message_id, &labels).await?;
+        delete_terms(db, user, &message.message_id, &old_terms).await?;
+    }
+    let labels = distinct_labels(&message.label_ids);
+    let terms = distinct_terms(terms);
+    let row = gmail_messages::Model {
+        user_id: user.as_uuid(),
+        message_id: message.message_id.clone(),
+        thread_id: message.thread_id.clone(),
+        label_ids: labels_json(&labels)?,
+        internal_date: micros(message.internal_date),
+        size_estimate: message.size_estimate,
+        history_id: history_text(message.history_id),
+        sealed_header: message.sealed_header.clone(),
+        sealed_body: message.sealed_body.clone(),
+        search_terms: terms.concat(),
+        synced_at: micros(now),
+    };
+    gmail_messages::Entity::insert(gmail_messages::ActiveModel::from(row))
+        .on_conflict(
+            OnConflict::columns([Column::UserId, Column::MessageId])
+                .update_columns([
+                    Column::ThreadId,
+                    Column::LabelIds,
+                    Column::InternalDate,
+                    Column::SizeEstimate,
+                    Column::HistoryId,
+                    Column::SealedHeader,
+                    Column::SealedBody,
+                    Column::SearchTerms,
+                    Column::SyncedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await
+        .map_err(db_error)?;
+    insert_labels(db, user, &message.message_id, &labels).await?;
+    insert_terms(db, user, &message.message_id, &terms).await
 }
 
 /// Whether the user's connection is `connected`; on PostgreSQL the row stays share-locked
@@ -485,7 +539,6 @@ fn message_select(with_body: bool) -> SelectStatement {
     if with_body {
         select.column((M, Column::SealedBody));
     }
-    select.from_as(gmail_messages::Entity, M);
     select
 }
 
@@ -508,48 +561,165 @@ fn message_of(row: &QueryResult, with_body: bool) -> Result<StoredGmailMessage> 
     })
 }
 
-/// The ids of the user's messages that have `term`: a range of the primary key.
-fn having_term(user: UserId, term: &SearchTerm) -> SelectStatement {
-    use gmail_search_terms::Column;
-    Query::select()
-        .column(Column::MessageId)
-        .from(gmail_search_terms::Entity)
-        .and_where(Expr::col(Column::UserId).eq(user.as_uuid()))
-        .and_where(Expr::col(Column::Term).eq(term.to_vec()))
-        .to_owned()
+/// A list of message ids kept in primary key order per key: the blind index (messages having
+/// a term) and the labels (messages carrying a label).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Posting {
+    /// Messages that have this blind index token.
+    Term(SearchTerm),
+    /// Messages that carry this label.
+    Label(String),
+}
+
+impl Posting {
+    /// The table, its key column and the key.
+    fn parts(&self) -> (&'static str, &'static str, sea_orm::Value) {
+        match self {
+            Self::Term(term) => ("gmail_search_terms", "term", term.to_vec().into()),
+            Self::Label(label) => ("gmail_message_labels", "label_id", label.clone().into()),
+        }
+    }
+}
+
+/// Every posting the filter requires: its distinct terms, then its distinct labels.
+fn postings_of(filter: &MessageFilter) -> Vec<Posting> {
+    distinct_terms(&filter.terms)
+        .into_iter()
+        .map(Posting::Term)
+        .chain(
+            distinct_labels(&filter.label_ids)
+                .into_iter()
+                .map(Posting::Label),
+        )
+        .collect()
+}
+
+/// The posting alias when it drives the list.
+const D: &str = "d";
+/// A posting's alias in an EXISTS probe.
+const P: &str = "p";
+
+/// How many rows of a posting are counted at most when planning, per row of the page asked
+/// for. A posting shorter than `DRIVE_FACTOR × limit` drives the list (each of its rows costs
+/// one primary key lookup); when every posting is longer, walking the messages newest first
+/// and probing each posting finds a page sooner: postings that long match often.
+const DRIVE_FACTOR: u64 = 40;
+
+/// The bounds of that cap, whatever the page size.
+const MIN_DRIVE_CAP: u64 = 200;
+const MAX_DRIVE_CAP: u64 = 20_000;
+
+/// How many rows the user has in `posting`, counted up to `cap`.
+async fn posting_size<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    posting: &Posting,
+    cap: u64,
+) -> Result<u64> {
+    let (table, key, value) = posting.parts();
+    let rows = Query::select()
+        .expr(Expr::value(1))
+        .from(table)
+        .and_where(Expr::col("user_id").eq(user.as_uuid()))
+        .and_where(Expr::col(key).eq(value))
+        .limit(cap)
+        .to_owned();
+    let count = Query::select()
+        .expr_as(Expr::cust("COUNT(*)"), "n")
+        .from_subquery(rows, P)
+        .to_owned();
+    let n: i64 = db
+        .query_one(&count)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::internal("a count returned no row"))?
+        .try_get("", "n")
+        .map_err(db_error)?;
+    Ok(n.unsigned_abs())
+}
+
+/// Which posting drives the list: the shortest one under the cap, if any; `Err(())` when a
+/// posting is empty, so nothing matches.
+async fn choose_driver<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    postings: &[Posting],
+    limit: u64,
+) -> Result<std::result::Result<Option<usize>, ()>> {
+    let cap = limit
+        .saturating_mul(DRIVE_FACTOR)
+        .clamp(MIN_DRIVE_CAP, MAX_DRIVE_CAP);
+    let mut best: Option<(usize, u64)> = None;
+    for (index, posting) in postings.iter().enumerate() {
+        let size = posting_size(db, user, posting, cap).await?;
+        if size == 0 {
+            return Ok(Err(()));
+        }
+        if size < cap && best.is_none_or(|(_, shortest)| size < shortest) {
+            best = Some((index, size));
+        }
+    }
+    Ok(Ok(best.map(|(index, _)| index)))
+}
+
+/// EXISTS: the message `m` is in `posting` (a primary key probe).
+fn in_posting(user: UserId, posting: &Posting) -> Expr {
+    let (table, key, value) = posting.parts();
+    Expr::exists(
+        Query::select()
+            .expr(Expr::value(1))
+            .from_as(table, P)
+            .and_where(Expr::col((P, "user_id")).eq(user.as_uuid()))
+            .and_where(Expr::col((P, key)).eq(value))
+            .and_where(Expr::col((P, "message_id")).equals((M, gmail_messages::Column::MessageId)))
+            .to_owned(),
+    )
 }
 
 /// The list statement: the page of messages passing the filter, newest first, after the
-/// cursor.
+/// cursor. With a `driver`, the statement reads that posting's range of the primary key and
+/// looks each message up (on SQLite a CROSS JOIN keeps that order: its planner would
+/// otherwise walk the date index, not knowing how short the posting is); without, it walks
+/// the user's messages newest first (by thread when a thread is given). Every other posting
+/// is a primary key probe per message.
 fn list_statement(
+    backend: Backend,
     user: UserId,
     filter: &MessageFilter,
+    postings: &[Posting],
+    driver: Option<usize>,
     after: Option<(DateTime<Utc>, String)>,
     limit: u64,
 ) -> SelectStatement {
     use gmail_messages::Column;
     let mut select = message_select(filter.include_bodies);
-    select.and_where(Expr::col((M, Column::UserId)).eq(user.as_uuid()));
-    let terms = distinct_terms(&filter.terms);
-    if let Some((first, rest)) = terms.split_first() {
-        let mut matching = having_term(user, first);
-        for term in rest {
-            matching.union(UnionType::Intersect, having_term(user, term));
+    match driver.and_then(|index| postings.get(index)) {
+        Some(posting) => {
+            let (table, key, value) = posting.parts();
+            let join = match backend {
+                Backend::Sqlite => JoinType::CrossJoin,
+                Backend::Postgres => JoinType::InnerJoin,
+            };
+            let link = Expr::col((M, Column::UserId))
+                .equals((D, "user_id"))
+                .and(Expr::col((M, Column::MessageId)).equals((D, "message_id")));
+            // sea-query writes a CROSS JOIN without its ON: the link is also in WHERE.
+            select
+                .from_as(table, D)
+                .join_as(join, gmail_messages::Entity, M, link.clone())
+                .and_where(link)
+                .and_where(Expr::col((D, "user_id")).eq(user.as_uuid()))
+                .and_where(Expr::col((D, key)).eq(value));
         }
-        select.and_where(Expr::col((M, Column::MessageId)).in_subquery(matching));
+        None => {
+            select.from_as(gmail_messages::Entity, M);
+        }
     }
-    for label in distinct_labels(&filter.label_ids) {
-        use gmail_message_labels::Column as Label;
-        let table = gmail_message_labels::Entity;
-        select.and_where(Expr::exists(
-            Query::select()
-                .expr(Expr::value(1))
-                .from(table)
-                .and_where(Expr::col((table, Label::UserId)).eq(user.as_uuid()))
-                .and_where(Expr::col((table, Label::LabelId)).eq(label))
-                .and_where(Expr::col((table, Label::MessageId)).equals((M, Column::MessageId)))
-                .to_owned(),
-        ));
+    select.and_where(Expr::col((M, Column::UserId)).eq(user.as_uuid()));
+    for (index, posting) in postings.iter().enumerate() {
+        if Some(index) != driver {
+            select.and_where(in_posting(user, posting));
+        }
     }
     if let Some(thread) = &filter.thread_id {
         select.and_where(Expr::col((M, Column::ThreadId)).eq(thread.as_str()));
@@ -592,7 +762,7 @@ mod tests {
     }
 
     #[test]
-    fn list_statements_bind_every_value() {
+    fn list_statements_bind_every_value_and_drive_as_planned() {
         use sea_orm::sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
         let filter = MessageFilter {
             terms: vec![[7; 16], [9; 16]],
@@ -600,21 +770,74 @@ mod tests {
             thread_id: Some("t'1".to_owned()),
             include_bodies: false,
         };
+        let postings = postings_of(&filter);
+        assert_eq!(postings.len(), 3);
         let after = Some((
             DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             "m'1".to_owned(),
         ));
         let user = UserId::new();
-        let (sql, _) = list_statement(user, &filter, after.clone(), 25).build(SqliteQueryBuilder);
+        let walk = list_statement(
+            Backend::Sqlite,
+            user,
+            &filter,
+            &postings,
+            None,
+            after.clone(),
+            25,
+        );
+        let (sql, _) = walk.build(SqliteQueryBuilder);
         let sql = sql.as_str();
-        assert!(sql.contains(" INTERSECT "), "{sql}");
+        assert!(
+            sql.contains(r#"FROM "gmail_messages" AS "m" WHERE"#),
+            "{sql}"
+        );
+        assert_eq!(sql.matches("EXISTS").count(), 3, "{sql}");
         assert!(!sql.contains("INBOX") && !sql.contains("t'1") && !sql.contains("m'1"));
         assert!(!sql.contains("sealed_body"), "{sql}");
         assert!(
             sql.ends_with(r#"ORDER BY "m"."internal_date" DESC, "m"."message_id" DESC LIMIT ?"#),
             "{sql}"
         );
-        let (sql, _) = list_statement(user, &filter, after, 25).build(PostgresQueryBuilder);
-        assert!(sql.as_str().contains("INTERSECT"), "{sql}");
+        // The label drives: read first, the terms probed.
+        let driven = list_statement(
+            Backend::Sqlite,
+            user,
+            &filter,
+            &postings,
+            Some(2),
+            after.clone(),
+            25,
+        );
+        let (sql, _) = driven.build(SqliteQueryBuilder);
+        let sql = sql.as_str();
+        assert!(
+            sql.contains(
+                r#"FROM "gmail_message_labels" AS "d" CROSS JOIN "gmail_messages" AS "m""#
+            ),
+            "{sql}"
+        );
+        assert_eq!(sql.matches("EXISTS").count(), 2, "{sql}");
+        assert!(
+            sql.contains(
+                r#""m"."user_id" = "d"."user_id" AND "m"."message_id" = "d"."message_id""#
+            ),
+            "{sql}"
+        );
+        let driven = list_statement(
+            Backend::Postgres,
+            user,
+            &filter,
+            &postings,
+            Some(0),
+            after,
+            25,
+        );
+        let (sql, _) = driven.build(PostgresQueryBuilder);
+        assert!(
+            sql.as_str()
+                .contains(r#"FROM "gmail_search_terms" AS "d" INNER JOIN "gmail_messages" AS "m""#),
+            "{sql}"
+        );
     }
 }

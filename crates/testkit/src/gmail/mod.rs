@@ -1,7 +1,7 @@
 //! A Gmail API server (`gmail/v1`) on 127.0.0.1 for tests.
 //!
 //! It speaks the REST shapes of the peer description (`peers/gmail/README.md`), for the
-//! mailboxes of users of an [`OidcProvider`](crate::oidc::OidcProvider): a bearer token must
+//! mailboxes of users of an [`OidcProvider`]: a bearer token must
 //! be an access token that provider issued, unexpired and unrevoked (else the 401
 //! `authError` body), carrying `gmail.readonly` (or `gmail.modify`, `mail.google.com`;
 //! else the 403 `insufficientPermissions` body). The mailbox is the token owner's, keyed by
@@ -36,7 +36,9 @@
 //! | [`GmailServer::calls`], [`GmailServer::total_calls`], [`GmailServer::max_concurrent_requests`], [`GmailServer::max_units_in_one_second`], [`GmailServer::rate_limited_answers`], [`GmailServer::request_targets`] | what clients did: calls per user and operation, the most requests of one user in flight at once, quota use, paths and queries as received |
 //!
 //! Faults apply after the call is counted and before the token check, as when Google's front
-//! end fails. `format=full` is simple: charsets are not converted, `message/rfc822` parts
+//! end fails. Page tokens are offsets into the current listing (a mailbox changing between
+//! pages shifts them, as Gmail's may); `q` and history's `labelId` are ignored. `format=full`
+//! is simple: charsets are not converted, `message/rfc822` parts
 //! are leaves and attachment bodies are inlined as `data`.
 
 mod api;

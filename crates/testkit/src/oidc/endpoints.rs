@@ -288,7 +288,11 @@ fn refresh(
         return invalid_grant("Token has been expired or revoked.");
     };
     let (scope, user) = (grant.scope.clone(), grant.user.clone());
-    let scopes: Vec<String> = scope.split(' ').map(str::to_owned).collect();
+    let scopes: Vec<String> = scope
+        .split(' ')
+        .filter(|scope| !scope.is_empty())
+        .map(str::to_owned)
+        .collect();
     let access_token = issue_access_token(state, client_id, &user, &scopes);
     json_response(
         StatusCode::OK,

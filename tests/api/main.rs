@@ -11,6 +11,7 @@ mod deploy;
 mod dev;
 mod export;
 mod gmail_rpc;
+mod gmail_sync;
 mod helpers;
 mod metrics;
 mod outage;

@@ -378,16 +378,17 @@ impl UserGmail<'_> {
         loop {
             attempts += 1;
             tracing::Span::current().record("attempts", attempts);
-            client
-                .quota
-                .acquire(&self.quota_key, operation.cost())
-                .await;
             let attempt = {
                 let _permit = client
                     .in_flight
                     .acquire()
                     .await
                     .expect("the request semaphore is never closed");
+                // Counted from now until a window after the answer arrived (see `quota`).
+                let _spend = client
+                    .quota
+                    .acquire(&self.quota_key, operation.cost())
+                    .await;
                 self.attempt(operation, &url, &token).await
             };
             match attempt {

@@ -17,9 +17,10 @@
 //!   (2 units).
 //!
 //! Every call:
-//! - waits for the user's quota bucket ([`GmailConfig::quota_units_per_second`], Google's
-//!   per-user limit of 250 units per second by default), so one user never goes over it,
-//!   and for a permit of the global semaphore ([`GmailConfig::max_concurrent_requests`]);
+//! - waits for a permit of the global semaphore ([`GmailConfig::max_concurrent_requests`]),
+//!   then for the user's quota bucket ([`GmailConfig::quota_units_per_second`], Google's
+//!   per-user limit of 250 units per second by default), which counts the request until a
+//!   second after its answer, so one user never goes over the limit at Google's end;
 //! - sends the token in the `Authorization` header only: never in a URL, an error, a `Debug`
 //!   output or a log field ([`AccessToken`] redacts itself);
 //! - after a 401 asks the token source once for a refreshed token and retries once;
@@ -41,7 +42,7 @@ mod wire;
 pub use client::{CallObserver, GmailClient, Operation, UserGmail};
 pub use config::{ConfigError, DEFAULT_BASE_URL, GmailConfig};
 pub use error::GmailError;
-pub use quota::{QuotaBuckets, WINDOW as QUOTA_WINDOW};
+pub use quota::{QuotaBuckets, QuotaSpend, WINDOW as QUOTA_WINDOW};
 pub use token::{AccessToken, AccessTokenSource};
 pub use wire::{
     HistoryLabelChange, HistoryMessage, HistoryPage, HistoryRecord, MessagePage, MessageRef,

@@ -1,33 +1,51 @@
 //! Per-user quota: a bucket of quota units per user, waited on before each request.
 //!
 //! Google limits each user to a number of quota units per second (250; messages.get costs
-//! 5, …). Each user's bucket remembers the units it spent during the last window and admits
-//! a request only when the window still has room for its cost, else waits until enough of
-//! the spent units leave the window. So, counting by send time, a user never spends more than
-//! the limit in any window, bursts included. The window is slightly longer than one second
-//! ([`WINDOW`]) so that network jitter between this client and Google cannot squeeze two
-//! windows' worth of requests into one second at Google's end.
+//! 5, …), counted when requests arrive at Google. This client cannot see that moment, only
+//! that it lies between admitting a request and receiving its answer. So a request counts
+//! against its user's bucket from the moment it is admitted, for as long as it is in flight,
+//! and for one window ([`WINDOW`]) after its answer arrived; a request is admitted only when
+//! the units counted now leave room for its cost. Then no window of one second at Google's
+//! end can hold more than the limit, however long requests take on their way: every request
+//! that arrived at Google in the second before the newest one arrived was still counted when
+//! that newest one was admitted.
 //!
-//! Buckets of users who spent nothing during the last window hold no information and are
-//! dropped on the next sweep, so the map holds only recently active users.
+//! The price is throughput when answers are slow: a request's units come back one window
+//! after its answer instead of one window after it was sent.
+//!
+//! Buckets of users with nothing counted hold no information and are dropped on the next
+//! sweep, so the map holds only recently active users.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The span over which a user's units are counted: one second plus a margin for jitter.
-pub const WINDOW: Duration = Duration::from_millis(1050);
+/// How long a request's units count after its answer arrived: one second, plus a little for
+/// clocks that tick differently at Google's end.
+pub const WINDOW: Duration = Duration::from_millis(1010);
 
 /// How often idle buckets are dropped (checked on each acquire).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// One user's spending during the last [`WINDOW`].
+/// How often a caller looks again while requests in flight hold the room it needs (their
+/// answers free it at an unknown time).
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(5);
+
+/// One admitted request.
+#[derive(Debug)]
+struct Spent {
+    id: u64,
+    cost: u32,
+    /// When its answer arrived; `None` while it is in flight.
+    answered: Option<Instant>,
+}
+
+/// One user's counted requests.
 #[derive(Debug, Default)]
 struct Bucket {
-    /// When each admitted request was sent and what it cost, oldest first.
-    spent: VecDeque<(Instant, u32)>,
+    spent: Vec<Spent>,
     /// Sum of `spent`'s costs.
     total: u32,
     /// Callers currently waiting on this bucket (it is not dropped while any is).
@@ -35,35 +53,55 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// Forgets requests answered a window ago or more.
     fn expire(&mut self, now: Instant) {
-        while let Some(&(at, cost)) = self.spent.front() {
-            if now.duration_since(at) >= WINDOW {
-                self.spent.pop_front();
-                self.total -= cost;
-            } else {
-                break;
+        let mut freed = 0;
+        self.spent.retain(|spent| match spent.answered {
+            Some(at) if now.duration_since(at) >= WINDOW => {
+                freed += spent.cost;
+                false
             }
-        }
+            _ => true,
+        });
+        self.total -= freed;
     }
 
-    /// Spends `cost` now if the window has room (a request costing more than the whole limit
-    /// goes through alone), else says how long until it will.
-    fn try_spend(&mut self, now: Instant, cost: u32, limit: u32) -> Result<(), Duration> {
+    /// Counts `cost` now as request `id` if there is room (a request costing more than the
+    /// whole limit goes through alone), else says how long to wait before looking again.
+    fn try_spend(&mut self, now: Instant, id: u64, cost: u32, limit: u32) -> Result<(), Duration> {
         self.expire(now);
         if self.total + cost <= limit || self.spent.is_empty() {
-            self.spent.push_back((now, cost));
+            self.spent.push(Spent {
+                id,
+                cost,
+                answered: None,
+            });
             self.total += cost;
             return Ok(());
         }
+        // The answered requests leave in order of their answers; find when enough have.
+        let mut answered: Vec<(Instant, u32)> = self
+            .spent
+            .iter()
+            .filter_map(|spent| spent.answered.map(|at| (at, spent.cost)))
+            .collect();
+        answered.sort_unstable_by_key(|&(at, _)| at);
         let mut freed = 0;
-        for &(at, spent) in &self.spent {
+        for (at, spent) in answered {
             freed += spent;
             if self.total - freed + cost <= limit {
                 return Err((at + WINDOW).saturating_duration_since(now));
             }
         }
-        // Unreachable in practice (the loop frees everything), but never wait forever.
-        Err(WINDOW)
+        // Requests in flight hold the room: look again soon.
+        Err(IN_FLIGHT_POLL)
+    }
+
+    /// Request `id`'s answer arrived now.
+    fn answered(&mut self, id: u64, now: Instant) {
+        if let Some(spent) = self.spent.iter_mut().find(|spent| spent.id == id) {
+            spent.answered = Some(now);
+        }
     }
 }
 
@@ -71,6 +109,7 @@ impl Bucket {
 struct Buckets {
     users: HashMap<String, Bucket>,
     last_sweep: Instant,
+    next_id: u64,
 }
 
 /// The quota buckets of every user, shared by the clones of a
@@ -79,6 +118,25 @@ struct Buckets {
 pub struct QuotaBuckets {
     units_per_window: u32,
     inner: Arc<Mutex<Buckets>>,
+}
+
+/// An admitted request's units, counted while this lives (the request is in flight) and for
+/// one [`WINDOW`] after it is dropped: drop it when the answer has arrived.
+#[derive(Debug)]
+pub struct QuotaSpend {
+    buckets: QuotaBuckets,
+    key: String,
+    id: u64,
+}
+
+impl Drop for QuotaSpend {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock();
+        if let Some(bucket) = buckets.users.get_mut(&self.key) {
+            bucket.answered(self.id, now);
+        }
+    }
 }
 
 impl QuotaBuckets {
@@ -90,16 +148,24 @@ impl QuotaBuckets {
             inner: Arc::new(Mutex::new(Buckets {
                 users: HashMap::new(),
                 last_sweep: Instant::now(),
+                next_id: 0,
             })),
         }
     }
 
-    /// Waits until `key`'s bucket has room for `cost` units, and spends them.
-    pub async fn acquire(&self, key: &str, cost: u32) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buckets> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until `key`'s bucket has room for `cost` units, and counts them until the
+    /// returned [`QuotaSpend`] is dropped and one window more.
+    pub async fn acquire(&self, key: &str, cost: u32) -> QuotaSpend {
         let mut registered = false;
         loop {
             let wait = {
-                let mut buckets = self.inner.lock().expect("quota buckets poisoned");
+                let mut buckets = self.lock();
                 let now = Instant::now();
                 if now.duration_since(buckets.last_sweep) >= SWEEP_EVERY {
                     buckets.last_sweep = now;
@@ -108,13 +174,19 @@ impl QuotaBuckets {
                         bucket.waiting > 0 || !bucket.spent.is_empty()
                     });
                 }
+                let id = buckets.next_id;
+                buckets.next_id += 1;
                 let bucket = buckets.users.entry(key.to_owned()).or_default();
-                match bucket.try_spend(now, cost, self.units_per_window) {
+                match bucket.try_spend(now, id, cost, self.units_per_window) {
                     Ok(()) => {
                         if registered {
                             bucket.waiting -= 1;
                         }
-                        return;
+                        return QuotaSpend {
+                            buckets: self.clone(),
+                            key: key.to_owned(),
+                            id,
+                        };
                     }
                     Err(wait) => {
                         if !registered {
@@ -132,11 +204,7 @@ impl QuotaBuckets {
     /// How many users have a bucket (for tests of the eviction).
     #[must_use]
     pub fn tracked_users(&self) -> usize {
-        self.inner
-            .lock()
-            .expect("quota buckets poisoned")
-            .users
-            .len()
+        self.lock().users.len()
     }
 }
 
@@ -245,5 +313,25 @@ mod tests {
         assert_eq!(sent.len(), 80);
         assert!(max_in_any_window(&sent, Duration::from_secs(1)) <= 50);
         assert!(max_in_any_window(&sent, WINDOW - Duration::from_millis(1)) <= 50);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_counts_until_a_window_after_its_answer() {
+        let buckets = QuotaBuckets::new(10);
+        let start = Instant::now();
+        let slow = buckets.acquire("u", 10).await;
+        // Its answer takes 3 s: the next request waits for it, then one window more.
+        let answer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(slow);
+        });
+        buckets.acquire("u", 10).await;
+        let waited = Instant::now().duration_since(start);
+        answer.await.unwrap();
+        assert!(waited >= Duration::from_secs(3) + WINDOW, "{waited:?}");
+        assert!(
+            waited <= Duration::from_secs(3) + WINDOW + IN_FLIGHT_POLL * 2,
+            "{waited:?}"
+        );
     }
 }

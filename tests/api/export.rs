@@ -374,7 +374,7 @@ fn parse(bytes: &[u8], user: UserId) -> Vec<Value> {
     let header = lines.remove(0);
     assert_eq!(header["type"], "header");
     assert_eq!(header["format"], "assistd.export");
-    assert_eq!(header["version"], 1);
+    assert_eq!(header["version"], 2);
     assert_eq!(header["user_id"], user.to_string());
     assert!(header["exported_at"].as_str().is_some());
     let end = lines.pop().expect("an end record");

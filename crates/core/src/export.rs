@@ -1,7 +1,7 @@
-//! Data export: everything a user owns, as NDJSON in the `assistd.export` format, version 1.
+//! Data export: everything a user owns, as NDJSON in the `assistd.export` format, version 2.
 //!
 //! The export is a stream of lines, each one JSON object:
-//! 1. a header: `{"type":"header","format":"assistd.export","version":1,"user_id":…,
+//! 1. a header: `{"type":"header","format":"assistd.export","version":2,"user_id":…,
 //!    "exported_at":…}`;
 //! 2. one record per row the user owns, each with a `type` field (see
 //!    [`assistd_store::export::RecordType`]), type by type in the order of
@@ -35,7 +35,7 @@ use chrono::SecondsFormat;
 /// The `format` of the header record.
 pub const FORMAT: &str = "assistd.export";
 /// The `version` of the header record.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The largest chunk handed to a [`ChunkSink`]: 256 KiB.
 pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
 /// Rows read per query.

@@ -1055,11 +1055,13 @@ export const AuthService: GenService<{
   },
   /**
    * ExportData streams everything the user owns, to take it elsewhere. The concatenated
-   * `chunk`s form NDJSON (one JSON object per line) in the format `assistd.export`, version 1:
-   * - first a header: `{"type":"header","format":"assistd.export","version":1,"user_id":…,
+   * `chunk`s form NDJSON (one JSON object per line) in the format `assistd.export`, version 2
+   * (version 1 named the Google grant's record `gmail_connection`):
+   * - first a header: `{"type":"header","format":"assistd.export","version":2,"user_id":…,
    *   "exported_at":…}`;
    * - then one record per row, each with a `type` field, in this order of types: `profile`,
-   *   `preferences`, `token_budget`, `gmail_connection` (no tokens), `api_key` (metadata
+   *   `preferences`, `token_budget`, `google_link` (the Google grant, no tokens),
+   *   `gmail_connection` (the Gmail link and its sync state, no mail key), `api_key` (metadata
    *   only: never the key or its ciphertext), `device_session` (no token hashes),
    *   `chat_session`, `chat_message`, `memory`, `usage`, `service_account_grant`,
    *   `audit_event` (the events the user is the actor of, without the chain's HMACs);

@@ -189,6 +189,11 @@ async fn a_sync_lists_searches_and_reads_mail_then_follows_changes() {
         Vec::<String>::new()
     );
     assert_eq!(query(&app, &user, "nosuchword").await, Vec::<String>::new());
+    // A word too long to be indexed matches nothing, rather than being dropped from the query.
+    assert_eq!(
+        query(&app, &user, &format!("invoice {}", "w".repeat(65))).await,
+        Vec::<String>::new()
+    );
     let starred = list(
         &app,
         &user,

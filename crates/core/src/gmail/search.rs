@@ -29,6 +29,10 @@ impl GmailService {
             return Ok(Vec::new());
         };
         let query = assistd_mailtext::query_terms(&filter.query);
+        // A word too long to be indexed is in no message.
+        if query.unmatchable {
+            return Ok(Vec::new());
+        }
         let index_key = key.index_key();
         let needs_body = !query.phrases.is_empty();
         let store_filter = MessageFilter {

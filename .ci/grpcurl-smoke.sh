@@ -82,8 +82,13 @@ if nokey=$(grpcurl -plaintext -H "authorization: Bearer $token" \
 fi
 grep -q "FailedPrecondition" <<<"$nokey" || fail "expected FailedPrecondition: $nokey"
 
-if planned=$(grpcurl -plaintext -H "authorization: Bearer $token" "$addr" assistd.gmail.v1.GmailService/GetConnection 2>&1); then
-  fail "a planned service answered OK"
+gmail=$(grpcurl -plaintext -H "authorization: Bearer $token" "$addr" assistd.gmail.v1.GmailService/GetConnection 2>&1) \
+  || fail "GetConnection failed: $gmail"
+grep -q "GMAIL_CONNECTION_STATE_NOT_CONNECTED" <<<"$gmail" || fail "expected a Gmail link that is not connected: $gmail"
+
+if planned=$(grpcurl -plaintext -H "authorization: Bearer $token" -d '{"thread_id":"18f3c2a1b4d5e6f7"}' \
+  "$addr" assistd.gmail.v1.GmailService/SummarizeThread 2>&1); then
+  fail "a planned RPC answered OK"
 fi
 grep -q "Unimplemented" <<<"$planned" || fail "expected Unimplemented: $planned"
 

@@ -26,7 +26,7 @@ use assistd_crypto::MailKey;
 use assistd_domain::gmail::SyncReport;
 use assistd_domain::{Error, ErrorReason, Result, UserId};
 use assistd_gmail::{GmailError, UserGmail};
-use assistd_store::{GmailConnectionState, MessageFilter, NewGmailMessage};
+use assistd_store::{GmailConnectionState, MessageFilter, NewGmailMessage, SearchTerm};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,8 @@ use super::{GmailService, gmail_error};
 const EXCLUDED_LABELS: [&str; 2] = ["SPAM", "TRASH"];
 /// Messages fetched at the same time by one sync (the quota bucket paces them).
 const FETCH_CONCURRENCY: usize = 8;
+/// Most fetched messages stored in one transaction.
+const WRITE_BATCH: usize = 32;
 /// Largest messages.list page.
 const LIST_PAGE: u32 = 500;
 
@@ -484,39 +486,69 @@ impl Run<'_> {
         }
     }
 
-    /// Fetches, seals and stores `ids`, a few at a time; returns how many were new.
+    /// Fetches, seals and stores `ids`; returns how many were new.
+    ///
+    /// Up to [`FETCH_CONCURRENCY`] messages are fetched and parsed at once, while one writer
+    /// stores whatever is ready, up to [`WRITE_BATCH`] messages per transaction. One writer
+    /// and few transactions keep a sync from queueing its own writes behind each other: on
+    /// SQLite every write transaction takes the database's one write lock.
     async fn fetch_all(&self, ids: Vec<String>) -> Result<u32> {
-        let mut results = futures::stream::iter(ids)
-            .map(|id| async move { self.fetch(&id).await })
-            .buffer_unordered(FETCH_CONCURRENCY);
-        let mut added = 0;
-        while let Some(result) = results.next().await {
-            if result? {
-                added += 1;
+        let (ready, mut to_write) = tokio::sync::mpsc::channel(WRITE_BATCH * 2);
+        let fetching = async move {
+            let mut fetches = futures::stream::iter(ids)
+                .map(|id| async move { self.fetch(&id).await })
+                .buffer_unordered(FETCH_CONCURRENCY);
+            while let Some(fetched) = fetches.next().await {
+                if let Some(message) = fetched?
+                    && ready.send(message).await.is_err()
+                {
+                    // The writer failed; its error is the one returned.
+                    break;
+                }
             }
-        }
+            Ok::<_, Error>(())
+        };
+        let writing = async move {
+            let mut added = 0;
+            let mut batch = Vec::with_capacity(WRITE_BATCH);
+            while to_write.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+                self.check()?;
+                added += self.store_batch(&batch).await?;
+                batch.clear();
+            }
+            Ok::<_, Error>(added)
+        };
+        let ((), added) = tokio::try_join!(fetching, writing)?;
         Ok(added)
     }
 
-    /// Fetches one message and stores it sealed; `false` when it is gone, excluded, or was
-    /// already stored.
-    async fn fetch(&self, id: &str) -> Result<bool> {
+    /// Stores fetched messages in one transaction; returns how many were not stored before.
+    async fn store_batch(&self, batch: &[(NewGmailMessage, Vec<SearchTerm>)]) -> Result<u32> {
+        let gmail = self.service.inner.store.gmail();
+        let ids: Vec<String> = batch.iter().map(|(m, _)| m.message_id.clone()).collect();
+        let stored = gmail.stored_message_ids(self.user, &ids).await?;
+        if !gmail.upsert_messages(self.user, batch, self.now()).await? {
+            return Err(not_connected());
+        }
+        let new = ids.iter().filter(|id| !stored.contains(*id)).count();
+        Ok(u32::try_from(new).unwrap_or(u32::MAX))
+    }
+
+    /// Fetches one message and seals it for storing; `None` when it is gone or excluded (an
+    /// excluded message is removed from the copy).
+    async fn fetch(&self, id: &str) -> Result<Option<(NewGmailMessage, Vec<SearchTerm>)>> {
         self.check()?;
         let raw = match self.api.get_raw(id).await {
             Ok(raw) => raw,
             // Deleted since it was listed: nothing to store.
-            Err(GmailError::NotFound) => return Ok(false),
+            Err(GmailError::NotFound) => return Ok(None),
             Err(err) => return Err(gmail_error(err)),
         };
-        let gmail = self.service.inner.store.gmail();
         if excluded(&raw.label_ids) {
+            let gmail = self.service.inner.store.gmail();
             gmail.delete_message(self.user, &raw.id).await?;
-            return Ok(false);
+            return Ok(None);
         }
-        let existed = !gmail
-            .stored_message_ids(self.user, std::slice::from_ref(&raw.id))
-            .await?
-            .is_empty();
         let max_body = self.service.inner.settings.max_body_chars;
         let snippet = raw.snippet.clone();
         let bytes = raw.raw;
@@ -536,13 +568,7 @@ impl Run<'_> {
             sealed_header,
             sealed_body,
         };
-        if !gmail
-            .upsert_message(self.user, &message, &terms, self.now())
-            .await?
-        {
-            return Err(not_connected());
-        }
-        Ok(!existed)
+        Ok(Some((message, terms)))
     }
 
     /// An incremental sync from `start`.

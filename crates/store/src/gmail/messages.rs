@@ -4,10 +4,10 @@
 //! A search is exact: every term must be among the message's tokens, every label among its
 //! labels, and the thread, when given, its thread. Terms and labels are postings, each a
 //! range of a primary key (`gmail_search_terms`, `gmail_message_labels`). The list is planned
-//! per call: the shortest posting, when short, drives (its rows are looked up, sorted, and
-//! the page cut); when every posting is long, the user's messages are walked newest first and
-//! each is probed in every posting until the page is full. The caller checks phrases after
-//! opening the candidates.
+//! per call from the postings' sizes: either the shortest posting drives (its rows are looked
+//! up, sorted, and the page cut), or the user's messages are walked newest first and each is
+//! probed in every posting until the page is full — whichever reads fewer rows by an
+//! estimate. The caller checks phrases after opening the candidates.
 
 use std::collections::HashSet;
 
@@ -599,34 +599,30 @@ const D: &str = "d";
 /// A posting's alias in an EXISTS probe.
 const P: &str = "p";
 
-/// How many rows of a posting are counted at most when planning, per row of the page asked
-/// for. A posting shorter than `DRIVE_FACTOR × limit` drives the list (each of its rows costs
-/// one primary key lookup); when every posting is longer, walking the messages newest first
-/// and probing each posting finds a page sooner: postings that long match often.
-const DRIVE_FACTOR: u64 = 40;
+/// How many rows of a posting, or of the user's messages, are counted at most when
+/// planning: larger postings are treated as this large. Counting walks a primary key range,
+/// far cheaper per row than the lookups it saves.
+const COUNT_CAP: u64 = 20_000;
 
-/// The bounds of that cap, whatever the page size.
-const MIN_DRIVE_CAP: u64 = 200;
-const MAX_DRIVE_CAP: u64 = 20_000;
-
-/// How many rows the user has in `posting`, counted up to `cap`.
-async fn posting_size<C: ConnectionTrait>(
+/// How many rows of `table` the user has with `key` = `value` (all the user's rows without a
+/// key), counted up to [`COUNT_CAP`].
+async fn rows_up_to_cap<C: ConnectionTrait>(
     db: &C,
     user: UserId,
-    posting: &Posting,
-    cap: u64,
+    table: &'static str,
+    key: Option<(&'static str, sea_orm::Value)>,
 ) -> Result<u64> {
-    let (table, key, value) = posting.parts();
-    let rows = Query::select()
-        .expr(Expr::value(1))
+    let mut rows = Query::select();
+    rows.expr(Expr::value(1))
         .from(table)
         .and_where(Expr::col("user_id").eq(user.as_uuid()))
-        .and_where(Expr::col(key).eq(value))
-        .limit(cap)
-        .to_owned();
+        .limit(COUNT_CAP);
+    if let Some((key, value)) = key {
+        rows.and_where(Expr::col(key).eq(value));
+    }
     let count = Query::select()
         .expr_as(Expr::cust("COUNT(*)"), "n")
-        .from_subquery(rows, P)
+        .from_subquery(rows.to_owned(), P)
         .to_owned();
     let n: i64 = db
         .query_one(&count)
@@ -638,28 +634,53 @@ async fn posting_size<C: ConnectionTrait>(
     Ok(n.unsigned_abs())
 }
 
-/// Which posting drives the list: the shortest one under the cap, if any; `Err(())` when a
-/// posting is empty, so nothing matches.
+/// Which posting drives the list, if one should; `Err(())` when a posting is empty, so
+/// nothing matches.
+///
+/// Driving reads every row of the shortest posting (a message lookup and a probe of each
+/// other posting per row) and sorts what matched; walking reads the user's messages newest
+/// first, probing every posting per message, until the page is full. The walk is estimated
+/// as if the words were independent: it reads about `limit / selectivity` messages, where
+/// the selectivity is the product of each posting's share of the user's messages, and at
+/// most all of them. The cheaper plan is taken: one common word walks (a page fills after a
+/// few dozen messages), several words that are each common but rare together drive from
+/// the shortest (the walk would read the whole mailbox to fill a page), and a rare word
+/// drives.
 async fn choose_driver<C: ConnectionTrait>(
     db: &C,
     user: UserId,
     postings: &[Posting],
     limit: u64,
 ) -> Result<std::result::Result<Option<usize>, ()>> {
-    let cap = limit
-        .saturating_mul(DRIVE_FACTOR)
-        .clamp(MIN_DRIVE_CAP, MAX_DRIVE_CAP);
-    let mut best: Option<(usize, u64)> = None;
-    for (index, posting) in postings.iter().enumerate() {
-        let size = posting_size(db, user, posting, cap).await?;
+    let mut sizes = Vec::with_capacity(postings.len());
+    for posting in postings {
+        let (table, key, value) = posting.parts();
+        let size = rows_up_to_cap(db, user, table, Some((key, value))).await?;
         if size == 0 {
             return Ok(Err(()));
         }
-        if size < cap && best.is_none_or(|(_, shortest)| size < shortest) {
-            best = Some((index, size));
-        }
+        sizes.push(size);
     }
-    Ok(Ok(best.map(|(index, _)| index)))
+    let messages = rows_up_to_cap(db, user, "gmail_messages", None).await?;
+    Ok(Ok(cheaper_driver(&sizes, messages, limit)))
+}
+
+/// The planning rule of [`choose_driver`] on the counted sizes (each at least 1): the index
+/// of the posting to drive from, or `None` to walk.
+fn cheaper_driver(sizes: &[u64], messages: u64, limit: u64) -> Option<usize> {
+    let (shortest, &rows) = sizes.iter().enumerate().min_by_key(|(_, size)| **size)?;
+    #[allow(clippy::cast_precision_loss)] // counts up to COUNT_CAP are exact in an f64
+    let walked = {
+        let total = Ord::max(messages, 1) as f64;
+        let selectivity: f64 = sizes
+            .iter()
+            .map(|&size| (size as f64 / total).min(1.0))
+            .product();
+        (limit as f64 / selectivity).min(total)
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let driven = rows as f64;
+    (driven <= walked).then_some(shortest)
 }
 
 /// EXISTS: the message `m` is in `posting` (a primary key probe). On PostgreSQL `OFFSET 0`
@@ -764,6 +785,23 @@ mod tests {
         assert_eq!(distinct_labels(&labels), ["INBOX", "UNREAD"]);
         let json = labels_json(&distinct_labels(&labels)).unwrap();
         assert_eq!(labels_of(&json).unwrap(), ["INBOX", "UNREAD"]);
+    }
+
+    #[test]
+    fn the_cheaper_plan_drives_or_walks() {
+        // One rare word: its 30 rows beat walking most of 10,000 messages.
+        assert_eq!(cheaper_driver(&[30], 10_000, 25), Some(0));
+        // One common word: a page fills after about 170 of the messages.
+        assert_eq!(cheaper_driver(&[1_500], 10_000, 25), None);
+        // Three words, each common but rare together: the walk would read nearly all
+        // messages; the shortest posting drives.
+        assert_eq!(cheaper_driver(&[1_500, 1_400, 1_600], 10_000, 25), Some(1));
+        // A label every message carries changes nothing.
+        assert_eq!(cheaper_driver(&[10_000, 1_500], 10_000, 25), None);
+        assert_eq!(cheaper_driver(&[10_000, 30], 10_000, 25), Some(1));
+        // Small mailboxes walk at most all their messages.
+        assert_eq!(cheaper_driver(&[3], 3, 25), Some(0));
+        assert_eq!(cheaper_driver(&[], 10, 25), None);
     }
 
     #[test]

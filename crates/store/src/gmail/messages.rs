@@ -600,23 +600,23 @@ const D: &str = "d";
 const P: &str = "p";
 
 /// How many rows of a posting, or of the user's messages, are counted at most when
-/// planning: larger postings are treated as this large. Counting walks a primary key range,
-/// far cheaper per row than the lookups it saves.
+/// planning: larger postings are treated as this large.
 const COUNT_CAP: u64 = 20_000;
 
 /// How many rows of `table` the user has with `key` = `value` (all the user's rows without a
-/// key), counted up to [`COUNT_CAP`].
-async fn rows_up_to_cap<C: ConnectionTrait>(
+/// key), counted up to `cap`.
+async fn rows_up_to<C: ConnectionTrait>(
     db: &C,
     user: UserId,
     table: &'static str,
     key: Option<(&'static str, sea_orm::Value)>,
+    cap: u64,
 ) -> Result<u64> {
     let mut rows = Query::select();
     rows.expr(Expr::value(1))
         .from(table)
         .and_where(Expr::col("user_id").eq(user.as_uuid()))
-        .limit(COUNT_CAP);
+        .limit(cap);
     if let Some((key, value)) = key {
         rows.and_where(Expr::col(key).eq(value));
     }
@@ -634,39 +634,69 @@ async fn rows_up_to_cap<C: ConnectionTrait>(
     Ok(n.unsigned_abs())
 }
 
+/// How many rows of a posting are counted first, per row of the page asked for: a posting
+/// shorter than `DRIVE_FACTOR × limit` drives the list (each of its rows costs one message
+/// lookup), and one long posting alone is walked (a page fills after a few dozen messages).
+const DRIVE_FACTOR: u64 = 40;
+
+/// The bounds of that first count, whatever the page size.
+const MIN_DRIVE_CAP: u64 = 200;
+
 /// Which posting drives the list, if one should; `Err(())` when a posting is empty, so
 /// nothing matches.
 ///
 /// Driving reads every row of the shortest posting (a message lookup and a probe of each
 /// other posting per row) and sorts what matched; walking reads the user's messages newest
-/// first, probing every posting per message, until the page is full. The walk is estimated
-/// as if the words were independent: it reads about `limit / selectivity` messages, where
-/// the selectivity is the product of each posting's share of the user's messages, and at
-/// most all of them. The cheaper plan is taken: one common word walks (a page fills after a
-/// few dozen messages), several words that are each common but rare together drive from
-/// the shortest (the walk would read the whole mailbox to fill a page), and a rare word
-/// drives.
+/// first, probing every posting per message, until the page is full. Counting is cheap per
+/// row but not free (on PostgreSQL a row not yet marked all-visible by vacuum costs a heap
+/// visit), so postings are first counted up to `DRIVE_FACTOR × limit`: a posting below that
+/// drives, and a single long posting walks. Only when several postings are all long are they
+/// counted further, with the user's messages, and the cheaper plan estimated as if the words
+/// were independent (see [`cheaper_driver`]): words each common but rare together would make
+/// the walk read the whole mailbox to fill a page.
 async fn choose_driver<C: ConnectionTrait>(
     db: &C,
     user: UserId,
     postings: &[Posting],
     limit: u64,
 ) -> Result<std::result::Result<Option<usize>, ()>> {
+    let first_cap = limit
+        .saturating_mul(DRIVE_FACTOR)
+        .clamp(MIN_DRIVE_CAP, COUNT_CAP);
     let mut sizes = Vec::with_capacity(postings.len());
     for posting in postings {
         let (table, key, value) = posting.parts();
-        let size = rows_up_to_cap(db, user, table, Some((key, value))).await?;
+        let size = rows_up_to(db, user, table, Some((key, value)), first_cap).await?;
         if size == 0 {
             return Ok(Err(()));
         }
         sizes.push(size);
     }
-    let messages = rows_up_to_cap(db, user, "gmail_messages", None).await?;
-    Ok(Ok(cheaper_driver(&sizes, messages, limit)))
+    let shortest = sizes
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, size)| **size)
+        .map(|(index, size)| (index, *size));
+    match shortest {
+        None => Ok(Ok(None)),
+        Some((index, size)) if size < first_cap => Ok(Ok(Some(index))),
+        Some(_) if postings.len() == 1 => Ok(Ok(None)),
+        Some(_) => {
+            for (posting, size) in postings.iter().zip(sizes.iter_mut()) {
+                let (table, key, value) = posting.parts();
+                *size = rows_up_to(db, user, table, Some((key, value)), COUNT_CAP).await?;
+            }
+            let messages = rows_up_to(db, user, "gmail_messages", None, COUNT_CAP).await?;
+            Ok(Ok(cheaper_driver(&sizes, messages, limit)))
+        }
+    }
 }
 
-/// The planning rule of [`choose_driver`] on the counted sizes (each at least 1): the index
-/// of the posting to drive from, or `None` to walk.
+/// The cheaper plan by an estimate from the postings' sizes (each at least 1) and the
+/// user's message count: the index of the posting to drive from, or `None` to walk. The
+/// walk reads about `limit / selectivity` messages, the selectivity being the product of each
+/// posting's share of the messages, and at most all of them; driving reads the shortest
+/// posting.
 fn cheaper_driver(sizes: &[u64], messages: u64, limit: u64) -> Option<usize> {
     let (shortest, &rows) = sizes.iter().enumerate().min_by_key(|(_, size)| **size)?;
     #[allow(clippy::cast_precision_loss)] // counts up to COUNT_CAP are exact in an f64

@@ -211,11 +211,7 @@ impl TestApp {
 
     /// A new native gRPC (HTTP/2) connection.
     pub(crate) async fn channel(&self) -> Channel {
-        Channel::from_shared(self.address.clone())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect over HTTP/2")
+        connect(&self.address).await
     }
 
     /// A PreferencesService client over its own native gRPC connection.
@@ -265,6 +261,15 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A new native gRPC (HTTP/2) connection to the server at `address` (`http://HOST:PORT`).
+pub(crate) async fn connect(address: &str) -> Channel {
+    Channel::from_shared(address.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect over HTTP/2")
 }
 
 /// `message` with `authorization: Bearer <token>` metadata.

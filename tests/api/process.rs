@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, connect};
 
 /// The grace an `assistd serve` process gives in-flight calls when it is stopped.
 pub(crate) const GRACE: &str = "1s";
@@ -99,11 +99,7 @@ impl ServeProcess {
 
     /// A connection of its own to the process.
     pub(crate) async fn channel(&self) -> Channel {
-        Channel::from_shared(self.address.clone())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to the server process")
+        connect(&self.address).await
     }
 
     /// Sends the process `signal` (`TERM`, `KILL`) and returns when it was sent.

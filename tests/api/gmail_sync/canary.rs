@@ -14,7 +14,6 @@ use assistd_crypto::WrappedDataKey;
 use assistd_crypto::{MESSAGE_BODY_PURPOSE, MESSAGE_HEADER_PURPOSE, MailKey};
 use assistd_testkit::gmail::NewMessage;
 use sea_orm::{ConnectionTrait as _, Statement};
-use tonic::transport::Channel;
 
 use crate::gmail_sync::mail::plain;
 use crate::gmail_sync::setup::{
@@ -266,12 +265,7 @@ async fn a_canary_word_is_searchable_but_in_no_database_file_dump_or_trace_log_a
     open_with_current_keys(&world.app, &user, &blobs)
         .await
         .expect("the new copy opens");
-    let channel = Channel::from_shared(server.address.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    AuthServiceClient::new(channel)
+    AuthServiceClient::new(server.channel().await)
         .delete_account(authed(
             authpb::DeleteAccountRequest {
                 confirm_email: user.email.clone(),

@@ -17,7 +17,9 @@ use sea_orm::{ConnectionTrait as _, Statement};
 use tonic::transport::Channel;
 
 pub(crate) use crate::helpers::GmailUser;
-use crate::helpers::{GmailTestApp, authed, sign_in_through_google, spawn_google_app_with};
+use crate::helpers::{
+    GmailTestApp, authed, connect, sign_in_through_google, spawn_google_app_with,
+};
 use crate::process::ServeProcess;
 pub(crate) use crate::process::test_log;
 
@@ -111,13 +113,8 @@ impl GmailWorld {
 pub(crate) async fn sign_in(address: &str, provider: &OidcProvider, name: &str) -> GmailUser {
     let email = format!("{name}@example.com");
     let sub = format!("sub-{name}");
-    let channel = Channel::from_shared(address.to_owned())
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect to the server");
     let signed = sign_in_through_google(
-        channel,
+        connect(address).await,
         provider,
         TestUser::new(sub.clone(), email.clone()),
         &email,

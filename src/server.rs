@@ -4,6 +4,14 @@
 //! Layers, outermost first: CORS (only for configured origins, with `Timing-Allow-Origin`) → grpc-web translation →
 //! request id → call log (and metrics) → authentication → the caller, for the call log →
 //! planned-service answers → routes. Metrics, when configured, have a listener of their own.
+//!
+//! This file wires the services; what the server opens first (database, keys) is in `keys`,
+//! the browser layers in `cors`, the health probe in `health` and stopping in `shutdown`.
+
+mod cors;
+mod health;
+mod keys;
+mod shutdown;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,26 +22,23 @@ use assistd_core::auth::AuthService;
 use assistd_core::chat::{ChatService, ToolRegistry};
 use assistd_core::gmail::GmailService;
 use assistd_core::{ApiKeyVault, PreferencesService, SecretSealer};
-use assistd_crypto::{
-    CachePolicy, DataKeyCache, KeyEncryptionKey, Keyring, KmsKek, KmsSettings, LocalKek,
-};
 use assistd_domain::SystemClock;
-use assistd_identity::{AccessTokenSettings, AccessTokens, DerivedSecrets, SigningKey};
+use assistd_identity::{AccessTokens, DerivedSecrets};
 use assistd_store::Store;
-use assistd_store::audit::{AuditChainKey, AuditLog};
-use http::{HeaderName, HeaderValue, Method};
+use assistd_store::audit::AuditLog;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use self::cors::{cors_layer, timing_allow_origin};
+use self::health::start_health_probe;
+pub use self::keys::{access_tokens, audit_log, keyring, open_store, secret_sealer};
+use self::keys::{access_tokens_with, secret_sealer_with, signing_keys};
 use crate::bearer::BearerLayer;
-use crate::config::{Config, KekConfig, KekProvider};
-use crate::metrics::{MeteredKek, Metrics, UpstreamMetrics};
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proto::apikey::v1::user_api_key_service_server::UserApiKeyServiceServer;
 use crate::proto::auth::v1::auth_service_server::AuthServiceServer;
 use crate::proto::chat::v1::chat_service_server::ChatServiceServer;
@@ -47,22 +52,6 @@ use crate::services::gmail::GmailApi;
 use crate::services::planned::PlannedLayer;
 use crate::services::preferences::PreferencesApi;
 use crate::telemetry::{CallLogLayer, CallerLayer};
-
-/// Services that are implemented; their health follows the database.
-const SERVED_SERVICES: [&str; 5] = [
-    "assistd.preferences.v1.PreferencesService",
-    "assistd.apikey.v1.UserApiKeyService",
-    "assistd.chat.v1.ChatService",
-    "assistd.auth.v1.AuthService",
-    "assistd.gmail.v1.GmailService",
-];
-
-/// How often the health service re-checks the database.
-const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// How long a stopping server waits, after the grace, for the exchanges it stopped to store
-/// their partial replies and for their calls to be answered, before it closes the store.
-const STOP_EXCHANGES_WITHIN: Duration = Duration::from_secs(5);
 
 /// A server bound to its port, ready to run.
 pub struct Application {
@@ -88,197 +77,6 @@ impl std::fmt::Debug for Application {
             .field("local_addr", &self.local_addr)
             .finish_non_exhaustive()
     }
-}
-
-/// Creates the data directory with mode 0700 if it is missing.
-fn create_data_dir(config: &Config) -> anyhow::Result<()> {
-    assistd_domain::secret_file::create_private_dir(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))
-}
-
-/// Opens the database configured in `config` (creating the data directory first).
-///
-/// # Errors
-/// The data directory cannot be created or the database cannot be reached.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    create_data_dir(config)?;
-    Store::connect(&config.database_settings())
-        .await
-        .with_context(|| {
-            format!(
-                "connecting to {}",
-                assistd_store::redact_url_password(&config.database_url())
-            )
-        })
-}
-
-/// The access-token signing keys: the current one (generated on first start) and the
-/// previous ones that still verify.
-fn signing_keys(config: &Config) -> anyhow::Result<(SigningKey, Vec<SigningKey>)> {
-    create_data_dir(config)?;
-    let current = SigningKey::load_or_generate(&config.signing_key_file())?;
-    let previous = config
-        .auth
-        .previous_signing_key_files
-        .iter()
-        .map(|path| SigningKey::load(path))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((current, previous))
-}
-
-/// Loads (or on first start generates) the access-token keys configured in `config`.
-///
-/// # Errors
-/// A key file is unreadable or malformed.
-pub fn access_tokens(config: &Config) -> anyhow::Result<AccessTokens> {
-    let (current, previous) = signing_keys(config)?;
-    Ok(access_tokens_with(config, current, previous))
-}
-
-fn access_tokens_with(
-    config: &Config,
-    current: SigningKey,
-    previous: Vec<SigningKey>,
-) -> AccessTokens {
-    AccessTokens::new(
-        AccessTokenSettings {
-            issuer: config.auth.issuer.clone(),
-            audience: config.auth.audience.clone(),
-            ttl: config.auth.access_token_ttl,
-        },
-        current,
-        previous,
-        Arc::new(SystemClock),
-    )
-}
-
-/// The key-encryption key `kek` describes; a KMS key's calls are counted in `upstream`.
-async fn key_encryption_key(
-    config: &Config,
-    kek: &KekConfig,
-    upstream: Option<&Arc<UpstreamMetrics>>,
-) -> anyhow::Result<Arc<dyn KeyEncryptionKey>> {
-    Ok(match kek.provider {
-        KekProvider::Local if !kek.master_key.is_empty() => {
-            Arc::new(LocalKek::from_base64(&kek.master_key).context("keys: master_key")?)
-        }
-        KekProvider::Local => {
-            let path = config.master_key_file(kek);
-            Arc::new(
-                LocalKek::load_or_generate(&path)
-                    .with_context(|| format!("keys: master key file {}", path.display()))?,
-            )
-        }
-        KekProvider::Kms => {
-            let mut settings = KmsSettings::new(kek.kms_key_id.clone());
-            settings.region = Some(kek.kms_region.clone()).filter(|r| !r.is_empty());
-            settings.endpoint_url = Some(kek.kms_endpoint.clone()).filter(|e| !e.is_empty());
-            let kms: Arc<dyn KeyEncryptionKey> = Arc::new(KmsKek::connect(settings).await);
-            match upstream {
-                Some(upstream) => Arc::new(MeteredKek::new(kms, Arc::clone(upstream), "kms")),
-                None => kms,
-            }
-        }
-    })
-}
-
-/// The keyring configured in `config`: the current KEK and every previous one.
-///
-/// # Errors
-/// A key file is unreadable or a key malformed.
-pub async fn keyring(config: &Config) -> anyhow::Result<Keyring> {
-    keyring_with(config, None).await
-}
-
-async fn keyring_with(
-    config: &Config,
-    upstream: Option<&Arc<UpstreamMetrics>>,
-) -> anyhow::Result<Keyring> {
-    create_data_dir(config)?;
-    let mut keyring = Keyring::new(key_encryption_key(config, &config.keys.kek, upstream).await?);
-    for previous in &config.keys.previous {
-        keyring = keyring.with_previous(key_encryption_key(config, previous, upstream).await?);
-    }
-    Ok(keyring)
-}
-
-/// The audit log of `store`, keyed with the configured chain key.
-///
-/// # Errors
-/// The chain key file is unreadable or malformed.
-pub fn audit_log(config: &Config, store: &Store) -> anyhow::Result<AuditLog> {
-    create_data_dir(config)?;
-    let key = AuditChainKey::load_or_generate(&config.audit_chain_key_file())?;
-    Ok(AuditLog::new(store, key))
-}
-
-/// The secret sealer: keyring, data key cache and store.
-///
-/// # Errors
-/// The keyring cannot be built.
-pub async fn secret_sealer(config: &Config, store: &Store) -> anyhow::Result<SecretSealer> {
-    secret_sealer_with(config, store, None).await
-}
-
-async fn secret_sealer_with(
-    config: &Config,
-    store: &Store,
-    upstream: Option<&Arc<UpstreamMetrics>>,
-) -> anyhow::Result<SecretSealer> {
-    let keyring = Arc::new(keyring_with(config, upstream).await?);
-    let cache = Arc::new(DataKeyCache::new(
-        keyring.clone(),
-        CachePolicy {
-            max_age: config.keys.cache_max_age,
-            max_uses: config.keys.cache_max_uses,
-        },
-    ));
-    Ok(SecretSealer::new(store, keyring, cache))
-}
-
-fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
-    let origins = origins
-        .iter()
-        .map(|origin| {
-            HeaderValue::from_str(origin).with_context(|| format!("CORS origin {origin:?}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let header = HeaderName::from_static;
-    Ok(CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::POST, Method::OPTIONS])
-        .allow_headers([
-            http::header::CONTENT_TYPE,
-            http::header::AUTHORIZATION,
-            header("x-grpc-web"),
-            header("x-user-agent"),
-            header("grpc-timeout"),
-            header("x-request-id"),
-        ])
-        .expose_headers([
-            header("grpc-status"),
-            header("grpc-message"),
-            header("grpc-status-details-bin"),
-            header("x-request-id"),
-        ])
-        .max_age(Duration::from_secs(24 * 60 * 60)))
-}
-
-/// Lets an allowed origin read the timing details of its calls (`Timing-Allow-Origin`), so a
-/// browser's resource timing shows, e.g., the protocol a call went over (`nextHopProtocol`,
-/// which Chromium blanks for cross-origin calls otherwise). Runs outside the CORS layer and
-/// names exactly the origin that layer allowed, so other origins learn nothing more.
-fn timing_allow_origin<B>(mut response: http::Response<B>) -> http::Response<B> {
-    if let Some(origin) = response
-        .headers()
-        .get(http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
-        .cloned()
-    {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static("timing-allow-origin"), origin);
-    }
-    response
 }
 
 impl Application {
@@ -599,138 +397,4 @@ impl Application {
     pub fn tokens(&self) -> &AccessTokens {
         &self.tokens
     }
-
-    /// Runs until shutdown is requested, then stops gracefully: no new connection or call is
-    /// accepted, and in-flight calls get up to the configured grace period to finish. Chat
-    /// sends still running after it are stopped: each stores what was written of its reply
-    /// (CANCELLED), releases its lease, and its client gets what was streamed so far and then
-    /// UNAVAILABLE `SERVER_SHUTTING_DOWN` with a RetryInfo. The server waits up to
-    /// five seconds for that, then closes the store.
-    ///
-    /// # Errors
-    /// The server failed, or calls were still running five seconds after their exchanges
-    /// were stopped (e.g. the database hung while their replies were stored).
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self {
-            shutdown,
-            grace,
-            mut server,
-            store,
-            chat,
-            background_sync,
-            ..
-        } = self;
-        let result = tokio::select! {
-            joined = &mut server => Some(joined),
-            () = shutdown.cancelled() => None,
-        };
-        // When the exchanges stopped after the grace must have stored their ends.
-        let mut stop_by = None;
-        let joined = match result {
-            Some(joined) => joined,
-            None => {
-                tracing::info!(grace = ?grace, "shutting down: finishing in-flight calls");
-                match tokio::time::timeout(grace, &mut server).await {
-                    Ok(joined) => joined,
-                    Err(_) => {
-                        tracing::warn!(
-                            grace = ?grace,
-                            running_exchanges = chat.running_exchanges(),
-                            "calls outlived the grace period: stopping the running chat \
-                             exchanges (their partial replies are stored, their clients told \
-                             to resend)"
-                        );
-                        chat.stop_exchanges();
-                        let deadline = tokio::time::Instant::now() + STOP_EXCHANGES_WITHIN;
-                        stop_by = Some(deadline);
-                        if let Ok(joined) = tokio::time::timeout_at(deadline, &mut server).await {
-                            joined
-                        } else {
-                            server.abort();
-                            let running = chat.running_exchanges();
-                            store.close().await;
-                            anyhow::bail!(
-                                "calls were still running {STOP_EXCHANGES_WITHIN:?} after the \
-                                 grace period of {grace:?} ({running} chat exchanges not \
-                                 finished); stopped anyway"
-                            );
-                        }
-                    }
-                }
-            }
-        };
-        shutdown.cancel();
-        // Every call is answered, but an exchange whose client went away may still be storing
-        // its CANCELLED reply: let it finish before the store closes.
-        chat.stop_exchanges();
-        let stop_by =
-            stop_by.unwrap_or_else(|| tokio::time::Instant::now() + STOP_EXCHANGES_WITHIN);
-        if tokio::time::timeout_at(stop_by, chat.exchanges_finished())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                running_exchanges = chat.running_exchanges(),
-                "chat exchanges did not finish storing within {STOP_EXCHANGES_WITHIN:?}; \
-                 closing the store anyway (their sends are resumable once their leases lapse)"
-            );
-        }
-        // The background sync stops its syncs between two messages; their leases are
-        // released, or lapse, before another server takes the mailboxes over.
-        if let Some(background_sync) = background_sync
-            && tokio::time::timeout_at(stop_by, background_sync)
-                .await
-                .is_err()
-        {
-            tracing::warn!(
-                "the background Gmail sync did not stop in time; closing the store anyway"
-            );
-        }
-        store.close().await;
-        joined
-            .context("server task panicked")?
-            .context("server failed")?;
-        tracing::info!("assistd stopped");
-        Ok(())
-    }
-}
-
-/// The status the database's answer implies.
-async fn probe(store: &Store) -> ServingStatus {
-    match store.ping().await {
-        Ok(()) => ServingStatus::Serving,
-        Err(err) => {
-            tracing::warn!(error = %err, "database health probe failed");
-            ServingStatus::NotServing
-        }
-    }
-}
-
-/// Sets the implemented services' statuses, then the overall one: a client that sees ""
-/// SERVING can rely on every service's status being set.
-async fn report(health: &HealthReporter, status: ServingStatus) {
-    for service in SERVED_SERVICES {
-        health.set_service_status(service, status).await;
-    }
-    health.set_service_status("", status).await;
-}
-
-/// Sets every status before the server accepts its first call, then keeps them current: the
-/// overall status ("") and the implemented services follow the database.
-async fn start_health_probe(health: HealthReporter, store: Store, shutdown: CancellationToken) {
-    let mut last = probe(&store).await;
-    report(&health, last).await;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(HEALTH_PROBE_INTERVAL) => {}
-            }
-            let status = probe(&store).await;
-            if status != last {
-                report(&health, status).await;
-                last = status;
-            }
-        }
-    });
 }

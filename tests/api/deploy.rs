@@ -7,16 +7,14 @@
 //! the client waited for its status and the process for its exit after the signal, or how long
 //! the other replica took to answer a killed replica's send.
 
-use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use assistd::config::Config;
 use assistd::proto::apikey::v1 as keypb;
 use assistd::proto::apikey::v1::user_api_key_service_client::UserApiKeyServiceClient;
 use assistd::proto::chat::v1 as pb;
 use assistd::proto::chat::v1::chat_service_client::ChatServiceClient;
 use assistd_store::Store;
-use assistd_testkit::gemini::{Fault, GeminiServer, ScriptedReply};
+use assistd_testkit::gemini::{Fault, ScriptedReply};
 use futures::StreamExt as _;
 use sea_orm::{ConnectionTrait as _, Statement};
 use tonic::transport::Channel;
@@ -24,108 +22,15 @@ use tonic_types::StatusExt as _;
 
 use crate::apikey::GOOD_KEY;
 use crate::helpers::{TestApp, authed, spawn_app};
-
-/// The grace the stopped servers give in-flight calls.
-const GRACE: &str = "1s";
+use crate::process::{GRACE, ServeProcess, test_log};
 
 /// Longest wait for a server to listen or to exit before the test gives up (not a speed
 /// check: it keeps a broken server from hanging the suite).
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Whether the test prints its timings and the servers their logs.
-fn test_log() -> bool {
-    std::env::var_os("TEST_LOG").is_some()
-}
-
-/// An `assistd serve` process on the test's database, data directory and Gemini peer.
-struct Replica {
-    child: tokio::process::Child,
-    address: String,
-}
-
-impl Replica {
-    /// Starts `assistd serve` through the admin tests' runner on a free port, with `envs`
-    /// added to its configuration, and waits until it listens.
-    async fn start(config: &Config, gemini: &GeminiServer, envs: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = crate::admin::assistd(config);
-        command
-            .arg("serve")
-            .env("ASSISTD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("ASSISTD_SERVER__SHUTDOWN_GRACE", GRACE)
-            .env("ASSISTD_GEMINI__BASE_URL", gemini.base_url())
-            // A title call of its own would take the replies scripted for the sends.
-            .env("ASSISTD_CHAT__GENERATE_TITLES", "false")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::null());
-        // The runner clears every ASSISTD_ variable: a suite run with KMS wrapping the data
-        // keys (ASSISTD_TEST_KEK=kms) must hand the process the same key.
-        let kek = &config.keys.kek;
-        if kek.provider == assistd::config::KekProvider::Kms {
-            command
-                .env("ASSISTD_KEYS__KEK__PROVIDER", "kms")
-                .env("ASSISTD_KEYS__KEK__KMS_KEY_ID", &kek.kms_key_id)
-                .env("ASSISTD_KEYS__KEK__KMS_REGION", &kek.kms_region)
-                .env("ASSISTD_KEYS__KEK__KMS_ENDPOINT", &kek.kms_endpoint);
-        }
-        if test_log() {
-            command.env("RUST_LOG", "info");
-        } else {
-            command.stderr(Stdio::null());
-        }
-        let child = tokio::process::Command::from(command)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("assistd serve starts");
-        let replica = Self {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + PATIENCE;
-        while Channel::from_shared(replica.address.clone())
-            .unwrap()
-            .connect()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "assistd serve did not listen");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        replica
-    }
-
-    /// A chat client over a connection of its own.
-    async fn chat(&self) -> ChatServiceClient<Channel> {
-        let channel = Channel::from_shared(self.address.clone())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to the replica");
-        ChatServiceClient::new(channel)
-    }
-
-    /// Sends the process `signal` (`TERM`, `KILL`) and returns when it was sent.
-    fn signal(&self, signal: &str) -> Instant {
-        let pid = self.child.id().expect("the server is running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        Instant::now()
-    }
-
-    /// Waits for the process to exit.
-    async fn exited(&mut self) -> ExitStatus {
-        tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .expect("the server exits")
-            .unwrap()
-    }
+/// A chat client over a connection of its own to `replica`.
+async fn chat_client(replica: &ServeProcess) -> ChatServiceClient<Channel> {
+    ChatServiceClient::new(replica.channel().await)
 }
 
 /// A user with a stored Gemini key and a session, set up on an in-process server that is
@@ -170,8 +75,12 @@ impl Setup {
         }
     }
 
-    async fn replica(&self, envs: &[(&str, &str)]) -> Replica {
-        Replica::start(&self.app.config, &self.app.gemini, envs).await
+    /// An `assistd serve` replica on the set-up server's database, with `envs` added.
+    async fn replica(&self, envs: &[(&str, &str)]) -> ServeProcess {
+        // A title call of its own would take the replies scripted for the sends.
+        let mut all = vec![("ASSISTD_CHAT__GENERATE_TITLES", "false")];
+        all.extend_from_slice(envs);
+        ServeProcess::start(&self.app, &all, None, PATIENCE).await
     }
 
     fn send_request(&self, id: &str, text: &str) -> tonic::Request<pb::SendMessageRequest> {
@@ -185,9 +94,8 @@ impl Setup {
         )
     }
 
-    async fn messages(&self, replica: &Replica) -> Vec<pb::Message> {
-        replica
-            .chat()
+    async fn messages(&self, replica: &ServeProcess) -> Vec<pb::Message> {
+        chat_client(replica)
             .await
             .list_messages(authed(
                 pb::ListMessagesRequest {
@@ -313,8 +221,7 @@ async fn sigterm_past_the_grace_stores_the_partial_reply_and_a_resend_after_rest
     // mid-reply when the grace runs out.
     gemini.fail_next(1, Fault::StallAfter(2));
     let mut server = setup.replica(&[]).await;
-    let mut stream = server
-        .chat()
+    let mut stream = chat_client(&server)
         .await
         .stream_message(authed(
             pb::StreamMessageRequest {
@@ -377,8 +284,7 @@ async fn sigterm_past_the_grace_stores_the_partial_reply_and_a_resend_after_rest
 
     // After the restart a resend replays the stored partial reply without calling the model.
     let mut restarted = setup.replica(&[]).await;
-    let replayed = restarted
-        .chat()
+    let replayed = chat_client(&restarted)
         .await
         .send_message(setup.send_request("deploy-1", "Tell me a long story"))
         .await
@@ -406,7 +312,7 @@ async fn a_unary_send_past_the_grace_is_answered_unavailable_and_the_server_stop
     // The model never answers this call.
     setup.app.gemini.fail_next(1, Fault::Stall);
     let mut server = setup.replica(&[]).await;
-    let mut chat = server.chat().await;
+    let mut chat = chat_client(&server).await;
     let send = tokio::spawn({
         let request = setup.send_request("deploy-2", "What is the capital of France?");
         async move { chat.send_message(request).await }
@@ -441,8 +347,7 @@ async fn a_unary_send_past_the_grace_is_answered_unavailable_and_the_server_stop
         .gemini
         .push_reply(ScriptedReply::text("Paris is the capital of France."));
     let mut restarted = setup.replica(&[]).await;
-    let answered = restarted
-        .chat()
+    let answered = chat_client(&restarted)
         .await
         .send_message(setup.send_request("deploy-2", "What is the capital of France?"))
         .await
@@ -498,7 +403,7 @@ async fn a_killed_replicas_send_is_taken_over_by_another_once_its_lease_lapses()
     let mut killed = setup.replica(&lease).await;
     let mut other = setup.replica(&lease).await;
     setup.app.gemini.fail_next(1, Fault::Stall);
-    let mut chat = killed.chat().await;
+    let mut chat = chat_client(&killed).await;
     let send = tokio::spawn({
         let request = setup.send_request("deploy-3", "Are you still there?");
         async move { chat.send_message(request).await }
@@ -515,7 +420,7 @@ async fn a_killed_replicas_send_is_taken_over_by_another_once_its_lease_lapses()
         "the killed server answers nothing"
     );
     assert!(!killed.exited().await.success());
-    let mut client = other.chat().await;
+    let mut client = chat_client(&other).await;
     let mut refused = 0;
     let answered = loop {
         match client

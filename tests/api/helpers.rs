@@ -211,11 +211,7 @@ impl TestApp {
 
     /// A new native gRPC (HTTP/2) connection.
     pub(crate) async fn channel(&self) -> Channel {
-        Channel::from_shared(self.address.clone())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect over HTTP/2")
+        connect(&self.address).await
     }
 
     /// A PreferencesService client over its own native gRPC connection.
@@ -267,6 +263,15 @@ impl Drop for TestApp {
     }
 }
 
+/// A new native gRPC (HTTP/2) connection to the server at `address` (`http://HOST:PORT`).
+pub(crate) async fn connect(address: &str) -> Channel {
+    Channel::from_shared(address.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect over HTTP/2")
+}
+
 /// `message` with `authorization: Bearer <token>` metadata.
 pub(crate) fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -290,6 +295,7 @@ pub(crate) struct GmailTestApp {
 }
 
 /// A user signed in with Gmail access.
+#[derive(Clone, Debug)]
 pub(crate) struct GmailUser {
     /// The account.
     pub(crate) id: UserId,
@@ -306,6 +312,20 @@ pub(crate) struct GmailUser {
 pub(crate) async fn spawn_gmail_app_with(
     adjust: impl FnOnce(&mut Config) + Send + 'static,
 ) -> GmailTestApp {
+    spawn_google_app_with(move |config| {
+        config.gmail.request_timeout = std::time::Duration::from_secs(5);
+        config.gmail.max_retries = 1;
+        config.gmail.max_rate_limit_wait = std::time::Duration::from_secs(2);
+        config.gmail.sync_lease = std::time::Duration::from_secs(6);
+        adjust(config);
+    })
+    .await
+}
+
+/// Starts the OpenID provider, the Gmail API peer that accepts its tokens, and a server that
+/// signs in against the one and reads mail from the other, with background sync off and
+/// sign-in rate limits out of the way, after `adjust`.
+pub(crate) async fn spawn_google_app_with(adjust: impl FnOnce(&mut Config)) -> GmailTestApp {
     use assistd_testkit::oidc::OidcProvider;
     let provider = std::sync::Arc::new(OidcProvider::start().await);
     let gmail = std::sync::Arc::new(assistd_testkit::GmailServer::start(&provider).await);
@@ -320,10 +340,6 @@ pub(crate) async fn spawn_gmail_app_with(
         config.sign_in.sign_in_per_user_per_minute = 10_000;
         config.gmail.api_base_url = base_url;
         config.gmail.background_sync = false;
-        config.gmail.request_timeout = std::time::Duration::from_secs(5);
-        config.gmail.max_retries = 1;
-        config.gmail.max_rate_limit_wait = std::time::Duration::from_secs(2);
-        config.gmail.sync_lease = std::time::Duration::from_secs(6);
         adjust(config);
     })
     .await;
@@ -353,31 +369,16 @@ impl GmailTestApp {
     /// when `gmail_access` is set, and returns the user and a session access token. The
     /// mailbox at the peer is named by `sub`.
     pub(crate) async fn sign_in(&self, sub: &str, gmail_access: bool) -> GmailUser {
-        use assistd::proto::auth::v1 as auth;
         let email = format!("{sub}@example.com");
-        self.provider
-            .set_user(assistd_testkit::oidc::TestUser::new(sub, email.clone()));
-        let mut client =
-            auth::auth_service_client::AuthServiceClient::new(self.app.channel().await);
-        let begun = client
-            .begin_login(auth::BeginLoginRequest {
-                redirect_uri: assistd_testkit::oidc::OidcProvider::REDIRECT_URI.into(),
-                request_gmail_access: gmail_access,
-                login_hint: String::new(),
-            })
-            .await
-            .expect("BeginLogin")
-            .into_inner();
-        let (state, code) = crate::signin::authorize(&begun.authorization_url).await;
-        let signed = client
-            .complete_login(auth::CompleteLoginRequest {
-                state,
-                code,
-                device_name: "laptop".into(),
-            })
-            .await
-            .expect("CompleteLogin")
-            .into_inner();
+        let signed = sign_in_through_google(
+            self.app.channel().await,
+            &self.provider,
+            assistd_testkit::oidc::TestUser::new(sub, email.clone()),
+            "",
+            gmail_access,
+            "laptop",
+        )
+        .await;
         assert_eq!(signed.gmail_access_granted, gmail_access);
         GmailUser {
             id: signed.user.expect("user").id.parse().expect("user id"),
@@ -391,4 +392,39 @@ impl GmailTestApp {
     pub(crate) async fn sign_in_with_gmail(&self, sub: &str) -> GmailUser {
         self.sign_in(sub, true).await
     }
+}
+
+/// Signs `user` in at the server behind `channel` through BeginLogin (with `login_hint`, and
+/// asking for Gmail access when `gmail_access` is set), the provider's authorization endpoint
+/// and CompleteLogin as `device_name`, as a browser would.
+pub(crate) async fn sign_in_through_google(
+    channel: Channel,
+    provider: &assistd_testkit::oidc::OidcProvider,
+    user: assistd_testkit::oidc::TestUser,
+    login_hint: &str,
+    gmail_access: bool,
+    device_name: &str,
+) -> assistd::proto::auth::v1::CompleteLoginResponse {
+    use assistd::proto::auth::v1 as auth;
+    provider.set_user(user);
+    let mut client = auth::auth_service_client::AuthServiceClient::new(channel);
+    let begun = client
+        .begin_login(auth::BeginLoginRequest {
+            redirect_uri: assistd_testkit::oidc::OidcProvider::REDIRECT_URI.into(),
+            request_gmail_access: gmail_access,
+            login_hint: login_hint.to_owned(),
+        })
+        .await
+        .expect("BeginLogin")
+        .into_inner();
+    let (state, code) = crate::signin::authorize(&begun.authorization_url).await;
+    client
+        .complete_login(auth::CompleteLoginRequest {
+            state,
+            code,
+            device_name: device_name.to_owned(),
+        })
+        .await
+        .expect("CompleteLogin")
+        .into_inner()
 }

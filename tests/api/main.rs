@@ -16,6 +16,7 @@ mod helpers;
 mod metrics;
 mod outage;
 mod preferences;
+mod process;
 mod secrets;
 mod server;
 mod service_accounts;

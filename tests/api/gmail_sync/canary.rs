@@ -5,21 +5,19 @@
 //! and a sealed blob copied from the database before no longer opens with the user's keys.
 
 use std::path::Path;
-use std::str::FromStr as _;
 
 use assistd::proto::auth::v1 as authpb;
 use assistd::proto::auth::v1::auth_service_client::AuthServiceClient;
 use assistd::proto::gmail::v1 as pb;
+use assistd::proto::gmail::v1::gmail_service_client::GmailServiceClient;
 use assistd_crypto::WrappedDataKey;
 use assistd_crypto::{MESSAGE_BODY_PURPOSE, MESSAGE_HEADER_PURPOSE, MailKey};
-use assistd_domain::UserId;
 use assistd_testkit::gmail::NewMessage;
 use sea_orm::{ConnectionTrait as _, Statement};
-use tonic::transport::Channel;
 
 use crate::gmail_sync::mail::plain;
 use crate::gmail_sync::setup::{
-    GmailWorld, MailUser, ServeProcess, count, database_files, list_all, on_postgres, sync,
+    GmailUser, GmailWorld, count, database_files, list_all, on_postgres, sync,
 };
 use crate::helpers::{TestApp, authed};
 
@@ -31,7 +29,7 @@ struct CopiedBlobs {
 }
 
 /// Copies the sealed header and body of `message_id` out of the database.
-async fn copy_blobs(app: &TestApp, user: &MailUser, message_id: &str) -> CopiedBlobs {
+async fn copy_blobs(app: &TestApp, user: &GmailUser, message_id: &str) -> CopiedBlobs {
     let db = app.store.connection();
     let backend = db.get_database_backend();
     let sql = match backend {
@@ -48,10 +46,7 @@ async fn copy_blobs(app: &TestApp, user: &MailUser, message_id: &str) -> CopiedB
         .query_one_raw(Statement::from_sql_and_values(
             backend,
             sql,
-            [
-                uuid::Uuid::parse_str(&user.id).unwrap().into(),
-                message_id.into(),
-            ],
+            [user.id.as_uuid().into(), message_id.into()],
         ))
         .await
         .unwrap()
@@ -68,10 +63,10 @@ async fn copy_blobs(app: &TestApp, user: &MailUser, message_id: &str) -> CopiedB
 /// missing or what failed.
 async fn open_with_current_keys(
     app: &TestApp,
-    user: &MailUser,
+    user: &GmailUser,
     blobs: &CopiedBlobs,
 ) -> Result<(String, String), String> {
-    let user = UserId::from_str(&user.id).unwrap();
+    let user = user.id;
     let stored = app
         .store
         .data_keys()
@@ -108,7 +103,7 @@ async fn open_with_current_keys(
 }
 
 /// Mail rows of `user` left in the database: messages, search terms and labels.
-async fn mail_rows(app: &TestApp, user: &MailUser) -> i64 {
+async fn mail_rows(app: &TestApp, user: &GmailUser) -> i64 {
     let mut rows = 0;
     for table in [
         "gmail_messages",
@@ -118,7 +113,7 @@ async fn mail_rows(app: &TestApp, user: &MailUser) -> i64 {
         rows += count(
             &app.store,
             &format!("SELECT COUNT(*) FROM {table} WHERE user_id = ?"),
-            &user.id,
+            user.id,
         )
         .await;
     }
@@ -180,7 +175,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 async fn a_canary_word_is_searchable_but_in_no_database_file_dump_or_trace_log_and_shredded_mail_does_not_open()
  {
     let world = GmailWorld::start(|_| {}).await;
-    let user = world.sign_in("ada").await;
+    let user = world.sign_in_as("ada").await;
     // Letters and digits only, so search treats it as one word; random, so nothing else
     // could contain it.
     let word = format!("canary{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
@@ -198,8 +193,8 @@ async fn a_canary_word_is_searchable_but_in_no_database_file_dump_or_trace_log_a
     // and reads keys, on the same database.
     let logs = tempfile::TempDir::new().unwrap();
     let log = logs.path().join("assistd-trace.log");
-    let server = ServeProcess::start(&world, &[("RUST_LOG", "trace")], Some(&log)).await;
-    let mut client = server.client().await;
+    let server = world.serve(&[("RUST_LOG", "trace")], Some(&log)).await;
+    let mut client = GmailServiceClient::new(server.channel().await);
     let first = sync(&mut client, &user, false).await.expect("the sync");
     assert_eq!(first.messages_added_count, 26);
 
@@ -255,7 +250,7 @@ async fn a_canary_word_is_searchable_but_in_no_database_file_dump_or_trace_log_a
     assert!(list_all(&mut client, &user, &word, 25).await.is_empty());
 
     // Connected again, the new copy has a new mail key: the old blobs do not open with it.
-    let user = world.sign_in("ada").await;
+    let user = world.sign_in_as("ada").await;
     let second = sync(&mut client, &user, false).await.expect("the new sync");
     assert!(second.full_sync);
     assert_eq!(second.messages_added_count, 26);
@@ -270,12 +265,7 @@ async fn a_canary_word_is_searchable_but_in_no_database_file_dump_or_trace_log_a
     open_with_current_keys(&world.app, &user, &blobs)
         .await
         .expect("the new copy opens");
-    let channel = Channel::from_shared(server.address.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    AuthServiceClient::new(channel)
+    AuthServiceClient::new(server.channel().await)
         .delete_account(authed(
             authpb::DeleteAccountRequest {
                 confirm_email: user.email.clone(),
@@ -293,7 +283,7 @@ async fn a_canary_word_is_searchable_but_in_no_database_file_dump_or_trace_log_a
         count(
             &world.app.store,
             "SELECT COUNT(*) FROM gmail_connections WHERE user_id = ?",
-            &user.id
+            user.id
         )
         .await,
         0

@@ -4,10 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use assistd::proto::gmail::v1::gmail_service_client::GmailServiceClient;
 use assistd_testkit::gmail::{Fault, FaultRule, Operation};
 
 use crate::gmail_sync::setup::{
-    GmailWorld, ServeProcess, count, list_all, sync, test_log, unique_ids, wait_until,
+    GmailWorld, count, list_all, sync, test_log, unique_ids, wait_until,
 };
 use crate::helpers::reason;
 
@@ -20,7 +21,7 @@ const ANSWERED: usize = 600;
 async fn a_sync_killed_half_way_is_completed_by_the_next_one_without_duplicates() {
     let mut world = GmailWorld::start(|config| config.gmail.quota_units_per_second = 10_000).await;
     world.gmail.set_quota(10_000);
-    let user = world.sign_in("ada").await;
+    let user = world.sign_in_as("ada").await;
     world.add_generated(&user, 0, MESSAGES);
     world.app.stop().await.expect("the set-up server stops");
     let envs = [
@@ -40,8 +41,8 @@ async fn a_sync_killed_half_way_is_completed_by_the_next_one_without_duplicates(
         FaultRule::always(Fault::Stall(Duration::from_secs(3_600)))
             .for_operation(Operation::GetMessage),
     );
-    let mut killed = ServeProcess::start(&world, &envs, None).await;
-    let mut client = killed.client().await;
+    let mut killed = world.serve(&envs, None).await;
+    let mut client = GmailServiceClient::new(killed.channel().await);
     let running = tokio::spawn({
         let user = user.clone();
         async move { sync(&mut client, &user, false).await }
@@ -50,12 +51,12 @@ async fn a_sync_killed_half_way_is_completed_by_the_next_one_without_duplicates(
     let store = &assistd_store::Store::connect(&world.app.config.database_settings())
         .await
         .expect("open the database");
-    let user_id = user.id.clone();
+    let user_id = user.id;
     let stored = || async {
         count(
             store,
             "SELECT COUNT(*) FROM gmail_messages WHERE user_id = ?",
-            &user_id,
+            user_id,
         )
         .await
     };
@@ -64,7 +65,7 @@ async fn a_sync_killed_half_way_is_completed_by_the_next_one_without_duplicates(
     })
     .await;
     let before_kill = stored().await;
-    let exit = killed.signal("KILL").await;
+    let exit = killed.stop("KILL").await;
     assert!(!exit.success());
     assert!(
         running.await.unwrap().is_err(),
@@ -78,8 +79,8 @@ async fn a_sync_killed_half_way_is_completed_by_the_next_one_without_duplicates(
     // A new process on the same database finishes the job.
     world.gmail.clear_faults();
     world.gmail.reset_counters();
-    let mut restarted = ServeProcess::start(&world, &envs, None).await;
-    let mut client = restarted.client().await;
+    let mut restarted = world.serve(&envs, None).await;
+    let mut client = GmailServiceClient::new(restarted.channel().await);
     let deadline = Instant::now() + crate::gmail_sync::setup::PATIENCE;
     let mut refused = 0;
     let done = loop {
@@ -124,5 +125,5 @@ async fn a_sync_killed_half_way_is_completed_by_the_next_one_without_duplicates(
         .expect("the next sync");
     assert!(!next.full_sync);
     assert_eq!(next.messages_added_count, 0);
-    restarted.signal("TERM").await;
+    restarted.stop("TERM").await;
 }

@@ -7,12 +7,12 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use assistd::proto::gmail::v1::gmail_service_client::GmailServiceClient;
 use assistd_testkit::gmail::{Fault, FaultRule, Operation};
 use sea_orm::{ConnectionTrait as _, Statement};
 
 use crate::gmail_sync::setup::{
-    GmailWorld, MailUser, PATIENCE, ServeProcess, connection, on_postgres, sync, test_log,
-    wait_until,
+    GmailUser, GmailWorld, PATIENCE, connection, on_postgres, sync, test_log, wait_until,
 };
 
 /// `gmail.sync_interval` of the replicas.
@@ -26,13 +26,13 @@ const KILLED_STALL: Duration = Duration::from_secs(4);
 const STALL: Duration = Duration::from_millis(300);
 
 /// The lease owner recorded for `user`, if a lease is held.
-async fn lease_owner(store: &assistd_store::Store, user: &MailUser) -> Option<String> {
+async fn lease_owner(store: &assistd_store::Store, user: &GmailUser) -> Option<String> {
     let db = store.connection();
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             db.get_database_backend(),
             "SELECT sync_lease_owner FROM gmail_connections WHERE user_id = $1",
-            [uuid::Uuid::parse_str(&user.id).unwrap().into()],
+            [user.id.as_uuid().into()],
         ))
         .await
         .unwrap()
@@ -59,11 +59,11 @@ async fn three_replicas_sync_each_mailbox_once_per_interval_never_at_once_and_ta
     world.gmail.set_quota(5_000);
     let mut users = Vec::new();
     for name in ["ada", "grace", "alan"] {
-        let user = world.sign_in(name).await;
+        let user = world.sign_in_as(name).await;
         world.add_generated(&user, 0, 5);
         users.push(user);
     }
-    let mut client = world.client().await;
+    let mut client = world.gmail_client().await;
     for user in &users {
         let first = sync(&mut client, user, false)
             .await
@@ -89,7 +89,7 @@ async fn three_replicas_sync_each_mailbox_once_per_interval_never_at_once_and_ta
         FaultRule::always(Fault::Stall(KILLED_STALL)).for_operation(Operation::ListHistory),
     );
     world.gmail.reset_counters();
-    let mut killed = ServeProcess::start(&world, &envs, None).await;
+    let mut killed = world.serve(&envs, None).await;
     let deadline = Instant::now() + PATIENCE;
     let held = loop {
         let mut held = Vec::new();
@@ -106,7 +106,7 @@ async fn three_replicas_sync_each_mailbox_once_per_interval_never_at_once_and_ta
         assert!(Instant::now() < deadline, "the first replica never synced");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    killed.signal("KILL").await;
+    killed.stop("KILL").await;
     let killed_at = SystemTime::now();
     let killed_instant = Instant::now();
 
@@ -116,8 +116,8 @@ async fn three_replicas_sync_each_mailbox_once_per_interval_never_at_once_and_ta
         .gmail
         .inject(FaultRule::always(Fault::Stall(STALL)).for_operation(Operation::ListHistory));
     let mut others = vec![
-        ServeProcess::start(&world, &envs, None).await,
-        ServeProcess::start(&world, &envs, None).await,
+        world.serve(&envs, None).await,
+        world.serve(&envs, None).await,
     ];
     // The killed replica's requests the peer still holds end before counting starts.
     let ghosts_end = killed_instant + KILLED_STALL + Duration::from_millis(100);
@@ -136,7 +136,7 @@ async fn three_replicas_sync_each_mailbox_once_per_interval_never_at_once_and_ta
     .await;
     let observed = window.elapsed();
 
-    let mut client = others[0].client().await;
+    let mut client = GmailServiceClient::new(others[0].channel().await);
     // At most one sync per interval (jittered by up to 10%), plus one begun at the window's
     // start; three replicas each syncing on their own would make about three times as many.
     let most = (observed.as_secs_f64() / (INTERVAL.as_secs_f64() * 0.9)).floor() as usize + 1;
@@ -185,7 +185,7 @@ async fn three_replicas_sync_each_mailbox_once_per_interval_never_at_once_and_ta
         );
     }
     for other in &mut others {
-        assert_eq!(other.signal("TERM").await.code(), Some(0));
+        assert_eq!(other.stop("TERM").await.code(), Some(0));
     }
     store.close().await;
 }

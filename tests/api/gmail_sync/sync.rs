@@ -16,9 +16,9 @@ const QUOTA: u32 = 250;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_sync_of_a_thousand_messages_stays_within_gmails_per_user_quota() {
     let world = GmailWorld::start(|_| {}).await;
-    let user = world.sign_in("ada").await;
+    let user = world.sign_in_as("ada").await;
     world.add_generated(&user, 0, 1_000);
-    let mut client = world.client().await;
+    let mut client = world.gmail_client().await;
     let started = Instant::now();
     let first = sync(&mut client, &user, false)
         .await
@@ -49,7 +49,7 @@ async fn a_first_sync_of_a_thousand_messages_then_incremental_syncs_pick_up_exac
     // The quota is raised on both sides: the test above holds the default one.
     let world = GmailWorld::start(|config| config.gmail.quota_units_per_second = 10_000).await;
     world.gmail.set_quota(10_000);
-    let user = world.sign_in("ada").await;
+    let user = world.sign_in_as("ada").await;
     let mut ids = world.add_generated(&user, 0, 995);
     let mut corpus_ids = Vec::new();
     for (name, raw, word) in corpus() {
@@ -58,7 +58,7 @@ async fn a_first_sync_of_a_thousand_messages_then_incremental_syncs_pick_up_exac
         ids.push(id);
     }
     assert_eq!(ids.len(), 1_000);
-    let mut client = world.client().await;
+    let mut client = world.gmail_client().await;
 
     let first = sync(&mut client, &user, false)
         .await
@@ -227,9 +227,9 @@ async fn a_first_sync_of_a_thousand_messages_then_incremental_syncs_pick_up_exac
 async fn an_expired_history_id_forces_a_full_resync_without_duplicates() {
     let world = GmailWorld::start(|config| config.gmail.quota_units_per_second = 5_000).await;
     world.gmail.set_quota(5_000);
-    let user = world.sign_in("ada").await;
+    let user = world.sign_in_as("ada").await;
     let ids = world.add_generated(&user, 0, 150);
-    let mut client = world.client().await;
+    let mut client = world.gmail_client().await;
     let first = sync(&mut client, &user, false)
         .await
         .expect("the first sync");
@@ -294,9 +294,9 @@ async fn rate_limit_answers_are_waited_out_and_the_sync_completes() {
     /// The `Retry-After` the peer answers with, in seconds.
     const RETRY_AFTER: u64 = 2;
     let world = GmailWorld::start(|_| {}).await;
-    let user = world.sign_in("ada").await;
+    let user = world.sign_in_as("ada").await;
     world.add_generated(&user, 0, 40);
-    let mut client = world.client().await;
+    let mut client = world.gmail_client().await;
 
     // 429 rateLimitExceeded on two messages.get calls.
     world.gmail.inject(

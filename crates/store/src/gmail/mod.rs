@@ -8,7 +8,10 @@
 //! one.
 //!
 //! [`GmailStore`] is one type; its methods live with their operation group:
-//! - `connection`: the connection row, its mail key, the lease, sync progress and scheduling;
+//! - `connection`: the connection row, connecting, its state, disconnecting;
+//! - `due`: when users are synced, and failed syncs;
+//! - `lease`: the sync lease and a sync's progress under it;
+//! - `mail_key`: the sealed mail key;
 //! - `messages`: writing, reading, listing and searching the synced messages.
 //!
 //! One sync per user runs at a time across every replica: it holds the lease in the
@@ -22,6 +25,9 @@
 //! when the user disconnects cannot put mail back.
 
 mod connection;
+mod due;
+mod lease;
+mod mail_key;
 mod messages;
 
 use assistd_domain::{Error, ErrorReason, UserId};

@@ -15,7 +15,9 @@
 //! 3. **Search** over `--search-messages` (10,000) messages synced for a second user by a
 //!    server restarted with a quota high enough not to wait: ListMessages (page of 25) with
 //!    one- and two-word queries, `--search-calls` (1,000) times after a tenth as many
-//!    warm-up calls: p50 and p99 (target p99 < 50 ms on SQLite).
+//!    warm-up calls: p50 and p99 (target p99 < 50 ms on SQLite). On PostgreSQL the seeding
+//!    is followed by `VACUUM ANALYZE`, as autovacuum would follow such a burst of inserts
+//!    (`--no-vacuum` skips it).
 //!
 //! It only measures and prints; it asserts nothing about speed. Run it with:
 //!
@@ -82,6 +84,13 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     search_calls: usize,
 
+    /// Do not run VACUUM ANALYZE on PostgreSQL after the search scenario's seeding sync
+    /// (what autovacuum gives a deployment after a burst of inserts: statistics, and pages
+    /// marked all-visible so index-only scans skip the table), to see what searches cost
+    /// without it (as on a PostgreSQL with autovacuum off).
+    #[arg(long)]
+    no_vacuum: bool,
+
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -112,13 +121,14 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "reproduce: cargo bench -p assistd-bench --bench gmail -- --database {} --messages {} \
-         --changes {} --incremental-runs {} --search-messages {} --search-calls {}",
+         --changes {} --incremental-runs {} --search-messages {} --search-calls {}{}",
         cli.database.name(),
         cli.messages,
         cli.changes,
         cli.incremental_runs,
         cli.search_messages,
-        cli.search_calls
+        cli.search_calls,
+        if cli.no_vacuum { " --no-vacuum" } else { "" }
     );
     if cli.database.includes_sqlite() {
         bench_database(&cli, &bin, "SQLite", None).await?;
@@ -159,7 +169,7 @@ async fn bench_database(
     eprintln!("{label}: search over {} messages", cli.search_messages);
     peers.gmail.set_quota(1_000_000);
     let server = Server::start(bin, dir.path(), url, &peers, 1_000_000).await?;
-    let result = search_scenario(cli, &server, &peers, label).await;
+    let result = search_scenario(cli, &server, &peers, label, database_url).await;
     server.stop().await?;
     result
 }
@@ -267,6 +277,7 @@ async fn search_scenario(
     server: &Server,
     peers: &Peers,
     label: &str,
+    database_url: Option<&str>,
 ) -> anyhow::Result<()> {
     let user = server.sign_in(peers, "grace").await?;
     add_messages(peers, &user, 0, cli.search_messages);
@@ -281,6 +292,19 @@ async fn search_scenario(
         thousands(cli.search_messages),
         format_latency(Some(took))
     );
+    if let Some(url) = database_url
+        && !cli.no_vacuum
+    {
+        use sea_orm::ConnectionTrait as _;
+        let db = sea_orm::Database::connect(url)
+            .await
+            .context("connecting to vacuum")?;
+        db.execute_unprepared("VACUUM ANALYZE")
+            .await
+            .context("VACUUM ANALYZE after seeding")?;
+        db.close().await.ok();
+        eprintln!("{label}: VACUUM ANALYZE after seeding (--no-vacuum to skip)");
+    }
     let warmup = (cli.search_calls / 10).max(1);
     for call in 0..warmup {
         server

@@ -2,7 +2,8 @@
 //! each, words drawn with a Zipf-like law from a 30,000-word vocabulary. Ignored by default
 //! (it measures, it asserts no timing); run it with
 //! `cargo test -p assistd-store --test gmail -- --ignored --nocapture search_speed`
-//! (and `ASSISTD_TEST_DATABASE_URL` for PostgreSQL). It prints the write rate, the p50/p99
+//! (and `ASSISTD_TEST_DATABASE_URL` for PostgreSQL, where the writes are followed by
+//! `VACUUM ANALYZE` unless `ASSISTD_NO_VACUUM` is set). It prints the write rate, the p50/p99
 //! of searches of 1, 2 and 3 words with a page of 25, and the database's query plan.
 
 use std::time::{Duration, Instant};
@@ -78,6 +79,18 @@ async fn search_speed() {
         "wrote {MESSAGES} messages x {WORDS_PER_MESSAGE} terms, {BATCH} per transaction, in {written:.1?} ({:.0} messages/s)",
         f64::from(MESSAGES) / written.as_secs_f64()
     );
+    // What autovacuum does after such a burst of inserts: statistics, and pages marked
+    // all-visible, so that counting a posting is an index-only scan. `ASSISTD_NO_VACUUM`
+    // skips it, to see the cost on a PostgreSQL with autovacuum off.
+    if store.backend() == Backend::Postgres && std::env::var_os("ASSISTD_NO_VACUUM").is_none() {
+        use sea_orm::ConnectionTrait as _;
+        store
+            .connection()
+            .execute_unprepared("VACUUM ANALYZE")
+            .await
+            .unwrap();
+        println!("VACUUM ANALYZE after writing (ASSISTD_NO_VACUUM=1 skips it)");
+    }
 
     for words in 1..=3usize {
         let mut times = Vec::with_capacity(QUERIES);

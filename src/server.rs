@@ -3,7 +3,7 @@
 //!
 //! Layers, outermost first: CORS (only for configured origins, with `Timing-Allow-Origin`) → grpc-web translation →
 //! request id → call log (and metrics) → authentication → the caller, for the call log →
-//! planned-service answers → routes. Metrics, when configured, have a listener of their own.
+//! routes. Metrics, when configured, have a listener of their own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use assistd_core::auth::AuthService;
 use assistd_core::chat::{ChatService, ToolRegistry};
-use assistd_core::gmail::GmailService;
+use assistd_core::gmail::{GmailService, MailAssistant};
 use assistd_core::{ApiKeyVault, PreferencesService, SecretSealer};
 use assistd_crypto::{
     CachePolicy, DataKeyCache, KeyEncryptionKey, Keyring, KmsKek, KmsSettings, LocalKek,
@@ -44,7 +44,6 @@ use crate::services::apikey::ApiKeyApi;
 use crate::services::auth::AuthApi;
 use crate::services::chat::ChatApi;
 use crate::services::gmail::GmailApi;
-use crate::services::planned::PlannedLayer;
 use crate::services::preferences::PreferencesApi;
 use crate::telemetry::{CallLogLayer, CallerLayer};
 
@@ -343,7 +342,7 @@ impl Application {
             &store,
             vault.clone(),
             preferences.clone(),
-            gemini,
+            gemini.clone(),
             audit.clone(),
             config.chat.clone(),
             ToolRegistry::standard(),
@@ -376,6 +375,13 @@ impl Application {
             shutdown.child_token(),
         )
         .map_err(|message| anyhow::anyhow!("gmail: {message}"))?;
+        let mail_assistant = MailAssistant::new(
+            gmail.clone(),
+            vault.clone(),
+            preferences.clone(),
+            gemini,
+            &config.chat,
+        );
         let background_sync = config
             .gmail
             .background_sync
@@ -433,9 +439,13 @@ impl Application {
         .max_decoding_message_size(server_config.max_decoding_message_size)
         .max_encoding_message_size(server_config.max_encoding_message_size);
 
-        let gmail_server = GmailServiceServer::new(GmailApi::new(gmail.clone(), addresses.clone()))
-            .max_decoding_message_size(server_config.max_decoding_message_size)
-            .max_encoding_message_size(server_config.max_encoding_message_size);
+        let gmail_server = GmailServiceServer::new(GmailApi::new(
+            gmail.clone(),
+            mail_assistant,
+            addresses.clone(),
+        ))
+        .max_decoding_message_size(server_config.max_decoding_message_size)
+        .max_encoding_message_size(server_config.max_encoding_message_size);
 
         let layers = tower::ServiceBuilder::new()
             .map_response(timing_allow_origin)
@@ -458,7 +468,6 @@ impl Application {
                 addresses.clone(),
             ))
             .layer(CallerLayer)
-            .layer(PlannedLayer)
             .into_inner();
 
         let router = Server::builder()

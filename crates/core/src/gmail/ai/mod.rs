@@ -67,6 +67,17 @@ struct Inner {
     retry_backoff: Duration,
 }
 
+impl Inner {
+    /// Now, at the precision the database keeps (microseconds), so a result reads back from
+    /// storage exactly as it was first returned.
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        use chrono::Timelike as _;
+        let now = self.gmail.now();
+        now.with_nanosecond(now.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(now)
+    }
+}
+
 impl MailAssistant {
     /// The assistant over `gmail`'s synced copy, calling Gemini through `gemini` with keys
     /// from `vault`, in the language and model of the user's `preferences`; chat's default

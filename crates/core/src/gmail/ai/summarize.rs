@@ -234,7 +234,7 @@ impl MailAssistant {
         let request = summary_request(summary_instruction(session.language, "one message"), mail);
         let response = session.generate(&request).await?;
         let text = SummaryText::from_answer(&answer_text(&response)?);
-        let now = inner.gmail.now();
+        let now = inner.now();
         let sealed = seal_summary(&key, user, MESSAGE_SUMMARY_PURPOSE, message_id, &text)?;
         gmail
             .save_message_summary(
@@ -317,7 +317,7 @@ impl MailAssistant {
         let request = summary_request(summary_instruction(session.language, &what), mail);
         let response = session.generate(&request).await?;
         let text = SummaryText::from_answer(&answer_text(&response)?);
-        let now = inner.gmail.now();
+        let now = inner.now();
         let sealed = seal_summary(&key, user, THREAD_SUMMARY_PURPOSE, thread_id, &text)?;
         gmail
             .save_thread_summary(

@@ -413,7 +413,7 @@ impl MailAssistant {
                         "the model's triage answer left messages untriaged"
                     );
                 }
-                let now = inner.gmail.now();
+                let now = inner.now();
                 let results = items
                     .into_iter()
                     .map(|item| {
@@ -444,7 +444,9 @@ impl MailAssistant {
             }
             report.usage = session.usage;
         }
-        for message in messages {
+        for mut message in messages {
+            // The model read the start of the body; the answer lists messages without it.
+            message.body_text = None;
             let triage = stored
                 .get(&message.id)
                 .map(|result| open_result(&key, user, &message, result))

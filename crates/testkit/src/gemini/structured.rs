@@ -37,7 +37,7 @@ pub fn triage_item(id: &str, position: usize) -> Value {
         "message_id": id,
         "category": CATEGORIES[position % 4],
         "priority": PRIORITIES[position % 4],
-        "needs_reply": position % 2 == 0,
+        "needs_reply": position.is_multiple_of(2),
         "gist": format!("Gist of {id}"),
         "rationale": format!("Priority of {id}"),
     })
@@ -87,7 +87,7 @@ pub fn triage_reply(request: &Value, answer: TriageAnswer) -> ScriptedReply {
         .enumerate()
         .filter_map(|(position, id)| match answer {
             TriageAnswer::Valid => Some(triage_item(id, position)),
-            TriageAnswer::Partial | TriageAnswer::WrongTypes if position % 2 == 0 => {
+            TriageAnswer::Partial | TriageAnswer::WrongTypes if position.is_multiple_of(2) => {
                 Some(triage_item(id, position))
             }
             TriageAnswer::Partial | TriageAnswer::NotJson => None,

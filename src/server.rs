@@ -3,7 +3,7 @@
 //!
 //! Layers, outermost first: CORS (only for configured origins, with `Timing-Allow-Origin`) → grpc-web translation →
 //! request id → call log (and metrics) → authentication → the caller, for the call log →
-//! planned-service answers → routes. Metrics, when configured, have a listener of their own.
+//! routes. Metrics, when configured, have a listener of their own.
 //!
 //! This file wires the services; what the server opens first (database, keys) is in `keys`,
 //! the browser layers in `cors`, the health probe in `health` and stopping in `shutdown`.
@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use assistd_core::auth::AuthService;
 use assistd_core::chat::{ChatService, ToolRegistry};
-use assistd_core::gmail::GmailService;
+use assistd_core::gmail::{GmailService, MailAssistant};
 use assistd_core::{ApiKeyVault, PreferencesService, SecretSealer};
 use assistd_domain::SystemClock;
 use assistd_identity::{AccessTokens, DerivedSecrets};
@@ -49,7 +49,6 @@ use crate::services::apikey::ApiKeyApi;
 use crate::services::auth::AuthApi;
 use crate::services::chat::ChatApi;
 use crate::services::gmail::GmailApi;
-use crate::services::planned::PlannedLayer;
 use crate::services::preferences::PreferencesApi;
 use crate::telemetry::{CallLogLayer, CallerLayer};
 
@@ -141,7 +140,7 @@ impl Application {
             &store,
             vault.clone(),
             preferences.clone(),
-            gemini,
+            gemini.clone(),
             audit.clone(),
             config.chat.clone(),
             ToolRegistry::standard(),
@@ -174,6 +173,13 @@ impl Application {
             shutdown.child_token(),
         )
         .map_err(|message| anyhow::anyhow!("gmail: {message}"))?;
+        let mail_assistant = MailAssistant::new(
+            gmail.clone(),
+            vault.clone(),
+            preferences.clone(),
+            gemini,
+            &config.chat,
+        );
         let background_sync = config
             .gmail
             .background_sync
@@ -231,9 +237,13 @@ impl Application {
         .max_decoding_message_size(server_config.max_decoding_message_size)
         .max_encoding_message_size(server_config.max_encoding_message_size);
 
-        let gmail_server = GmailServiceServer::new(GmailApi::new(gmail.clone(), addresses.clone()))
-            .max_decoding_message_size(server_config.max_decoding_message_size)
-            .max_encoding_message_size(server_config.max_encoding_message_size);
+        let gmail_server = GmailServiceServer::new(GmailApi::new(
+            gmail.clone(),
+            mail_assistant,
+            addresses.clone(),
+        ))
+        .max_decoding_message_size(server_config.max_decoding_message_size)
+        .max_encoding_message_size(server_config.max_encoding_message_size);
 
         let layers = tower::ServiceBuilder::new()
             .map_response(timing_allow_origin)
@@ -256,7 +266,6 @@ impl Application {
                 addresses.clone(),
             ))
             .layer(CallerLayer)
-            .layer(PlannedLayer)
             .into_inner();
 
         let router = Server::builder()

@@ -11,6 +11,7 @@ mod m20261126_000004_auth;
 mod m20261202_000005_service_accounts;
 mod m20261203_000006_chat_events;
 mod m20261204_000008_gmail;
+mod m20261205_000009_gmail_ai;
 
 /// Applies assistd's migrations in order.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_service_accounts::Migration),
             Box::new(m20261203_000006_chat_events::Migration),
             Box::new(m20261204_000008_gmail::Migration),
+            Box::new(m20261205_000009_gmail_ai::Migration),
         ]
     }
 }

@@ -5,7 +5,6 @@ pub mod apikey;
 pub mod auth;
 pub mod chat;
 pub mod gmail;
-pub mod planned;
 pub mod preferences;
 
 use assistd_domain::FieldViolation;

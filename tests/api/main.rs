@@ -10,6 +10,7 @@ mod chat;
 mod deploy;
 mod dev;
 mod export;
+mod gmail_ai;
 mod gmail_rpc;
 mod gmail_sync;
 mod helpers;

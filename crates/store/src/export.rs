@@ -218,6 +218,24 @@ pub const NOT_EXPORTED: &[NotExported] = &[
                  account holds",
     },
     NotExported {
+        table: "gmail_message_summaries",
+        column: None,
+        reason: "AI summaries of synced messages, sealed with the mail key: derived from mail \
+                 that is itself not exported, and written again on request",
+    },
+    NotExported {
+        table: "gmail_thread_summaries",
+        column: None,
+        reason: "AI summaries of synced threads, sealed with the mail key: derived from mail \
+                 that is itself not exported, and written again on request",
+    },
+    NotExported {
+        table: "gmail_triage_results",
+        column: None,
+        reason: "AI triage of synced messages (gist and rationale sealed with the mail key): \
+                 derived from mail that is itself not exported, and made again on request",
+    },
+    NotExported {
         table: "gmail_search_terms",
         column: None,
         reason: "the search index of the synced mail: keyed 16-byte hashes of words, \

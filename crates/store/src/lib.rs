@@ -33,6 +33,7 @@ pub use gmail::{
     FullSyncProgress, GmailConnection, GmailConnectionState, GmailStore, MessageFilter,
     NewGmailMessage, SealedMailKey, SearchTerm, StoredGmailMessage, SyncError, SyncLease,
 };
+pub use gmail::{StoredMessageSummary, StoredThreadSummary, StoredTriageResult, ThreadState};
 pub use notify::{PreferencesChange, PreferencesChangeFeed};
 pub use preferences::PreferencesRepository;
 /// A database transaction, committed with `commit().await` or rolled back when dropped.

@@ -1,14 +1,20 @@
 //! GmailService: the RPC handlers. Each reads its request into domain input
 //! (`requests.rs`), calls the core [`GmailService`], and writes the result back as protobuf
-//! (`convert.rs`). The AI RPCs answer UNIMPLEMENTED (see `planned.rs`).
+//! (`convert.rs`). The AI RPCs (summaries, triage) and the triage shown on messages are in
+//! `ai.rs`.
 
+mod ai;
 mod convert;
 mod requests;
 
-use assistd_core::gmail::GmailService;
+use assistd_core::gmail::{GmailService, MailAssistant};
 use tonic::{Request, Response, Status};
 
-use self::convert::{connection_to_proto, message_to_proto, sync_to_proto};
+use self::ai::{
+    gmail_id, summary_to_proto, triage_selection, triaged_to_proto, usage_to_proto,
+    with_stored_triage,
+};
+use self::convert::{connection_to_proto, sync_to_proto};
 use self::requests::{MailCursor, MessageListing, message_id};
 use super::invalid;
 use crate::bearer::caller;
@@ -20,14 +26,23 @@ use crate::status::status;
 #[derive(Clone, Debug)]
 pub struct GmailApi {
     gmail: GmailService,
+    assistant: MailAssistant,
     addresses: ClientAddressPolicy,
 }
 
 impl GmailApi {
-    /// Serves `gmail`, recording client addresses per `addresses`.
+    /// Serves `gmail` and its AI `assistant`, recording client addresses per `addresses`.
     #[must_use]
-    pub fn new(gmail: GmailService, addresses: ClientAddressPolicy) -> Self {
-        Self { gmail, addresses }
+    pub fn new(
+        gmail: GmailService,
+        assistant: MailAssistant,
+        addresses: ClientAddressPolicy,
+    ) -> Self {
+        Self {
+            gmail,
+            assistant,
+            addresses,
+        }
     }
 }
 
@@ -86,8 +101,9 @@ impl pb::gmail_service_server::GmailService for GmailApi {
         let next_page_token = listing.page.finish(&mut messages, |last| {
             MailCursor::new(last.received_at, &last.id)
         });
+        let messages = with_stored_triage(&self.assistant, user, messages).await?;
         Ok(Response::new(pb::ListMessagesResponse {
-            messages: messages.into_iter().map(message_to_proto).collect(),
+            messages,
             next_page_token,
         }))
     }
@@ -99,35 +115,71 @@ impl pb::gmail_service_server::GmailService for GmailApi {
         let user = caller(&request)?;
         let id = message_id(&request.get_ref().message_id).map_err(invalid)?;
         let message = self.gmail.get(user, &id).await.map_err(status)?;
-        Ok(Response::new(pb::GetMessageResponse {
-            message: Some(message_to_proto(message)),
-        }))
+        let message = with_stored_triage(&self.assistant, user, vec![message])
+            .await?
+            .pop();
+        Ok(Response::new(pb::GetMessageResponse { message }))
     }
 
     async fn summarize_message(
         &self,
-        _request: Request<pb::SummarizeMessageRequest>,
+        request: Request<pb::SummarizeMessageRequest>,
     ) -> Result<Response<pb::SummarizeMessageResponse>, Status> {
-        Err(super::planned::unimplemented(
-            "/assistd.gmail.v1.GmailService/SummarizeMessage",
-        ))
+        let user = caller(&request)?;
+        let context = self.addresses.context(&request);
+        let request = request.into_inner();
+        let id = gmail_id("message_id", &request.message_id).map_err(invalid)?;
+        let answer = self
+            .assistant
+            .summarize_message(user, &context, &id, request.refresh)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SummarizeMessageResponse {
+            summary: Some(summary_to_proto(answer.summary)),
+            usage: Some(usage_to_proto(answer.usage)),
+        }))
     }
 
     async fn summarize_thread(
         &self,
-        _request: Request<pb::SummarizeThreadRequest>,
+        request: Request<pb::SummarizeThreadRequest>,
     ) -> Result<Response<pb::SummarizeThreadResponse>, Status> {
-        Err(super::planned::unimplemented(
-            "/assistd.gmail.v1.GmailService/SummarizeThread",
-        ))
+        let user = caller(&request)?;
+        let context = self.addresses.context(&request);
+        let request = request.into_inner();
+        let id = gmail_id("thread_id", &request.thread_id).map_err(invalid)?;
+        let answer = self
+            .assistant
+            .summarize_thread(user, &context, &id, request.refresh)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SummarizeThreadResponse {
+            summary: Some(summary_to_proto(answer.summary)),
+            message_count: i32::try_from(answer.message_count).unwrap_or(i32::MAX),
+            usage: Some(usage_to_proto(answer.usage)),
+        }))
     }
 
     async fn triage_inbox(
         &self,
-        _request: Request<pb::TriageInboxRequest>,
+        request: Request<pb::TriageInboxRequest>,
     ) -> Result<Response<pb::TriageInboxResponse>, Status> {
-        Err(super::planned::unimplemented(
-            "/assistd.gmail.v1.GmailService/TriageInbox",
-        ))
+        let user = caller(&request)?;
+        let context = self.addresses.context(&request);
+        let selection = triage_selection(request.get_ref(), chrono::Utc::now()).map_err(invalid)?;
+        let report = self
+            .assistant
+            .triage_inbox(user, &context, &selection)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::TriageInboxResponse {
+            messages: report
+                .messages
+                .into_iter()
+                .map(|triaged| triaged_to_proto(triaged.message, triaged.triage))
+                .collect(),
+            triaged_count: i32::try_from(report.triaged_count).unwrap_or(i32::MAX),
+            usage: Some(usage_to_proto(report.usage)),
+        }))
     }
 }

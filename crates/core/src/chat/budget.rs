@@ -7,6 +7,7 @@
 use assistd_domain::audit::{AuditAction, AuditEvent, AuditOutcome, RequestContext};
 use assistd_domain::chat::TokenBudgetSetting;
 use assistd_domain::{Error, ErrorReason, Result, UserId};
+use assistd_store::Store;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 
 use super::{ChatService, Inner};
@@ -129,16 +130,7 @@ impl Inner {
     /// Refuses a send at `now` when the user's budget is spent (RESOURCE_EXHAUSTED
     /// `TOKEN_BUDGET_EXHAUSTED`, retry after the month's end).
     pub(super) async fn check_budget(&self, user: UserId, now: DateTime<Utc>) -> Result<()> {
-        // Most users set no budget: the month's usage is only summed for those who do.
-        let setting = Box::pin(self.store.chat().budget(user)).await?;
-        let Some(limit) = setting.monthly_limit else {
-            return Ok(());
-        };
-        let budget = Box::pin(self.spend(user, setting, now)).await?;
-        if budget.exhausted() {
-            return Err(budget.refusal(limit, now));
-        }
-        Ok(())
+        check_budget(&self.store, user, now).await
     }
 
     /// `setting` with the tokens used in the month of `now`.
@@ -148,28 +140,53 @@ impl Inner {
         setting: TokenBudgetSetting,
         now: DateTime<Utc>,
     ) -> Result<TokenBudget> {
-        let TokenBudgetSetting {
-            monthly_limit,
-            updated_at,
-        } = setting;
-        let (period_start, period_end) = month_of(now);
-        let used = self
-            .store
-            .chat()
-            .tokens_between(
-                user,
-                period_start.date_naive(),
-                period_end.date_naive() - chrono::Days::new(1),
-            )
-            .await?;
-        Ok(TokenBudget {
-            monthly_limit,
-            used,
-            period_start,
-            period_end,
-            updated_at,
-        })
+        spend(&self.store, user, setting, now).await
     }
+}
+
+/// Refuses a model call at `now` when the user's monthly token budget is spent
+/// (RESOURCE_EXHAUSTED `TOKEN_BUDGET_EXHAUSTED`, retry after the month's end). Shared by
+/// chat and the AI over synced mail: one budget counts every model call on the user's key.
+pub(crate) async fn check_budget(store: &Store, user: UserId, now: DateTime<Utc>) -> Result<()> {
+    // Most users set no budget: the month's usage is only summed for those who do.
+    let setting = Box::pin(store.chat().budget(user)).await?;
+    let Some(limit) = setting.monthly_limit else {
+        return Ok(());
+    };
+    let budget = Box::pin(spend(store, user, setting, now)).await?;
+    if budget.exhausted() {
+        return Err(budget.refusal(limit, now));
+    }
+    Ok(())
+}
+
+/// `setting` with the tokens used in the month of `now`.
+async fn spend(
+    store: &Store,
+    user: UserId,
+    setting: TokenBudgetSetting,
+    now: DateTime<Utc>,
+) -> Result<TokenBudget> {
+    let TokenBudgetSetting {
+        monthly_limit,
+        updated_at,
+    } = setting;
+    let (period_start, period_end) = month_of(now);
+    let used = store
+        .chat()
+        .tokens_between(
+            user,
+            period_start.date_naive(),
+            period_end.date_naive() - chrono::Days::new(1),
+        )
+        .await?;
+    Ok(TokenBudget {
+        monthly_limit,
+        used,
+        period_start,
+        period_end,
+        updated_at,
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use assistd_domain::{Error, ErrorReason, Result, UserId};
 use assistd_gemini::ApiKey;
 
 use super::Inner;
+use crate::ApiKeyVault;
 use crate::api_keys::RevealedKey;
 
 /// The message recorded for an error that ended an exchange.
@@ -67,60 +68,73 @@ impl Inner {
         err: assistd_gemini::Error,
         model: &str,
     ) -> Error {
-        use assistd_gemini::Error as Gemini;
-        match err {
-            err if err.rejects_key() => {
-                match self
-                    .vault
-                    .mark_rejected(user, context, key, &err.to_string())
-                    .await
-                {
-                    Ok(answer) | Err(answer) => answer,
-                }
+        provider_error(&self.vault, user, context, key, err, model).await
+    }
+}
+
+/// The error to answer with for a failed Gemini call made with `key`; a rejected key is
+/// marked INVALID in `vault`. Shared by every engine that calls Gemini on the user's key
+/// (chat, and the AI over synced mail), so a failure reads the same whichever RPC met it.
+pub(crate) async fn provider_error(
+    vault: &ApiKeyVault,
+    user: UserId,
+    context: &RequestContext,
+    key: &RevealedKey,
+    err: assistd_gemini::Error,
+    model: &str,
+) -> Error {
+    use assistd_gemini::Error as Gemini;
+    match err {
+        err if err.rejects_key() => {
+            match vault
+                .mark_rejected(user, context, key, &err.to_string())
+                .await
+            {
+                Ok(answer) | Err(answer) => answer,
             }
-            Gemini::RateLimited {
-                retry_after,
-                quota_id,
-                ..
-            } => Error::ResourceExhausted {
-                reason: ErrorReason::ProviderRateLimited,
-                message: format!(
-                    "Gemini answered that your API key's quota is exhausted{}; try again {}",
-                    quota_id.map(|id| format!(" ({id})")).unwrap_or_default(),
-                    retry_after.map_or_else(
-                        || "later".to_owned(),
-                        |delay| format!("in {} s", delay.as_secs().max(1))
-                    ),
+        }
+        Gemini::RateLimited {
+            retry_after,
+            quota_id,
+            ..
+        } => Error::ResourceExhausted {
+            reason: ErrorReason::ProviderRateLimited,
+            message: format!(
+                "Gemini answered that your API key's quota is exhausted{}; try again {}",
+                quota_id.map(|id| format!(" ({id})")).unwrap_or_default(),
+                retry_after.map_or_else(
+                    || "later".to_owned(),
+                    |delay| format!("in {} s", delay.as_secs().max(1))
                 ),
-                retry_after,
-            },
-            Gemini::NotFound { .. } => Error::FailedPrecondition {
-                reason: ErrorReason::ModelNotFound,
-                message: format!(
-                    "Gemini does not serve the model {model:?} to your key; choose another \
+            ),
+            retry_after,
+        },
+        Gemini::NotFound { .. } => Error::FailedPrecondition {
+            reason: ErrorReason::ModelNotFound,
+            message: format!(
+                "Gemini does not serve the model {model:?} to your key; choose another \
                      model for this session (ListModels shows the available ones)"
-                ),
-            },
-            Gemini::InvalidArgument { message } => {
-                tracing::error!(%message, "Gemini refused a request the server built");
-                Error::internal(format!("Gemini refused the request: {message}"))
-            }
-            other => {
-                tracing::warn!(error = %other, "Gemini failed");
-                Error::Unavailable {
-                    reason: ErrorReason::ProviderUnavailable,
-                    message: "Gemini is unavailable or did not answer in time; try again in a \
+            ),
+        },
+        Gemini::InvalidArgument { message } => {
+            tracing::error!(%message, "Gemini refused a request the server built");
+            Error::internal(format!("Gemini refused the request: {message}"))
+        }
+        other => {
+            tracing::warn!(error = %other, "Gemini failed");
+            Error::Unavailable {
+                reason: ErrorReason::ProviderUnavailable,
+                message: "Gemini is unavailable or did not answer in time; try again in a \
                               moment"
-                        .into(),
-                    retry_after: Some(Duration::from_secs(1)),
-                }
+                    .into(),
+                retry_after: Some(Duration::from_secs(1)),
             }
         }
     }
 }
 
 /// The Gemini form of a revealed key.
-pub(super) fn api_key(key: &RevealedKey) -> Result<ApiKey> {
+pub(crate) fn api_key(key: &RevealedKey) -> Result<ApiKey> {
     let text = key
         .expose_secret()
         .expose_secret_str()

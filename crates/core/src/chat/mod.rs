@@ -55,6 +55,9 @@ pub use tools::{ChatTool, ToolContext, ToolFailure, ToolFuture, ToolRegistry};
 use crate::{ApiKeyVault, PreferencesService};
 use errors::api_key;
 
+pub(crate) use budget::check_budget;
+pub(crate) use errors::{api_key as gemini_key, provider_error};
+
 /// One step of an exchange, in order.
 ///
 /// Messages are boxed: the channel that carries events allocates room for 32 of them per

@@ -45,6 +45,11 @@ pub struct GmailSettings {
     /// gives up with GMAIL_RATE_LIMITED.
     #[serde(with = "humantime_serde")]
     pub max_rate_limit_wait: Duration,
+    /// Messages TriageInbox gives the model in one call.
+    pub triage_batch_size: usize,
+    /// Estimated tokens (about four characters each) of mail one summary request may carry;
+    /// a longer thread is summarised from its newest messages that fit.
+    pub summary_context_tokens: usize,
 }
 
 impl Default for GmailSettings {
@@ -63,6 +68,8 @@ impl Default for GmailSettings {
             max_retries: 3,
             sync_lease: Duration::from_secs(60),
             max_rate_limit_wait: Duration::from_secs(30),
+            triage_batch_size: 10,
+            summary_context_tokens: 24_000,
         }
     }
 }
@@ -110,6 +117,18 @@ impl GmailSettings {
             return Err(
                 "gmail.max_full_sync_messages and gmail.max_body_chars must be positive".into(),
             );
+        }
+        if !(1..=50).contains(&self.triage_batch_size) {
+            return Err(format!(
+                "gmail.triage_batch_size must be between 1 and 50, got {}",
+                self.triage_batch_size
+            ));
+        }
+        if self.summary_context_tokens < 1_000 {
+            return Err(format!(
+                "gmail.summary_context_tokens must be at least 1000, got {}",
+                self.summary_context_tokens
+            ));
         }
         Ok(())
     }

@@ -7,8 +7,10 @@
 //! - `background`: the task that syncs every connected mailbox on its schedule;
 //! - `search`: listing, searching and reading the synced copy;
 //! - `sealing`: the per-user mail key, the sealed header and body, the blind-index terms;
-//! - `tokens`: the user's Google access token as the Gmail client asks for it.
+//! - `tokens`: the user's Google access token as the Gmail client asks for it;
+//! - `ai`: summaries and triage with the user's Gemini key ([`MailAssistant`]).
 
+mod ai;
 mod background;
 mod config;
 mod connection;
@@ -24,6 +26,10 @@ use assistd_gmail::{GmailClient, GmailError};
 use assistd_store::Store;
 use tokio_util::sync::CancellationToken;
 
+pub use ai::{
+    AiUsage, MailAssistant, MailSummary, MessageSummary, ThreadSummary, TriageCategory,
+    TriagePriority, TriageReport, TriageResult, TriageSelection, TriagedMessage, prompt,
+};
 pub use config::GmailSettings;
 
 use crate::SecretSealer;

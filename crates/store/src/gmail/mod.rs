@@ -29,6 +29,8 @@ mod due;
 mod lease;
 mod mail_key;
 mod messages;
+mod summaries;
+mod triage;
 
 use assistd_domain::{Error, ErrorReason, UserId};
 use chrono::{DateTime, Timelike, Utc};
@@ -40,6 +42,8 @@ pub use connection::{
     FullSyncProgress, GmailConnection, GmailConnectionState, SealedMailKey, SyncError, SyncLease,
 };
 pub use messages::{MessageFilter, NewGmailMessage, SearchTerm, StoredGmailMessage};
+pub use summaries::{StoredMessageSummary, StoredThreadSummary, ThreadState};
+pub use triage::StoredTriageResult;
 
 /// Resource names in NOT_FOUND errors.
 const CONNECTION: &str = "Gmail connection";

@@ -30,6 +30,7 @@
 //! | [`GeminiServer::split_stream_events`], [`GeminiServer::set_chunk_interval`] | SSE events in several TCP writes, paced |
 //! | [`GeminiServer::requests`], [`GeminiServer::generate_requests`] | what the client sent (bodies as JSON) |
 //! | [`GeminiServer::issued_calls`] | function calls made, with the signatures to echo |
+//! | [`GeminiServer::answer_triage`], [`TriageAnswer`], [`GeminiServer::triage_call_count`] | structured (JSON) triage answers: whole, partial, malformed |
 //! | [`GeminiServer::streams`], [`GeminiServer::wait_for_stream_disconnects`], [`GeminiServer::stream_write_times`] | client disconnects and per-event write instants |
 
 mod api;
@@ -39,6 +40,7 @@ mod record;
 mod reply;
 mod signature;
 mod stream;
+mod structured;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -55,6 +57,7 @@ pub use record::{RecordedRequest, key_marker};
 pub use reply::ScriptedReply;
 pub use signature::IssuedCall;
 pub use stream::{StreamEnd, StreamLog};
+pub use structured::{TriageAnswer, asks_for_json, schema_message_ids, triage_item, triage_reply};
 
 /// What [`GeminiServer::respond_with`] takes: the request body in, the reply out.
 pub type Responder = dyn Fn(&Value) -> ScriptedReply + Send + Sync;

@@ -145,7 +145,7 @@ pub(super) async fn rows(app: &GmailTestApp, table: &str, user: &GmailUser) -> i
     crate::gmail_sync::setup::count(
         &app.app.store,
         &format!("SELECT COUNT(*) FROM {table} WHERE user_id = ?"),
-        &user.id.to_string(),
+        user.id,
     )
     .await
 }

@@ -363,6 +363,7 @@ impl GmailTestApp {
             .begin_login(auth::BeginLoginRequest {
                 redirect_uri: assistd_testkit::oidc::OidcProvider::REDIRECT_URI.into(),
                 request_gmail_access: gmail_access,
+                request_gmail_compose: false,
                 login_hint: String::new(),
             })
             .await

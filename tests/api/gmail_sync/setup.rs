@@ -142,6 +142,7 @@ pub(crate) async fn sign_in(address: &str, provider: &OidcProvider, name: &str) 
         .begin_login(authpb::BeginLoginRequest {
             redirect_uri: OidcProvider::REDIRECT_URI.into(),
             request_gmail_access: true,
+            request_gmail_compose: false,
             login_hint: email.clone(),
         })
         .await

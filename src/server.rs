@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use assistd_core::auth::AuthService;
-use assistd_core::chat::{ChatService, ToolRegistry};
+use assistd_core::chat::{ChatService, MailTools, ToolRegistry};
 use assistd_core::gmail::GmailService;
 use assistd_core::{ApiKeyVault, PreferencesService, SecretSealer};
 use assistd_crypto::{
@@ -339,16 +339,6 @@ impl Application {
             gemini.clone(),
             Arc::new(SystemClock),
         );
-        let chat = ChatService::new(
-            &store,
-            vault.clone(),
-            preferences.clone(),
-            gemini,
-            audit.clone(),
-            config.chat.clone(),
-            ToolRegistry::standard(),
-            Arc::new(SystemClock),
-        );
         let addresses = ClientAddressPolicy::new(config.server.trusted_proxies.clone());
         let auth = AuthService::new(
             store.clone(),
@@ -376,6 +366,17 @@ impl Application {
             shutdown.child_token(),
         )
         .map_err(|message| anyhow::anyhow!("gmail: {message}"))?;
+        // The chat offers the mail tools while a user's Gmail is connected.
+        let chat = ChatService::new(
+            &store,
+            vault.clone(),
+            preferences.clone(),
+            gemini,
+            audit.clone(),
+            config.chat.clone(),
+            ToolRegistry::standard().with_provider(MailTools::new(gmail.clone())),
+            Arc::new(SystemClock),
+        );
         let background_sync = config
             .gmail
             .background_sync

@@ -12,6 +12,7 @@ mod dev;
 mod export;
 mod gmail_rpc;
 mod gmail_sync;
+mod gmail_tools;
 mod helpers;
 mod metrics;
 mod outage;

@@ -6,12 +6,14 @@
 //! - `sync`: one sync of one mailbox under its lease (full or incremental);
 //! - `background`: the task that syncs every connected mailbox on its schedule;
 //! - `search`: listing, searching and reading the synced copy;
+//! - `drafts`: what the chat's mail tools may do, and creating a draft (never sending);
 //! - `sealing`: the per-user mail key, the sealed header and body, the blind-index terms;
 //! - `tokens`: the user's Google access token as the Gmail client asks for it.
 
 mod background;
 mod config;
 mod connection;
+mod drafts;
 mod sealing;
 mod search;
 mod sync;
@@ -25,6 +27,7 @@ use assistd_store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub use config::GmailSettings;
+pub use drafts::{DraftRequest, MailToolAccess};
 
 use crate::SecretSealer;
 use crate::auth::AuthService;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use assistd_core::auth::AuthService;
-use assistd_core::chat::{ChatService, ToolRegistry};
+use assistd_core::chat::{ChatService, MailTools, ToolRegistry};
 use assistd_core::gmail::{GmailService, MailAssistant};
 use assistd_core::{ApiKeyVault, PreferencesService, SecretSealer};
 use assistd_domain::SystemClock;
@@ -136,16 +136,6 @@ impl Application {
             gemini.clone(),
             Arc::new(SystemClock),
         );
-        let chat = ChatService::new(
-            &store,
-            vault.clone(),
-            preferences.clone(),
-            gemini.clone(),
-            audit.clone(),
-            config.chat.clone(),
-            ToolRegistry::standard(),
-            Arc::new(SystemClock),
-        );
         let addresses = ClientAddressPolicy::new(config.server.trusted_proxies.clone());
         let auth = AuthService::new(
             store.clone(),
@@ -177,8 +167,19 @@ impl Application {
             gmail.clone(),
             vault.clone(),
             preferences.clone(),
-            gemini,
+            gemini.clone(),
             &config.chat,
+        );
+        // The chat offers the mail tools while a user's Gmail is connected.
+        let chat = ChatService::new(
+            &store,
+            vault.clone(),
+            preferences.clone(),
+            gemini,
+            audit.clone(),
+            config.chat.clone(),
+            ToolRegistry::standard().with_provider(MailTools::new(gmail.clone())),
+            Arc::new(SystemClock),
         );
         let background_sync = config
             .gmail

@@ -240,6 +240,7 @@ async fn begin_login(dev: &DevServer) -> authpb::BeginLoginResponse {
         .begin_login(authpb::BeginLoginRequest {
             redirect_uri: CALLBACK.into(),
             request_gmail_access: false,
+            request_gmail_compose: false,
             login_hint: "grace@example.com".into(),
         })
         .await

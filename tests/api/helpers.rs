@@ -412,6 +412,7 @@ pub(crate) async fn sign_in_through_google(
         .begin_login(auth::BeginLoginRequest {
             redirect_uri: assistd_testkit::oidc::OidcProvider::REDIRECT_URI.into(),
             request_gmail_access: gmail_access,
+            request_gmail_compose: false,
             login_hint: login_hint.to_owned(),
         })
         .await

@@ -13,6 +13,7 @@ mod export;
 mod gmail_ai;
 mod gmail_rpc;
 mod gmail_sync;
+mod gmail_tools;
 mod helpers;
 mod metrics;
 mod outage;

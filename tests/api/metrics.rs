@@ -419,6 +419,7 @@ async fn calls_to_the_sign_in_provider_are_counted_by_operation_and_outcome() {
     let begin = || authpb::BeginLoginRequest {
         redirect_uri: OidcProvider::REDIRECT_URI.into(),
         request_gmail_access: false,
+        request_gmail_compose: false,
         login_hint: String::new(),
     };
     let complete = |state: String, code: String| authpb::CompleteLoginRequest {

@@ -46,6 +46,7 @@ async fn sign_in(auth: &mut AuthServiceClient<Channel>, gmail: bool) -> pb::Comp
         .begin_login(pb::BeginLoginRequest {
             redirect_uri: REDIRECT.into(),
             request_gmail_access: gmail,
+            request_gmail_compose: false,
             login_hint: String::new(),
         })
         .await
@@ -498,6 +499,7 @@ async fn begin(auth: &mut AuthServiceClient<Channel>) -> pb::BeginLoginResponse 
     auth.begin_login(pb::BeginLoginRequest {
         redirect_uri: REDIRECT.into(),
         request_gmail_access: false,
+        request_gmail_compose: false,
         login_hint: String::new(),
     })
     .await
@@ -527,6 +529,7 @@ async fn a_redirect_uri_outside_the_allowlist_is_refused() {
         .begin_login(pb::BeginLoginRequest {
             redirect_uri: "https://evil.example/callback".into(),
             request_gmail_access: false,
+            request_gmail_compose: false,
             login_hint: String::new(),
         })
         .await
@@ -768,6 +771,7 @@ async fn an_expired_login_state_is_refused() {
         .begin_login(pb::BeginLoginRequest {
             redirect_uri: REDIRECT.into(),
             request_gmail_access: false,
+            request_gmail_compose: false,
             login_hint: "ada@example.com".into(),
         })
         .await
@@ -812,6 +816,7 @@ async fn sign_in_calls_are_rate_limited_per_address() {
     let begin = pb::BeginLoginRequest {
         redirect_uri: REDIRECT.into(),
         request_gmail_access: false,
+        request_gmail_compose: false,
         login_hint: String::new(),
     };
     for _ in 0..3 {
@@ -1131,6 +1136,7 @@ async fn a_code_from_another_login_or_a_forged_nonce_signs_nobody_in() {
     let begin = pb::BeginLoginRequest {
         redirect_uri: REDIRECT.into(),
         request_gmail_access: false,
+        request_gmail_compose: false,
         login_hint: String::new(),
     };
     // Code injection: a code obtained for attempt A presented with attempt B's state is sent
@@ -1270,6 +1276,7 @@ async fn sign_in_and_refresh_work_over_grpc_web() {
         .begin_login(pb::BeginLoginRequest {
             redirect_uri: REDIRECT.into(),
             request_gmail_access: false,
+            request_gmail_compose: false,
             login_hint: String::new(),
         })
         .await
@@ -1320,6 +1327,7 @@ async fn a_login_begun_on_one_replica_finishes_on_another() {
         .begin_login(pb::BeginLoginRequest {
             redirect_uri: REDIRECT.into(),
             request_gmail_access: false,
+            request_gmail_compose: false,
             login_hint: String::new(),
         })
         .await
@@ -1368,6 +1376,7 @@ async fn an_id_token_stays_single_use_until_the_verifier_would_refuse_it() {
     auth.begin_login(pb::BeginLoginRequest {
         redirect_uri: REDIRECT.into(),
         request_gmail_access: false,
+        request_gmail_compose: false,
         login_hint: String::new(),
     })
     .await

@@ -41,6 +41,7 @@ async fn no_sign_in_secret_appears_in_the_clear() {
         .begin_login(pb::BeginLoginRequest {
             redirect_uri: redirect.into(),
             request_gmail_access: true,
+            request_gmail_compose: false,
             login_hint: String::new(),
         })
         .await

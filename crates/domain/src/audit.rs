@@ -65,11 +65,13 @@ pub enum AuditAction {
     GmailDisconnected,
     /// Google refused the user's stored grant; Gmail needs a new consent.
     GoogleReauthRequired,
+    /// A chat tool created a draft in the user's Gmail (never sent).
+    GmailDraftCreated,
 }
 
 impl AuditAction {
     /// Every action, for parsing.
-    pub const ALL: [AuditAction; 21] = [
+    pub const ALL: [AuditAction; 22] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::TokenRefreshed,
@@ -91,6 +93,7 @@ impl AuditAction {
         Self::GmailConnected,
         Self::GmailDisconnected,
         Self::GoogleReauthRequired,
+        Self::GmailDraftCreated,
     ];
 
     /// The stable name stored in the log.
@@ -118,6 +121,7 @@ impl AuditAction {
             Self::GmailConnected => "gmail_connected",
             Self::GmailDisconnected => "gmail_disconnected",
             Self::GoogleReauthRequired => "google_reauth_required",
+            Self::GmailDraftCreated => "gmail_draft_created",
         }
     }
 

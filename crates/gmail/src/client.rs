@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
@@ -39,6 +39,8 @@ pub enum Operation {
     GetThread,
     /// users.history.list.
     ListHistory,
+    /// users.drafts.create.
+    CreateDraft,
 }
 
 impl Operation {
@@ -51,6 +53,7 @@ impl Operation {
             Self::GetMessage => "users.messages.get",
             Self::GetThread => "users.threads.get",
             Self::ListHistory => "users.history.list",
+            Self::CreateDraft => "users.drafts.create",
         }
     }
 
@@ -61,7 +64,7 @@ impl Operation {
             Self::GetProfile => 1,
             Self::ListHistory => 2,
             Self::ListMessages | Self::GetMessage => 5,
-            Self::GetThread => 10,
+            Self::GetThread | Self::CreateDraft => 10,
         }
     }
 }
@@ -194,7 +197,15 @@ impl GmailClient {
         }
     }
 
-    fn endpoint(&self, segments: &[&str]) -> Url {
+    /// `users/me/{segments}`. A send method is no endpoint of this client: the segment
+    /// `send` (messages.send, drafts.send) is refused here, so no call can reach one.
+    pub(crate) fn endpoint(&self, segments: &[&str]) -> Url {
+        assert!(
+            !segments
+                .iter()
+                .any(|segment| segment.eq_ignore_ascii_case("send")),
+            "assistd never sends mail"
+        );
         let mut url = self.base_url.clone();
         {
             let mut path = url
@@ -247,6 +258,11 @@ enum Attempt {
 }
 
 impl UserGmail<'_> {
+    /// `users/me/{segments}` on this client's API root.
+    pub(crate) fn endpoint(&self, segments: &[&str]) -> Url {
+        self.client.endpoint(segments)
+    }
+
     /// The mailbox's address, totals and current history id (users.getProfile).
     ///
     /// # Errors
@@ -334,6 +350,16 @@ impl UserGmail<'_> {
         operation: Operation,
         url: Url,
     ) -> Result<T, GmailError> {
+        self.call_json_with(operation, url, None).await
+    }
+
+    /// A call with a JSON `body`, sent as a POST (a GET without one).
+    pub(crate) async fn call_json_with<T: DeserializeOwned>(
+        &self,
+        operation: Operation,
+        url: Url,
+        body: Option<bytes::Bytes>,
+    ) -> Result<T, GmailError> {
         let span = tracing::info_span!(
             "gmail.call",
             operation = operation.name(),
@@ -342,7 +368,7 @@ impl UserGmail<'_> {
         );
         let started = Instant::now();
         let result = async {
-            let body = self.call(operation, url).await?;
+            let body = self.call(operation, url, body).await?;
             serde_json::from_slice(&body).map_err(|err| {
                 GmailError::Protocol(format!(
                     "{} answer is not the documented JSON (line {}, column {})",
@@ -367,7 +393,14 @@ impl UserGmail<'_> {
     }
 
     /// The request loop: quota, permit, send, classify, refresh once, retry within bounds.
-    async fn call(&self, operation: Operation, url: Url) -> Result<bytes::Bytes, GmailError> {
+    /// A POST (`body` given) is not retried after a 5xx or a timeout: Gmail may have acted
+    /// on it.
+    async fn call(
+        &self,
+        operation: Operation,
+        url: Url,
+        body: Option<bytes::Bytes>,
+    ) -> Result<bytes::Bytes, GmailError> {
         let client = self.client;
         let mut token = self.tokens.access_token(false).await?;
         let mut refreshed = false;
@@ -389,7 +422,7 @@ impl UserGmail<'_> {
                     .quota
                     .acquire(&self.quota_key, operation.cost())
                     .await;
-                self.attempt(operation, &url, &token).await
+                self.attempt(operation, &url, &token, body.clone()).await
             };
             match attempt {
                 Attempt::Done(body) => return Ok(body),
@@ -416,7 +449,7 @@ impl UserGmail<'_> {
                     tokio::time::sleep(wait).await;
                 }
                 Attempt::Transient(what) => {
-                    if transient_retries >= client.max_retries {
+                    if transient_retries >= client.max_retries || body.is_some() {
                         return Err(GmailError::Unavailable(format!(
                             "{what} (after {attempts} attempts)"
                         )));
@@ -431,7 +464,13 @@ impl UserGmail<'_> {
     }
 
     /// One HTTP exchange, classified.
-    async fn attempt(&self, operation: Operation, url: &Url, token: &AccessToken) -> Attempt {
+    async fn attempt(
+        &self,
+        operation: Operation,
+        url: &Url,
+        token: &AccessToken,
+        body: Option<bytes::Bytes>,
+    ) -> Attempt {
         let mut authorization =
             match HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())) {
                 Ok(value) => value,
@@ -439,10 +478,16 @@ impl UserGmail<'_> {
                 Err(_) => return Attempt::Unauthorized,
             };
         authorization.set_sensitive(true);
-        let sent = self
-            .client
-            .http
-            .get(url.clone())
+        let request = match body {
+            Some(body) => self
+                .client
+                .http
+                .post(url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body),
+            None => self.client.http.get(url.clone()),
+        };
+        let sent = request
             .header(AUTHORIZATION, authorization)
             .timeout(self.client.timeout)
             .send()

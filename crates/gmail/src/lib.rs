@@ -14,7 +14,15 @@
 //!   decoded (5 units);
 //! - [`UserGmail::get_thread`]: `GET users/me/threads/{id}?format=minimal` (10 units);
 //! - [`UserGmail::list_history`]: `GET users/me/history` with all four history types
-//!   (2 units).
+//!   (2 units);
+//! - [`UserGmail::reply_headers`]: `GET users/me/messages/{id}?format=metadata` for the
+//!   threading headers of a reply (5 units);
+//! - [`UserGmail::create_draft`]: `POST users/me/drafts` with an RFC 5322 message built by
+//!   mail-builder (10 units; needs `gmail.compose`).
+//!
+//! No mail is ever sent: there is no call to users.messages.send or users.drafts.send, the
+//! endpoint builder refuses a `send` segment, and `tests/never_sends.rs` fails if the
+//! source names such a path.
 //!
 //! Every call:
 //! - waits for a permit of the global semaphore ([`GmailConfig::max_concurrent_requests`]),
@@ -34,6 +42,7 @@
 
 mod client;
 mod config;
+mod drafts;
 mod error;
 mod quota;
 mod token;
@@ -41,6 +50,7 @@ mod wire;
 
 pub use client::{CallObserver, GmailClient, Operation, UserGmail};
 pub use config::{ConfigError, DEFAULT_BASE_URL, GmailConfig};
+pub use drafts::{CreatedDraft, DraftAddress, NewDraft, ReplyHeaders, draft_message};
 pub use error::GmailError;
 pub use quota::{QuotaBuckets, QuotaSpend, WINDOW as QUOTA_WINDOW};
 pub use token::{AccessToken, AccessTokenSource};

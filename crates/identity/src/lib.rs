@@ -22,8 +22,8 @@ pub use access::{
 pub use keys::{KeyError, SigningKey};
 pub use oidc::{
     AuthorizationRequest, ClientSecret, CodeExchange, DEFAULT_CLOCK_SKEW, DEFAULT_HTTP_TIMEOUT,
-    GMAIL_READONLY_SCOPE, GOOGLE_ISSUER, OidcClient, OidcError, OidcSettings, ProviderCallObserver,
-    RefreshedAccess, VerifiedIdentity,
+    GMAIL_COMPOSE_SCOPE, GMAIL_READONLY_SCOPE, GOOGLE_ISSUER, OidcClient, OidcError, OidcSettings,
+    ProviderCallObserver, RefreshedAccess, VerifiedIdentity,
 };
 pub use secrets::{DerivedSecrets, random_token, token_hash};
 pub use service::{

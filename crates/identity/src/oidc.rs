@@ -52,6 +52,11 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The scope that lets assistd read the user's mail.
 pub const GMAIL_READONLY_SCOPE: &str = "https://www.googleapis.com/auth/gmail.readonly";
 
+/// The scope that lets assistd create drafts in the user's Gmail (asked for only when the
+/// user opts in). It also allows sending, which assistd never does: its Gmail client has no
+/// call to a send method.
+pub const GMAIL_COMPOSE_SCOPE: &str = "https://www.googleapis.com/auth/gmail.compose";
+
 /// Scopes every sign-in asks for (`openid` is added by the authorization URL builder).
 const SIGN_IN_SCOPES: [&str; 2] = ["email", "profile"];
 
@@ -195,6 +200,8 @@ pub struct AuthorizationRequest {
     pub pkce_verifier: String,
     /// Also ask for read access to Gmail, offline (a refresh token), with fresh consent.
     pub gmail_access: bool,
+    /// Also ask for `gmail.compose` (drafts); implies `gmail_access`.
+    pub gmail_compose: bool,
     /// The account to preselect (an email address or `sub`).
     pub login_hint: Option<String>,
 }
@@ -208,6 +215,7 @@ impl std::fmt::Debug for AuthorizationRequest {
             .field("nonce", &"[redacted]")
             .field("pkce_verifier", &"[redacted]")
             .field("gmail_access", &self.gmail_access)
+            .field("gmail_compose", &self.gmail_compose)
             .field("login_hint", &self.login_hint)
             .finish()
     }
@@ -375,7 +383,8 @@ impl OidcClient {
 
     /// The URL to send the user to: response type `code`, scopes `openid email profile`
     /// (plus Gmail read-only, `access_type=offline`, `prompt=consent` and
-    /// `include_granted_scopes=true` when asked), the caller's state and nonce, the S256 PKCE
+    /// `include_granted_scopes=true` when asked, and Gmail compose on top when asked for it),
+    /// the caller's state and nonce, the S256 PKCE
     /// challenge of the caller's verifier, and the login hint if any.
     ///
     /// # Errors
@@ -406,7 +415,10 @@ impl OidcClient {
             .add_scopes(SIGN_IN_SCOPES.map(|s| Scope::new(s.to_owned())))
             .set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(&verifier))
             .set_redirect_uri(Cow::Owned(redirect_uri));
-        if request.gmail_access {
+        if request.gmail_compose {
+            builder = builder.add_scope(Scope::new(GMAIL_COMPOSE_SCOPE.to_owned()));
+        }
+        if request.gmail_access || request.gmail_compose {
             builder = builder
                 .add_scope(Scope::new(GMAIL_READONLY_SCOPE.to_owned()))
                 .add_extra_param("access_type", "offline")

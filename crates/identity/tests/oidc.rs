@@ -77,6 +77,7 @@ fn request(gmail_access: bool) -> AuthorizationRequest {
         nonce: NONCE.to_owned(),
         pkce_verifier: VERIFIER.to_owned(),
         gmail_access,
+        gmail_compose: false,
         login_hint: Some("ada@example.com".to_owned()),
     }
 }

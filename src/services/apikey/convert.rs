@@ -60,6 +60,7 @@ pub(super) fn action_to_proto(action: &str) -> pb::AuditAction {
         Some(AuditAction::GmailConnected) => pb::AuditAction::GmailConnected,
         Some(AuditAction::GmailDisconnected) => pb::AuditAction::GmailDisconnected,
         Some(AuditAction::GoogleReauthRequired) => pb::AuditAction::GoogleReauthRequired,
+        Some(AuditAction::GmailDraftCreated) => pb::AuditAction::GmailDraftCreated,
         Some(
             AuditAction::AccountDeleted
             | AuditAction::ServiceAccountCreated

@@ -5,7 +5,7 @@ mod convert;
 mod export;
 mod requests;
 
-use assistd_core::auth::{AuthService, ClientInfo};
+use assistd_core::auth::{AuthService, ClientInfo, GmailConsent};
 use assistd_core::export::Requester;
 use assistd_domain::AuthSessionId;
 use tonic::{Request, Response, Status};
@@ -73,7 +73,13 @@ impl pb::auth_service_server::AuthService for AuthApi {
             .service
             .begin_login(
                 &body.redirect_uri,
-                body.request_gmail_access,
+                if body.request_gmail_compose {
+                    GmailConsent::ReadAndCompose
+                } else if body.request_gmail_access {
+                    GmailConsent::Read
+                } else {
+                    GmailConsent::None
+                },
                 Some(body.login_hint.as_str()),
                 &client,
             )

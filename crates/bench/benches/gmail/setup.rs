@@ -117,6 +117,7 @@ impl Server {
             .begin_login(authpb::BeginLoginRequest {
                 redirect_uri: OidcProvider::REDIRECT_URI.into(),
                 request_gmail_access: true,
+                request_gmail_compose: false,
                 login_hint: email,
             })
             .await

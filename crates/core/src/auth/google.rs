@@ -198,6 +198,14 @@ impl GoogleGrant {
             .iter()
             .any(|s| s == assistd_identity::GMAIL_READONLY_SCOPE)
     }
+
+    /// The grant includes `gmail.compose`: drafts may be created.
+    #[must_use]
+    pub fn has_compose_scope(&self) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| s == assistd_identity::GMAIL_COMPOSE_SCOPE)
+    }
 }
 
 impl AuthService {

@@ -17,6 +17,26 @@ use chrono::{DateTime, Utc};
 use super::sign_in::check_device_name;
 use super::{AuthService, ClientInfo, SignedIn, chrono_duration, provider_error, unauthenticated};
 
+/// Which Gmail permissions a redirect sign-in asks Google for besides signing in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GmailConsent {
+    /// None: only `openid email profile`.
+    #[default]
+    None,
+    /// `gmail.readonly` with offline access, so mail can be synced.
+    Read,
+    /// `gmail.readonly` and `gmail.compose`, so the chat can also create drafts.
+    ReadAndCompose,
+}
+
+impl GmailConsent {
+    /// Whether Gmail read access (and a refresh token) is asked for.
+    #[must_use]
+    pub const fn access(self) -> bool {
+        !matches!(self, Self::None)
+    }
+}
+
 /// The start of a redirect sign-in.
 pub struct BeganLogin {
     /// Where to send the browser.
@@ -46,7 +66,7 @@ impl AuthService {
     pub async fn begin_login(
         &self,
         redirect_uri: &str,
-        gmail_access: bool,
+        gmail: GmailConsent,
         login_hint: Option<&str>,
         client: &ClientInfo,
     ) -> Result<BeganLogin> {
@@ -69,7 +89,8 @@ impl AuthService {
                 .secrets
                 .pkce_verifier(&key_id, &state)
                 .ok_or_else(derive_failed)?,
-            gmail_access,
+            gmail_access: gmail.access(),
+            gmail_compose: gmail == GmailConsent::ReadAndCompose,
             login_hint: login_hint.filter(|h| !h.is_empty()).map(str::to_owned),
         };
         let url = oidc
@@ -83,7 +104,7 @@ impl AuthService {
             state_hash: token_hash(&state),
             key_id,
             redirect_uri: redirect_uri.to_owned(),
-            request_gmail: gmail_access,
+            request_gmail: gmail.access(),
             created_at: now,
             expires_at,
         })

@@ -46,7 +46,7 @@ mod sign_in;
 pub use account::validate_display_name;
 pub use config::{MAX_LOGIN_ATTEMPT_TTL, SignInConfig};
 pub use google::GoogleGrant;
-pub use login::BeganLogin;
+pub use login::{BeganLogin, GmailConsent};
 pub use rate_limits::SignInRateLimits;
 pub use session_gate::SessionGate;
 pub use sign_in::SignedIn;

@@ -19,7 +19,7 @@ use super::context::{self, GENERATED_CALL_ID_PREFIX};
 use super::errors::{message_error, shutting_down};
 use super::exchange::Exchange;
 use super::model_call::Outcome;
-use super::tools::{ToolContext, ToolFailure};
+use super::tools::{ExchangeFacts, ToolContext, ToolFailure, ToolRegistry};
 use super::turn::Turn;
 use super::{ExchangeEvent, ExchangeSummary, ExchangeUsage};
 use crate::api_keys::RevealedKey;
@@ -34,8 +34,11 @@ struct Conversation<'a> {
     key: &'a RevealedKey,
     api_key: &'a ApiKey,
     user_message: &'a ChatMessage,
-    /// The system instruction: persona, preferences, remembered facts, the time.
+    /// The system instruction: persona, preferences, remembered facts, the time, and the
+    /// tool providers' notes.
     system: String,
+    /// The tools of this exchange: the fixed ones and those provided for it.
+    tools: ToolRegistry,
     declarations: Vec<FunctionDeclaration>,
     tool_context: ToolContext,
 }
@@ -251,14 +254,30 @@ impl Exchange<'_> {
             context::window(&history, user_message.id, config.context_token_budget),
             user_message.id,
         );
+        let user_text = match &user_message.content {
+            MessageContent::Text(text) => text.as_str(),
+            _ => "",
+        };
+        let (tools, notes) = Box::pin(self.inner.tools.for_exchange(ExchangeFacts {
+            user: self.user,
+            user_text,
+            context: &self.request.context,
+        }))
+        .await;
+        let mut system = context::system_instruction(session, preferences, &memories, now);
+        for note in notes {
+            system.push_str("\n\n");
+            system.push_str(&note);
+        }
         let conversation = Conversation {
             session,
             model,
             key,
             api_key,
             user_message,
-            system: context::system_instruction(session, preferences, &memories, now),
-            declarations: self.inner.tools.declarations(),
+            system,
+            declarations: tools.declarations(),
+            tools,
             tool_context: ToolContext {
                 user: self.user,
                 session: session.id,
@@ -312,18 +331,15 @@ impl Exchange<'_> {
                 now: self.inner.clock.now(),
                 ..conversation.tool_context.clone()
             };
-            let (response, failed) = Box::pin(self.run_tool(&context, &name, &args)).await;
-            responses.push(context::function_response_part(
-                &id,
-                &name,
-                response.clone(),
-            ));
+            let (response, stored, failed) =
+                Box::pin(run_tool(&conversation.tools, &context, &name, &args)).await;
+            responses.push(context::function_response_part(&id, &name, response));
             results.push(NewMessage {
                 role: MessageRole::FunctionResult,
                 content: MessageContent::FunctionResult {
                     call_id: id,
                     name,
-                    response,
+                    response: stored,
                     failed,
                 },
                 exchange_id: Some(exchange_id),
@@ -344,26 +360,6 @@ impl Exchange<'_> {
                 .await;
         }
         Ok(responses)
-    }
-
-    /// Runs a tool; a failure becomes an `{"error": …}` result the model can read.
-    async fn run_tool(&self, context: &ToolContext, name: &str, args: &Value) -> (Value, bool) {
-        let Some(tool) = self.inner.tools.get(name) else {
-            return (
-                json!({"error": format!("there is no tool called {name:?}")}),
-                true,
-            );
-        };
-        let args = if args.is_object() {
-            args.clone()
-        } else {
-            json!({})
-        };
-        match tool.call(context, &args).await {
-            Ok(response) if response.is_object() => (response, false),
-            Ok(response) => (json!({"result": response}), false),
-            Err(ToolFailure(message)) => (json!({"error": message}), true),
-        }
     }
 
     /// The model answered: the reply is committed and the exchange is done. A turn that
@@ -551,5 +547,39 @@ impl Exchange<'_> {
         self.emit(ExchangeEvent::ModelMessage(Box::new(reply)))
             .await;
         Err(error)
+    }
+}
+
+/// Runs a tool of `tools`; a failure becomes an `{"error": …}` result the model can read.
+/// Returns what the model gets, what the history keeps, and whether the call failed.
+async fn run_tool(
+    tools: &ToolRegistry,
+    context: &ToolContext,
+    name: &str,
+    args: &Value,
+) -> (Value, Value, bool) {
+    let Some(tool) = tools.get(name) else {
+        let error = json!({"error": format!("there is no tool called {name:?}")});
+        return (error.clone(), error, true);
+    };
+    let args = if args.is_object() {
+        args.clone()
+    } else {
+        json!({})
+    };
+    match tool.call(context, &args).await {
+        Ok(response) => {
+            let response = if response.is_object() {
+                response
+            } else {
+                json!({"result": response})
+            };
+            let stored = tool.stored_response(&response);
+            (response, stored, false)
+        }
+        Err(ToolFailure(message)) => {
+            let error = json!({"error": message});
+            (error.clone(), error, true)
+        }
     }
 }

@@ -17,6 +17,8 @@
 //! | sessions, messages, search, memories, models, usage (plain reads and writes) | this one |
 //! | how a send starts, is answered from a stored outcome, or ends | `exchange` |
 //! | the model/tool loop of a started exchange | `converse` |
+//! | the tool framework and the built-in tools | `tools` |
+//! | the mail tools (offered while Gmail is connected) and their injection containment | `mail_tools` |
 //! | one model call: unary or streamed, retries with backoff | `model_call` |
 //! | the monthly token budget | `budget` |
 //! | generated session titles | `title` |
@@ -28,6 +30,7 @@ mod context;
 mod converse;
 mod errors;
 mod exchange;
+mod mail_tools;
 mod model_call;
 mod title;
 mod tools;
@@ -50,7 +53,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 pub use budget::TokenBudget;
 pub use config::ChatConfig;
-pub use tools::{ChatTool, ToolContext, ToolFailure, ToolFuture, ToolRegistry};
+pub use mail_tools::MailTools;
+pub use tools::{
+    ChatTool, ExchangeFacts, ProvideFuture, ProvidedTools, ToolContext, ToolFailure, ToolFuture,
+    ToolProvider, ToolRegistry,
+};
 
 use crate::{ApiKeyVault, PreferencesService};
 use errors::api_key;

@@ -1,5 +1,7 @@
 //! Tools the model may call, executed by the server. Adding a tool is one
-//! [`ToolRegistry::register`] call with a [`ChatTool`].
+//! [`ToolRegistry::register`] call with a [`ChatTool`]. Tools that depend on the user or on
+//! the exchange (the mail tools, offered only while Gmail is connected) come from a
+//! [`ToolProvider`], asked once per exchange ([`ToolRegistry::for_exchange`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -7,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use assistd_domain::UserId;
+use assistd_domain::audit::RequestContext;
 use assistd_domain::chat::{SearchQuery, SessionId, validate_memory};
 use assistd_gemini::FunctionDeclaration;
 use assistd_store::Store;
@@ -46,12 +49,52 @@ pub trait ChatTool: Send + Sync + std::fmt::Debug {
 
     /// Runs the tool with the model's arguments (a JSON object) and returns a JSON object.
     fn call<'a>(&'a self, context: &'a ToolContext, args: &'a Value) -> ToolFuture<'a>;
+
+    /// What the chat history keeps of a result this tool returned (the model got all of
+    /// `response`). By default all of it; a tool whose results hold data sealed elsewhere
+    /// (mail) keeps only references, so the history holds no copy in the clear.
+    fn stored_response(&self, response: &Value) -> Value {
+        response.clone()
+    }
 }
 
-/// The tools of a chat engine, by name.
+/// The exchange a [`ToolProvider`] is asked about.
+#[derive(Clone, Copy, Debug)]
+pub struct ExchangeFacts<'a> {
+    /// The user the model works for.
+    pub user: UserId,
+    /// The text of the USER message that opened the exchange: the only place a request for
+    /// an action may come from.
+    pub user_text: &'a str,
+    /// Who sent it, for the audit log.
+    pub context: &'a RequestContext,
+}
+
+/// Tools and system-instruction notes a provider adds to one exchange.
+#[derive(Debug, Default)]
+pub struct ProvidedTools {
+    /// Tools offered in this exchange.
+    pub tools: Vec<Arc<dyn ChatTool>>,
+    /// Lines for the system instruction (fixed text of the server's, never user or mail
+    /// content), e.g. how to grant a missing permission.
+    pub notes: Vec<String>,
+}
+
+/// The future [`ToolProvider::provide`] returns.
+pub type ProvideFuture<'a> = Pin<Box<dyn Future<Output = ProvidedTools> + Send + 'a>>;
+
+/// A source of tools that depend on the user and the exchange. It cannot fail: a provider
+/// that cannot tell offers nothing (and logs why).
+pub trait ToolProvider: Send + Sync + std::fmt::Debug {
+    /// The tools and notes for `exchange`.
+    fn provide<'a>(&'a self, exchange: ExchangeFacts<'a>) -> ProvideFuture<'a>;
+}
+
+/// The tools of a chat engine, by name, and the providers of per-exchange tools.
 #[derive(Clone, Debug, Default)]
 pub struct ToolRegistry {
     tools: BTreeMap<String, Arc<dyn ChatTool>>,
+    providers: Vec<Arc<dyn ToolProvider>>,
 }
 
 impl ToolRegistry {
@@ -69,6 +112,34 @@ impl ToolRegistry {
     /// Adds `tool` (replacing one of the same name).
     pub fn register(&mut self, tool: impl ChatTool + 'static) {
         self.tools.insert(tool.declaration().name, Arc::new(tool));
+    }
+
+    /// This registry, also asking `provider` for tools at every exchange.
+    #[must_use]
+    pub fn with_provider(mut self, provider: impl ToolProvider + 'static) -> Self {
+        self.providers.push(Arc::new(provider));
+        self
+    }
+
+    /// The tools of one exchange: the fixed ones plus what each provider adds for it, and
+    /// the providers' notes for the system instruction.
+    pub async fn for_exchange(&self, exchange: ExchangeFacts<'_>) -> (Self, Vec<String>) {
+        let mut tools = self.tools.clone();
+        let mut notes = Vec::new();
+        for provider in &self.providers {
+            let provided = provider.provide(exchange).await;
+            for tool in provided.tools {
+                tools.insert(tool.declaration().name, tool);
+            }
+            notes.extend(provided.notes);
+        }
+        (
+            Self {
+                tools,
+                providers: Vec::new(),
+            },
+            notes,
+        )
     }
 
     /// The tool called `name`.
@@ -90,7 +161,7 @@ impl ToolRegistry {
     }
 }
 
-fn declaration(name: &str, description: &str, parameters: Value) -> FunctionDeclaration {
+pub(super) fn declaration(name: &str, description: &str, parameters: Value) -> FunctionDeclaration {
     FunctionDeclaration {
         name: name.to_owned(),
         description: description.to_owned(),
@@ -99,7 +170,7 @@ fn declaration(name: &str, description: &str, parameters: Value) -> FunctionDecl
 }
 
 /// A string argument, trimmed; a failure naming it when missing.
-fn string_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, ToolFailure> {
+pub(super) fn string_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, ToolFailure> {
     args.get(name)
         .and_then(Value::as_str)
         .map(str::trim)

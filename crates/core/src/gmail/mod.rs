@@ -6,6 +6,7 @@
 //! - `sync`: one sync of one mailbox under its lease (full or incremental);
 //! - `background`: the task that syncs every connected mailbox on its schedule;
 //! - `search`: listing, searching and reading the synced copy;
+//! - `drafts`: what the chat's mail tools may do, and creating a draft (never sending);
 //! - `sealing`: the per-user mail key, the sealed header and body, the blind-index terms;
 //! - `tokens`: the user's Google access token as the Gmail client asks for it;
 //! - `ai`: summaries and triage with the user's Gemini key ([`MailAssistant`]).
@@ -14,6 +15,7 @@ mod ai;
 mod background;
 mod config;
 mod connection;
+mod drafts;
 mod sealing;
 mod search;
 mod sync;
@@ -31,6 +33,7 @@ pub use ai::{
     TriagePriority, TriageReport, TriageResult, TriageSelection, TriagedMessage, prompt,
 };
 pub use config::GmailSettings;
+pub use drafts::{DraftRequest, MailToolAccess};
 
 use crate::SecretSealer;
 use crate::auth::AuthService;

@@ -6,13 +6,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use super::drafts::{self, DraftRefusal, GMAIL_COMPOSE_SCOPES};
 use super::fault::{ErrorBody, Fault};
 use super::{GMAIL_READ_SCOPES, Operation, RateLimitAnswer, Shared};
 use crate::serve::{Body, Hangup, full};
 use assistd_devkit::oidc::protocol::bearer_token;
+
+/// Most bytes of a request body read (a drafts.create with a 35 MB message is Gmail's limit;
+/// tests send small ones).
+const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 
 /// Page size of messages.list and history.list when none is asked for, and the most.
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -25,17 +31,21 @@ enum Route {
     GetMessage(String),
     GetThread(String),
     ListHistory,
+    CreateDraft,
 }
 
 impl Route {
     /// The route and the `userId` of a `/gmail/v1/users/{userId}/…` path.
     fn of(method: &Method, path: &str) -> Option<(Self, String)> {
-        if method != Method::GET {
-            return None;
-        }
         let rest = path.strip_prefix("/gmail/v1/users/")?;
         let (user_id, rest) = rest.split_once('/')?;
         let segments: Vec<&str> = rest.split('/').collect();
+        if method == Method::POST && segments.as_slice() == ["drafts"] {
+            return Some((Self::CreateDraft, user_id.to_owned()));
+        }
+        if method != Method::GET {
+            return None;
+        }
         let route = match segments.as_slice() {
             ["profile"] => Self::Profile,
             ["messages"] => Self::ListMessages,
@@ -54,6 +64,7 @@ impl Route {
             Self::GetMessage(_) => Operation::GetMessage,
             Self::GetThread(_) => Operation::GetThread,
             Self::ListHistory => Operation::ListHistory,
+            Self::CreateDraft => Operation::CreateDraft,
         }
     }
 }
@@ -78,7 +89,25 @@ pub(super) async fn handle(
     hangup: Hangup,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let (parts, _body) = request.into_parts();
+    let (parts, body) = request.into_parts();
+    if drafts::is_send_path(parts.uri.path()) {
+        shared.lock().send_attempts += 1;
+        return Ok(json_answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &drafts::send_refused(),
+        ));
+    }
+    let body = if parts.method == Method::POST {
+        match http_body_util::Limited::new(body, MAX_REQUEST_BODY)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return Ok(bad_request("Request body too large or broken off")),
+        }
+    } else {
+        Bytes::new()
+    };
     let query: Vec<(String, String)> = parts
         .uri
         .query()
@@ -136,7 +165,12 @@ pub(super) async fn handle(
     let Some(info) = info.filter(crate::oidc::AccessTokenInfo::is_active) else {
         return Ok(error_answer(ErrorBody::Unauthorized, None));
     };
-    if !GMAIL_READ_SCOPES.iter().any(|scope| info.has_scope(scope)) {
+    let scopes: &[&str] = if matches!(route, Route::CreateDraft) {
+        &GMAIL_COMPOSE_SCOPES
+    } else {
+        &GMAIL_READ_SCOPES
+    };
+    if !scopes.iter().any(|scope| info.has_scope(scope)) {
         return Ok(error_answer(ErrorBody::InsufficientScope, None));
     }
     if user_id != "me" && !user_id.eq_ignore_ascii_case(&info.user.email) {
@@ -242,6 +276,13 @@ pub(super) async fn handle(
                     .map(|message| message.resource(format, metadata_headers))
                     .collect::<Vec<_>>(),
             })
+        }
+        Route::CreateDraft => {
+            return Ok(match drafts::create(&mut state, &info.user.sub, &body) {
+                Ok(answer) => json_answer(StatusCode::OK, &answer),
+                Err(DraftRefusal::BadRequest(message)) => bad_request(message),
+                Err(DraftRefusal::NotFound) => error_answer(ErrorBody::NotFound, None),
+            });
         }
         Route::ListHistory => {
             let Some(start) = param("startHistoryId").and_then(|start| start.parse::<u64>().ok())

@@ -14,6 +14,8 @@
 //! | `GET /gmail/v1/users/me/messages/{id}?format=raw\|minimal\|metadata\|full&metadataHeaders=` | the message resource; `raw` is the stored bytes, base64url; 404 `notFound` for a deleted or unknown id |
 //! | `GET /gmail/v1/users/me/threads/{id}?format=` | `{id, historyId, messages[]}` oldest first, each in `format`; 404 for an unknown thread |
 //! | `GET /gmail/v1/users/me/history?startHistoryId=&historyTypes=&pageToken=&maxResults=` | records after `startHistoryId` (filtered by the repeated `historyTypes`), paged, `history` omitted when empty, with the current `historyId`; 404 `notFound` when the start is older than the history kept |
+//! | `POST /gmail/v1/users/me/drafts` `{message: {raw, threadId?}}` | `{id, message{id, threadId, labelIds}}`; needs `gmail.compose` (403 `insufficientPermissions` otherwise); 404 for an unknown `threadId`; recorded ([`GmailServer::drafts`]) |
+//! | any `…/messages/send` or `…/drafts/send` | never sends: recorded as a violation ([`GmailServer::send_attempts`]) and answered 500 |
 //!
 //! Every mailbox change made through the test API ([`GmailServer::add_message`],
 //! [`GmailServer::delete_message`], [`GmailServer::modify_labels`]) appends a history record
@@ -43,6 +45,7 @@
 
 mod api;
 pub mod bodies;
+mod drafts;
 mod fault;
 mod mailbox;
 mod mime;
@@ -55,10 +58,11 @@ use std::time::{Duration, Instant};
 use crate::oidc::{OidcProvider, OidcTokens};
 use crate::serve::{AllowedHosts, Bound, Serving};
 
+pub use drafts::{GMAIL_COMPOSE, GMAIL_COMPOSE_SCOPES, RecordedDraft};
 pub use fault::{ErrorBody, Fault, FaultRule};
 pub use mailbox::NewMessage;
 
-/// The scopes that let a token read a mailbox.
+/// The scopes that let a token read a mailbox (drafts need [`GMAIL_COMPOSE_SCOPES`]).
 pub const GMAIL_READ_SCOPES: [&str; 3] = [
     "https://www.googleapis.com/auth/gmail.readonly",
     "https://www.googleapis.com/auth/gmail.modify",
@@ -84,6 +88,8 @@ pub enum Operation {
     GetThread,
     /// users.history.list.
     ListHistory,
+    /// users.drafts.create.
+    CreateDraft,
 }
 
 impl Operation {
@@ -94,7 +100,7 @@ impl Operation {
             Self::GetProfile => 1,
             Self::ListHistory => 2,
             Self::ListMessages | Self::GetMessage => 5,
-            Self::GetThread => 10,
+            Self::GetThread | Self::CreateDraft => 10,
         }
     }
 }
@@ -310,6 +316,24 @@ impl GmailServer {
         self.shared.lock().targets.clone()
     }
 
+    /// The drafts created in `user`'s mailbox (by `sub`), oldest first.
+    #[must_use]
+    pub fn drafts(&self, user: &str) -> Vec<RecordedDraft> {
+        self.shared
+            .lock()
+            .drafts
+            .get(user)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many requests to a send method (`messages/send`, `drafts/send`) arrived, from any
+    /// user, whatever their token: a client that never sends leaves this at zero.
+    #[must_use]
+    pub fn send_attempts(&self) -> usize {
+        self.shared.lock().send_attempts
+    }
+
     /// Forgets the counters (calls, concurrency, quota use, targets); mailboxes stay.
     pub fn reset_counters(&self) {
         let mut state = self.shared.lock();
@@ -379,6 +403,8 @@ struct State {
     faults: Vec<FaultRule>,
     users: HashMap<String, Usage>,
     targets: Vec<String>,
+    drafts: HashMap<String, Vec<RecordedDraft>>,
+    send_attempts: usize,
 }
 
 impl Default for State {
@@ -392,6 +418,8 @@ impl Default for State {
             faults: Vec::new(),
             users: HashMap::new(),
             targets: Vec::new(),
+            drafts: HashMap::new(),
+            send_attempts: 0,
         }
     }
 }

@@ -170,6 +170,8 @@ export type FunctionResult = Message$1<"assistd.chat.v1.FunctionResult"> & {
 
   /**
    * The result as sent to the model (a JSON object). For a failed tool it holds {"error": …}.
+   * The mail tools (`search_mail`, `read_mail`) keep only the ids of the mail they returned
+   * here: mail text stays sealed in the synced copy and out of the chat history.
    *
    * @generated from field: google.protobuf.Struct response = 3;
    */

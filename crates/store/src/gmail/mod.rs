@@ -29,6 +29,7 @@ mod due;
 mod lease;
 mod mail_key;
 mod messages;
+mod search_plan;
 mod summaries;
 mod triage;
 

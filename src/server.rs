@@ -181,10 +181,13 @@ impl Application {
             ToolRegistry::standard().with_provider(MailTools::new(gmail.clone())),
             Arc::new(SystemClock),
         );
-        let background_sync = config
-            .gmail
-            .background_sync
-            .then(|| gmail.start_background_sync(shutdown.child_token()));
+        // With gmail.auto_triage, each background sync's new INBOX mail is triaged too.
+        let background_sync = config.gmail.background_sync.then(|| {
+            gmail.start_background_sync(
+                shutdown.child_token(),
+                config.gmail.auto_triage.then(|| mail_assistant.clone()),
+            )
+        });
 
         let (health, health_service) = tonic_health::server::health_reporter();
         start_health_probe(health, store.clone(), shutdown.child_token()).await;

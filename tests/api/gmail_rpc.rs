@@ -630,3 +630,35 @@ async fn the_background_sync_picks_up_a_new_connection() {
     assert!(synced.last_sync_error.is_none());
     assert_eq!(query(&app, &user, "background").await.len(), 1);
 }
+
+#[tokio::test]
+async fn get_connection_shows_the_mailbox_address_from_gmail_after_a_sync() {
+    let app = spawn_gmail_app().await;
+    // The Google account signs in as one address; its Gmail profile gives another.
+    app.gmail.set_address("olga", "olga.mailbox@gmail.example");
+    let user = app.sign_in_with_gmail("olga").await;
+    assert_eq!(connection(&app, &user).await.email_address, user.email);
+
+    let synced = sync(&app, &user, false).await.unwrap();
+    assert!(synced.full_sync);
+    assert_eq!(
+        synced.connection.unwrap().email_address,
+        "olga.mailbox@gmail.example"
+    );
+    assert_eq!(
+        connection(&app, &user).await.email_address,
+        "olga.mailbox@gmail.example"
+    );
+
+    // A later sign-in (a new consent) and an incremental sync keep the mailbox's address.
+    let again = app.sign_in_with_gmail("olga").await;
+    assert_eq!(
+        connection(&app, &again).await.email_address,
+        "olga.mailbox@gmail.example"
+    );
+    assert!(!sync(&app, &again, false).await.unwrap().full_sync);
+    assert_eq!(
+        connection(&app, &again).await.email_address,
+        "olga.mailbox@gmail.example"
+    );
+}

@@ -4,6 +4,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Batches of `triage_batch_size` messages one automatic triage after a background sync may
+/// send to the model at most: the newest `triage_batch_size * AUTO_TRIAGE_BATCHES` new INBOX
+/// messages are triaged, so a first sync of a large mailbox does not triage all of it.
+pub const AUTO_TRIAGE_BATCHES: usize = 5;
+
 /// How assistd talks to Gmail and how often it syncs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,6 +52,10 @@ pub struct GmailSettings {
     pub max_rate_limit_wait: Duration,
     /// Messages TriageInbox gives the model in one call.
     pub triage_batch_size: usize,
+    /// Whether a background sync that stored new INBOX mail triages it with the user's own
+    /// Gemini key (at most the newest `triage_batch_size * AUTO_TRIAGE_BATCHES` per sync).
+    /// Off by default: it spends the user's key and budget without the user asking.
+    pub auto_triage: bool,
     /// Estimated tokens (about four characters each) of mail one summary request may carry;
     /// a longer thread is summarised from its newest messages that fit.
     pub summary_context_tokens: usize,
@@ -69,6 +78,7 @@ impl Default for GmailSettings {
             sync_lease: Duration::from_secs(60),
             max_rate_limit_wait: Duration::from_secs(30),
             triage_batch_size: 10,
+            auto_triage: false,
             summary_context_tokens: 24_000,
         }
     }

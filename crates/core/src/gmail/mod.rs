@@ -4,7 +4,8 @@
 //! [`GmailService`] is one type; its operations live one group per file:
 //! - `connection`: GetConnection and Disconnect;
 //! - `sync`: one sync of one mailbox under its lease (full or incremental);
-//! - `background`: the task that syncs every connected mailbox on its schedule;
+//! - `background`: the task that syncs every connected mailbox on its schedule, and triages
+//!   each sync's new INBOX mail when `gmail.auto_triage` is on;
 //! - `search`: listing, searching and reading the synced copy;
 //! - `drafts`: what the chat's mail tools may do, and creating a draft (never sending);
 //! - `sealing`: the per-user mail key, the sealed header and body, the blind-index terms;
@@ -32,7 +33,7 @@ pub use ai::{
     AiUsage, MailAssistant, MailSummary, MessageSummary, ThreadSummary, TriageCategory,
     TriagePriority, TriageReport, TriageResult, TriageSelection, TriagedMessage, prompt,
 };
-pub use config::GmailSettings;
+pub use config::{AUTO_TRIAGE_BATCHES, GmailSettings};
 pub use drafts::{DraftRequest, MailToolAccess};
 
 use crate::SecretSealer;

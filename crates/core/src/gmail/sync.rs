@@ -38,6 +38,8 @@ use super::{GmailService, gmail_error};
 
 /// Labels whose messages are not part of the synced copy.
 const EXCLUDED_LABELS: [&str; 2] = ["SPAM", "TRASH"];
+/// The label of the inbox.
+const INBOX: &str = "INBOX";
 /// Messages fetched at the same time by one sync (the quota bucket paces them).
 const FETCH_CONCURRENCY: usize = 8;
 /// Most fetched messages stored in one transaction.
@@ -56,6 +58,32 @@ struct Counts {
     added: u32,
     updated: u32,
     deleted: u32,
+    /// Receive times of the messages this sync added to the copy with the INBOX label.
+    new_inbox: Vec<DateTime<Utc>>,
+}
+
+impl Counts {
+    fn absorb(&mut self, stored: Stored) {
+        self.added += stored.new;
+        self.new_inbox.extend(stored.new_inbox);
+    }
+}
+
+/// What storing fetched messages added to the copy.
+#[derive(Debug, Default)]
+struct Stored {
+    /// Messages that were not in the copy before.
+    new: u32,
+    /// The receive times of those among them in INBOX.
+    new_inbox: Vec<DateTime<Utc>>,
+}
+
+/// The INBOX messages one sync added to the synced copy: what an automatic triage after a
+/// background sync looks at.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct NewInboxMail {
+    /// Their receive times (Gmail's `internalDate`), in no particular order.
+    pub(super) received: Vec<DateTime<Utc>>,
 }
 
 /// What became of one message over the history read by an incremental sync.
@@ -133,6 +161,17 @@ impl GmailService {
     /// runs; RESOURCE_EXHAUSTED with GMAIL_RATE_LIMITED; UNAVAILABLE with GMAIL_UNAVAILABLE.
     /// A failure after the sync started is recorded on the connection.
     pub async fn sync(&self, user: UserId, full: bool) -> Result<SyncReport> {
+        self.sync_reporting_new_mail(user, full)
+            .await
+            .map(|(report, _)| report)
+    }
+
+    /// [`GmailService::sync`], also telling which INBOX messages the sync added.
+    pub(super) async fn sync_reporting_new_mail(
+        &self,
+        user: UserId,
+        full: bool,
+    ) -> Result<(SyncReport, NewInboxMail)> {
         let grant = self.inner.auth.google_grant(user).await?;
         let gmail = self.inner.store.gmail();
         let row = gmail.connection(user).await?;
@@ -180,7 +219,7 @@ impl GmailService {
             deleted = counts.deleted,
             "gmail sync finished"
         );
-        Ok(SyncReport {
+        let report = SyncReport {
             full_sync: counts.full,
             added: counts.added,
             updated: counts.updated,
@@ -188,7 +227,11 @@ impl GmailService {
             started_at,
             finished_at,
             connection,
-        })
+        };
+        let new_mail = NewInboxMail {
+            received: counts.new_inbox,
+        };
+        Ok((report, new_mail))
     }
 
     /// When the next background sync of a mailbox is due: the interval, jittered by ±10%.
@@ -371,6 +414,11 @@ impl Run<'_> {
                 if !gmail
                     .begin_full_sync(self.user, self.owner, profile.history_id, self.now())
                     .await?
+                    // The mailbox's own address, which GetConnection shows from now on (the
+                    // sign-in's address may be another of the account's).
+                    || !gmail
+                        .record_mailbox_address(self.user, self.owner, &profile.email_address)
+                        .await?
                 {
                     return Err(lease_lost());
                 }
@@ -407,7 +455,7 @@ impl Run<'_> {
                 seen.extend(ids.iter().cloned());
             }
             let wanted: Vec<String> = ids.into_iter().filter(|id| !skip.contains(id)).collect();
-            counts.added += self.fetch_all(wanted).await?;
+            counts.absorb(self.fetch_all(wanted).await?);
             fetched += i64::try_from(listed).unwrap_or(i64::MAX);
             page_token = page.next_page_token;
             if !gmail
@@ -486,13 +534,13 @@ impl Run<'_> {
         }
     }
 
-    /// Fetches, seals and stores `ids`; returns how many were new.
+    /// Fetches, seals and stores `ids`; returns what was new.
     ///
     /// Up to [`FETCH_CONCURRENCY`] messages are fetched and parsed at once, while one writer
     /// stores whatever is ready, up to [`WRITE_BATCH`] messages per transaction. One writer
     /// and few transactions keep a sync from queueing its own writes behind each other: on
     /// SQLite every write transaction takes the database's one write lock.
-    async fn fetch_all(&self, ids: Vec<String>) -> Result<u32> {
+    async fn fetch_all(&self, ids: Vec<String>) -> Result<Stored> {
         let (ready, mut to_write) = tokio::sync::mpsc::channel(WRITE_BATCH * 2);
         let fetching = async move {
             let mut fetches = futures::stream::iter(ids)
@@ -509,11 +557,13 @@ impl Run<'_> {
             Ok::<_, Error>(())
         };
         let writing = async move {
-            let mut added = 0;
+            let mut added = Stored::default();
             let mut batch = Vec::with_capacity(WRITE_BATCH);
             while to_write.recv_many(&mut batch, WRITE_BATCH).await > 0 {
                 self.check()?;
-                added += self.store_batch(&batch).await?;
+                let stored = self.store_batch(&batch).await?;
+                added.new += stored.new;
+                added.new_inbox.extend(stored.new_inbox);
                 batch.clear();
             }
             Ok::<_, Error>(added)
@@ -522,16 +572,27 @@ impl Run<'_> {
         Ok(added)
     }
 
-    /// Stores fetched messages in one transaction; returns how many were not stored before.
-    async fn store_batch(&self, batch: &[(NewGmailMessage, Vec<SearchTerm>)]) -> Result<u32> {
+    /// Stores fetched messages in one transaction; returns those not stored before.
+    async fn store_batch(&self, batch: &[(NewGmailMessage, Vec<SearchTerm>)]) -> Result<Stored> {
         let gmail = self.service.inner.store.gmail();
         let ids: Vec<String> = batch.iter().map(|(m, _)| m.message_id.clone()).collect();
         let stored = gmail.stored_message_ids(self.user, &ids).await?;
         if !gmail.upsert_messages(self.user, batch, self.now()).await? {
             return Err(not_connected());
         }
-        let new = ids.iter().filter(|id| !stored.contains(*id)).count();
-        Ok(u32::try_from(new).unwrap_or(u32::MAX))
+        let new: Vec<&NewGmailMessage> = batch
+            .iter()
+            .map(|(message, _)| message)
+            .filter(|message| !stored.contains(&message.message_id))
+            .collect();
+        Ok(Stored {
+            new: u32::try_from(new.len()).unwrap_or(u32::MAX),
+            new_inbox: new
+                .iter()
+                .filter(|message| message.label_ids.iter().any(|label| label == INBOX))
+                .map(|message| message.internal_date)
+                .collect(),
+        })
     }
 
     /// Fetches one message and seals it for storing; `None` when it is gone or excluded (an
@@ -642,7 +703,7 @@ impl Run<'_> {
                 }
             }
         }
-        counts.added += self.fetch_all(to_fetch).await?;
+        counts.absorb(self.fetch_all(to_fetch).await?);
         self.complete(latest).await?;
         Ok(counts)
     }

@@ -236,6 +236,8 @@ impl GmailStore {
 
     /// Records that the user connected Gmail with `scopes` as `email_address`: creates the
     /// connection or sets it `connected`, clears the last error and makes a sync due `now`.
+    /// A connection that already has an address keeps it (a sync stores the mailbox's own,
+    /// from Gmail's getProfile, over the sign-in's).
     /// `connected_at` becomes `now` unless the connection was already `connected` (a new
     /// consent while connected only changes the scopes). Synced mail, the mail key and the
     /// history id are kept: a reconnect resumes where the last sync stopped.
@@ -312,7 +314,18 @@ impl GmailStore {
                         .finally(Expr::value(now)),
                     )
                     .value(Column::State, GmailConnectionState::Connected.as_str())
-                    .value(Column::EmailAddress, email_address)
+                    // The address a sync read from Gmail's getProfile stays: it is the
+                    // mailbox's own, where `email_address` is the sign-in's.
+                    .value(
+                        Column::EmailAddress,
+                        Expr::case(
+                            Expr::col((table, Column::EmailAddress))
+                                .is_null()
+                                .or(Expr::col((table, Column::EmailAddress)).eq("")),
+                            Expr::value(email_address),
+                        )
+                        .finally(Expr::col((table, Column::EmailAddress))),
+                    )
                     .value(Column::Scopes, scopes)
                     .value(Column::LastErrorReason, Option::<String>::None)
                     .value(Column::LastErrorMessage, Option::<String>::None)

@@ -138,6 +138,28 @@ impl GmailStore {
         self.update_under_lease(user, owner, update).await
     }
 
+    /// Stores the mailbox's address as Gmail's getProfile gives it, under `owner`'s lease;
+    /// GetConnection shows it from then on (the sign-in's address may be another of the
+    /// account's). An empty address changes nothing. Returns `false` when `owner` does not
+    /// hold the lease.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn record_mailbox_address(
+        &self,
+        user: UserId,
+        owner: &str,
+        email_address: &str,
+    ) -> Result<bool> {
+        use gmail_connections::Column;
+        if email_address.is_empty() {
+            return Ok(true);
+        }
+        let update = gmail_connections::Entity::update_many()
+            .col_expr(Column::EmailAddress, Expr::value(email_address));
+        self.update_under_lease(user, owner, update).await
+    }
+
     /// Records how far the full sync got: the next page to fetch (`None` when the listing is
     /// exhausted) and how many messages it stored. Returns `false` when `owner` does not hold
     /// the lease or no full sync is under way.

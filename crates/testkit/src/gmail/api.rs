@@ -230,7 +230,7 @@ pub(super) async fn handle(
 
     let answer = match route {
         Route::Profile => json!({
-            "emailAddress": email,
+            "emailAddress": mailbox.address.clone().unwrap_or(email),
             "messagesTotal": mailbox.messages.len(),
             "threadsTotal": mailbox.threads_total(),
             "historyId": mailbox.history_id.to_string(),

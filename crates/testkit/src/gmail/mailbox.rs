@@ -177,6 +177,8 @@ pub(super) struct Mailbox {
     /// The oldest start history id history.list still accepts.
     pub(super) oldest_start: u64,
     next_internal_date_ms: i64,
+    /// The address getProfile gives, when it is not the token owner's sign-in address.
+    pub(super) address: Option<String>,
 }
 
 impl Default for Mailbox {
@@ -187,6 +189,7 @@ impl Default for Mailbox {
             history_id: FIRST_HISTORY_ID,
             oldest_start: FIRST_HISTORY_ID,
             next_internal_date_ms: FIRST_INTERNAL_DATE_MS,
+            address: None,
         }
     }
 }

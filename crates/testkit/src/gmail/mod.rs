@@ -9,7 +9,7 @@
 //!
 //! | call | answer |
 //! | --- | --- |
-//! | `GET /gmail/v1/users/me/profile` | `{emailAddress, messagesTotal, threadsTotal, historyId}` |
+//! | `GET /gmail/v1/users/me/profile` | `{emailAddress, messagesTotal, threadsTotal, historyId}`; the address is the token owner's unless [`GmailServer::set_address`] set another |
 //! | `GET /gmail/v1/users/me/messages?maxResults=&pageToken=&labelIds=&includeSpamTrash=` | `{messages[]{id,threadId}, nextPageToken?, resultSizeEstimate}` newest first (by `internalDate`), SPAM/TRASH left out unless asked for, `messages` omitted when empty; `maxResults` 100 by default, at most 500 |
 //! | `GET /gmail/v1/users/me/messages/{id}?format=raw\|minimal\|metadata\|full&metadataHeaders=` | the message resource; `raw` is the stored bytes, base64url; 404 `notFound` for a deleted or unknown id |
 //! | `GET /gmail/v1/users/me/threads/{id}?format=` | `{id, historyId, messages[]}` oldest first, each in `format`; 404 for an unknown thread |
@@ -31,7 +31,7 @@
 //!
 //! | tool | for |
 //! | --- | --- |
-//! | [`GmailServer::add_message`], [`NewMessage`], [`GmailServer::delete_message`], [`GmailServer::modify_labels`], [`GmailServer::expire_history`] | the mailbox and its history |
+//! | [`GmailServer::add_message`], [`NewMessage`], [`GmailServer::delete_message`], [`GmailServer::modify_labels`], [`GmailServer::expire_history`], [`GmailServer::set_address`] | the mailbox, its history and its address |
 //! | [`GmailServer::history_id`], [`GmailServer::message_ids`], [`GmailServer::message_count`] | what the mailbox holds |
 //! | [`GmailServer::set_quota`], [`GmailServer::set_rate_limit_answer`], [`GmailServer::set_rate_limit_retry_after`] | the per-user quota |
 //! | [`GmailServer::fail_next`], [`GmailServer::inject`], [`Fault`], [`ErrorBody`], [`FaultRule`] | error answers (with `Retry-After`), stalls, dropped connections, for the next N calls or always, of one operation or any |
@@ -170,6 +170,12 @@ impl GmailServer {
         let id = format!("{:016x}", 0x18f3_0000_0000_0000_u64 + state.next_message);
         state.mailbox(user).add(id.clone(), message);
         id
+    }
+
+    /// Makes getProfile give `address` as `user`'s mailbox address (by default the token
+    /// owner's sign-in address), as for an account whose sign-in address is an alias.
+    pub fn set_address(&self, user: &str, address: &str) {
+        self.shared.lock().mailbox(user).address = Some(address.to_owned());
     }
 
     /// Deletes a message for good, with a `messagesDeleted` record; `false` if there is no

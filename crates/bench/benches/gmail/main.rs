@@ -19,6 +19,13 @@
 //!    is followed by `VACUUM ANALYZE`, as autovacuum would follow such a burst of inserts
 //!    (`--no-vacuum` skips it).
 //!
+//! 4. **AI** (`ai.rs`), with the testkit's Gemini peer answering at once: TriageInbox over
+//!    `--triage-messages` (200) new INBOX messages, counting the model calls at the peer
+//!    (⌈messages / `--triage-batch-size`⌉), then again (no model call); SummarizeThread of a
+//!    `--thread-messages` (40) message thread: prompt tokens, messages covered, latency with
+//!    the model and of the stored summary over `--summary-runs` (5) refreshes.
+//!
+//! `--scenario sync` runs 1–3, `--scenario ai` runs 4, `--scenario all` (the default) both.
 //! It only measures and prints; it asserts nothing about speed. Run it with:
 //!
 //! ```text
@@ -26,6 +33,7 @@
 //! cargo bench -p assistd-bench --bench gmail -- --database sqlite|postgres|both
 //! ```
 
+mod ai;
 mod mail;
 mod setup;
 
@@ -41,11 +49,40 @@ use assistd_bench::postgres::PostgresDatabase;
 use assistd_bench::server::{SERVER_BIN_HELP, server_bin};
 use assistd_bench::stats::Percentiles;
 use assistd_testkit::gmail::{DEFAULT_QUOTA_UNITS_PER_SECOND, Operation};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::setup::{Peers, Server, add_messages, rss_bytes};
 
-/// Measures Gmail sync and search of a real assistd server process.
+/// Which scenarios a run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Full and incremental sync, then search.
+    Sync,
+    /// Triage and thread summaries with the Gemini peer.
+    Ai,
+    /// Both, sync first.
+    All,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Ai => "ai",
+            Self::All => "all",
+        }
+    }
+
+    fn includes_sync(self) -> bool {
+        matches!(self, Self::Sync | Self::All)
+    }
+
+    fn includes_ai(self) -> bool {
+        matches!(self, Self::Ai | Self::All)
+    }
+}
+
+/// Measures Gmail sync, search, triage and summaries of a real assistd server process.
 #[derive(Debug, Parser)]
 #[command(
     args_override_self = true,
@@ -84,6 +121,28 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     search_calls: usize,
 
+    /// Which scenarios to run: sync (full, incremental, search), ai (triage, thread
+    /// summary), or all.
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    scenario: Scenario,
+
+    /// New INBOX messages the AI scenario triages (at most 200: TriageInbox takes at most
+    /// 100 of the newest per call, so the bench makes two calls, the second over unread mail).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    triage_messages: usize,
+
+    /// The server's `gmail.triage_batch_size`: messages per model call (1–50).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    triage_batch_size: usize,
+
+    /// Messages of the summarised thread.
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    thread_messages: usize,
+
+    /// SummarizeThread repetitions with `refresh` (each followed by one reusing the result).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    summary_runs: usize,
+
     /// Do not run VACUUM ANALYZE on PostgreSQL after the search scenario's seeding sync
     /// (what autovacuum gives a deployment after a burst of inserts: statistics, and pages
     /// marked all-visible so index-only scans skip the table), to see what searches cost
@@ -107,6 +166,19 @@ async fn main() -> anyhow::Result<()> {
         cli.search_messages > 0 && cli.search_calls > 0,
         "--search-messages and --search-calls must be at least 1"
     );
+    ensure!(
+        (1..=ai::MAX_TRIAGE_MESSAGES).contains(&cli.triage_messages),
+        "--triage-messages must be between 1 and {}",
+        ai::MAX_TRIAGE_MESSAGES
+    );
+    ensure!(
+        (1..=50).contains(&cli.triage_batch_size),
+        "--triage-batch-size must be between 1 and 50, as the server's setting"
+    );
+    ensure!(
+        cli.thread_messages > 0 && cli.summary_runs > 0,
+        "--thread-messages and --summary-runs must be at least 1"
+    );
     let bin = server_bin(cli.server_bin.as_deref())?;
     let profile = if cfg!(debug_assertions) {
         "debug (figures are not representative; `cargo bench` builds in release)"
@@ -116,19 +188,26 @@ async fn main() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     println!(
         "machine: nproc = {cpus}; build: {profile}; the server (`{}`) runs in a process of its \
-         own, the client, the OpenID provider and the Gmail peer share the bench process",
+         own, the client, the OpenID provider, the Gmail peer and the Gemini peer share the \
+         bench process",
         bin.display()
     );
     println!(
-        "reproduce: cargo bench -p assistd-bench --bench gmail -- --database {} --messages {} \
-         --changes {} --incremental-runs {} --search-messages {} --search-calls {}{}",
+        "reproduce: cargo bench -p assistd-bench --bench gmail -- --database {} --scenario {} \
+         --messages {} --changes {} --incremental-runs {} --search-messages {} --search-calls \
+         {}{} --triage-messages {} --triage-batch-size {} --thread-messages {} --summary-runs {}",
         cli.database.name(),
+        cli.scenario.name(),
         cli.messages,
         cli.changes,
         cli.incremental_runs,
         cli.search_messages,
         cli.search_calls,
-        if cli.no_vacuum { " --no-vacuum" } else { "" }
+        if cli.no_vacuum { " --no-vacuum" } else { "" },
+        cli.triage_messages,
+        cli.triage_batch_size,
+        cli.thread_messages,
+        cli.summary_runs,
     );
     if cli.database.includes_sqlite() {
         bench_database(&cli, &bin, "SQLite", None).await?;
@@ -143,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the three scenarios on one database and prints what they measured.
+/// Runs the chosen scenarios on one database and prints what they measured.
 async fn bench_database(
     cli: &Cli,
     bin: &Path,
@@ -158,20 +237,44 @@ async fn bench_database(
     let peers = Peers::start().await;
     println!();
     println!("## {label}");
+    let batch = cli.triage_batch_size;
 
-    eprintln!("{label}: full sync of {} messages", cli.messages);
-    let server =
-        Server::start(bin, dir.path(), url, &peers, DEFAULT_QUOTA_UNITS_PER_SECOND).await?;
-    let result = sync_scenarios(cli, &server, &peers).await;
-    server.stop().await?;
-    result?;
+    if cli.scenario.includes_sync() {
+        eprintln!("{label}: full sync of {} messages", cli.messages);
+        let server = Server::start(
+            bin,
+            dir.path(),
+            url,
+            &peers,
+            DEFAULT_QUOTA_UNITS_PER_SECOND,
+            batch,
+        )
+        .await?;
+        let result = sync_scenarios(cli, &server, &peers).await;
+        server.stop().await?;
+        result?;
 
-    eprintln!("{label}: search over {} messages", cli.search_messages);
-    peers.gmail.set_quota(1_000_000);
-    let server = Server::start(bin, dir.path(), url, &peers, 1_000_000).await?;
-    let result = search_scenario(cli, &server, &peers, label, database_url).await;
-    server.stop().await?;
-    result
+        eprintln!("{label}: search over {} messages", cli.search_messages);
+        peers.gmail.set_quota(1_000_000);
+        let server = Server::start(bin, dir.path(), url, &peers, 1_000_000, batch).await?;
+        let result = search_scenario(cli, &server, &peers, label, database_url).await;
+        server.stop().await?;
+        result?;
+    }
+
+    if cli.scenario.includes_ai() {
+        eprintln!(
+            "{label}: triage of {} messages, summary of a {}-message thread",
+            cli.triage_messages, cli.thread_messages
+        );
+        // The mail is synced at a quota that does not wait: the scenario measures the AI calls.
+        peers.gmail.set_quota(1_000_000);
+        let server = Server::start(bin, dir.path(), url, &peers, 1_000_000, batch).await?;
+        let result = ai::ai_scenarios(cli, &server, &peers).await;
+        server.stop().await?;
+        result?;
+    }
+    Ok(())
 }
 
 /// Scenarios 1 and 2: the full sync at the default quota with the server's RSS, then the

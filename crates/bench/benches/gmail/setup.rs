@@ -1,22 +1,28 @@
 //! What the scenarios run against: an `assistd serve` process wired to the testkit's OpenID
-//! provider and Gmail peer (both in the bench process), users signed in with Gmail access
-//! through the real redirect flow, and the Gmail client calls the scenarios time.
+//! provider, Gmail peer and Gemini peer (all in the bench process), users signed in with Gmail
+//! access through the real redirect flow, and the Gmail client calls the scenarios time.
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use assistd::proto::apikey::v1 as keypb;
+use assistd::proto::apikey::v1::user_api_key_service_client::UserApiKeyServiceClient;
 use assistd::proto::auth::v1 as authpb;
 use assistd::proto::auth::v1::auth_service_client::AuthServiceClient;
 use assistd::proto::gmail::v1 as pb;
 use assistd::proto::gmail::v1::gmail_service_client::GmailServiceClient;
 use assistd_bench::cli::{authed, connect};
 use assistd_bench::server::{ServerProcess, Stopped, free_port, server_command};
+use assistd_testkit::GeminiServer;
 use assistd_testkit::gmail::{GmailServer, NewMessage};
 use assistd_testkit::oidc::{OidcProvider, TestUser};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
+
+/// The Gemini key the bench's users store; the Gemini peer accepts it.
+const GEMINI_KEY: &str = "AIzaSyD-bench-gmail-0123456789abcdefghij";
 
 /// A sync or a list slower than this fails the bench, so a hung server cannot hang it.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(1_800);
@@ -29,13 +35,21 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) struct Peers {
     pub(crate) oidc: OidcProvider,
     pub(crate) gmail: GmailServer,
+    /// Answers the AI scenario's model calls; accepts [`GEMINI_KEY`].
+    pub(crate) gemini: GeminiServer,
 }
 
 impl Peers {
     pub(crate) async fn start() -> Self {
         let oidc = OidcProvider::start().await;
         let gmail = GmailServer::start(&oidc).await;
-        Self { oidc, gmail }
+        let gemini = GeminiServer::start().await;
+        gemini.allow_key(GEMINI_KEY);
+        Self {
+            oidc,
+            gmail,
+            gemini,
+        }
     }
 }
 
@@ -54,13 +68,15 @@ pub(crate) struct Server {
 
 impl Server {
     /// Starts `bin serve` on `data_dir` and `database_url` (SQLite in `data_dir` when empty),
-    /// talking to `peers`, with the Gmail quota `quota` units per second.
+    /// talking to `peers`, with the Gmail quota `quota` units per second and
+    /// `gmail.triage_batch_size` `triage_batch_size`.
     pub(crate) async fn start(
         bin: &Path,
         data_dir: &Path,
         database_url: &str,
         peers: &Peers,
         quota: u32,
+        triage_batch_size: usize,
     ) -> anyhow::Result<Self> {
         let address = format!("127.0.0.1:{}", free_port()?);
         let log = std::fs::File::options()
@@ -87,6 +103,15 @@ impl Server {
             .env("ASSISTD_GMAIL__BACKGROUND_SYNC", "false")
             .env("ASSISTD_GMAIL__MAX_FULL_SYNC_MESSAGES", "100000")
             .env("ASSISTD_GMAIL__QUOTA_UNITS_PER_SECOND", quota.to_string())
+            .env(
+                "ASSISTD_GMAIL__TRIAGE_BATCH_SIZE",
+                triage_batch_size.to_string(),
+            )
+            .env(
+                "ASSISTD_GMAIL__SUMMARY_CONTEXT_TOKENS",
+                crate::ai::SUMMARY_CONTEXT_TOKENS.to_string(),
+            )
+            .env("ASSISTD_GEMINI__BASE_URL", peers.gemini.base_url())
             .env("ASSISTD_LOG__FILTER", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -158,6 +183,22 @@ impl Server {
         })
     }
 
+    /// Stores the Gemini key the peer accepts for `user` (SetApiKey, validated at the peer).
+    pub(crate) async fn set_gemini_key(&self, user: &MailUser) -> anyhow::Result<()> {
+        UserApiKeyServiceClient::new(self.channel.clone())
+            .set_api_key(Self::request(
+                user,
+                keypb::SetApiKeyRequest {
+                    provider: keypb::Provider::Gemini.into(),
+                    api_key: GEMINI_KEY.into(),
+                    allow_unverified: false,
+                },
+            ))
+            .await
+            .context("storing the Gemini key through SetApiKey")?;
+        Ok(())
+    }
+
     fn gmail(&self) -> GmailServiceClient<Channel> {
         GmailServiceClient::new(self.channel.clone())
     }
@@ -204,6 +245,55 @@ impl Server {
             .context("ListMessages")?
             .into_inner();
         Ok((started.elapsed(), page.messages.len()))
+    }
+
+    /// TriageInbox as `user` over at most `max_messages` of the newest INBOX messages of the
+    /// last 7 days (unread ones only with `unread_only`), with its wall time.
+    pub(crate) async fn triage(
+        &self,
+        user: &MailUser,
+        max_messages: i32,
+        unread_only: bool,
+    ) -> anyhow::Result<(pb::TriageInboxResponse, Duration)> {
+        let started = Instant::now();
+        let response = self
+            .gmail()
+            .triage_inbox(Self::request(
+                user,
+                pb::TriageInboxRequest {
+                    max_messages,
+                    start_time: None,
+                    unread_only,
+                    refresh: false,
+                },
+            ))
+            .await
+            .context("TriageInbox")?
+            .into_inner();
+        Ok((response, started.elapsed()))
+    }
+
+    /// SummarizeThread as `user`, with its latency.
+    pub(crate) async fn summarize_thread(
+        &self,
+        user: &MailUser,
+        thread_id: &str,
+        refresh: bool,
+    ) -> anyhow::Result<(pb::SummarizeThreadResponse, Duration)> {
+        let started = Instant::now();
+        let response = self
+            .gmail()
+            .summarize_thread(Self::request(
+                user,
+                pb::SummarizeThreadRequest {
+                    thread_id: thread_id.into(),
+                    refresh,
+                },
+            ))
+            .await
+            .context("SummarizeThread")?
+            .into_inner();
+        Ok((response, started.elapsed()))
     }
 
     /// Stops the server (SIGTERM); it must exit cleanly.

@@ -186,7 +186,7 @@ async fn what_needs_my_reply_names_exactly_the_messages_triage_marked() {
     assert_eq!(app.app.gemini.triage_call_count(), 1);
     assert_eq!(
         schema_message_ids(&assistant_bodies(&app)[0]),
-        [new.clone()]
+        std::slice::from_ref(&new)
     );
     let now_listed = listed_ids(&response_sent(&app, "mail_needing_reply"));
     assert!(now_listed.contains(&new), "{now_listed:?}");

@@ -110,7 +110,7 @@ async fn another_users_ids_are_not_found_like_random_ones_for_every_tool() {
     // written, and nothing of the owner's mail reached any model.
     let inner = assistant_bodies(&app);
     assert_eq!(inner.len(), 1);
-    assert_eq!(schema_message_ids(&inner[0]), [own.clone()]);
+    assert_eq!(schema_message_ids(&inner[0]), std::slice::from_ref(&own));
     for body in generate_bodies(&app) {
         assert!(!body.to_string().contains("Private plans"));
     }

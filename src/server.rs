@@ -178,7 +178,8 @@ impl Application {
             gemini,
             audit.clone(),
             config.chat.clone(),
-            ToolRegistry::standard().with_provider(MailTools::new(gmail.clone())),
+            ToolRegistry::standard()
+                .with_provider(MailTools::new(gmail.clone(), mail_assistant.clone())),
             Arc::new(SystemClock),
         );
         // With gmail.auto_triage, each background sync's new INBOX mail is triaged too.

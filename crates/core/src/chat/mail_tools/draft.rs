@@ -20,7 +20,7 @@ use assistd_gemini::FunctionDeclaration;
 use serde_json::{Value, json};
 
 use super::intent::{asks_for_draft, is_address, named_addresses};
-use super::read::{mail_unavailable, message_id_arg, no_such_message};
+use super::read::{gmail_id_arg, mail_unavailable, no_such_message};
 use crate::chat::tools::{ChatTool, ToolContext, ToolFailure, ToolFuture, declaration, string_arg};
 use crate::gmail::{DraftRequest, GmailService};
 
@@ -200,7 +200,7 @@ impl ChatTool for CreateDraft {
             }
             let reply_to = match optional_text(args, "reply_to_message_id") {
                 "" => None,
-                _ => Some(message_id_arg(args, "reply_to_message_id")?),
+                _ => Some(gmail_id_arg(args, "reply_to_message_id")?),
             };
             if reply_to.is_none() && subject.is_empty() {
                 return Err(ToolFailure("a new draft needs a subject".into()));

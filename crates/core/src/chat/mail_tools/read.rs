@@ -44,8 +44,8 @@ pub(super) fn no_such_message() -> ToolFailure {
     ToolFailure("there is no synced message with that id".into())
 }
 
-/// A message id argument, checked.
-pub(super) fn message_id_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, ToolFailure> {
+/// A Gmail message or thread id argument, checked.
+pub(super) fn gmail_id_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, ToolFailure> {
     let id = string_arg(args, name)?;
     check_gmail_id(id).map_err(|err| ToolFailure(format!("{name} {err}")))?;
     Ok(id)
@@ -219,7 +219,7 @@ impl ChatTool for ReadMail {
 
     fn call<'a>(&'a self, context: &'a ToolContext, args: &'a Value) -> ToolFuture<'a> {
         Box::pin(async move {
-            let id = message_id_arg(args, "message_id")?;
+            let id = gmail_id_arg(args, "message_id")?;
             let message = match self.gmail.get(context.user, id).await {
                 Ok(message) => message,
                 Err(Error::NotFound { .. }) => return Err(no_such_message()),

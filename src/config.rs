@@ -562,6 +562,7 @@ mod tests {
         );
         assert_eq!(example.chat, defaults.chat);
         assert_eq!(example.gmail, defaults.gmail);
+        assert_eq!(example.gemini, defaults.gemini);
     }
 
     #[test]
@@ -579,6 +580,17 @@ mod tests {
         assert!(format!("{err:#}").contains("listen_port"), "{err:#}");
         let err = Config::from_toml("[chat]\nexchange_lease = \"100ms\"").unwrap_err();
         assert!(format!("{err:#}").contains("exchange_lease"), "{err:#}");
+        let err = Config::from_toml("[gemini]\nhttp_version = \"h2\"").unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("gemini.http_version") && message.contains("`http2`"),
+            "{message}"
+        );
+        let config = Config::from_toml("[gemini]\nhttp_version = \"http2\"").unwrap();
+        assert_eq!(
+            config.gemini.http_version,
+            assistd_gemini::HttpVersion::Http2
+        );
     }
 
     #[test]

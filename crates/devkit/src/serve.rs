@@ -1,6 +1,12 @@
-//! The HTTP/1.1 server loop the local stand-ins share (the test peers of `assistd-testkit`
-//! too): bind an address, accept connections until stopped, and serve each with hyper, handing
-//! every request to the handler together with a way to drop its connection unanswered.
+//! The HTTP server loop the local stand-ins share (the test peers of `assistd-testkit` too):
+//! bind an address, accept connections until stopped, and serve each with hyper, handing every
+//! request to the handler together with a way to drop its connection unanswered.
+//!
+//! Every port speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c, no TLS), told apart by the
+//! first bytes of a connection. Over HTTP/2 every request of a connection is a stream of it,
+//! so a [`Hangup`] drops the whole connection and with it every stream on it, not just the
+//! request whose handler hung up. HTTP/2 connections advertise no stream limit, so a client
+//! never waits for a free stream at a stand-in.
 //!
 //! A listener can be held to the host names it was started for ([`Bound::answer_only_to`]):
 //! a web page on another origin can make a browser send requests to a loopback port by DNS
@@ -16,11 +22,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt as _};
 use http::header::{CONTENT_TYPE, HOST};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Either, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
@@ -74,7 +81,8 @@ where
 }
 
 /// One connection's way out: a handler that calls [`Hangup::drop_connection`] gets its
-/// connection closed with the request unanswered.
+/// connection closed with the request unanswered. Over HTTP/2 that connection carries other
+/// requests too: all of them are cut with it.
 #[derive(Clone, Debug, Default)]
 pub struct Hangup(Arc<Notify>);
 
@@ -127,14 +135,21 @@ impl AllowedHosts {
     }
 
     /// Whether `request` names an allowed host: its `Host` header, and the authority of an
-    /// absolute-form target if it has one. A request without `Host` is refused.
+    /// absolute-form target if it has one. An HTTP/1 request without `Host` is refused; an
+    /// HTTP/2 one names its host in `:authority` (the target's authority) instead, and needs
+    /// one or the other.
     #[must_use]
     pub fn allows<B>(&self, request: &Request<B>) -> bool {
         let allowed = |host: &str| self.0.iter().any(|known| known.eq_ignore_ascii_case(host));
         let host = request
             .headers()
             .get(HOST)
-            .and_then(|value| value.to_str().ok());
+            .and_then(|value| value.to_str().ok())
+            .or_else(|| {
+                (request.version() == Version::HTTP_2)
+                    .then(|| request.uri().authority().map(http::uri::Authority::as_str))
+                    .flatten()
+            });
         host.is_some_and(allowed)
             && request
                 .uri()
@@ -274,7 +289,8 @@ where
     }
 }
 
-/// Serves one HTTP/1.1 connection until it ends or a handler hangs up.
+/// Serves one connection, HTTP/1.1 or HTTP/2 (h2c with prior knowledge), until it ends or a
+/// handler hangs up.
 async fn connection<H, F, B>(stream: TcpStream, hosts: Option<Arc<AllowedHosts>>, handler: Arc<H>)
 where
     H: Fn(Request<Incoming>, Hangup) -> F + Send + Sync + 'static,
@@ -305,12 +321,51 @@ where
             }
         })
     };
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Stand-ins serve however many calls a test holds open on one connection; the limit of
+    // a real upstream is the client's concern.
+    builder.http2().max_concurrent_streams(None);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         // A client that gives up mid-request ends the connection; nothing to report.
         _ = connection => {}
-        // Dropping the connection closes the socket with the request unanswered.
+        // Dropping the connection closes the socket with the request unanswered (over HTTP/2,
+        // every stream of the connection with it; their handler tasks end on the reset).
         () = hangup.0.notified() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version, uri: &str, host: Option<&str>) -> Request<()> {
+        let mut builder = Request::builder().version(version).uri(uri);
+        if let Some(host) = host {
+            builder = builder.header(HOST, host);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn http2_names_its_host_in_the_authority_and_http1_in_host() {
+        let hosts = AllowedHosts::for_addr(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)));
+        let h2 = Version::HTTP_2;
+        let h1 = Version::HTTP_11;
+        // HTTP/2 without Host: `:authority` decides.
+        assert!(hosts.allows(&request(h2, "http://127.0.0.1:8080/v1beta/models", None)));
+        assert!(hosts.allows(&request(h2, "http://LOCALHOST:8080/", None)));
+        assert!(!hosts.allows(&request(h2, "http://evil.example:8080/", None)));
+        assert!(!hosts.allows(&request(h2, "/v1beta/models", None)));
+        // Host and authority must both be allowed.
+        assert!(!hosts.allows(&request(
+            h2,
+            "http://127.0.0.1:8080/",
+            Some("evil.example:8080")
+        )));
+        // HTTP/1.1 needs Host, as before, even with an absolute-form target.
+        assert!(hosts.allows(&request(h1, "/v1beta/models", Some("127.0.0.1:8080"))));
+        assert!(!hosts.allows(&request(h1, "http://127.0.0.1:8080/", None)));
+        assert!(!hosts.allows(&request(h1, "/", Some("evil.example:8080"))));
     }
 }

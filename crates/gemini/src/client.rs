@@ -6,7 +6,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
-use crate::config::{ConfigError, GeminiConfig};
+use crate::config::{ConfigError, GeminiConfig, HttpVersion};
 use crate::error::Error;
 use crate::generate::{GenerateContentRequest, GenerateContentResponse};
 use crate::key::ApiKey;
@@ -116,12 +116,17 @@ impl GeminiClient {
         }
         let user_agent =
             HeaderValue::from_str(&config.user_agent).map_err(|_| ConfigError::UserAgent)?;
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(user_agent)
             .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(ConfigError::Http)?;
+            .redirect(reqwest::redirect::Policy::none());
+        // With reqwest's `http2` feature on, a builder left alone would offer h2 in TLS ALPN:
+        // each version is chosen explicitly.
+        let builder = match config.http_version {
+            HttpVersion::Http1 => builder.http1_only(),
+            HttpVersion::Http2 => builder.http2_prior_knowledge(),
+        };
+        let http = builder.build().map_err(ConfigError::Http)?;
         Ok(Self {
             http,
             base_url,

@@ -31,6 +31,32 @@ pub struct GeminiConfig {
     pub stream_idle_timeout: Duration,
     /// The `user-agent` header.
     pub user_agent: String,
+    /// The HTTP version spoken to the API: `http1` (the default) or `http2`.
+    ///
+    /// With HTTP/1.1 every call in flight holds a connection of its own: a streamed reply
+    /// that waits on the model keeps its TCP connection, its TLS session and their buffers
+    /// for as long as it lasts. With HTTP/2 every call is multiplexed over one connection per
+    /// host: a call costs a stream, with no connection, buffers or handshake of its own.
+    ///
+    /// The risk of HTTP/2: the upstream's `SETTINGS_MAX_CONCURRENT_STREAMS` caps the calls
+    /// in flight on that connection, and a call past it waits for a free stream (up to
+    /// `request_timeout`) rather than opening another connection. Choose `http2` only where
+    /// the upstream allows as many concurrent streams as this server has replies in flight.
+    pub http_version: HttpVersion,
+}
+
+/// The HTTP version a [`GeminiClient`](crate::GeminiClient) speaks (see
+/// [`GeminiConfig::http_version`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpVersion {
+    /// HTTP/1.1 only (`"http1"`), also over TLS (ALPN offers `http/1.1` alone): one
+    /// connection per call in flight.
+    #[default]
+    Http1,
+    /// HTTP/2 only (`"http2"`): negotiated by ALPN over TLS, spoken with prior knowledge
+    /// (h2c) over plain `http`. Every call is a stream on one connection per host.
+    Http2,
 }
 
 impl Default for GeminiConfig {
@@ -42,6 +68,7 @@ impl Default for GeminiConfig {
             request_timeout: Duration::from_secs(60),
             stream_idle_timeout: Duration::from_secs(60),
             user_agent: concat!("assistd/", env!("CARGO_PKG_VERSION")).to_owned(),
+            http_version: HttpVersion::Http1,
         }
     }
 }
@@ -87,5 +114,28 @@ mod tests {
             GeminiConfig::default().connect_timeout
         );
         assert!(serde_json::from_str::<GeminiConfig>(r#"{"api_key": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn http_version_defaults_to_http1_and_parses_its_two_names() {
+        assert_eq!(GeminiConfig::default().http_version, HttpVersion::Http1);
+        let parse = |value: &str| {
+            serde_json::from_str::<GeminiConfig>(&format!(r#"{{"http_version": "{value}"}}"#))
+        };
+        assert_eq!(parse("http1").unwrap().http_version, HttpVersion::Http1);
+        assert_eq!(parse("http2").unwrap().http_version, HttpVersion::Http2);
+        for unknown in ["http3", "HTTP2", "h2", "2", ""] {
+            let err = parse(unknown).unwrap_err().to_string();
+            assert!(
+                err.contains("unknown variant") && err.contains("http2"),
+                "{unknown:?}: {err}"
+            );
+        }
+        let json = serde_json::to_value(GeminiConfig {
+            http_version: HttpVersion::Http2,
+            ..GeminiConfig::default()
+        })
+        .unwrap();
+        assert_eq!(json["http_version"], "http2");
     }
 }

@@ -1,7 +1,8 @@
 //! A client of the Gemini REST API (`v1beta`), called with each user's own API key.
 //!
 //! [`GeminiClient`] is built once from a [`GeminiConfig`] (base URL, connect and request
-//! timeouts, user agent) and shared: it holds one connection pool and no key. Every call takes
+//! timeouts, user agent, HTTP/1.1 or HTTP/2) and shared: it holds one connection pool and no
+//! key. Every call takes
 //! the caller's [`ApiKey`], which travels only in the `x-goog-api-key` header — never in a URL,
 //! where it would end up in proxy and access logs — and which no `Debug` output, error or log
 //! line of this crate contains.
@@ -15,8 +16,8 @@
 //! - [`GeminiClient::stream_generate_content`]:
 //!   `POST /v1beta/models/{model}:streamGenerateContent?alt=sse`, the answer as generated: a
 //!   [`ContentStream`] of server-sent events, each yielded the moment its blank line arrives,
-//!   bounded by an idle timeout rather than a total one, and cut (closing the connection) when
-//!   dropped.
+//!   bounded by an idle timeout rather than a total one, and cut when dropped (closing its
+//!   connection over HTTP/1.1, resetting its stream over HTTP/2).
 //!
 //! The wire types ([`GenerateContentRequest`], [`Content`], [`Part`],
 //! [`GenerateContentResponse`], …) follow the `v1beta` JSON. They tolerate unknown fields,
@@ -39,7 +40,7 @@ mod sse;
 mod stream;
 
 pub use client::{API_VERSION, CallObserver, GeminiClient};
-pub use config::{ConfigError, DEFAULT_BASE_URL, GeminiConfig};
+pub use config::{ConfigError, DEFAULT_BASE_URL, GeminiConfig, HttpVersion};
 pub use error::Error;
 pub use generate::{
     Candidate, Content, FunctionCall, FunctionCallingConfig, FunctionCallingMode,

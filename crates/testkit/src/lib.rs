@@ -35,7 +35,7 @@ pub mod gemini;
 pub mod gmail;
 pub mod kms;
 pub mod oidc;
-// The HTTP/1.1 server loop is the one `assistd dev`'s stand-ins run on.
+// The HTTP/1.1 and h2c server loop is the one `assistd dev`'s stand-ins run on.
 use assistd_devkit::serve;
 
 pub use gemini::GeminiServer;

@@ -1,6 +1,7 @@
 //! A Gemini API server on 127.0.0.1 for tests.
 //!
-//! It speaks the `v1beta` REST shapes of the peer description (`peers/gemini/README.md`):
+//! It speaks the `v1beta` REST shapes of the peer description (`peers/gemini/README.md`),
+//! over HTTP/1.1 and HTTP/2 with prior knowledge (h2c) alike:
 //!
 //! | call | answer |
 //! | --- | --- |
@@ -28,7 +29,7 @@
 //! | [`GeminiServer::push_reply`], [`GeminiServer::respond_with`] | what the model answers |
 //! | [`GeminiServer::inject`], [`Fault`], [`ErrorBody`] | errors, stalls, drops, [`Fault::DisconnectAfter`], [`Fault::StallAfter`] |
 //! | [`GeminiServer::split_stream_events`], [`GeminiServer::set_chunk_interval`] | SSE events in several TCP writes, paced |
-//! | [`GeminiServer::requests`], [`GeminiServer::generate_requests`] | what the client sent (bodies as JSON) |
+//! | [`GeminiServer::requests`], [`GeminiServer::generate_requests`] | what the client sent (bodies as JSON), and over which HTTP version ([`RecordedRequest::version`]) |
 //! | [`GeminiServer::issued_calls`] | function calls made, with the signatures to echo |
 //! | [`GeminiServer::answer_triage`], [`TriageAnswer`], [`GeminiServer::triage_call_count`] | structured (JSON) triage answers: whole, partial, malformed |
 //! | [`GeminiServer::streams`], [`GeminiServer::wait_for_stream_disconnects`], [`GeminiServer::stream_write_times`] | client disconnects and per-event write instants |

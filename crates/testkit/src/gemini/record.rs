@@ -20,6 +20,9 @@ pub fn key_marker(key: &str) -> String {
 pub struct RecordedRequest {
     /// `GET`, `POST`, …
     pub method: String,
+    /// The HTTP version the request came in: [`http::Version::HTTP_11`], or
+    /// [`http::Version::HTTP_2`] from a client that speaks HTTP/2 (h2c).
+    pub version: http::Version,
     /// The path, e.g. `/v1beta/models/gemini-2.5-flash:generateContent`.
     pub path: String,
     /// The raw query string without `?`, if any.
@@ -104,6 +107,7 @@ impl RecordedRequest {
         };
         Self {
             method: parts.method.as_str().to_owned(),
+            version: parts.version,
             path: redact(parts.uri.path()),
             query: parts.uri.query().map(redact),
             headers: parts

@@ -19,14 +19,18 @@
 //!    receive instant minus the instant the peer finished writing the SSE event that carried
 //!    it.
 //! 4. [`rss`]: **RSS** of the server process (from `/proc/<pid>/status`) with 1,000 open
-//!    StreamMessage calls whose upstream stalls (the peer speaks HTTP/1.1, so each holds a
-//!    connection of its own); the client and the peer live in the bench process and are not
-//!    counted. It runs first, so the scenarios after it see a server that opened and
-//!    cancelled them.
+//!    StreamMessage calls whose upstream stalls, and the TCP connections the server holds to
+//!    the peer meanwhile, once per upstream of `--upstreams`: over HTTP/1.1 (each call holds a
+//!    connection of its own) it runs first, on the main server, so the scenarios after it
+//!    see a server that opened and cancelled them; over HTTP/2 (every call a stream of one
+//!    connection) it runs after them, on a fresh server of its own (same database) started
+//!    with `gemini.http_version = "http2"`. The client and the peer live in the bench
+//!    process and are not counted.
 //! 5. [`sessions`]: **ListSessions** (a page of 20) against the **health check** (the
 //!    ceiling) at c=64, one after the other.
 //! 6. [`idle`]: **RSS** with 1,000 idle WatchPreferences, then 1,000 idle WatchChat streams,
-//!    each of a user of its own, each kind on a fresh server of its own (same database).
+//!    each of a user of its own, each kind on a fresh server of its own (same database), after
+//!    the HTTP/2 run of [`rss`].
 //!
 //! `both` runs each database in a child process of its own (this executable again); each
 //! starts its own server process.
@@ -55,7 +59,7 @@ use assistd_bench::postgres::PostgresDatabase;
 use assistd_bench::server::{SERVER_BIN_HELP, server_bin};
 use clap::{Parser, ValueEnum};
 
-use crate::setup::Bench;
+use crate::setup::{Bench, Upstream};
 
 /// Measures the chat API of a real assistd server process: ListMessages on short and very long
 /// sessions, SendMessage overhead, StreamMessage per-delta delay, and the memory of idle
@@ -141,6 +145,18 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     idle_streams: usize,
 
+    /// Comma-separated HTTP versions the server speaks to the Gemini peer in the RSS
+    /// scenario, each measured once: `http1` on the main server, first; `http2` on a fresh
+    /// server of its own, after the other scenarios.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "UPSTREAM,...",
+        value_delimiter = ',',
+        default_value = "http1,http2"
+    )]
+    upstreams: Vec<Upstream>,
+
     /// Most measured time of one ListMessages case or SendMessage level (its warm-up gets a
     /// tenth of it); a case that reaches it stops early with fewer calls, so a slow database
     /// keeps the run short. Same format as --chunk-interval.
@@ -161,7 +177,8 @@ struct Cli {
 /// A scenario `--scenarios` can name, each measured by the module of the same name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// RSS with --idle-streams open StreamMessage calls (runs first, on a fresh server).
+    /// RSS with --idle-streams open StreamMessage calls, per upstream of --upstreams (HTTP/1.1
+    /// first, on the main server; HTTP/2 on a fresh server, after the others).
     Rss,
     /// ListSessions (20 rows) against the health check.
     Sessions,
@@ -206,6 +223,10 @@ async fn main() -> anyhow::Result<()> {
         "--send-concurrency must list numbers of at least 1"
     );
     ensure!(cli.idle_streams > 0, "--idle-streams must be at least 1");
+    ensure!(
+        !cli.upstreams.is_empty(),
+        "--upstreams must name http1, http2 or both"
+    );
     ensure!(
         cli.rate_concurrency > 0,
         "--rate-concurrency must be at least 1"
@@ -265,12 +286,13 @@ async fn main() -> anyhow::Result<()> {
 /// The command line that repeats this run with every setting spelled out.
 fn reproduce_command(cli: &Cli) -> String {
     let scenarios: Vec<&str> = cli.scenarios.iter().map(|s| s.name()).collect();
+    let upstreams: Vec<&str> = cli.upstreams.iter().map(|u| u.name()).collect();
     let concurrency: Vec<String> = cli.send_concurrency.iter().map(usize::to_string).collect();
     let mut command = format!(
         "cargo bench -p assistd-bench --bench chat -- --database {} --scenarios {} \
          --small-session {} --large-session {} --list-calls {} --sends {} --send-concurrency {} \
-         --streams {} --chunks {} --chunk-interval {}ms --idle-streams {} --time-limit {}s --rate-concurrency {} \
-         --rate-duration {}s",
+         --streams {} --chunks {} --chunk-interval {}ms --idle-streams {} --upstreams {} --time-limit {}s \
+         --rate-concurrency {} --rate-duration {}s",
         cli.database.name(),
         scenarios.join(","),
         cli.small_session,
@@ -282,6 +304,7 @@ fn reproduce_command(cli: &Cli) -> String {
         cli.chunks,
         cli.chunk_interval.as_secs_f64() * 1e3,
         cli.idle_streams,
+        upstreams.join(","),
         cli.time_limit.as_secs_f64(),
         cli.rate_concurrency,
         cli.rate_duration.as_secs_f64(),
@@ -299,7 +322,7 @@ fn reproduce_command(cli: &Cli) -> String {
 }
 
 /// Starts a server on `database_url` (SQLite when `None`), runs the chosen scenarios against
-/// it and prints their results.
+/// it, then those that need a fresh server each, and prints their results.
 async fn bench_database(
     cli: &Cli,
     server_bin: &std::path::Path,
@@ -307,28 +330,59 @@ async fn bench_database(
     database_url: Option<&str>,
 ) -> anyhow::Result<()> {
     eprintln!("{label}: starting the server");
-    let bench = Bench::start(server_bin, cli.idle_streams, database_url)
+    let bench = Bench::start(server_bin, cli.idle_streams, database_url, Upstream::Http1)
         .await
         .with_context(|| format!("starting the server on {label}"))?;
     let mut report = Report::default();
     let measured = measure_all(cli, &bench, label, &mut report).await;
     // Stop the server whatever happened.
     let mut stopped = bench.stop().await;
-    let mut idle_measured = Ok(());
-    if measured.is_ok() && stopped.is_ok() && cli.scenarios.contains(&Scenario::Idle) {
+    let mut fresh_measured = Ok(());
+    let fresh = FreshServers {
+        server_bin,
+        idle_streams: cli.idle_streams,
+        database_url,
+        label,
+    };
+    if measured.is_ok()
+        && stopped.is_ok()
+        && cli.scenarios.contains(&Scenario::Rss)
+        && cli.upstreams.contains(&Upstream::Http2)
+    {
+        eprintln!(
+            "{label}: {} idle streams, upstream HTTP/2",
+            cli.idle_streams
+        );
+        let (result, stop) = fresh
+            .run(Upstream::Http2, "idle streams over HTTP/2", async |bench| {
+                rss::measure(bench, cli.idle_streams).await
+            })
+            .await;
+        stopped = stop;
+        match result {
+            Ok(result) => report.rss.push(result),
+            Err(err) => fresh_measured = Err(err),
+        }
+    }
+    if measured.is_ok()
+        && stopped.is_ok()
+        && fresh_measured.is_ok()
+        && cli.scenarios.contains(&Scenario::Idle)
+    {
         for kind in idle::Kind::ALL {
             eprintln!("{label}: {} idle {kind:?} streams", cli.idle_streams);
-            let bench = Bench::start(server_bin, cli.idle_streams, database_url)
-                .await
-                .with_context(|| format!("starting a server for idle {kind:?} on {label}"))?;
-            let result = idle::measure(&bench, kind, cli.idle_streams)
-                .await
-                .with_context(|| format!("measuring idle {kind:?} streams"));
-            stopped = bench.stop().await;
+            let (result, stop) = fresh
+                .run(
+                    Upstream::Http1,
+                    &format!("idle {kind:?} streams"),
+                    async |bench| idle::measure(bench, kind, cli.idle_streams).await,
+                )
+                .await;
+            stopped = stop;
             match result {
                 Ok(result) => report.idle.push(result),
                 Err(err) => {
-                    idle_measured = Err(err);
+                    fresh_measured = Err(err);
                     break;
                 }
             }
@@ -339,8 +393,50 @@ async fn bench_database(
     }
     report.print(cli, label, database_url.is_some());
     measured?;
-    idle_measured?;
+    fresh_measured?;
     stopped
+}
+
+/// Where the scenarios that need a server of their own start one: the same binary and
+/// database as the main server, each with a Gemini peer of its own.
+struct FreshServers<'a> {
+    server_bin: &'a std::path::Path,
+    idle_streams: usize,
+    database_url: Option<&'a str>,
+    label: &'a str,
+}
+
+impl FreshServers<'_> {
+    /// Starts a fresh server speaking `upstream` to its peer, runs `measure` against it and
+    /// stops it. Returns what `measure` returned (or why the server did not start) and
+    /// whether the server then stopped cleanly, apart, so a figure measured before a failed
+    /// stop is still printed.
+    async fn run<T>(
+        &self,
+        upstream: Upstream,
+        what: &str,
+        measure: impl AsyncFnOnce(&Bench) -> anyhow::Result<T>,
+    ) -> (anyhow::Result<T>, anyhow::Result<()>) {
+        let bench = match Bench::start(
+            self.server_bin,
+            self.idle_streams,
+            self.database_url,
+            upstream,
+        )
+        .await
+        {
+            Ok(bench) => bench,
+            Err(err) => {
+                let started =
+                    Err(err.context(format!("starting a server for {what} on {}", self.label)));
+                return (started, Ok(()));
+            }
+        };
+        let result = measure(&bench)
+            .await
+            .with_context(|| format!("measuring {what}"));
+        (result, bench.stop().await)
+    }
 }
 
 async fn measure_all(
@@ -351,12 +447,16 @@ async fn measure_all(
 ) -> anyhow::Result<()> {
     // The RSS scenario runs first, on a server that has not yet held the long session or
     // thousands of exchanges, so "idle" is as close to a fresh server as a warmed one gets.
-    if cli.scenarios.contains(&Scenario::Rss) {
-        eprintln!("{label}: {} idle streams", cli.idle_streams);
-        report.rss = Some(
+    // This is its HTTP/1.1 run; the HTTP/2 one gets a fresh server after the others.
+    if cli.scenarios.contains(&Scenario::Rss) && cli.upstreams.contains(&Upstream::Http1) {
+        eprintln!(
+            "{label}: {} idle streams, upstream HTTP/1.1",
+            cli.idle_streams
+        );
+        report.rss.push(
             rss::measure(bench, cli.idle_streams)
                 .await
-                .context("measuring RSS with idle streams")?,
+                .context("measuring RSS with idle streams over HTTP/1.1")?,
         );
     }
     if cli.scenarios.contains(&Scenario::Sessions) {
@@ -408,7 +508,8 @@ struct Report {
     sends: Vec<send::SendResult>,
     peer: Option<Vec<Duration>>,
     deltas: Option<stream::DeltaResult>,
-    rss: Option<rss::RssResult>,
+    /// One per upstream, HTTP/1.1 first.
+    rss: Vec<rss::RssResult>,
     sessions: Option<sessions::SessionsResult>,
     idle: Vec<idle::IdleResult>,
 }
@@ -436,7 +537,7 @@ impl Report {
         if let Some(deltas) = &self.deltas {
             stream::print(deltas, cli, label, &mut summary);
         }
-        if let Some(rss) = &self.rss {
+        for rss in &self.rss {
             rss::print(rss, label, &mut summary);
         }
         if !self.idle.is_empty() {

@@ -1,6 +1,13 @@
 //! Scenario 4, RSS with idle streams: the server process's resident memory when idle, with
 //! `--idle-streams` StreamMessage calls open whose upstream stalls, and after they are
-//! cancelled. The client and the peer live in the bench process and are not counted.
+//! cancelled; and the TCP connections the server holds to its Gemini peer, idle and with the
+//! calls open (its sockets connected to the peer's port, from `/proc/<pid>/net/tcp{,6}`
+//! matched against the socket inodes of `/proc/<pid>/fd`). The client and the peer live in
+//! the bench process and are not counted.
+//!
+//! It runs once per upstream the server is started with: over HTTP/1.1 each stalled call
+//! holds a connection of its own; over HTTP/2 they are all streams of one connection (the
+//! peer advertises no stream limit).
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +21,7 @@ use assistd_testkit::gemini::{Fault, ScriptedReply, StreamEnd};
 use futures::StreamExt as _;
 
 use crate::idle::IDLE_TARGET_BYTES as RSS_TARGET_BYTES;
-use crate::setup::{Bench, CALL_TIMEOUT, RSS_SETTLE, drain, stream_request};
+use crate::setup::{Bench, CALL_TIMEOUT, RSS_SETTLE, Upstream, drain, stream_request};
 use crate::verdict;
 
 /// Most StreamMessage calls being opened at once, so the database is not asked for a thousand
@@ -28,6 +35,8 @@ const WIND_DOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the scenario measured.
 pub(crate) struct RssResult {
+    /// The HTTP version the server spoke to the peer.
+    upstream: Upstream,
     streams: usize,
     channels: usize,
     idle: u64,
@@ -39,6 +48,9 @@ pub(crate) struct RssResult {
     release_time: Option<Duration>,
     /// The server process measured.
     server_pid: u32,
+    /// The server's TCP connections to the peer when idle (warmed) and with the calls open.
+    idle_connections: usize,
+    open_connections: usize,
 }
 
 /// Opens `count` streams whose upstream stalls and reads the server's RSS before, during and
@@ -78,6 +90,8 @@ pub(crate) async fn measure(bench: &Bench, count: usize) -> anyhow::Result<RssRe
     bench.gemini.clear_requests();
     tokio::time::sleep(RSS_SETTLE).await;
     let idle = vm_rss(bench.server_pid())?;
+    let peer_port = bench.gemini.addr().port();
+    let idle_connections = connections_to(bench.server_pid(), peer_port)?;
 
     let disconnects_before = bench.gemini.stream_disconnects();
     let logs_before = bench.gemini.streams().len();
@@ -139,6 +153,7 @@ pub(crate) async fn measure(bench: &Bench, count: usize) -> anyhow::Result<RssRe
     }
     tokio::time::sleep(RSS_SETTLE).await;
     let open = vm_rss(bench.server_pid())?;
+    let open_connections = connections_to(bench.server_pid(), peer_port)?;
 
     // Cancel: dropping a stream resets its HTTP/2 stream; the server must let go of the
     // exchange and of its upstream call.
@@ -168,6 +183,7 @@ pub(crate) async fn measure(bench: &Bench, count: usize) -> anyhow::Result<RssRe
         settled.elapsed()
     );
     Ok(RssResult {
+        upstream: bench.upstream,
         streams: count,
         channels: channel_count,
         idle,
@@ -177,6 +193,8 @@ pub(crate) async fn measure(bench: &Bench, count: usize) -> anyhow::Result<RssRe
         released,
         release_time: released_at.map(|at| at.saturating_duration_since(cancelled)),
         server_pid: bench.server_pid(),
+        idle_connections,
+        open_connections,
     })
 }
 
@@ -212,13 +230,79 @@ pub(crate) fn vm_rss(pid: u32) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
-/// Prints the three figures and the wind-down; adds the growth to `summary`.
+/// Established TCP connections of process `pid` to port `port` on 127.0.0.1 (or `::1`, or
+/// `::ffff:127.0.0.1`): the rows of `/proc/<pid>/net/tcp` and `tcp6` (every socket of the
+/// process's network namespace) whose remote end is that port, counted when their inode is
+/// one of the process's open file descriptors. Exact at the instant read; sockets of other
+/// processes (the peer's own ends, with the port as their local end) are not counted.
+fn connections_to(pid: u32, port: u16) -> anyhow::Result<usize> {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["tcp", "tcp6"] {
+        let path = format!("/proc/{pid}/net/{table}");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // No IPv6 in the kernel: no tcp6 table.
+            Err(err) if table == "tcp6" && err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err).with_context(|| format!("reading {path} (Linux only)")),
+        };
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid
+            // timeout inode …
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(state), Some(inode)) =
+                (fields.get(2), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            // 01: ESTABLISHED.
+            if *state != "01" {
+                continue;
+            }
+            let Some((address, remote_port)) = remote.split_once(':') else {
+                continue;
+            };
+            if u16::from_str_radix(remote_port, 16).ok() != Some(port) {
+                continue;
+            }
+            // 127.0.0.1 in /proc's byte order, ::1, and ::ffff:127.0.0.1.
+            if matches!(
+                address,
+                "0100007F"
+                    | "00000000000000000000000001000000"
+                    | "0000000000000000FFFF00000100007F"
+            ) {
+                inodes.insert((*inode).to_owned());
+            }
+        }
+    }
+    let fds = format!("/proc/{pid}/fd");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&fds).with_context(|| format!("listing {fds}"))? {
+        // A descriptor closed since the listing has no link left: not a connection now.
+        let Ok(target) = std::fs::read_link(entry?.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            && inodes.contains(inode)
+        {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// Prints the three figures, the connections to the peer and the wind-down; adds the growth
+/// to `summary`.
 pub(crate) fn print(rss: &RssResult, label: &str, summary: &mut Vec<String>) {
     println!();
     println!(
-        "### RSS with {} open idle StreamMessage calls (gRPC connections: {}; upstream \
-         stalled after its headers)",
+        "### RSS with {} open idle StreamMessage calls, upstream {} (gRPC connections: {}; \
+         upstream stalled after its headers)",
         thousands(rss.streams),
+        rss.upstream.label(),
         rss.channels
     );
     println!();
@@ -250,6 +334,14 @@ pub(crate) fn print(rss: &RssResult, label: &str, summary: &mut Vec<String>) {
          connections live in the bench process and are not counted.",
         rss.server_pid
     );
+    println!(
+        "TCP connections of the server to the Gemini peer ({}): {} when idle (warmed), {} \
+         with the {} calls open.",
+        rss.upstream.label(),
+        thousands(rss.idle_connections),
+        thousands(rss.open_connections),
+        thousands(rss.streams)
+    );
     match rss.release_time {
         Some(took) => println!(
             "wind-down: the server abandoned all {} upstream calls within {} of the cancel.",
@@ -264,12 +356,14 @@ pub(crate) fn print(rss: &RssResult, label: &str, summary: &mut Vec<String>) {
         ),
     }
     summary.push(format!(
-        "{label}: RSS growth with {} idle StreamMessage calls {} (idle {}, open {}); target ≤ {} \
-         — {} (server process only)",
+        "{label}: RSS growth with {} idle StreamMessage calls, upstream {}, {} (idle {}, open \
+         {}; TCP connections to the peer: {}); target ≤ {} — {} (server process only)",
         thousands(rss.streams),
+        rss.upstream.label(),
         format_bytes(growth),
         format_bytes(rss.idle),
         format_bytes(rss.open),
+        thousands(rss.open_connections),
         format_bytes(RSS_TARGET_BYTES),
         verdict(growth <= RSS_TARGET_BYTES),
     ));

@@ -19,6 +19,7 @@ use assistd_domain::UserId;
 use assistd_identity::AccessTokens;
 use assistd_store::{NewUser, Store};
 use assistd_testkit::gemini::GeminiServer;
+use clap::ValueEnum;
 use tempfile::TempDir;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
@@ -49,6 +50,34 @@ pub(crate) const RSS_SETTLE: Duration = Duration::from_secs(3);
 /// Age at which the bench replaces its access token.
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
 
+/// The HTTP version the server speaks to its Gemini peer (`gemini.http_version`); the peer
+/// serves both on one port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Upstream {
+    /// HTTP/1.1: a connection per call in flight (the server's default).
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c): every call a stream of one connection.
+    Http2,
+}
+
+impl Upstream {
+    /// Its `--upstreams` value, which is also its `gemini.http_version` value.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+        }
+    }
+
+    /// How the results name it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Http1 => "HTTP/1.1",
+            Self::Http2 => "HTTP/2",
+        }
+    }
+}
+
 /// The server, its Gemini peer and a signed-in user with a stored key.
 pub(crate) struct Bench {
     pub(crate) address: String,
@@ -56,6 +85,8 @@ pub(crate) struct Bench {
     pub(crate) user: UserId,
     pub(crate) tokens: TokenSource,
     pub(crate) gemini: Arc<GeminiServer>,
+    /// The HTTP version the server speaks to `gemini`.
+    pub(crate) upstream: Upstream,
     /// One connection for sequential calls.
     channel: Channel,
     /// The `assistd serve` process.
@@ -65,12 +96,13 @@ pub(crate) struct Bench {
 
 impl Bench {
     /// Starts `server_bin serve` on `database_url` (SQLite in a temporary directory when
-    /// `None`) with room for `idle_streams` streams, creates the bench user and stores its
-    /// Gemini key.
+    /// `None`) with room for `idle_streams` streams, speaking `upstream` to a Gemini peer of
+    /// its own, creates the bench user and stores its Gemini key.
     pub(crate) async fn start(
         server_bin: &Path,
         idle_streams: usize,
         database_url: Option<&str>,
+        upstream: Upstream,
     ) -> anyhow::Result<Self> {
         let data_dir = tempfile::Builder::new()
             .prefix("assistd-chat-bench-")
@@ -106,6 +138,7 @@ impl Bench {
             )
             .env("ASSISTD_DATABASE__URL", &config.database.url)
             .env("ASSISTD_GEMINI__BASE_URL", gemini.base_url())
+            .env("ASSISTD_GEMINI__HTTP_VERSION", upstream.name())
             // The idle streams stall upstream for as long as the RSS scenario takes; the
             // client's whole-call timeout must not end them first.
             .env("ASSISTD_GEMINI__REQUEST_TIMEOUT", "10m")
@@ -153,6 +186,7 @@ impl Bench {
             user,
             tokens,
             gemini,
+            upstream,
             channel,
             server,
             _data_dir: data_dir,

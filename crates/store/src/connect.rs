@@ -103,6 +103,9 @@ impl DatabaseSettings {
     }
 }
 
+/// How long a pooled connection may sit unused before it is pinged at checkout.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
+
 /// A pool of database connections, and the repositories built on it.
 #[derive(Clone)]
 pub struct Store {
@@ -149,6 +152,12 @@ impl Store {
             .max_connections(settings.max_connections)
             .min_connections(1)
             .acquire_timeout(settings.acquire_timeout)
+            // By default every checkout first pings the connection: one more round trip to
+            // the database per statement (or transaction). A connection that served a call a
+            // moment ago is taken as it is; one idle longer is pinged first. A connection that
+            // broke meanwhile (the database restarted) fails its next statement, which answers
+            // UNAVAILABLE like any statement cut off by an outage, and is then discarded.
+            .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
             .sqlx_logging(false);
         let busy_timeout = settings.sqlite_busy_timeout;
         options.map_sqlx_sqlite_opts(move |opts| {

@@ -191,11 +191,6 @@ impl ChatHub {
     }
 }
 
-/// The NOTIFY payload announcing the user's events `first..=last`.
-pub(crate) fn committed_payload(user: UserId, first: i64, last: i64) -> String {
-    format!("e|{user}|{first}|{last}")
-}
-
 /// Delivers chat events and reply deltas to watchers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ChatFeed {

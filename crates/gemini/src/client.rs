@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -216,11 +217,11 @@ impl GeminiClient {
         &self,
         api_key: &ApiKey,
         model: &str,
-        request: &GenerateContentRequest,
+        request: &(impl RequestBody + ?Sized),
     ) -> Result<GenerateContentResponse, Error> {
         let id = model_id(model)?;
         let url = self.endpoint(&["models", &format!("{id}:generateContent")]);
-        let body = encode(request)?;
+        let body = request.body()?;
         self.call_json(api_key, Method::POST, url, Some(body)).await
     }
 
@@ -240,12 +241,12 @@ impl GeminiClient {
         &self,
         api_key: &ApiKey,
         model: &str,
-        request: &GenerateContentRequest,
+        request: &(impl RequestBody + ?Sized),
     ) -> Result<ContentStream, Error> {
         let id = model_id(model)?;
         let mut url = self.endpoint(&["models", &format!("{id}:streamGenerateContent")]);
         url.query_pairs_mut().append_pair("alt", "sse");
-        let body = encode(request)?;
+        let body = request.body()?;
         let response = self
             .send(api_key, Method::POST, url, Some(body), Budget::UntilHeaders)
             .await?;
@@ -292,7 +293,7 @@ impl GeminiClient {
         api_key: &ApiKey,
         method: Method,
         url: Url,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
     ) -> Result<T, Error> {
         let response = self
             .send(api_key, method, url, body, Budget::WholeCall)
@@ -314,7 +315,7 @@ impl GeminiClient {
         api_key: &ApiKey,
         method: Method,
         url: Url,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
         budget: Budget,
     ) -> Result<Response, Error> {
         let started = Instant::now();
@@ -350,7 +351,7 @@ impl GeminiClient {
         api_key: &ApiKey,
         method: Method,
         url: Url,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
         budget: Budget,
     ) -> Result<Response, Error> {
         let mut key_header = HeaderValue::from_str(api_key.expose_secret())
@@ -420,10 +421,50 @@ impl GeminiClient {
 }
 
 /// The JSON body of a request.
-fn encode(request: &GenerateContentRequest) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(request).map_err(|cause| Error::InvalidArgument {
-        message: format!("the request cannot be encoded as JSON: {cause}"),
-    })
+fn encode(request: &GenerateContentRequest) -> Result<Bytes, Error> {
+    serde_json::to_vec(request)
+        .map(Bytes::from)
+        .map_err(|cause| Error::InvalidArgument {
+            message: format!("the request cannot be encoded as JSON: {cause}"),
+        })
+}
+
+/// What [`GeminiClient::generate_content`] and [`GeminiClient::stream_generate_content`]
+/// send: a [`GenerateContentRequest`] (encoded at each call) or an [`EncodedRequest`].
+pub trait RequestBody {
+    /// The JSON body.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the request cannot be encoded.
+    fn body(&self) -> Result<Bytes, Error>;
+}
+
+impl RequestBody for GenerateContentRequest {
+    fn body(&self) -> Result<Bytes, Error> {
+        encode(self)
+    }
+}
+
+/// A [`GenerateContentRequest`] encoded once, for a caller that may send it more than once
+/// (retries) and waits long for the answer: it holds the JSON bytes, a fraction of the
+/// request's own memory (tool schemas are maps of maps), and each send shares them.
+#[derive(Clone, Debug)]
+pub struct EncodedRequest(Bytes);
+
+impl EncodedRequest {
+    /// Encodes `request`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the request cannot be encoded.
+    pub fn new(request: &GenerateContentRequest) -> Result<Self, Error> {
+        encode(request).map(Self)
+    }
+}
+
+impl RequestBody for EncodedRequest {
+    fn body(&self) -> Result<Bytes, Error> {
+        Ok(self.0.clone())
+    }
 }
 
 /// The id of a model name, refusing anything that would change the request path.

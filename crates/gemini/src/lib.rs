@@ -39,7 +39,7 @@ mod model;
 mod sse;
 mod stream;
 
-pub use client::{API_VERSION, CallObserver, GeminiClient};
+pub use client::{API_VERSION, CallObserver, EncodedRequest, GeminiClient, RequestBody};
 pub use config::{ConfigError, DEFAULT_BASE_URL, GeminiConfig, HttpVersion};
 pub use error::Error;
 pub use generate::{

@@ -11,7 +11,7 @@ use assistd_domain::chat::{
 };
 use assistd_domain::preferences::Preferences;
 use assistd_domain::{Clock, Error, ErrorReason, Result};
-use assistd_gemini::{ApiKey, Content, FunctionDeclaration, GenerateContentRequest, Part, Tool};
+use assistd_gemini::{ApiKey, Content, EncodedRequest, GenerateContentRequest, Part, Tool};
 use assistd_store::UsageDelta;
 use serde_json::{Value, json};
 
@@ -37,9 +37,10 @@ struct Conversation<'a> {
     /// The system instruction: persona, preferences, remembered facts, the time, and the
     /// tool providers' notes.
     system: String,
-    /// The tools of this exchange: the fixed ones and those provided for it.
+    /// The tools of this exchange: the fixed ones and those provided for it. Their
+    /// declarations are built for each request rather than kept: as JSON schema maps they
+    /// would be most of what a waiting exchange holds.
     tools: ToolRegistry,
-    declarations: Vec<FunctionDeclaration>,
     tool_context: ToolContext,
 }
 
@@ -49,23 +50,25 @@ impl Conversation<'_> {
         self.user_message.id
     }
 
-    /// The generate request for the turns so far.
-    fn request(&self, contents: &[Content]) -> GenerateContentRequest {
-        GenerateContentRequest {
+    /// The generate request for the turns so far, encoded: the exchange holds only its JSON
+    /// while it waits for the answer (and sends it again for a retry).
+    fn request(&self, contents: &[Content]) -> Result<EncodedRequest, assistd_gemini::Error> {
+        let declarations = self.tools.declarations();
+        EncodedRequest::new(&GenerateContentRequest {
             contents: contents.to_vec(),
             system_instruction: Some(Content {
                 role: None,
                 parts: vec![Part::text(self.system.clone())],
             }),
-            tools: if self.declarations.is_empty() {
+            tools: if declarations.is_empty() {
                 Vec::new()
             } else {
                 vec![Tool {
-                    function_declarations: self.declarations.clone(),
+                    function_declarations: declarations,
                 }]
             },
             ..GenerateContentRequest::default()
-        }
+        })
     }
 }
 
@@ -191,9 +194,11 @@ impl Exchange<'_> {
         let mut usage = ExchangeUsage::default();
         let mut depth = 0;
         loop {
-            let request = conversation.request(&contents);
             let started = Instant::now();
-            let outcome = self.call_model(api_key, model, &request, started).await;
+            let outcome = match conversation.request(&contents) {
+                Ok(request) => self.call_model(api_key, model, &request, started).await,
+                Err(err) => Outcome::Failed(err),
+            };
             let call = Call {
                 model,
                 latency_ms: millis(started.elapsed()),
@@ -276,7 +281,6 @@ impl Exchange<'_> {
             api_key,
             user_message,
             system,
-            declarations: tools.declarations(),
             tools,
             tool_context: ToolContext {
                 user: self.user,

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use assistd_gemini::{ApiKey, GenerateContentRequest};
+use assistd_gemini::{ApiKey, EncodedRequest};
 use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::ExchangeEvent;
@@ -54,7 +54,7 @@ impl Exchange<'_> {
         &self,
         key: &ApiKey,
         model: &str,
-        request: &GenerateContentRequest,
+        request: &EncodedRequest,
         started: Instant,
     ) -> Outcome {
         let config = &self.inner.config;
@@ -95,7 +95,7 @@ impl Exchange<'_> {
         &self,
         key: &ApiKey,
         model: &str,
-        request: &GenerateContentRequest,
+        request: &EncodedRequest,
         started: Instant,
     ) -> Attempt {
         let response = tokio::select! {
@@ -122,7 +122,7 @@ impl Exchange<'_> {
         &self,
         key: &ApiKey,
         model: &str,
-        request: &GenerateContentRequest,
+        request: &EncodedRequest,
         started: Instant,
     ) -> Attempt {
         // Boxed, like the other one-off steps of an exchange: an open exchange's task then

@@ -37,11 +37,10 @@ impl Heartbeat {
         Self(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match store
-                    .chat()
-                    .renew_lease(user, exchange, clock.now() + lease)
-                    .await
-                {
+                // Boxed: the renewal's state exists only while it runs, not in every waiting
+                // exchange's heartbeat task.
+                let chat = store.chat();
+                match Box::pin(chat.renew_lease(user, exchange, clock.now() + lease)).await {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(err) => {
@@ -115,7 +114,9 @@ impl ChatService {
                 // would keep it waiting for another acquire timeout.
                 let _ = events.send(Err(err)).await;
                 if let Some(exchange_id) = open {
-                    mark_failed(&inner, user, exchange_id).await;
+                    // Boxed: a database write's state would otherwise be room in every
+                    // exchange's task, though only a failing one ever needs it.
+                    Box::pin(mark_failed(&inner, user, exchange_id)).await;
                 }
             }
         });

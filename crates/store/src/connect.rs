@@ -117,6 +117,8 @@ pub struct Store {
     chat_hub: std::sync::Arc<crate::chat_feed::ChatHub>,
     /// Session-list pages read recently (see `chat::session_cache`).
     session_lists: std::sync::Arc<crate::chat::SessionListCache>,
+    /// Reads of users' event heads for session lists (see `chat::heads`).
+    event_heads: std::sync::Arc<crate::chat::HeadReader>,
 }
 
 impl std::fmt::Debug for Store {
@@ -174,6 +176,7 @@ impl Store {
             options,
             chat_hub: std::sync::Arc::default(),
             session_lists: std::sync::Arc::default(),
+            event_heads: std::sync::Arc::default(),
         })
     }
 
@@ -240,6 +243,11 @@ impl Store {
     /// Session-list pages read recently.
     pub(crate) fn session_lists(&self) -> &crate::chat::SessionListCache {
         &self.session_lists
+    }
+
+    /// Where session lists read users' event heads (PostgreSQL).
+    pub(crate) fn event_heads(&self) -> &std::sync::Arc<crate::chat::HeadReader> {
+        &self.event_heads
     }
 
     /// The underlying connection, for repositories and tests that inspect rows directly.

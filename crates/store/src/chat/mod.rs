@@ -13,6 +13,7 @@
 //! [`ChatRepository`] is one type; its methods live with their operation group:
 //! - `sessions`: creating, reading, listing, changing and deleting sessions;
 //! - `session_cache`: pages of session lists served again while the user's chat is unchanged;
+//! - `heads`: the event heads those lists check on PostgreSQL, read for many calls at once;
 //! - `messages`: the sequence allocator, appending and paging through history;
 //! - `exchanges`: idempotent sends, their leases and what a resend finds;
 //! - `search`: full-text search over USER and MODEL text, with snippets;
@@ -23,6 +24,7 @@
 
 mod events;
 mod exchanges;
+mod heads;
 mod memories;
 mod messages;
 mod rows;
@@ -37,6 +39,7 @@ use sea_orm::{DbErr, SqlErr};
 
 use crate::Store;
 
+pub(crate) use heads::HeadReader;
 pub(crate) use session_cache::SessionListCache;
 pub use usage::UsageDelta;
 

@@ -6,9 +6,10 @@
 //! which moves its last activity and count) records a chat event in its own transaction and
 //! bumps the user's event head (`chat_event_heads.last_seq`); that number is the list's
 //! version:
-//! - on PostgreSQL each list reads it (one primary-key lookup of one column) and serves the
-//!   cached page only when it is the number the page was read under, so a list on any
-//!   replica right after a write sees the write;
+//! - on PostgreSQL each list reads it (a primary-key lookup, batched with the lists of other
+//!   calls waiting at the same moment: `heads`) and serves the cached page only when it is the
+//!   number the page was read under, so a list on any replica right after a write sees the
+//!   write;
 //! - on SQLite one process owns the database and every change is published to this process
 //!   after its commit, before the write returns (`events::publish_committed`, which calls
 //!   [`SessionListCache::changed`]): the version is a counter in memory, and a list asks the

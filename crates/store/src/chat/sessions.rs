@@ -104,7 +104,12 @@ impl ChatRepository {
         let version = match key {
             None => None,
             Some(_) if local => Some(cache.local_version(user)),
-            Some(_) => Some(self.last_event_seq(user).await?),
+            Some(_) => Some(
+                self.store
+                    .event_heads()
+                    .head(self.store.connection(), user)
+                    .await?,
+            ),
         };
         if let (Some(key), Some(version)) = (&key, version)
             && let Some(page) = cache.get(user, version, key)

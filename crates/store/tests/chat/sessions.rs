@@ -150,3 +150,47 @@ async fn session_lists_page_by_activity_and_filter() {
     );
     assert_eq!(list(ArchivedFilter::Include, Some(false)).await.len(), 6);
 }
+
+/// Many users listing at once (on PostgreSQL their event heads are then read together, in
+/// batches): each list made after one's own change shows it, never a page cached before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_lists_each_see_their_callers_last_change() {
+    const USERS: usize = 24;
+    const ROUNDS: i64 = 8;
+    let (store, _dir) = fresh_store().await;
+    let mut users = Vec::new();
+    for _ in 0..USERS {
+        users.push(new_user(&store).await);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for user in users {
+        let chat = store.chat();
+        tasks.spawn(async move {
+            let mut created = Vec::new();
+            for round in 0..ROUNDS {
+                // A page read (and cached) before the change…
+                let before = chat
+                    .list_sessions(user, SessionFilter::default(), None, 20)
+                    .await
+                    .unwrap();
+                assert_eq!(before.len(), created.len());
+                let session = new_session(&chat, user, &format!("r{round}"), round).await;
+                created.push(session.id);
+                // …is not what a list after it gets.
+                let after: Vec<_> = chat
+                    .list_sessions(user, SessionFilter::default(), None, 20)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| s.id)
+                    .collect();
+                let mut expected = created.clone();
+                expected.reverse();
+                assert_eq!(after, expected, "round {round}");
+            }
+        });
+    }
+    while let Some(task) = tasks.join_next().await {
+        task.unwrap();
+    }
+}

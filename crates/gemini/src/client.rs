@@ -420,10 +420,11 @@ impl GeminiClient {
     }
 }
 
-/// The JSON body of a request.
+/// The JSON body of a request, in an allocation of its own length: the encoder's buffer grows
+/// by doubling, and bytes kept while a call waits should not keep its spare half.
 fn encode(request: &GenerateContentRequest) -> Result<Bytes, Error> {
     serde_json::to_vec(request)
-        .map(Bytes::from)
+        .map(|json| Bytes::from(json.into_boxed_slice()))
         .map_err(|cause| Error::InvalidArgument {
             message: format!("the request cannot be encoded as JSON: {cause}"),
         })

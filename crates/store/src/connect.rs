@@ -111,8 +111,9 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
 pub struct Store {
     db: DatabaseConnection,
     backend: Backend,
-    /// How this store connected, so migrations can open a connection of their own.
-    options: ConnectOptions,
+    /// How this store connected, so migrations can open a connection of their own. Shared:
+    /// the options are most of a `Store`'s size, and many long-waiting futures hold one.
+    options: std::sync::Arc<ConnectOptions>,
     /// This process's chat watchers (see `chat_feed`).
     chat_hub: std::sync::Arc<crate::chat_feed::ChatHub>,
     /// Session-list pages read recently (see `chat::session_cache`).
@@ -173,7 +174,7 @@ impl Store {
         Ok(Self {
             db,
             backend,
-            options,
+            options: std::sync::Arc::new(options),
             chat_hub: std::sync::Arc::default(),
             session_lists: std::sync::Arc::default(),
             event_heads: std::sync::Arc::default(),
@@ -191,7 +192,7 @@ impl Store {
         // On SQLite the migrator runs each statement on whichever pooled connection is free,
         // outside a transaction; a pooled connection that took part could afterwards answer
         // "no such table" once. Migrating on a connection of its own keeps the pool out of it.
-        let mut options = self.options.clone();
+        let mut options = ConnectOptions::clone(&self.options);
         options.max_connections(1).min_connections(1);
         let db = Database::connect(options).await.map_err(db_error)?;
         let result = Migrator::up(&db, None).await.map_err(db_error);

@@ -11,7 +11,6 @@ use std::pin::Pin;
 use assistd_core::chat::{ChatService, ExchangeEvent};
 use assistd_domain::chat::{MemoryId, NewSession, SessionId};
 use futures::{Stream, StreamExt as _};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use self::convert::{
@@ -243,7 +242,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
                 ExchangeEvent::ModelMessage(m) => Event::ModelMessage(message_to_proto(*m)),
                 ExchangeEvent::FunctionCall(m) => Event::FunctionCall(message_to_proto(*m)),
                 ExchangeEvent::FunctionResult(m) => Event::FunctionResult(message_to_proto(*m)),
-                ExchangeEvent::Completed(summary) => Event::Completed(completed_to_proto(summary)),
+                ExchangeEvent::Completed(summary) => Event::Completed(completed_to_proto(*summary)),
             };
             pb::StreamMessageResponse { event: Some(event) }
         };
@@ -254,7 +253,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         if let Some(deltas) = deltas.as_mut() {
             deltas.observe(&first);
         }
-        let rest = ReceiverStream::new(events).map(move |event| {
+        let rest = events.map(move |event| {
             if let (Some(deltas), Ok(event)) = (deltas.as_mut(), &event) {
                 deltas.observe(event);
             }

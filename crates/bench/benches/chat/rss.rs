@@ -5,6 +5,10 @@
 //! matched against the socket inodes of `/proc/<pid>/fd`). The client and the peer live in
 //! the bench process and are not counted.
 //!
+//! The idle figure is taken on a warmed server: exchanges completed one at a time over every
+//! gRPC connection, then as many at once as the opening runs, so that the database pool has
+//! grown to the size the opening needs (see `warm_database_pool`).
+//!
 //! It runs once per upstream the server is started with: over HTTP/1.1 each stalled call
 //! holds a connection of its own; over HTTP/2 they are all streams of one connection (the
 //! peer advertises no stream limit).
@@ -40,6 +44,9 @@ pub(crate) struct RssResult {
     streams: usize,
     channels: usize,
     idle: u64,
+    /// With the first fifth of the streams open.
+    first_open: u64,
+    first_count: usize,
     open: u64,
     after_cancel: u64,
     opening: Duration,
@@ -87,6 +94,7 @@ pub(crate) async fn measure(bench: &Bench, count: usize) -> anyhow::Result<RssRe
     for _ in 0..count {
         sessions.push(bench.session(&mut chat).await?);
     }
+    warm_database_pool(bench, &channels).await?;
     bench.gemini.clear_requests();
     tokio::time::sleep(RSS_SETTLE).await;
     let idle = vm_rss(bench.server_pid())?;
@@ -97,60 +105,34 @@ pub(crate) async fn measure(bench: &Bench, count: usize) -> anyhow::Result<RssRe
     let logs_before = bench.gemini.streams().len();
     // Upstream answers with headers and then nothing: no delta ever arrives.
     bench.gemini.fail_always(Fault::StallAfter(0));
+    // In two steps: the first fifth, then the rest. The RSS between them gives the cost of
+    // one more stream alone, free of whatever the first streams of a run pay once.
+    let first_count = (count / 5).max(1).min(count);
     let started = Instant::now();
-    let opened: Vec<anyhow::Result<tonic::Streaming<pb::StreamMessageResponse>>> =
-        futures::stream::iter(sessions.iter().enumerate())
-            .map(|(index, session)| {
-                let mut chat = ChatServiceClient::new(channels[index % channel_count].clone());
-                let request = authed(stream_request(session, "Wait for it."), &bench.tokens.get());
-                async move {
-                    let mut stream =
-                        tokio::time::timeout(CALL_TIMEOUT, chat.stream_message(request))
-                            .await
-                            .context("opening a stream timed out")?
-                            .context("StreamMessage")?
-                            .into_inner();
-                    // Open means the USER message is committed and announced.
-                    let first = tokio::time::timeout(CALL_TIMEOUT, stream.message())
-                        .await
-                        .context("no first event")??
-                        .context("the stream ended at once")?;
-                    ensure!(
-                        matches!(first.event, Some(Event::UserMessage(_))),
-                        "the first event is not the user message"
-                    );
-                    Ok::<_, anyhow::Error>(stream)
-                }
-            })
-            .buffer_unordered(OPENING_CONCURRENCY)
-            .collect()
-            .await;
-    let opening = started.elapsed();
-    let streams = match opened.into_iter().collect::<anyhow::Result<Vec<_>>>() {
+    let mut streams = open_streams(bench, &channels, &sessions[..first_count], 0).await;
+    let mut opening = started.elapsed();
+    if streams.is_ok() {
+        wait_upstream_open(bench, logs_before, first_count).await;
+    }
+    tokio::time::sleep(RSS_SETTLE).await;
+    let first_open = vm_rss(bench.server_pid())?;
+    if let Ok(first) = streams.as_mut() {
+        let started = Instant::now();
+        let rest = open_streams(bench, &channels, &sessions[first_count..], first_count).await;
+        opening += started.elapsed();
+        match rest {
+            Ok(rest) => first.extend(rest),
+            Err(err) => streams = Err(err),
+        }
+    }
+    let streams = match streams {
         Ok(streams) => streams,
         Err(err) => {
             bench.gemini.clear_faults();
             return Err(err);
         }
     };
-    // Every exchange should now be waiting on its stalled upstream call.
-    let upstream_deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let open_upstream = bench.gemini.streams()[logs_before..]
-            .iter()
-            .filter(|log| log.end == StreamEnd::Open)
-            .count();
-        if open_upstream >= count {
-            break;
-        }
-        if Instant::now() >= upstream_deadline {
-            eprintln!(
-                "  warning: only {open_upstream} of {count} upstream calls are open at the peer"
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_upstream_open(bench, logs_before, count).await;
     tokio::time::sleep(RSS_SETTLE).await;
     let open = vm_rss(bench.server_pid())?;
     let open_connections = connections_to(bench.server_pid(), peer_port)?;
@@ -187,6 +169,8 @@ pub(crate) async fn measure(bench: &Bench, count: usize) -> anyhow::Result<RssRe
         streams: count,
         channels: channel_count,
         idle,
+        first_open,
+        first_count,
         open,
         after_cancel,
         opening,
@@ -196,6 +180,105 @@ pub(crate) async fn measure(bench: &Bench, count: usize) -> anyhow::Result<RssRe
         idle_connections,
         open_connections,
     })
+}
+
+/// Opens a StreamMessage call on each of `sessions` (`OPENING_CONCURRENCY` at a time, the
+/// `n`th over channel `n % channels`, counting from `first_index`) and waits for each one's
+/// first event, the committed USER message.
+async fn open_streams(
+    bench: &Bench,
+    channels: &[tonic::transport::Channel],
+    sessions: &[String],
+    first_index: usize,
+) -> anyhow::Result<Vec<tonic::Streaming<pb::StreamMessageResponse>>> {
+    let opened: Vec<anyhow::Result<tonic::Streaming<pb::StreamMessageResponse>>> =
+        futures::stream::iter(sessions.iter().enumerate())
+            .map(|(index, session)| {
+                let channel = channels[(first_index + index) % channels.len()].clone();
+                let mut chat = ChatServiceClient::new(channel);
+                let request = authed(stream_request(session, "Wait for it."), &bench.tokens.get());
+                async move {
+                    let mut stream =
+                        tokio::time::timeout(CALL_TIMEOUT, chat.stream_message(request))
+                            .await
+                            .context("opening a stream timed out")?
+                            .context("StreamMessage")?
+                            .into_inner();
+                    // Open means the USER message is committed and announced.
+                    let first = tokio::time::timeout(CALL_TIMEOUT, stream.message())
+                        .await
+                        .context("no first event")??
+                        .context("the stream ended at once")?;
+                    ensure!(
+                        matches!(first.event, Some(Event::UserMessage(_))),
+                        "the first event is not the user message"
+                    );
+                    Ok::<_, anyhow::Error>(stream)
+                }
+            })
+            .buffer_unordered(OPENING_CONCURRENCY)
+            .collect()
+            .await;
+    opened.into_iter().collect()
+}
+
+/// Waits (up to 10 s) until `expected` upstream calls logged after `logs_before` are open at
+/// the peer: every exchange is then waiting on its stalled call.
+async fn wait_upstream_open(bench: &Bench, logs_before: usize, expected: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open_upstream = bench.gemini.streams()[logs_before..]
+            .iter()
+            .filter(|log| log.end == StreamEnd::Open)
+            .count();
+        if open_upstream >= expected {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "  warning: only {open_upstream} of {expected} upstream calls are open at the peer"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Completes `OPENING_CONCURRENCY` exchanges at once, as the streams will be opened, so the
+/// server's database pool grows to the size the opening needs before the idle figure: on
+/// SQLite each pooled connection holds its own schema, page cache and prepared statements
+/// (about 300 KiB), a cost of the pool's size (`database.max_connections`), not of the number
+/// of streams. The peer answers these with `Connection: close`, so none of their upstream
+/// connections stays pooled for a stream to reuse: each stream still opens its own.
+async fn warm_database_pool(
+    bench: &Bench,
+    channels: &[tonic::transport::Channel],
+) -> anyhow::Result<()> {
+    let mut chat = bench.chat();
+    let mut sessions = Vec::with_capacity(OPENING_CONCURRENCY);
+    for _ in 0..OPENING_CONCURRENCY {
+        sessions.push(bench.session(&mut chat).await?);
+    }
+    bench.gemini.close_connections(true);
+    let completed: Vec<anyhow::Result<bool>> =
+        futures::future::join_all(sessions.iter().enumerate().map(|(index, session)| {
+            let mut chat = ChatServiceClient::new(channels[index % channels.len()].clone());
+            let request = authed(stream_request(session, "Hello."), &bench.tokens.get());
+            async move {
+                let mut stream = chat
+                    .stream_message(request)
+                    .await
+                    .context("a warm-up StreamMessage")?
+                    .into_inner();
+                drain(&mut stream).await
+            }
+        }))
+        .await;
+    bench.gemini.close_connections(false);
+    for done in completed {
+        ensure!(done?, "a warm-up stream did not complete");
+    }
+    Ok(())
 }
 
 /// Exchanges of the bench's database still running.
@@ -309,8 +392,13 @@ pub(crate) fn print(rss: &RssResult, label: &str, summary: &mut Vec<String>) {
     println!("| state | VmRSS |");
     println!("|---|---:|");
     println!(
-        "| idle (warmed, sessions created) | {} |",
+        "| idle (warmed, database pool grown, sessions created) | {} |",
         format_bytes(rss.idle)
+    );
+    println!(
+        "| first {} streams open | {} |",
+        thousands(rss.first_count),
+        format_bytes(rss.first_open)
     );
     println!(
         "| {} streams open (each has its user_message) | {} |",
@@ -329,6 +417,18 @@ pub(crate) fn print(rss: &RssResult, label: &str, summary: &mut Vec<String>) {
         format_bytes(growth / rss.streams.max(1) as u64),
         format_latency(Some(rss.opening)),
     );
+    let later = rss.streams.saturating_sub(rss.first_count);
+    if later > 0 {
+        let marginal = rss.open.saturating_sub(rss.first_open);
+        println!(
+            "the last {} streams alone: {} ({} per stream; at that rate {} for {}).",
+            thousands(later),
+            format_bytes(marginal),
+            format_bytes(marginal / later as u64),
+            format_bytes(marginal * rss.streams as u64 / later as u64),
+            thousands(rss.streams),
+        );
+    }
     println!(
         "VmRSS of the server process alone (pid {}): the client's streams and the peer's \
          connections live in the bench process and are not counted.",
@@ -357,12 +457,18 @@ pub(crate) fn print(rss: &RssResult, label: &str, summary: &mut Vec<String>) {
     }
     summary.push(format!(
         "{label}: RSS growth with {} idle StreamMessage calls, upstream {}, {} (idle {}, open \
-         {}; TCP connections to the peer: {}); target ≤ {} — {} (server process only)",
+         {}; the last {} alone {} per stream; TCP connections to the peer: {}); target ≤ {} — \
+         {} (server process only)",
         thousands(rss.streams),
         rss.upstream.label(),
         format_bytes(growth),
         format_bytes(rss.idle),
         format_bytes(rss.open),
+        thousands(rss.streams.saturating_sub(rss.first_count)),
+        format_bytes(
+            rss.open.saturating_sub(rss.first_open)
+                / rss.streams.saturating_sub(rss.first_count).max(1) as u64
+        ),
         thousands(rss.open_connections),
         format_bytes(RSS_TARGET_BYTES),
         verdict(growth <= RSS_TARGET_BYTES),

@@ -40,10 +40,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the server may take to exit on SIGTERM (its grace period is 10 s).
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
-/// jemalloc options of the server process (tikv-jemallocator reads `_RJEM_MALLOC_CONF`):
-/// background threads return freed pages to the system after a second, so the RSS figures
-/// count memory the server holds rather than pages it freed a moment ago and has not yet
-/// purged (by default dirty pages linger 10 s, and purging waits for the next allocation).
+/// jemalloc options of the server process (its jemalloc is unprefixed, so it reads
+/// `MALLOC_CONF`): background threads return freed pages to the system after a second, so the
+/// RSS figures count memory the server holds rather than pages it freed a moment ago and has
+/// not yet purged (by default dirty pages linger 10 s, and purging waits for the next
+/// allocation).
 pub(crate) const MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
 /// How long the RSS scenarios wait before reading RSS: past the decay time above.
 pub(crate) const RSS_SETTLE: Duration = Duration::from_secs(3);
@@ -146,7 +147,7 @@ impl Bench {
             // for the measured sends.
             .env("ASSISTD_CHAT__GENERATE_TITLES", "false")
             .env("ASSISTD_LOG__FILTER", "warn")
-            .env("_RJEM_MALLOC_CONF", MALLOC_CONF)
+            .env("MALLOC_CONF", MALLOC_CONF)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -396,12 +396,12 @@ impl Exchange<'_> {
             .await?;
         self.emit(ExchangeEvent::ModelMessage(Box::new(reply.clone())))
             .await;
-        self.emit(ExchangeEvent::Completed(ExchangeSummary {
+        self.emit(ExchangeEvent::Completed(Box::new(ExchangeSummary {
             reply_id: reply.id,
             finish_reason: finish,
             usage,
             replayed: false,
-        }))
+        })))
         .await;
         if session.title.is_empty() && self.inner.config.generate_titles {
             self.spawn_title(

@@ -22,39 +22,33 @@ use super::{ChatService, ExchangeEvent, ExchangeSummary, ExchangeUsage, Inner, S
 /// Events buffered between the exchange task and a slow client.
 const EVENT_BUFFER: usize = 64;
 
-/// Renews a running exchange's lease every third of `exchange_lease` until dropped (or until
-/// the exchange is no longer running), so the lease can be short: a send whose server stopped
-/// is resumable soon after, and one still being answered is never taken over.
-struct Heartbeat(tokio::task::JoinHandle<()>);
+/// What the channel between an exchange task and its RPC carries: an event, or the error
+/// that ends the send. The error is boxed and every event's payload too, so a slot is small:
+/// the channel allocates room for 32 of them per open exchange, used or not.
+pub(super) type Slot = std::result::Result<ExchangeEvent, Box<Error>>;
 
-impl Heartbeat {
-    fn start(inner: &Inner, user: UserId, exchange: MessageId) -> Self {
-        let store = inner.store.clone();
-        let clock = Arc::clone(&inner.clock);
-        let lease = inner.config.exchange_lease;
-        let every = (lease / 3).max(std::time::Duration::from_millis(50));
-        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-        Self(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                // Boxed: the renewal's state exists only while it runs, not in every waiting
-                // exchange's heartbeat task.
-                let chat = store.chat();
-                match Box::pin(chat.renew_lease(user, exchange, clock.now() + lease)).await {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "could not renew an exchange's lease");
-                    }
-                }
-            }
-        }))
+/// The events of one send, in order (see [`ChatService::send`]). Dropping it cancels the
+/// exchange.
+#[derive(Debug)]
+pub struct ExchangeEvents(mpsc::Receiver<Slot>);
+
+impl ExchangeEvents {
+    /// The next event; `None` after the last.
+    pub async fn recv(&mut self) -> Option<Result<ExchangeEvent>> {
+        self.0.recv().await.map(|slot| slot.map_err(|err| *err))
     }
 }
 
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        self.0.abort();
+impl futures::Stream for ExchangeEvents {
+    type Item = Result<ExchangeEvent>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0
+            .poll_recv(cx)
+            .map(|slot| slot.map(|slot| slot.map_err(|err| *err)))
     }
 }
 
@@ -80,7 +74,7 @@ pub(super) struct Exchange<'a> {
     pub(super) inner: &'a Inner,
     pub(super) user: UserId,
     pub(super) request: &'a SendRequest,
-    pub(super) events: &'a mpsc::Sender<Result<ExchangeEvent>>,
+    pub(super) events: &'a mpsc::Sender<Slot>,
     /// The USER message of an exchange started or resumed and not yet finished.
     pub(super) open: Option<MessageId>,
 }
@@ -90,11 +84,7 @@ impl ChatService {
     /// dropping the receiver cancels it (the partial reply is committed as CANCELLED). The last
     /// item is either [`ExchangeEvent::Completed`] or the error the RPC answers with.
     #[must_use]
-    pub fn send(
-        &self,
-        user: UserId,
-        request: SendRequest,
-    ) -> mpsc::Receiver<Result<ExchangeEvent>> {
+    pub fn send(&self, user: UserId, request: SendRequest) -> ExchangeEvents {
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let inner = Arc::clone(&self.inner);
         let running = Running::start(&inner);
@@ -112,7 +102,7 @@ impl ChatService {
                 let open = exchange.open;
                 // The client hears first: when the database is down, recording the failure
                 // would keep it waiting for another acquire timeout.
-                let _ = events.send(Err(err)).await;
+                let _ = events.send(Err(Box::new(err))).await;
                 if let Some(exchange_id) = open {
                     // Boxed: a database write's state would otherwise be room in every
                     // exchange's task, though only a failing one ever needs it.
@@ -120,7 +110,7 @@ impl ChatService {
                 }
             }
         });
-        receiver
+        ExchangeEvents(receiver)
     }
 
     /// Stops every running exchange, for a server that is shutting down. Each stores what was
@@ -151,8 +141,8 @@ impl ChatService {
 
 /// Records that an exchange stopped on a failure of the server's own (the database), so that
 /// a resend may try again at once rather than wait for the lease. One attempt, bounded by a
-/// third of the lease: if the database cannot take it, the exchange is left as it is — its
-/// heartbeat has stopped, so its lease lapses and a resend after that takes it over.
+/// third of the lease: if the database cannot take it, the exchange is left as it is — it
+/// is no longer renewed, so its lease lapses and a resend after that takes it over.
 async fn mark_failed(inner: &Inner, user: UserId, exchange_id: MessageId) {
     let bound = inner.config.exchange_lease / 3;
     let chat = inner.store.chat();
@@ -213,7 +203,8 @@ impl Exchange<'_> {
             other => return Box::pin(self.answer_existing(other)).await,
         };
         self.open = Some(user_message.id);
-        let _heartbeat = Heartbeat::start(self.inner, self.user, user_message.id);
+        // Renewed until this exchange ends; the commit of its end releases it.
+        let _lease = self.inner.leases.hold(user_message.id);
         self.emit(ExchangeEvent::UserMessage(Box::new(user_message.clone())))
             .await;
         self.converse(
@@ -317,12 +308,12 @@ impl Exchange<'_> {
         }
         let (reply_id, finish_reason) =
             reply.ok_or_else(|| Error::internal("a finished exchange has no MODEL message"))?;
-        self.emit(ExchangeEvent::Completed(ExchangeSummary {
+        self.emit(ExchangeEvent::Completed(Box::new(ExchangeSummary {
             reply_id,
             finish_reason,
             usage,
             replayed: true,
-        }))
+        })))
         .await;
         Ok(())
     }

@@ -16,6 +16,7 @@
 //! | --- | --- |
 //! | sessions, messages, search, memories, models, usage (plain reads and writes) | this one |
 //! | how a send starts, is answered from a stored outcome, or ends | `exchange` |
+//! | renewing the leases of running exchanges | `leases` |
 //! | the model/tool loop of a started exchange | `converse` |
 //! | the tool framework and the built-in tools | `tools` |
 //! | the mail tools (offered while Gmail is connected) and their injection containment | `mail_tools` |
@@ -30,6 +31,7 @@ mod context;
 mod converse;
 mod errors;
 mod exchange;
+mod leases;
 mod mail_tools;
 mod model_call;
 mod title;
@@ -53,6 +55,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 pub use budget::TokenBudget;
 pub use config::ChatConfig;
+pub use exchange::ExchangeEvents;
 pub use mail_tools::MailTools;
 pub use tools::{
     ChatTool, ExchangeFacts, ProvideFuture, ProvidedTools, ToolContext, ToolFailure, ToolFuture,
@@ -67,7 +70,7 @@ pub(crate) use errors::{api_key as gemini_key, provider_error};
 
 /// One step of an exchange, in order.
 ///
-/// Messages are boxed: the channel that carries events allocates room for 32 of them per
+/// Payloads are boxed: the channel that carries events allocates room for 32 of them per
 /// open exchange, and a message is ~350 bytes where a pointer is 8.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExchangeEvent {
@@ -82,7 +85,7 @@ pub enum ExchangeEvent {
     /// A committed FUNCTION_RESULT message.
     FunctionResult(Box<ChatMessage>),
     /// The exchange finished (always last when it succeeded).
-    Completed(ExchangeSummary),
+    Completed(Box<ExchangeSummary>),
 }
 
 /// How an exchange ended.
@@ -158,6 +161,8 @@ struct Inner {
     /// How many exchange tasks are alive, so a stopping server can wait until they stored
     /// their end.
     running: tokio::sync::watch::Sender<usize>,
+    /// Renews the leases of the running exchanges.
+    leases: Arc<leases::LeaseKeeper>,
 }
 
 impl ChatService {
@@ -183,8 +188,13 @@ impl ChatService {
                 preferences,
                 gemini,
                 audit,
-                config,
                 tools,
+                leases: Arc::new(leases::LeaseKeeper::new(
+                    store.clone(),
+                    Arc::clone(&clock),
+                    config.exchange_lease,
+                )),
+                config,
                 clock,
                 stopping: tokio_util::sync::CancellationToken::new(),
                 running: tokio::sync::watch::Sender::new(0),

@@ -200,27 +200,29 @@ impl ChatRepository {
         Ok(())
     }
 
-    /// Extends the lease of a send still running to `lease_until`; `false` when it is no
-    /// longer running (it ended, or is not the user's), so whoever holds it can stop renewing.
+    /// Extends the leases of the sends among `exchanges` that are still running to
+    /// `lease_until`, in one statement; returns how many were extended. A send that ended
+    /// meanwhile is left as it is.
     ///
     /// # Errors
     /// The database failed.
-    pub async fn renew_lease(
+    pub async fn renew_leases(
         &self,
-        user: UserId,
-        exchange_id: MessageId,
+        exchanges: &[MessageId],
         lease_until: DateTime<Utc>,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
         use chat_messages::Column;
+        if exchanges.is_empty() {
+            return Ok(0);
+        }
         let renewed = chat_messages::Entity::update_many()
             .col_expr(Column::LeaseUntil, Expr::value(micros(lease_until)))
-            .filter(Column::Id.eq(exchange_id.as_uuid()))
-            .filter(Column::UserId.eq(user.as_uuid()))
+            .filter(Column::Id.is_in(exchanges.iter().map(|id| id.as_uuid())))
             .filter(Column::ExchangeState.eq(RUNNING))
             .exec(self.store.connection())
             .await
             .map_err(db_error)?;
-        Ok(renewed.rows_affected > 0)
+        Ok(renewed.rows_affected)
     }
 
     /// The messages an exchange committed after its USER message, in sequence order.

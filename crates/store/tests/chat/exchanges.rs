@@ -194,6 +194,66 @@ async fn resends_find_what_became_of_the_send() {
 }
 
 #[tokio::test]
+async fn renewing_leases_extends_only_the_listed_sends_still_running() {
+    let (store, _dir) = fresh_store().await;
+    let chat = store.chat();
+    let (alice, bob) = (new_user(&store).await, new_user(&store).await);
+    let start = |user, id: &'static str| {
+        let chat = chat.clone();
+        async move {
+            let session = new_session(&chat, user, "", 0).await;
+            let ExchangeStart::Started(sent) = chat
+                .begin_exchange(user, session.id, &cid(id), "hello", at(60), at(0))
+                .await
+                .unwrap()
+            else {
+                panic!("expected a new send");
+            };
+            (session, sent)
+        }
+    };
+    let (alice_session, alice_send) = start(alice, "a").await;
+    let (bob_session, bob_send) = start(bob, "b").await;
+    let (_, failed_send) = start(alice, "f").await;
+    let (unlisted_session, _) = start(alice, "u").await;
+    chat.finish_exchange(alice, failed_send.id, ExchangeState::Failed)
+        .await
+        .unwrap();
+
+    assert_eq!(chat.renew_leases(&[], at(500)).await.unwrap(), 0);
+    // Two users' running sends and a failed one: only the running two are extended.
+    let renewed = chat
+        .renew_leases(&[alice_send.id, bob_send.id, failed_send.id], at(500))
+        .await
+        .unwrap();
+    assert_eq!(renewed, 2);
+    for (user, session, id) in [(alice, alice_session.id, "a"), (bob, bob_session.id, "b")] {
+        assert_eq!(
+            chat.peek_exchange(user, session, &cid(id), "hello", at(400))
+                .await
+                .unwrap(),
+            Some(ExchangeStart::InProgress),
+            "send {id} keeps its renewed lease"
+        );
+    }
+    // The failed send stays failed: a resend may take it at once.
+    let failed_session = failed_send.session_id;
+    assert_eq!(
+        chat.peek_exchange(alice, failed_session, &cid("f"), "hello", at(1))
+            .await
+            .unwrap(),
+        None
+    );
+    // A send not listed keeps its first lease, which lapsed at 60.
+    assert_eq!(
+        chat.peek_exchange(alice, unlisted_session.id, &cid("u"), "hello", at(61))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
 async fn a_reply_and_the_end_of_its_send_commit_together() {
     let (store, _dir) = fresh_store().await;
     let chat = store.chat();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -56,8 +56,24 @@ impl Route {
 }
 
 /// Serves one request: record it, wait the configured latency, apply a fault, check the key,
-/// answer.
+/// answer (with `Connection: close` when told).
 pub(super) async fn handle(
+    shared: Arc<Shared>,
+    hangup: Hangup,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let close = shared.lock().close_connections;
+    let mut response = answer(shared, hangup, request).await?;
+    if close {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+/// The answer to one request, as [`handle`] says.
+async fn answer(
     shared: Arc<Shared>,
     hangup: Hangup,
     request: Request<Incoming>,

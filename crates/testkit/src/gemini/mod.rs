@@ -225,6 +225,13 @@ impl GeminiServer {
         self.shared.lock().latency = latency;
     }
 
+    /// Whether every answer carries `Connection: close`, so the client does not keep the
+    /// connection for another call (HTTP/1.1) and the server closes it after the answer. Off
+    /// by default.
+    pub fn close_connections(&self, close: bool) {
+        self.shared.lock().close_connections = close;
+    }
+
     /// Every request received so far, in arrival order, keys replaced by markers.
     #[must_use]
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -348,6 +355,7 @@ struct State {
     replies: VecDeque<ScriptedReply>,
     faults: Vec<FaultRule>,
     latency: Duration,
+    close_connections: bool,
     requests: Vec<RecordedRequest>,
     /// Generate calls answered, for response ids.
     responses: u64,
@@ -374,6 +382,7 @@ impl Default for State {
             replies: VecDeque::new(),
             faults: Vec::new(),
             latency: Duration::ZERO,
+            close_connections: false,
             requests: Vec::new(),
             responses: 0,
             responder: None,

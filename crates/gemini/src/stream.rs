@@ -32,8 +32,9 @@ type BodyError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// [`Error::Unavailable`] after `stream_idle_timeout` without a byte, [`Error::Unexpected`]
 /// for an event that does not decode or is larger than 8 MiB.
 ///
-/// Dropping it drops the response body, which closes the connection to Google at once
-/// (ending generation, and its billing, early).
+/// Dropping it drops the response body, which ends the call at once (ending generation, and
+/// its billing, early): over HTTP/1.1 the connection is closed, over HTTP/2 only its stream is
+/// reset.
 pub struct ContentStream {
     /// `None` once the stream ended: the connection is released.
     body: Option<Body>,
@@ -91,7 +92,7 @@ impl ContentStream {
         self.events
     }
 
-    /// Ends the stream with `error`: drops the body (closing the connection) and scrubs it.
+    /// Ends the stream with `error`: drops the body (ending the call) and scrubs it.
     fn fail(&mut self, error: Error) -> Error {
         self.body = None;
         error.scrub(&self.secret)

@@ -76,16 +76,7 @@ pub(crate) async fn measure(bench: &Bench, count: usize) -> anyhow::Result<RssRe
         .respond_with(|_| ScriptedReply::chunks(["Warming ", "up."]));
     let warm_session = bench.session(&mut bench.chat()).await?;
     for channel in channels.iter().cycle().take(channel_count.max(20)) {
-        let mut chat = ChatServiceClient::new(channel.clone());
-        let mut stream = chat
-            .stream_message(bench.request(stream_request(&warm_session, "Hello.")))
-            .await
-            .context("a warm-up StreamMessage")?
-            .into_inner();
-        ensure!(
-            drain(&mut stream).await?,
-            "a warm-up stream did not complete"
-        );
+        warm_up_stream(bench, channel, &warm_session).await?;
     }
     // One session per stream: a session runs one exchange at a time. Created before the idle
     // figure, as they are rows in the database rather than state of open streams.
@@ -260,24 +251,31 @@ async fn warm_database_pool(
         sessions.push(bench.session(&mut chat).await?);
     }
     bench.gemini.close_connections(true);
-    let completed: Vec<anyhow::Result<bool>> =
+    let completed =
         futures::future::join_all(sessions.iter().enumerate().map(|(index, session)| {
-            let mut chat = ChatServiceClient::new(channels[index % channels.len()].clone());
-            let request = authed(stream_request(session, "Hello."), &bench.tokens.get());
-            async move {
-                let mut stream = chat
-                    .stream_message(request)
-                    .await
-                    .context("a warm-up StreamMessage")?
-                    .into_inner();
-                drain(&mut stream).await
-            }
+            warm_up_stream(bench, &channels[index % channels.len()], session)
         }))
         .await;
     bench.gemini.close_connections(false);
-    for done in completed {
-        ensure!(done?, "a warm-up stream did not complete");
-    }
+    completed.into_iter().collect()
+}
+
+/// Completes one StreamMessage call on `session` over `channel`.
+async fn warm_up_stream(
+    bench: &Bench,
+    channel: &tonic::transport::Channel,
+    session: &str,
+) -> anyhow::Result<()> {
+    let mut chat = ChatServiceClient::new(channel.clone());
+    let mut stream = chat
+        .stream_message(bench.request(stream_request(session, "Hello.")))
+        .await
+        .context("a warm-up StreamMessage")?
+        .into_inner();
+    ensure!(
+        drain(&mut stream).await?,
+        "a warm-up stream did not complete"
+    );
     Ok(())
 }
 
